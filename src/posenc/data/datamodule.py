@@ -1,0 +1,131 @@
+"""Data for position tasks: a training image set and named test sets (PosENet, Islam et al.
+ICLR 2020, Sec. 4: train on natural images, test on natural, black, white and noise images).
+
+Every task honours the same knobs: ``num_train``, ``num_test``, ``image_size``, ``batch_size``,
+``seed``. Images are float ``[3, S, S]`` in [0, 1] (the authors' code applies no mean/std).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from posenc.data.folder import ImageFolderDataset
+from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
+from posenc.data.synthetic import SYNTHETIC_INPUTS, synthetic_images
+from posenc.errors import PosencError, check_choice
+
+SOURCES: tuple[str, ...] = ("natural", "folder")
+TEST_INPUTS: tuple[str, ...] = ("natural", *SYNTHETIC_INPUTS)
+CONSTANT_INPUTS = ("black", "white")  # one image is the whole set: every copy is identical
+
+
+class IndexedImages(Dataset):
+    """uint8 ``[3, S, S]`` images (a tensor or a dataset) -> ``{"image": float, "index": i}``."""
+
+    def __init__(self, images: torch.Tensor | Dataset) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.images[i].float() / 255.0, "index": i}
+
+
+class IndexedFeatures(Dataset):
+    """Precomputed backbone features (a tensor or a ``np.memmap``) -> ``{"features", "index"}``."""
+
+    def __init__(self, features: torch.Tensor | np.ndarray) -> None:
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"features": torch.as_tensor(np.asarray(self.features[i])).float(), "index": i}
+
+
+class PositionDataModule(L.LightningDataModule):
+    """Natural (bundled photos) or folder (DUTS-TR / PASCAL-S) training images plus test sets."""
+
+    def __init__(
+        self,
+        source: str = "natural",
+        train_dir: str | None = None,
+        test_dir: str | None = None,
+        test_inputs: Sequence[str] = TEST_INPUTS,
+        synthetic_source: str = "generated",
+        num_train: int = 256,
+        num_test: int = 32,
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        min_scale: float = 0.3,
+    ) -> None:
+        super().__init__()
+        check_choice("data.source", source, SOURCES)
+        for name in test_inputs:
+            check_choice("data.test_inputs entry", name, TEST_INPUTS)
+        for key, value, low in (("num_train", num_train, 1), ("num_test", num_test, 1),
+                                ("image_size", image_size, 8), ("batch_size", batch_size, 1)):
+            if int(value) < low:
+                raise PosencError(f"data.{key}={value} is invalid: it must be >= {low}")
+        if source == "folder" and not train_dir:
+            raise PosencError("data=folder needs data.train_dir=<DUTS-TR root or image folder>")
+        if source == "folder" and "natural" in test_inputs and not test_dir:
+            raise PosencError("data=folder needs data.test_dir=<PASCAL-S root or image folder>")
+        self.source, self.train_dir, self.test_dir = source, train_dir, test_dir
+        self.test_names = list(test_inputs)
+        self.synthetic_source = synthetic_source
+        self.num_train, self.num_test, self.image_size = int(num_train), int(num_test), int(image_size)
+        self.batch_size, self.num_workers, self.seed, self.min_scale = batch_size, num_workers, seed, min_scale
+        self.train_set: Dataset | None = None
+        self.test_sets: dict[str, Dataset] = {}
+        self.train_features: torch.Tensor | np.ndarray | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that determines the training images (a feature-cache key)."""
+        return {k: getattr(self, k) for k in ("source", "train_dir", "num_train", "image_size", "seed", "min_scale")}
+
+    def _images(self, name: str, train: bool) -> torch.Tensor | Dataset:
+        size, seed = self.image_size, self.seed + (0 if train else 1)
+        num = self.num_train if train else self.num_test
+        if name in SYNTHETIC_INPUTS:
+            num = 1 if name in CONSTANT_INPUTS or self.synthetic_source == "official" else num
+            return synthetic_images(name, num, size, seed, source=self.synthetic_source)
+        if self.source == "folder":
+            root = self.train_dir if train else self.test_dir
+            return ImageFolderDataset(root, size, num=num, seed=seed)
+        photos = TRAIN_PHOTOS if train else TEST_PHOTOS
+        return natural_crops(num, size, photos, seed=seed, min_scale=self.min_scale)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = IndexedImages(self._images("natural", train=True))
+        if stage in (None, "test") and not self.test_sets:
+            self.test_sets = {n: IndexedImages(self._images(n, train=False)) for n in self.test_names}
+
+    def set_train_features(self, features: torch.Tensor | np.ndarray | None) -> None:
+        """Serve precomputed backbone features instead of images for training (frozen backbone)."""
+        self.train_features = features
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          generator=generator, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "setup('fit') was not called"
+        if self.train_features is not None:
+            return self._loader(IndexedFeatures(self.train_features), shuffle=True)
+        return self._loader(self.train_set, shuffle=True)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.test_sets[n], shuffle=False) for n in self.test_names]

@@ -1,0 +1,93 @@
+"""Encode a dataset through a frozen backbone once and reuse the features for every epoch and
+every target map (PosENet's backbone is frozen, so re-running it — as the authors' loop does for
+each of 15 epochs x 5 maps — recomputes identical tensors).
+
+Modes: ``memory`` (a CPU tensor), ``disk`` (a ``.npy`` memory map under ``cache_dir`` keyed by a
+hash of everything that determines the features, reused across runs), ``off`` (no cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from posenc.errors import check_choice
+
+CACHE_MODES: tuple[str, ...] = ("memory", "disk", "off")
+CACHE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def module_digest(module: nn.Module) -> str:
+    """SHA-1 of a module's parameters and buffers (random-init weights depend on the seed)."""
+    h = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """A stable short hash of a JSON-able description of the features."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@torch.no_grad()
+def encode_dataset(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Dataset,
+    batch_size: int,
+    device: torch.device,
+    out: np.ndarray | None = None,
+    dtype: str = "float32",
+) -> torch.Tensor | np.ndarray:
+    """Run ``encode`` over ``dataset`` (dicts with an ``"image"``) in order; returns ``[N, ...]``."""
+    chunks, start = [], 0
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        feats = encode(batch["image"].to(device)).cpu()
+        if out is None:
+            chunks.append(feats.to(getattr(torch, dtype)))
+        else:
+            out[start : start + len(feats)] = feats.numpy().astype(out.dtype)
+        start += len(feats)
+    return torch.cat(chunks) if out is None else out
+
+
+def cached_features(
+    mode: str,
+    key: str,
+    cache_dir: str | os.PathLike[str],
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Dataset,
+    batch_size: int,
+    device: torch.device,
+    dtype: str = "float32",
+) -> torch.Tensor | np.ndarray | None:
+    """Features of ``dataset`` per ``mode`` (None for ``off``); a disk cache is written atomically."""
+    check_choice("task.feature_cache", mode, CACHE_MODES)
+    check_choice("task.cache_dtype", dtype, CACHE_DTYPES)
+    if mode == "off":
+        return None
+    if mode == "memory":
+        return encode_dataset(encode, dataset, batch_size, device, dtype=dtype)
+    path = Path(cache_dir) / f"{key}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        probe = encode(dataset[0]["image"][None].to(device))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPES[dtype], shape=(len(dataset), *probe.shape[1:]))
+    encode_dataset(encode, dataset, batch_size, device, out=out)
+    out.flush()
+    del out
+    os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")

@@ -1,0 +1,47 @@
+"""Figures of a run: predicted vs target position maps (cf. PosENet, Islam et al. 2020, Fig. 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def prediction_grid(
+    inputs: dict[str, torch.Tensor],
+    predictions: dict[str, torch.Tensor],
+    targets: torch.Tensor,
+    target_names: list[str],
+) -> plt.Figure:
+    """Rows: the target maps, then one row per test input (its image, then one predicted map
+    per target). ``inputs[n]``: ``[3, H, W]`` in [0, 1]; ``predictions[n]``: ``[T, H, W]``."""
+    rows = 1 + len(inputs)
+    cols = 1 + len(target_names)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_title("input", fontsize=8)
+    axes[0, 0].set_ylabel("target", fontsize=8)
+    for j, name in enumerate(target_names):
+        axes[0, j + 1].imshow(targets[j].cpu(), cmap="gray", vmin=0, vmax=1)
+        axes[0, j + 1].set_title(name, fontsize=8)
+    for i, (name, image) in enumerate(inputs.items(), start=1):
+        axes[i, 0].imshow(image.permute(1, 2, 0).clamp(0, 1).cpu())
+        axes[i, 0].set_ylabel(name, fontsize=8)
+        for j in range(len(target_names)):
+            axes[i, j + 1].imshow(predictions[name][j].float().cpu(), cmap="gray", vmin=0, vmax=1)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,239 @@
+"""Padding schemes for studying where CNNs get absolute position from.
+
+Islam et al., "How much position information do convolutional neural networks
+encode?" (ICLR 2020) and "Position, Padding and Predictions" (IJCV 2024) show that
+zero padding is a main source of absolute position in CNNs and compare it with other
+border treatments. :func:`convert_padding` swaps the scheme of every padded
+``nn.Conv2d`` of a model in place while keeping its weights:
+
+* ``zeros``: PyTorch's default, left as is.
+* ``reflect`` / ``replicate`` / ``circular``: PyTorch's native ``padding_mode``.
+* ``partial``: :class:`PartialConv2d`, partial-convolution based padding
+  (Liu et al. 2018, "Partial convolution based padding").
+* ``none``: :class:`UpsampledValidConv2d`, the authors' "no padding" variant: the
+  input is upsampled by the padding amount and convolved without padding, so map
+  sizes (and hence residual connections) are unchanged.
+* ``none_shrink``: padding set to 0, every padded conv shrinks its map.
+
+Pooling layers are not changed: max pooling pads with ``-inf`` (e.g. ResNet's stem
+``MaxPool2d(3, 2, padding=1)``), so a padded tap never wins the max and adds no
+constant border value that could encode position.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from posenc.errors import PosencError, check_choice
+
+PADDING_MODES: tuple[str, ...] = (
+    "zeros",
+    "reflect",
+    "replicate",
+    "circular",
+    "partial",
+    "none",
+    "none_shrink",
+)
+_NATIVE_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _pads(conv: nn.Conv2d) -> tuple[int, int, int, int]:
+    """Padding of ``conv`` as ``(left, right, top, bottom)`` (``F.pad`` order)."""
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return (0, 0, 0, 0)
+        # "same": total d*(k-1) per dim, the extra pixel on the right/bottom as in torch.
+        tot_h, tot_w = (d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size))
+        return (tot_w // 2, tot_w - tot_w // 2, tot_h // 2, tot_h - tot_h // 2)
+    ph, pw = conv.padding
+    return (pw, pw, ph, ph)
+
+
+def _is_padded(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and any(_pads(module))
+
+
+class PartialConv2d(nn.Conv2d):
+    """Zero-padded conv re-weighted by the fraction of taps on real pixels.
+
+    Liu et al. 2018, "Partial convolution based padding": ``out = conv(x) * r + b``
+    with ``r = k_h*k_w / #taps on real input pixels``; ``r = 1`` in the interior, so
+    interior outputs equal the plain zero-padded conv exactly. The ratio map depends
+    only on the input size and is cached per ``(H, W, device, dtype)``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("padding_mode", "zeros") != "zeros":
+            raise PosencError("PartialConv2d needs padding_mode='zeros'")
+        super().__init__(*args, **kwargs)
+        self._ratio_cache: dict[tuple[int, int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def ratio(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The ``(1, 1, H_out, W_out)`` re-weighting map for an ``H x W`` input (cached)."""
+        key = (height, width, torch.device(device), dtype)
+        cached = self._ratio_cache.get(key)
+        if cached is None:
+            with torch.no_grad():
+                ones = torch.ones(1, 1, height, width, device=device, dtype=dtype)
+                kernel = torch.ones(1, 1, *self.kernel_size, device=device, dtype=dtype)
+                count = F.conv2d(ones, kernel, None, self.stride, self.padding, self.dilation)
+                taps = self.kernel_size[0] * self.kernel_size[1]
+                cached = taps / count.clamp(min=1.0)  # windows with no real tap output 0 anyway
+            self._ratio_cache[key] = cached
+        return cached
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
+        out = out * self.ratio(x.shape[-2], x.shape[-1], x.device, x.dtype)
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        return out
+
+
+class UpsampledValidConv2d(nn.Conv2d):
+    """"No padding" conv: bilinearly upsample ``(H, W)`` by the padding, then conv unpadded.
+
+    Follows the authors' code for Islam et al. (ICLR 2020 / IJCV 2024): the input is
+    resized to ``(H + pad_top + pad_bottom, W + pad_left + pad_right)`` and convolved
+    with padding 0, so the output size equals that of the original padded conv for
+    any stride while no constant border value is introduced. ``self.padding`` keeps the
+    original (virtual) padding. We use ``align_corners=False`` (torch's default,
+    pixel-centre alignment): border pixels of the resized map copy the input border.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("padding_mode", "zeros") != "zeros":
+            raise PosencError("UpsampledValidConv2d needs padding_mode='zeros'")
+        super().__init__(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right, top, bottom = _pads(self)
+        if left or right or top or bottom:
+            size = (x.shape[-2] + top + bottom, x.shape[-1] + left + right)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _rebuild(conv: nn.Conv2d, cls: type[nn.Conv2d], **overrides: Any) -> nn.Conv2d:
+    """A ``cls`` conv with ``conv``'s hyper-parameters and the very same parameter tensors."""
+    kwargs: dict[str, Any] = dict(
+        in_channels=conv.in_channels,
+        out_channels=conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    kwargs.update(overrides)
+    new = cls(**kwargs, device="meta")  # no init cost; parameters are replaced below
+    new.weight = conv.weight
+    if conv.bias is not None:
+        new.bias = conv.bias
+    new.train(conv.training)
+    return new
+
+
+def _convert_one(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
+    if mode in _NATIVE_MODES:
+        if type(conv) is nn.Conv2d:
+            conv.padding_mode = mode
+            return conv
+        return _rebuild(conv, nn.Conv2d, padding_mode=mode)
+    if mode == "partial":
+        return _rebuild(conv, PartialConv2d, padding_mode="zeros")
+    if mode == "none":
+        return _rebuild(conv, UpsampledValidConv2d, padding_mode="zeros")
+    return _rebuild(conv, nn.Conv2d, padding=0, padding_mode="zeros")  # none_shrink
+
+
+def convert_padding(model: nn.Module, mode: str) -> nn.Module:
+    """Switch every padded ``nn.Conv2d`` of ``model`` to padding ``mode``, in place.
+
+    Weights are kept (the same ``Parameter`` objects), unpadded convs (1x1,
+    downsample) and pooling layers are untouched; see the module docstring for the
+    modes (Islam et al., ICLR 2020 / IJCV 2024). Returns ``model``, or the new module
+    if ``model`` itself is a padded conv. Residual nets need ``"none"``, not
+    ``"none_shrink"``: shrinking maps no longer match their skip connections.
+    """
+    check_choice("padding", mode, PADDING_MODES)
+    if _is_padded(model):
+        return _convert_one(model, mode)  # type: ignore[arg-type]
+    done: dict[int, nn.Module] = {}  # a conv shared by several parents is converted once
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if _is_padded(child):
+                if id(child) not in done:
+                    done[id(child)] = _convert_one(child, mode)  # type: ignore[arg-type]
+                setattr(parent, name, done[id(child)])
+    return model
+
+
+def count_padded_convs(model: nn.Module) -> int:
+    """Number of distinct ``nn.Conv2d`` modules in ``model`` with nonzero (virtual) padding."""
+    return sum(1 for m in model.modules() if _is_padded(m))
+
+
+@dataclass(frozen=True)
+class PaddingSpec:
+    """A padding scheme chosen in config (``conf/padding/<name>.yaml``)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        check_choice("padding", self.name, PADDING_MODES)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """:func:`convert_padding` ``model`` to this scheme."""
+        return convert_padding(model, self.name)
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """Deep copy of ``model`` with parameters and buffers on the meta device (no data copied)."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo).eval()
+
+
+def minimum_input_size(model: nn.Module, channels: int = 3, upper: int = 1024) -> int:
+    """Smallest square input side for which ``model`` runs (matters for ``none_shrink``).
+
+    Forwards run on a meta-device copy (shapes only, no compute). Binary search over
+    ``[1, upper]``: the result ``s`` always runs and ``s - 1`` always fails; it is the
+    global minimum when feasibility is monotone in the size, as for plain CNNs.
+    """
+    meta = _meta_copy(model)
+    dtype = next((p.dtype for p in meta.parameters() if p.is_floating_point()), torch.float32)
+
+    def error(side: int) -> Exception | None:
+        try:
+            with torch.no_grad():
+                meta(torch.empty(1, channels, side, side, device="meta", dtype=dtype))
+        except (RuntimeError, ValueError, IndexError) as exc:
+            return exc
+        return None
+
+    exc = error(upper)
+    if exc is not None:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PosencError(f"model does not run on a {upper}x{upper} input: {first}")
+    lo, hi = 0, upper  # invariant: lo fails (0 by convention), hi runs
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if error(mid) is None:
+            hi = mid
+        else:
+            lo = mid
+    return hi

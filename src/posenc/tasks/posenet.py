@@ -1,0 +1,139 @@
+"""PosENet position readout (Islam, Jia, Bruce, "How Much Position Information Do Convolutional
+Neural Networks Encode?", ICLR 2020).
+
+A frozen backbone's taps are resized to ``feature_size`` and concatenated; one PosENet readout
+per target map (H, V, G, HS, VS) regresses that fixed map with an MSE loss (the map broadcast over
+the batch). All readouts train in one pass over features computed once (``feature_cache``).
+Scored per image by SPC and MAE, then averaged, for every test input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from lightning.pytorch.loggers import WandbLogger
+from torchmetrics import MeanMetric
+
+from posenc.backbones import TappedBackbone
+from posenc.feature_cache import cache_key, cached_features, module_digest
+from posenc.figures import prediction_grid, save_figure
+from posenc.metrics import mae_per_image, spearman_per_image
+from posenc.position_maps import TARGETS, make_targets
+from posenc.readouts import PosENetReadout, resize_and_concat
+from posenc.errors import check_choice
+
+
+class PosENetTask(L.LightningModule):
+    """Train one readout per target map on frozen features; test SPC / MAE per input type."""
+
+    def __init__(
+        self,
+        backbone: TappedBackbone,
+        readout: Callable[..., PosENetReadout],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        image_size: int = 224,
+        targets: Sequence[str] = TARGETS,
+        target_source: str = "formula",
+        stripe_range: str = "unit",
+        feature_cache: str = "memory",
+        cache_dtype: str = "float32",
+        cache_dir: str = "outputs/.feature_cache",
+    ) -> None:
+        super().__init__()
+        for name in targets:
+            check_choice("target", name, TARGETS)
+        backbone.check_input_size(image_size)
+        self.backbone = backbone
+        self.target_names = list(targets)
+        self.heads = nn.ModuleDict({t: readout(in_channels=backbone.out_channels) for t in self.target_names})
+        self.feature_size = self.heads[self.target_names[0]].feature_size
+        self.register_buffer(
+            "targets", make_targets(self.target_names, image_size, target_source, stripe_range), persistent=False
+        )
+        self.image_size = image_size
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.feature_cache, self.cache_dtype, self.cache_dir = feature_cache, cache_dtype, cache_dir
+        self.test_metrics = nn.ModuleDict()
+        self.previews: dict[str, dict[str, torch.Tensor]] = {}
+
+    # -- features ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen backbone taps, resized to ``feature_size`` and concatenated on channels."""
+        return resize_and_concat(self.backbone(images), self.feature_size)
+
+    def feature_cache_key(self) -> str:
+        dm = self.trainer.datamodule
+        return cache_key({
+            "backbone": self.backbone.name, "taps": self.backbone.tap_names, "padding": self.backbone.padding,
+            "normalize": self.backbone.normalize, "weights": module_digest(self.backbone),
+            "feature_size": self.feature_size, "data": dm.fingerprint(), "dtype": self.cache_dtype,
+        })
+
+    def on_fit_start(self) -> None:
+        dm = self.trainer.datamodule
+        key = self.feature_cache_key() if self.feature_cache == "disk" else ""
+        features = cached_features(self.feature_cache, key, self.cache_dir, self.encode, dm.train_set,
+                                   dm.batch_size, self.device, self.cache_dtype)
+        dm.set_train_features(features)
+
+    def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["features"] if "features" in batch else self.encode(batch["image"])
+
+    # -- training ---------------------------------------------------------------------------
+    def predict_maps(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, T, S, S]``: every readout's map for every image."""
+        return torch.cat([self.heads[t](features, self.image_size) for t in self.target_names], dim=1)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred = self.predict_maps(self._features(batch))
+        per_target = F.mse_loss(pred, self.targets.expand_as(pred), reduction="none").mean(dim=(0, 2, 3))
+        for name, loss in zip(self.target_names, per_target):
+            self.log(f"train/loss_{name}", loss, on_step=False, on_epoch=True)
+        loss = per_target.sum()
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.heads.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}
+
+    # -- testing ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "test" and not len(self.test_metrics):
+            for name in self.trainer.datamodule.test_names:
+                for target in self.target_names:
+                    for metric in ("spc", "mae"):
+                        self.test_metrics[f"{name}|{target}|{metric}"] = MeanMetric()
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        name = self.trainer.datamodule.test_names[dataloader_idx]
+        pred = self.predict_maps(self.encode(batch["image"]))
+        for j, target in enumerate(self.target_names):
+            for metric, fn in (("spc", spearman_per_image), ("mae", mae_per_image)):
+                values = fn(pred[:, j], self.targets[j]).float()
+                meter = self.test_metrics[f"{name}|{target}|{metric}"]
+                meter.update(values)
+                self.log(f"test/{name}/{target}/{metric}", meter, on_step=False, on_epoch=True,
+                         add_dataloader_idx=False, batch_size=len(values))
+        if batch_idx == 0:
+            self.previews[name] = {"image": batch["image"][0].cpu(), "pred": pred[0].detach().cpu()}
+
+    def on_test_end(self) -> None:
+        if not self.previews or not self.trainer.is_global_zero:
+            return
+        fig = prediction_grid({n: p["image"] for n, p in self.previews.items()},
+                              {n: p["pred"] for n, p in self.previews.items()}, self.targets, self.target_names)
+        path = save_figure(fig, Path(self.trainer.default_root_dir) / "figures" / "predictions.png")
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("test/predictions", [str(path)])
