@@ -30,5 +30,6 @@ if __name__ == "__main__":
     try:
         check_group_overrides(sys.argv[1:], CONF_DIR, HYDRA_LAUNCHERS)
     except PosencError as exc:
-        sys.exit(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     main()

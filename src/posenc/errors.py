@@ -20,3 +20,13 @@ def check_choice(kind: str, value: object, choices: Iterable[object]) -> None:
     choices = list(choices)
     if value not in choices:
         raise invalid_choice(kind, value, choices)
+
+
+def user_error(exc: BaseException) -> PosencError | None:
+    """The ``PosencError`` behind ``exc`` (Hydra's ``instantiate`` wraps it), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, PosencError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,16 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from posenc.errors import PosencError
+from posenc.errors import user_error
 from posenc.reporting import print_results
 from posenc.run_contract import flat_metrics, save_resolved_config, write_json, write_status
 
 log = logging.getLogger(__name__)
+
+# Expected and harmless here: the frozen backbone is in eval mode on purpose; Lightning's own
+# pytree deprecation notice is not ours to fix.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
 
 def finish_loggers(loggers: list[Any]) -> None:
@@ -68,10 +74,12 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     try:
         metrics = train(cfg, run_dir, dict(hydra_cfg.runtime.choices))
     except Exception as exc:  # noqa: BLE001 - recorded, then reported per run mode
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        write_status(run_dir, "failed", error=f"{type(exc).__name__}: {line}")
+        user = user_error(exc)
+        cause = user or exc
+        line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        write_status(run_dir, "failed", error=f"{type(cause).__name__}: {line}")
         (run_dir / "error.log").write_text(traceback.format_exc())
-        if isinstance(exc, PosencError):
+        if user is not None:
             print(f"error: {line}", file=sys.stderr)
             if not multirun:
                 sys.exit(2)
