@@ -1,18 +1,20 @@
 """posenc entry point: ``python train.py [group=option ...] [key=value ...]`` (Hydra).
 
 Examples: ``python train.py backbone=vgg16 padding=reflect task=posenet``;
-``python train.py -m padding=zeros,reflect,replicate,circular,partial,none``.
+``python train.py -m padding=zeros,reflect,replicate,circular,partial,none``;
+``python train.py --resume outputs/runs/<run>`` continues a killed run from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from posenc.cli import check_group_overrides
+from posenc.cli import check_group_overrides, resume_argv, with_output_dir
 from posenc.errors import PosencError
 from posenc.training import run
 
@@ -21,14 +23,22 @@ HYDRA_LAUNCHERS = {"hydra/launcher": ["basic", "submitit_local", "submitit_slurm
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg)
-    return None if metrics is None else metrics.get("wall_time_s")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    if argv[:1] == ["--resume"]:
+        if len(argv) < 2:
+            raise PosencError("--resume needs a run dir: python train.py --resume outputs/runs/<run>")
+        argv = [*resume_argv(Path(argv[1])), *argv[2:]]
+    check_group_overrides(argv, CONF_DIR, HYDRA_LAUNCHERS)
+    return with_output_dir(argv, datetime.now())
 
 
 if __name__ == "__main__":
     try:
-        check_group_overrides(sys.argv[1:], CONF_DIR, HYDRA_LAUNCHERS)
+        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
     except PosencError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -47,6 +47,16 @@ def _one_line_error(excinfo: pytest.ExceptionInfo) -> str:
     return msg
 
 
+def _prefix_outputs(layers: nn.Sequential, x: torch.Tensor, indices: list[int]) -> list[torch.Tensor]:
+    """``layers[: i + 1](x)`` for every ``i`` in ``indices``, in one pass."""
+    outs = []
+    for i, layer in enumerate(layers):
+        x = layer(x)
+        if i in indices:
+            outs.append(x.clone())
+    return outs
+
+
 def _build(name: str, seed: int = 0, **kw: object) -> TappedBackbone:
     torch.manual_seed(seed)
     return build_backbone(name, **kw)  # type: ignore[arg-type]
@@ -55,6 +65,11 @@ def _build(name: str, seed: int = 0, **kw: object) -> TappedBackbone:
 @pytest.fixture(scope="module")
 def vgg16() -> TappedBackbone:
     return _build("vgg16")
+
+
+@pytest.fixture(scope="module")
+def vgg16_bn() -> TappedBackbone:
+    return _build("vgg16_bn", seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -71,25 +86,18 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # --------------------------------------------------------------------------- taps and shapes
-@pytest.mark.parametrize("name", ["tiny", "vgg16_bn", "resnet18", "resnet50"])
-def test_tap_channels_and_shapes(name: str) -> None:
-    b = _build(name)
+@pytest.mark.parametrize("name", ["tiny", "vgg16", "vgg16_bn", "resnet18", "resnet50"])
+def test_tap_channels_and_shapes(name: str, request: pytest.FixtureRequest) -> None:
+    b = request.getfixturevalue(name) if name in ("vgg16", "vgg16_bn", "resnet18") else _build(name)
     channels, sides = EXPECTED[name]
     assert b.tap_names == ["f1", "f2", "f3", "f4", "f5"]
     assert b.tap_channels == channels
     assert b.out_channels == sum(channels)
     with torch.no_grad():
-        out = b(_images(2))
-    assert [tuple(t.shape) for t in out] == [(2, c, s, s) for c, s in zip(channels, sides)]
-
-
-def test_vgg16_tap_channels_and_shapes(vgg16: TappedBackbone) -> None:
-    channels, sides = EXPECTED["vgg16"]
-    assert vgg16.tap_names == ["f1", "f2", "f3", "f4", "f5"]
-    assert vgg16.tap_channels == channels and vgg16.out_channels == 1472
-    with torch.no_grad():
-        out = vgg16(_images(1))
+        out = b(_images(1))
     assert [tuple(t.shape) for t in out] == [(1, c, s, s) for c, s in zip(channels, sides)]
+    if name == "vgg16":
+        assert b.out_channels == 1472
 
 
 def test_resnet152_channels() -> None:
@@ -108,30 +116,30 @@ def test_vgg16_taps_are_relu_x_y_of_torchvision(vgg16: TappedBackbone) -> None:
     ref.load_state_dict(vgg16.body.state_dict(), strict=True)
     x = _images(1, seed=3)
     with torch.no_grad():
-        taps = vgg16(x)
-        for tap, i in zip(taps, VGG16_TAPS):
-            torch.testing.assert_close(tap, ref[: i + 1](x.clone()), rtol=1e-5, atol=1e-6)
+        taps, want = vgg16(x), _prefix_outputs(ref, x, VGG16_TAPS)
+    for got, w in zip(taps, want, strict=True):
+        torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
 
 
-def test_vgg16_bn_taps_are_relu_after_bn() -> None:
-    b = _build("vgg16_bn", seed=1)
+def test_vgg16_bn_taps_are_relu_after_bn(vgg16_bn: TappedBackbone) -> None:
+    b = vgg16_bn
     assert len(b.body) == VGG16_BN_TAPS[-1] + 1
     assert all(isinstance(b.body[i], nn.ReLU) and isinstance(b.body[i - 1], nn.BatchNorm2d) for i in VGG16_BN_TAPS)
     ref = make_layers(cfgs["D"], batch_norm=True).eval()
     ref.load_state_dict(b.body.state_dict(), strict=True)
     x = _images(1, seed=4)
     with torch.no_grad():
-        taps = b(x)
-        for tap, i in zip(taps, VGG16_BN_TAPS):
-            assert tap.min() >= 0  # a ReLU output, not the BN before it
-            torch.testing.assert_close(tap, ref[: i + 1](x.clone()), rtol=1e-5, atol=1e-6)
+        taps, want = b(x), _prefix_outputs(ref, x, VGG16_BN_TAPS)
+    for got, w in zip(taps, want, strict=True):
+        assert got.min() >= 0  # a ReLU output, not the BN before it
+        torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
 
 
 def test_resnet18_taps_are_stem_relu_and_layers(resnet18: TappedBackbone) -> None:
     ref = torchvision.models.resnet18().eval()
     missing, unexpected = ref.load_state_dict(resnet18.body.state_dict(), strict=False)
     assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
-    x = _images(2, seed=5)
+    x = _images(1, seed=5)
     with torch.no_grad():
         f1 = ref.relu(ref.bn1(ref.conv1(x)))
         f2 = ref.layer1(ref.maxpool(f1))
@@ -157,7 +165,7 @@ def test_selected_taps_only(resnet18: TappedBackbone) -> None:
     torch.testing.assert_close(out[1], full[3])
 
 
-def test_selected_taps_vgg_truncates_body(vgg16: TappedBackbone) -> None:
+def test_selected_taps_vgg_style_truncates_body() -> None:
     b = _build("tiny", taps=["f4", "f2"])
     assert b.tap_names == ["f2", "f4"]  # depth order, whatever order they were asked in
     assert b.tap_channels == [32, 64]
@@ -195,10 +203,9 @@ def test_frozen_and_stays_in_eval(resnet18: TappedBackbone) -> None:
     resnet18.train(True)
     assert not any(m.training for m in resnet18.modules())
     before = resnet18.body.bn1.running_mean.clone()
-    resnet18(_images(2) * 10)  # BN in eval mode: running stats untouched
+    out = resnet18(_images(1) * 10)  # BN in eval mode: running stats untouched
     assert torch.equal(resnet18.body.bn1.running_mean, before)
-    out = resnet18(_images(1).requires_grad_(False))
-    assert all(not t.requires_grad for t in out)
+    assert all(not t.requires_grad for t in out)  # no graph is built through the frozen body
 
 
 # --------------------------------------------------------------------------- padding and input size

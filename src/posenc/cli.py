@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
-from posenc.errors import invalid_choice
+import yaml
+
+from posenc.errors import PosencError, invalid_choice
 
 _SIMPLE_VALUES = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
 
@@ -41,3 +44,45 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path, builtin: dict[str
         for option in value.split(","):
             if option not in groups[key]:
                 raise invalid_choice(key, option, sorted(set(groups[key])))
+
+
+def _override_value(argv: Sequence[str], key: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == key and "=" in a]
+    return values[-1] if values else None
+
+
+def reserve_dir(parent: Path, stem: str) -> Path:
+    """Create ``parent/stem`` (or ``stem_1``, ``stem_2``, ...) with an exclusive ``mkdir``: two
+    processes started in the same second never get the same directory."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        path = parent / (stem if n == 0 else f"{stem}_{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot reserve a directory under {parent}")
+
+
+def with_output_dir(argv: Sequence[str], now: datetime) -> list[str]:
+    """Add ``hydra.run.dir`` / ``hydra.sweep.dir`` naming a freshly reserved, unique directory
+    under ``paths.output_root`` (``runs/`` or ``multirun/``), unless the command line sets one."""
+    argv = list(argv)
+    multirun = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if _override_value(argv, key) is not None or any(a in argv for a in ("--help", "-h", "--cfg", "-c", "--info")):
+        return argv
+    root = Path(_override_value(argv, "paths.output_root") or "outputs")
+    path = reserve_dir(root / ("multirun" if multirun else "runs"), now.strftime("%Y-%m-%d_%H-%M-%S"))
+    return [*argv, f"{key}={path}"]
+
+
+def resume_argv(run_dir: Path) -> list[str]:
+    """Overrides that continue the run in ``run_dir`` from its ``checkpoints/last.ckpt``."""
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        raise PosencError(f"cannot resume {run_dir}: {overrides_file} not found (not a posenc run dir)")
+    overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or []
+                 if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")]
+    return [*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last"]

@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from posenc.data.folder import ImageFolderDataset
 from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
@@ -49,6 +49,25 @@ class IndexedFeatures(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {"features": torch.as_tensor(np.asarray(self.features[i])).float(), "index": i}
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation per epoch drawn from ``(seed, epoch)``: the order of epoch k does not
+    depend on how many epochs this process ran, so a resumed run sees the same batches as an
+    uninterrupted one. Lightning calls ``set_epoch`` (under DDP it uses its own sampler)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 class PositionDataModule(L.LightningDataModule):
@@ -117,9 +136,9 @@ class PositionDataModule(L.LightningDataModule):
         self.train_features = features
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          generator=generator, persistent_workers=self.num_workers > 0)
+        sampler = EpochShuffleSampler(len(dataset), self.seed) if shuffle else None
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "setup('fit') was not called"

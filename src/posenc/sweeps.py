@@ -1,0 +1,413 @@
+"""Sweeps: named presets (``conf/sweep/``), and collecting a Hydra multirun's job dirs into
+reports (``results.csv``, ``results.md``, SPC bar charts). Pure functions, no Trainer needed.
+
+Every job Hydra's basic sweeper would launch (reconstructed from the sweep dir's
+``multirun.yaml``) appears exactly once in :func:`collect`: matched to its job dir by its
+overrides, or ``missing`` when it never started. Job dirs matching no expected job are kept too.
+
+In the tables, cells over several seeds are ``mean ± std`` with the *sample* standard deviation
+(``ddof=1``); a row with one value shows the value alone. ``n`` counts the completed jobs of a row.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from posenc.compose import CONF_DIR
+from posenc.errors import PosencError
+from posenc.reporting import parse_test_key
+
+COMPLETED, FAILED, RUNNING, MISSING = "completed", "failed", "running", "missing"
+STATUS_NOTE = {RUNNING: "unfinished: status running (killed, or still running)",
+               MISSING: "never started: no job dir"}
+INPUT_ORDER = ("natural", "black", "white", "noise")
+TARGET_ORDER = ("H", "V", "G", "HS", "VS")
+METRIC_ORDER = ("spc", "mae")
+NOT_SWEPT = ("seed",)  # varied within a row: cells are mean ± std over it
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def list_presets(conf_dir: Path = CONF_DIR) -> dict[str, str]:
+    """Sweep presets in ``conf_dir/sweep`` -> their description (first comment after the
+    ``# @package`` line)."""
+    presets: dict[str, str] = {}
+    for path in sorted((Path(conf_dir) / "sweep").glob("*.yaml")):
+        comments = [line.lstrip("#").strip() for line in path.read_text().splitlines()
+                    if line.startswith("#") and not line.startswith("# @package")]
+        presets[path.stem] = comments[0] if comments else ""
+    return presets
+
+
+def reserve_sweep_dir(output_root: Path, name: str, now: datetime | None = None) -> Path:
+    """Create and return a fresh ``<output_root>/sweeps/<name>/<timestamp>[_k]``.
+
+    The mkdir is exclusive, so two sweeps started in the same second get different dirs."""
+    parent = Path(output_root) / "sweeps" / name
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+    for k in range(10_000):
+        path = parent / (stamp if k == 0 else f"{stamp}_{k}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path.resolve()
+    raise RuntimeError(f"no free sweep dir under {parent}")
+
+
+# ----------------------------------------------------------------------------- expected jobs
+
+
+def expand_overrides(params: Mapping[str, Any], overrides: Sequence[str]) -> list[list[str]]:
+    """The override lists Hydra's basic sweeper launches for sweeper ``params`` plus the
+    command-line ``overrides`` (which replace a param of the same key), in launch order."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(overrides)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def _load_multirun(sweep_dir: Path) -> Any | None:
+    path = Path(sweep_dir) / "multirun.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
+def expected_jobs(sweep_dir: Path) -> list[list[str]]:
+    """The override lists of the jobs of ``sweep_dir``, rebuilt from its ``multirun.yaml``
+    (``hydra.overrides.task`` + ``hydra.sweeper.params``); ``[]`` when it has none."""
+    cfg = _load_multirun(sweep_dir)
+    if cfg is None:
+        return []
+    sweeper = OmegaConf.select(cfg, "hydra.sweeper", default=None)
+    target = OmegaConf.select(sweeper, "_target_", default="") if sweeper is not None else ""
+    if target and not target.endswith("BasicSweeper"):
+        raise PosencError(f"cannot rebuild the jobs of {sweep_dir}: sweeper {target} is not Hydra's basic sweeper")
+    params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper is not None and sweeper.get("params") else {}
+    task = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [], resolve=False)
+    try:
+        return expand_overrides(params, task)
+    except Exception as exc:  # noqa: BLE001 - e.g. glob() sweeps need Hydra's config loader
+        raise PosencError(f"cannot rebuild the jobs of {sweep_dir}: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------- collect
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One job of a sweep: its dir (None when it never started), overrides, status
+    (completed / failed / running / missing), one-line error, and ``metrics.json``."""
+
+    job_dir: Path | None
+    overrides: list[str]
+    status: str
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    expected: bool = True  # False: a job dir that matches none of multirun.yaml's jobs
+
+    @property
+    def name(self) -> str:
+        """The job dir's name (Hydra's job number), ``""`` when there is none."""
+        return self.job_dir.name if self.job_dir is not None else ""
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+
+def override_dict(overrides: Iterable[str]) -> dict[str, str]:
+    """``["a=1", "b.c=x"]`` -> ``{"a": "1", "b.c": "x"}`` (a bare ``~key`` maps to ``""``)."""
+    pairs = (o.split("=", 1) if "=" in o else (o, "") for o in overrides)
+    return {k: v for k, v in pairs}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _job_overrides(job_dir: Path) -> list[str] | None:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path))]
+
+
+def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool = True) -> JobResult:
+    """The :class:`JobResult` of one job dir, from its ``status.json`` and ``metrics.json``."""
+    overrides = _job_overrides(job_dir) if overrides is None else overrides
+    metrics = _read_json(job_dir / "metrics.json") or {}
+    status_path = job_dir / "status.json"
+    data = _read_json(status_path)
+    if data is None:
+        status, error = (FAILED, "status.json unreadable") if status_path.exists() else (RUNNING, STATUS_NOTE[RUNNING])
+    else:
+        status, error = str(data.get("status")), data.get("error")
+        if status == RUNNING:
+            error = error or STATUS_NOTE[RUNNING]
+        elif status == COMPLETED and not any(parse_test_key(k) for k in metrics):
+            status, error = FAILED, "status completed but metrics.json has no test metrics"
+        elif status not in (COMPLETED, FAILED):
+            status, error = FAILED, f"unknown status {status!r} in status.json"
+        elif status == FAILED and not error:
+            error = "failed (no error recorded)"
+    return JobResult(job_dir, list(overrides or []), status, error, metrics, expected)
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    dirs = [p for p in Path(sweep_dir).iterdir()
+            if p.is_dir() and any((p / f).exists() for f in (".hydra", "status.json", "metrics.json"))]
+    return sorted(dirs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
+
+
+def collect(sweep_dir: Path) -> list[JobResult]:
+    """Every expected job of ``sweep_dir`` once, in launch order (``missing`` when it has no
+    dir), then the job dirs that match no expected job."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise PosencError(f"no sweep dir {str(sweep_dir)!r}")
+    expected = expected_jobs(sweep_dir)
+    dirs = _job_dirs(sweep_dir)
+    if not expected and not dirs:
+        raise PosencError(f"not a sweep dir {str(sweep_dir)!r}: no multirun.yaml and no job dirs")
+    by_key: dict[tuple[str, ...], list[tuple[Path, list[str]]]] = {}
+    unknown: dict[str, Path] = {}  # job dirs without .hydra/overrides.yaml, by job number
+    for d in dirs:
+        overrides = _job_overrides(d)
+        if overrides is None:
+            unknown[d.name] = d
+        else:
+            by_key.setdefault(tuple(sorted(overrides)), []).append((d, overrides))
+    results = []
+    for num, job in enumerate(expected):
+        candidates = by_key.get(tuple(sorted(job)))
+        if candidates:
+            results.append(read_job(*candidates.pop(0)))
+        elif str(num) in unknown:  # killed before Hydra wrote its overrides: match by job number
+            results.append(read_job(unknown.pop(str(num)), job))
+        else:
+            results.append(JobResult(None, list(job), MISSING, STATUS_NOTE[MISSING]))
+    leftovers = [d for pairs in by_key.values() for d, _ in pairs] + list(unknown.values())
+    results += [read_job(d, expected=False) for d in sorted(leftovers, key=lambda p: dirs.index(p))]
+    return results
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Row:
+    """One distinct combination of swept values and its jobs (one per seed)."""
+
+    label: str
+    jobs: list[JobResult]
+
+    @property
+    def done(self) -> list[JobResult]:
+        return [j for j in self.jobs if j.completed]
+
+    @property
+    def status(self) -> str:
+        counts = Counter(j.status for j in self.jobs)
+        return next(iter(counts)) if len(counts) == 1 else ", ".join(f"{n} {s}" for s, n in counts.items())
+
+    @property
+    def error(self) -> str | None:
+        return next((j.error for j in self.jobs if not j.completed and j.error), None)
+
+    def stats(self, key: str) -> tuple[float | None, float | None, int]:
+        """Mean, sample std (``ddof=1``; None for fewer than 2 values) and n of ``key`` over
+        the completed jobs."""
+        values = [float(v) for j in self.done if isinstance(v := j.metrics.get(key), (int, float))
+                  and not isinstance(v, bool) and math.isfinite(v)]
+        return mean_std(values)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None, int]:
+    """``(mean, sample std with ddof=1, n)``; std is None for n < 2, mean None for n = 0."""
+    n = len(values)
+    if n == 0:
+        return None, None, 0
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return mean, std, n
+
+
+def swept_keys(results: Sequence[JobResult]) -> list[str]:
+    """Override keys whose values differ between jobs (absent counts as a value), ``seed``
+    excluded, in the order they first appear."""
+    dicts = [override_dict(r.overrides) for r in results if r.overrides]
+    keys = list(dict.fromkeys(k for d in dicts for k in d))
+    return [k for k in keys if k not in NOT_SWEPT and len({d.get(k) for d in dicts}) > 1]
+
+
+def build_rows(results: Sequence[JobResult]) -> list[Row]:
+    """Rows = distinct swept-value combinations (label ``key=value key=value``), in order of
+    first appearance; a job dir without overrides gets a row of its own."""
+    keys = swept_keys(results)
+    rows: dict[str, Row] = {}
+    for r in results:
+        if r.overrides:
+            values = override_dict(r.overrides)
+            label = " ".join(f"{k}={values.get(k, '—')}" for k in keys) or "all"
+        else:
+            label = f"job {r.name} (no overrides)"
+        rows.setdefault(label, Row(label, [])).jobs.append(r)
+    return list(rows.values())
+
+
+def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
+    names = set(names)
+    return [n for n in order if n in names] + sorted(names - set(order))
+
+
+def metric_layout(results: Sequence[JobResult]) -> tuple[list[str], list[str]]:
+    """The test inputs and targets found in the jobs' metrics, in the paper's order."""
+    parsed = [p for r in results for k in r.metrics if (p := parse_test_key(k))]
+    return _ordered({p[0] for p in parsed}, INPUT_ORDER), _ordered({p[1] for p in parsed}, TARGET_ORDER)
+
+
+def format_cell(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _status_cell(row: Row) -> str:
+    return row.status if row.error is None else f"{row.status}: {row.error}"
+
+
+def markdown_report(results: Sequence[JobResult], title: str = "Sweep results") -> str:
+    """Markdown: per test input a table (rows = swept values, columns = target x SPC / MAE,
+    n and status), then the jobs that did not complete with their errors."""
+    rows = build_rows(results)
+    inputs, targets = metric_layout([r for r in results if r.completed])
+    counts = Counter(r.status for r in results)
+    seeds = {override_dict(r.overrides).get("seed") for r in results}
+    lines = [f"# {title}", "",
+             f"{len(results)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
+             + ("Cells: mean ± sample std (ddof=1) over the seeds of a row; n = completed seeds."
+                if len(seeds) > 1 else "n = completed jobs of a row."), ""]
+    header = ["row", "n", "status"] + [f"{t} {m.upper()}" for t in targets for m in METRIC_ORDER]
+    for name in inputs:
+        lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in rows:
+            cells = [format_cell(*row.stats(f"test/{name}/{t}/{m}")[:2]) if row.done else ""
+                     for t in targets for m in METRIC_ORDER]
+            lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
+                                                                     _status_cell(row), *cells]) + " |")
+        lines.append("")
+    if not inputs:
+        lines += ["No completed jobs: no metrics to tabulate.", ""]
+        lines += ["| row | status |", "|---|---|"]
+        lines += [f"| {_md_escape(row.label)} | {_md_escape(_status_cell(row))} |" for row in rows] + [""]
+    labels = {id(j): row.label for row in rows for j in row.jobs}
+    bad = [r for r in results if not r.completed]
+    if bad:
+        lines += ["## Jobs not completed", ""]
+        lines += [f"- job {r.name or '(no dir)'} `{labels[id(r)]}`: **{r.status}** — {r.error or ''}"
+                  for r in bad] + [""]
+    extra = [r for r in results if not r.expected]
+    if extra:
+        lines += ["Job dirs matching no job of multirun.yaml: " + ", ".join(r.name for r in extra), ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_csv(path: Path, results: Sequence[JobResult]) -> Path:
+    """One row per job: job, status, error, expected, every override key, every metric key
+    (a metric key clashing with an earlier column is written as ``metrics.<key>``)."""
+    base = ["job", "status", "error", "expected"]
+    override_keys = list(dict.fromkeys(k for r in results for k in override_dict(r.overrides)))
+    metric_keys = set(k for r in results for k in r.metrics)
+    tests = [k for k in metric_keys if parse_test_key(k)]
+    inputs, targets = metric_layout(results)
+    ordered_tests = [f"test/{i}/{t}/{m}" for i in inputs for t in targets for m in METRIC_ORDER]
+    ordered_tests = [k for k in ordered_tests if k in metric_keys] + sorted(set(tests) - set(ordered_tests))
+    metric_cols = ordered_tests + sorted(metric_keys - set(tests))
+    taken = set(base) | set(override_keys)
+    metric_names = {k: f"metrics.{k}" if k in taken else k for k in metric_cols}
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(base + override_keys + [metric_names[k] for k in metric_cols])
+        for r in results:
+            overrides = override_dict(r.overrides)
+            writer.writerow([r.name, r.status, r.error or "", str(r.expected).lower()]
+                            + [overrides.get(k, "") for k in override_keys]
+                            + ["" if r.metrics.get(k) is None else r.metrics[k] for k in metric_cols])
+    return Path(path)
+
+
+def plot_spc(path: Path, rows: Sequence[Row], name: str, targets: Sequence[str]) -> Path:
+    """Grouped bars: one group per row, one bar per target (SPC on test input ``name``), with
+    std error bars where a row has several seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / max(len(targets), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 + 0.2 * len(rows) * max(1, len(targets))), 4.5))
+    for j, target in enumerate(targets):
+        stats = [row.stats(f"test/{name}/{target}/spc") for row in rows]
+        means = [m if m is not None else 0.0 for m, _, _ in stats]
+        errs = [s if s is not None else 0.0 for _, s, _ in stats]
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(rows))]
+        ax.bar(xs, means, width, yerr=errs if any(errs) else None, capsize=2, label=target)
+    labels = [row.label.replace(" ", "\n") + ("" if row.done else f"\n({row.status})") for row in rows]
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_ylim(-1.0, 1.0)
+    ax.set_ylabel("SPC")
+    ax.set_title(f"SPC on {name} inputs")
+    ax.legend(fontsize=7, ncols=min(len(targets), 5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", text)
+
+
+def write_reports(sweep_dir: Path, results: Sequence[JobResult]) -> list[Path]:
+    """Write ``results.csv``, ``results.md`` and ``results_<input>_spc.png`` (one per test
+    input with completed jobs) into ``sweep_dir``; return their paths."""
+    sweep_dir = Path(sweep_dir)
+    cfg = _load_multirun(sweep_dir)
+    sweep_name = OmegaConf.select(cfg, "sweep_name", default=None) if cfg is not None else None
+    title = f"Sweep {sweep_name}: {sweep_dir}" if sweep_name else f"Sweep {sweep_dir}"
+    paths = [write_csv(sweep_dir / "results.csv", results)]
+    md = sweep_dir / "results.md"
+    md.write_text(markdown_report(results, title))
+    paths.append(md)
+    rows = build_rows(results)
+    inputs, targets = metric_layout([r for r in results if r.completed])
+    for name in inputs:
+        paths.append(plot_spc(sweep_dir / f"results_{_slug(name)}_spc.png", rows, name, targets))
+    return paths

@@ -1,0 +1,125 @@
+"""Named sweeps: run a preset of ``conf/sweep/`` as a Hydra multirun and report its results.
+
+    python sweep.py --list                       # the presets and what they study
+    python sweep.py NAME [key=value ...]         # run NAME, then collect and report it
+    python sweep.py collect SWEEP_DIR            # (re)collect and report an existing sweep dir
+
+A sweep runs in a fresh ``<paths.output_root>/sweeps/NAME/<timestamp>/`` (one job dir per
+job); command-line overrides win over the preset's swept values (``backbone=tiny`` replaces
+the swept backbones). The sweep dir gets ``results.csv``, ``results.md`` and
+``results_<input>_spc.png``; the results table is printed and the sweep dir is the last line.
+Exit status: 0 when every job completed, 1 when some failed or are missing, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from posenc.cli import check_group_overrides
+from posenc.errors import PosencError, invalid_choice
+from posenc.sweeps import COMPLETED, collect, list_presets, reserve_sweep_dir, write_reports
+
+ROOT = Path(__file__).resolve().parent
+CONF_DIR = ROOT / "conf"
+HYDRA_LAUNCHERS = {"hydra/launcher": ["basic", "submitit_local", "submitit_slurm"]}
+
+
+def output_root(overrides: Sequence[str]) -> Path:
+    """``paths.output_root`` as the run will see it: the last override, else ``conf/train.yaml``'s."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("paths.output_root=")]
+    if given:
+        return Path(given[-1].strip("'\""))
+    default = OmegaConf.select(OmegaConf.load(CONF_DIR / "train.yaml"), "paths.output_root", default="outputs")
+    return Path(str(default) if "${" not in str(default) else "outputs")
+
+
+def report(sweep_dir: Path) -> bool:
+    """Collect ``sweep_dir``, write its reports, print ``results.md`` and, last, the sweep dir.
+    True when every job completed."""
+    results = collect(sweep_dir)
+    paths = write_reports(sweep_dir, results)
+    print(next(p for p in paths if p.suffix == ".md").read_text())
+    print(sweep_dir, flush=True)
+    return all(r.status == COMPLETED for r in results)
+
+
+def run_sweep(name: str, overrides: list[str]) -> int:
+    """Run preset ``name`` with ``overrides`` as ``train.py -m`` in a fresh sweep dir; report it."""
+    presets = list_presets(CONF_DIR)
+    if name not in presets:
+        raise invalid_choice("sweep", name, sorted(presets))
+    overrides = [o for o in overrides if o not in ("-m", "--multirun")]
+    check_group_overrides(overrides, CONF_DIR, HYDRA_LAUNCHERS)
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")]
+    if given:
+        sweep_dir = Path(given[-1]).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        sweep_dir = reserve_sweep_dir(output_root(overrides), name)
+        overrides = [f"hydra.sweep.dir={sweep_dir}", *overrides]
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"sweep={name}", *overrides]
+    print(f"sweep {name}: {sweep_dir}", flush=True)
+    proc = subprocess.Popen(cmd)
+    interrupted = False
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:  # the child got the SIGINT too: let it record its status, then report
+        interrupted = True
+        try:
+            rc = proc.wait(timeout=30)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.send_signal(signal.SIGKILL)
+            rc = proc.wait()
+    if not (sweep_dir / "multirun.yaml").exists():
+        if not given and not any(sweep_dir.iterdir()):
+            sweep_dir.rmdir()  # the multirun never started (its error is already on stderr)
+        return rc or 1
+    ok = report(sweep_dir)
+    if interrupted:
+        return 130
+    return 0 if ok and rc == 0 else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sweep.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("--list", action="store_true", help="list the sweep presets and exit")
+    parser.add_argument("name", nargs="?", help="a preset of conf/sweep/, or 'collect'")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="key=value overrides, or collect's SWEEP_DIR")
+    ns = parser.parse_args(argv)
+    try:
+        if ns.list:
+            presets = list_presets(CONF_DIR)
+            width = max(map(len, presets), default=0)
+            for preset, description in presets.items():
+                print(f"{preset:<{width}}  {description}")
+            return 0
+        if ns.name is None:
+            parser.print_usage(sys.stderr)
+            print("error: name a sweep (see --list) or 'collect SWEEP_DIR'", file=sys.stderr)
+            return 2
+        if ns.name == "collect":
+            if len(ns.args) != 1:
+                print("error: usage: sweep.py collect SWEEP_DIR", file=sys.stderr)
+                return 2
+            sweep_dir = Path(ns.args[0]).resolve()
+            if not sweep_dir.is_dir():
+                raise PosencError(f"no sweep dir {str(sweep_dir)!r}")
+            return 0 if report(sweep_dir) else 1
+        return run_sweep(ns.name, list(ns.args))
+    except PosencError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
