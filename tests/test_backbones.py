@@ -409,8 +409,6 @@ def test_tiny_has_no_imagenet_weights(torch_home: Path) -> None:
 
 
 # --------------------------------------------------------------------------- known bugs
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="load_weights: a shape mismatch escapes as torch's multi-line RuntimeError")
 def test_weights_with_wrong_shapes_are_a_posenc_error(tmp_path: Path) -> None:
     state = _build("tiny").body.state_dict()
     state["0.weight"] = torch.zeros(16, 3, 5, 5)  # e.g. weights of another architecture
@@ -420,8 +418,6 @@ def test_weights_with_wrong_shapes_are_a_posenc_error(tmp_path: Path) -> None:
         build_backbone("tiny", weights=str(path))
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="_read_state_dict calls .items() on whatever torch.load returned")
 def test_weights_file_that_is_not_a_dict_is_a_posenc_error(tmp_path: Path) -> None:
     path = tmp_path / "list.pth"
     torch.save([torch.zeros(1)], path)

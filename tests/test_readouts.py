@@ -170,8 +170,6 @@ def test_negative_padding_is_refused() -> None:
         PosENetReadout(in_channels=4, padding=-1)
 
 
-@pytest.mark.xfail(strict=True, reason="readout.padding / feature_size errors are plain ValueError, "
-                   "so train.py shows a traceback instead of the one-line PosencError")
 def test_bad_padding_and_feature_size_are_posenc_errors() -> None:
     with pytest.raises(PosencError):
         PosENetReadout(in_channels=4, padding=-1)

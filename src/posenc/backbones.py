@@ -51,6 +51,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise PosencError(f"cannot read weights file {path}: {exc}".splitlines()[0]) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise PosencError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -72,7 +74,11 @@ def load_weights(model: nn.Module, name: str, weights: str | None, download: boo
     else:
         path = Path(weights).expanduser()
     state = _read_state_dict(path)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), "shapes differ")
+        raise PosencError(f"weights file {path} does not fit {name}: {detail}") from exc
     missing = [k for k in result.missing_keys if not k.startswith(("classifier", "fc"))]
     if missing or (not state.keys() & model.state_dict().keys()):
         raise PosencError(f"weights file {path} does not fit {name}: missing {missing[:3]} ...")

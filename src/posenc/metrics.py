@@ -37,7 +37,7 @@ def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     b = b - b.mean(dim=1, keepdim=True)
     denom = a.norm(dim=1) * b.norm(dim=1)
     r = (a * b).sum(dim=1) / denom.clamp_min(torch.finfo(denom.dtype).tiny)
-    return torch.where(denom > 0, r, torch.zeros_like(r))
+    return torch.where(denom > 0, r.clamp(-1.0, 1.0), torch.zeros_like(r))
 
 
 CONSTANT_ATOL = 1e-6  # a map whose range is below this is constant (round-off of upsampling)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posenc.errors import check_choice
+from posenc.errors import PosencError, check_choice
 
 TARGETS: tuple[str, ...] = ("H", "V", "G", "HS", "VS")
 TARGET_SOURCES: tuple[str, ...] = ("formula", "official")
@@ -112,5 +112,5 @@ def make_targets(
 ) -> torch.Tensor:
     """Stack of maps ``[len(names), size, size]`` in the given order."""
     if len(names) == 0:
-        raise ValueError(f"no targets selected; valid: {', '.join(TARGETS)}")
+        raise PosencError(f"no targets selected; valid: {', '.join(TARGETS)}")
     return torch.stack([make_target(n, size, source, stripe_range) for n in names])

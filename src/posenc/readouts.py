@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from posenc.errors import check_choice
+from posenc.errors import PosencError, check_choice
 
 KERNEL_SIZES = (1, 3, 5, 7)
 DEPTHS = (1, 2, 3)
@@ -48,9 +48,9 @@ class PosENetReadout(nn.Module):
         check_choice("readout.kernel_size", kernel_size, KERNEL_SIZES)
         check_choice("readout.depth", depth, DEPTHS)
         if padding < 0:
-            raise ValueError(f"readout.padding must be >= 0, got {padding}")
+            raise PosencError(f"readout.padding must be >= 0, got {padding}")
         if feature_size - depth * (kernel_size - 1 - 2 * padding) < 1:
-            raise ValueError(
+            raise PosencError(
                 f"readout.feature_size={feature_size} is too small for depth {depth} of "
                 f"{kernel_size}x{kernel_size} convs with padding {padding}"
             )

@@ -1,0 +1,145 @@
+"""Running the study at scale: DDP (also inside a Hydra multirun), the submitit launcher,
+resume after SIGKILL, determinism, W&B grouping, unique output dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from conftest import ROOT, compose_run
+from posenc.cli import with_output_dir
+
+SMALL = ["backbone=tiny", "data.image_size=32", "data.num_train=16", "data.num_test=8", "callbacks.progress=null"]
+TEST_KEYS = [f"test/{i}/{t}/{m}" for i in ("natural", "white", "noise") for t in ("H", "V", "G", "HS", "VS")
+             for m in ("spc", "mae")]
+
+
+def train(*args: str, out: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"paths.output_root={out}"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def metrics_of(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads((Path(proc.stdout.strip().splitlines()[-1]) / "metrics.json").read_text())
+
+
+def test_ddp_cpu_reduces_metrics_like_one_process(tmp_path):
+    """2 gloo ranks, each scoring half of every test set, give the 1-process metrics."""
+    one = metrics_of(train(*SMALL, "data.batch_size=16", "trainer.max_epochs=0", out=tmp_path / "one"))
+    two = metrics_of(train(*SMALL, "trainer=ddp_cpu", "data.batch_size=8", "trainer.max_epochs=0",
+                           out=tmp_path / "two"))
+    for key in TEST_KEYS:
+        assert two[key] == pytest.approx(one[key], abs=1e-4), key
+
+
+def test_ddp_cpu_training_matches_one_process_closely(tmp_path):
+    """Same global batch (2 x 8 vs 16). Without SyncBatchNorm on CPU each rank's readout BN sees
+    its own half batch, so training differs slightly; measured max |diff| ~0.006."""
+    one = metrics_of(train(*SMALL, "data.batch_size=16", "trainer.max_epochs=3", out=tmp_path / "one"))
+    two = metrics_of(train(*SMALL, "trainer=ddp_cpu", "data.batch_size=8", "trainer.max_epochs=3",
+                           out=tmp_path / "two"))
+    assert one["test/natural/H/spc"] > 0.8
+    for key in TEST_KEYS:
+        assert two[key] == pytest.approx(one[key], abs=0.03), key
+
+
+def test_ddp_inside_a_multirun_does_not_relaunch_the_sweep(tmp_path):
+    proc = train("-m", "trainer=ddp_cpu", "padding=zeros,circular", *SMALL, "data.batch_size=8",
+                 "trainer.max_epochs=1", out=tmp_path)
+    assert proc.stdout.count("Launching 2 jobs") + proc.stderr.count("Launching 2 jobs") == 1
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        assert json.loads((sweep / job / "status.json").read_text())["status"] == "completed"
+        assert (sweep / job / "train_ddp_process_1.log").exists()  # rank 1 ran inside the job dir
+    assert not (tmp_path / "runs").exists()  # no child rank opened a run of its own
+
+
+def test_submitit_local_launches_two_jobs(tmp_path):
+    train("-m", "hydra/launcher=submitit_local", "padding=zeros,replicate", *SMALL, "trainer.max_epochs=1",
+          out=tmp_path)
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    done = sorted(json.loads((p / "metrics.json").read_text())["padding"] for p in sweep.iterdir()
+                  if (p / "metrics.json").exists())
+    assert done == ["replicate", "zeros"]
+    assert (sweep / ".submitit").is_dir()
+
+
+def test_same_seed_same_config_gives_identical_metrics_json(tmp_path):
+    a = train(*SMALL, "trainer.max_epochs=2", out=tmp_path / "a")
+    b = train(*SMALL, "trainer.max_epochs=2", out=tmp_path / "b")
+    read = lambda p: (Path(p.stdout.strip().splitlines()[-1]) / "metrics.json").read_bytes()  # noqa: E731
+    assert read(a) == read(b)
+    c = train(*SMALL, "trainer.max_epochs=2", "seed=1", out=tmp_path / "c")
+    assert read(c) != read(a)
+
+
+def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path):
+    args = ["backbone=tiny", "data.image_size=96", "data.num_train=192", "data.num_test=8", "data.batch_size=32",
+            "task.feature_cache=off", "trainer.max_epochs=12", "task.scheduler.milestones=[6]"]
+    reference = metrics_of(train(*args, "callbacks.progress=null", out=tmp_path / "ref"))
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"paths.output_root={out}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    ckpt = None
+    while time.time() < deadline and proc.poll() is None:
+        partial = list(out.glob("runs/*/metrics.json"))  # rewritten after every epoch's checkpoint
+        if partial and json.loads(partial[0].read_text() or "{}").get("epoch", -1) >= 1:
+            ckpt = partial[0].parent / "checkpoints" / "last.ckpt"
+            break
+        time.sleep(0.05)
+    assert ckpt is not None and proc.poll() is None, "run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_dir = ckpt.parents[1]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "running"
+    partial = json.loads((run_dir / "metrics.json").read_text())  # written so far survives
+    assert partial["status"] == "running" and partial["epoch"] < 11
+
+    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(run_dir)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.strip().splitlines()[-1] == str(run_dir)
+    final = json.loads((run_dir / "metrics.json").read_text())
+    for key in TEST_KEYS:
+        assert final[key] == pytest.approx(reference[key], abs=1e-6), key
+
+
+def test_wandb_run_carries_group_tags_job_type_and_stays_offline(tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
+    from posenc.training import wandb_settings
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_run(["logger=wandb", "logger.wandb.offline=false", "sweep=padding_study",
+                       "padding=circular", "backbone=tiny"], tmp_path / "r")
+    wandb_settings(cfg, HydraConfig.get())
+    logger = instantiate(cfg.logger.wandb)
+    init = logger._wandb_init
+    assert init["group"] == "padding_study"
+    assert set(init["tags"]) == {"posenet", "tiny", "circular"}
+    assert init["job_type"] == "posenet"
+    assert logger._offline is True
+
+
+def test_two_runs_started_in_the_same_second_get_different_dirs(tmp_path):
+    now = datetime(2026, 1, 1, 12, 0, 0)
+    argv = ["backbone=tiny", f"paths.output_root={tmp_path}"]
+    first, second = with_output_dir(argv, now)[-1], with_output_dir(argv, now)[-1]
+    assert first != second
+    sweep_a, sweep_b = with_output_dir(["-m", *argv], now)[-1], with_output_dir(["-m", *argv], now)[-1]
+    assert sweep_a != sweep_b and "multirun" in sweep_a
