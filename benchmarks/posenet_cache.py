@@ -51,8 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="vgg16")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--num-train", type=int, default=64)
-    parser.add_argument("--num-test", type=int, default=16)
+    parser.add_argument("--num-train", type=int, default=256)
+    parser.add_argument("--num-test", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
     overrides = [

@@ -175,3 +175,35 @@ def test_bad_padding_and_feature_size_are_posenc_errors() -> None:
         PosENetReadout(in_channels=4, padding=-1)
     with pytest.raises(PosencError):
         PosENetReadout(in_channels=4, kernel_size=7, depth=3, feature_size=18)
+
+
+def test_fused_readout_equals_independent_readouts() -> None:
+    """num_maps heads in one module == num_maps separate readouts with the same weights."""
+    torch.manual_seed(0)
+    for depth in (1, 2, 3):
+        fused = PosENetReadout(6, num_maps=3, kernel_size=3, depth=depth, feature_size=12)
+        singles = [PosENetReadout(6, num_maps=1, kernel_size=3, depth=depth, feature_size=12) for _ in range(3)]
+        fused_convs = [m for m in fused.net if isinstance(m, torch.nn.Conv2d)]
+        for h, single in enumerate(singles):
+            for fc, sc in zip(fused_convs, [m for m in single.net if isinstance(m, torch.nn.Conv2d)]):
+                n = sc.out_channels
+                sc.weight.data.copy_(fc.weight.data[h * n:(h + 1) * n])
+                sc.bias.data.copy_(fc.bias.data[h * n:(h + 1) * n])
+        x = torch.randn(4, 6, 12, 12)
+        out = fused(x, 20)
+        ref = torch.cat([s(x, 20) for s in singles], dim=1)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        # gradients stay per head: a loss on head 1 leaves heads 0 and 2 untouched
+        fused.zero_grad()
+        fused(x, 20)[:, 1].sum().backward()
+        last = fused_convs[-1]
+        assert last.weight.grad[0].abs().sum() == 0 and last.weight.grad[2].abs().sum() == 0
+        assert last.weight.grad[1].abs().sum() > 0
+
+
+def test_fused_heads_have_per_head_xavier_bounds() -> None:
+    fused = PosENetReadout(64, num_maps=5, kernel_size=3, depth=1)
+    conv = fused.net[0]
+    bound = (6.0 / (64 * 9 + 1 * 9)) ** 0.5  # a single head's fan_in + fan_out
+    assert conv.weight.abs().max() <= bound
+    assert conv.weight.abs().max() > 0.9 * bound

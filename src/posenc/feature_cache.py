@@ -2,6 +2,9 @@
 every target map (PosENet's backbone is frozen, so re-running it — as the authors' loop does for
 each of 15 epochs x 5 maps — recomputes identical tensors).
 
+Features are stored channels-last, ``[N, H, W, C]`` (``IndexedFeatures`` serves them back as
+channels-last ``[B, C, H, W]`` views, the layout the readout conv is fastest with on CPU).
+
 Modes: ``memory`` (a CPU tensor), ``disk`` (a ``.npy`` memory map under ``cache_dir`` keyed by a
 hash of everything that determines the features, reused across runs), ``off`` (no cache).
 """
@@ -49,10 +52,11 @@ def encode_dataset(
     out: np.ndarray | None = None,
     dtype: str = "float32",
 ) -> torch.Tensor | np.ndarray:
-    """Run ``encode`` over ``dataset`` (dicts with an ``"image"``) in order; returns ``[N, ...]``."""
+    """Run ``encode`` over ``dataset`` (dicts with an ``"image"``) in order; returns
+    ``[N, H, W, C]``."""
     chunks, start = [], 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        feats = encode(batch["image"].to(device)).cpu()
+        feats = encode(batch["image"].to(device)).permute(0, 2, 3, 1).contiguous().cpu()
         if out is None:
             chunks.append(feats.to(getattr(torch, dtype)))
         else:
@@ -85,7 +89,8 @@ def cached_features(
     with torch.no_grad():
         probe = encode(dataset[0]["image"][None].to(device))
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPES[dtype], shape=(len(dataset), *probe.shape[1:]))
+    n, c, h, w = len(dataset), *probe.shape[1:]
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPES[dtype], shape=(n, h, w, c))
     encode_dataset(encode, dataset, batch_size, device, out=out)
     out.flush()
     del out

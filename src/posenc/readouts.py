@@ -6,6 +6,10 @@ Following the paper and the authors' code: each tap is bilinearly resized to ``f
 padding 1/2); intermediate layers are conv -> BN -> ReLU keeping the channel count, the last conv
 maps to one channel followed by BatchNorm(1) + Sigmoid; Xavier-uniform init. The output is
 bilinearly upsampled to the image size.
+
+``num_maps`` readouts (one per target map) are fused into one module: the first conv stacks the
+heads' output channels and later convs are grouped by head, so every head keeps its own weights,
+BN statistics and init (exactly ``num_maps`` independent readouts) while one conv call serves all.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ def resize_and_concat(features: Sequence[torch.Tensor], size: int) -> torch.Tens
 
 
 class PosENetReadout(nn.Module):
-    """Position readout: ``[B, C, s, s]`` features -> ``[B, 1, H, W]`` map in (0, 1)."""
+    """Position readouts: ``[B, C, s, s]`` features -> ``[B, num_maps, H, W]`` maps in (0, 1)."""
 
     def __init__(
         self,
         in_channels: int,
+        num_maps: int = 1,
         kernel_size: int = 3,
         depth: int = 1,
         padding: int = 0,
@@ -54,13 +59,17 @@ class PosENetReadout(nn.Module):
                 f"readout.feature_size={feature_size} is too small for depth {depth} of "
                 f"{kernel_size}x{kernel_size} convs with padding {padding}"
             )
-        self.feature_size = feature_size
+        if num_maps < 1:
+            raise PosencError(f"num_maps must be >= 1, got {num_maps}")
+        self.feature_size, self.num_maps = feature_size, num_maps
         layers: list[nn.Module] = []
         for i in range(depth):
             last = i == depth - 1
-            out_channels = 1 if last else in_channels
-            layers.append(nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding))
-            layers.append(nn.BatchNorm2d(out_channels))
+            cin = in_channels if i == 0 else in_channels * num_maps
+            cout = num_maps if last else in_channels * num_maps
+            groups = 1 if i == 0 else num_maps
+            layers.append(nn.Conv2d(cin, cout, kernel_size, padding=padding, groups=groups))
+            layers.append(nn.BatchNorm2d(cout))
             if not last:
                 layers.append(nn.ReLU(inplace=True))
         if sigmoid:
@@ -68,10 +77,15 @@ class PosENetReadout(nn.Module):
         self.net = nn.Sequential(*layers)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
+                for head in m.weight.detach().chunk(num_maps, dim=0):  # each head's own fans
+                    nn.init.xavier_uniform_(head)
                 nn.init.zeros_(m.bias)
 
+    def maps(self, features: torch.Tensor) -> torch.Tensor:
+        """The readouts' maps at feature resolution, ``[B, num_maps, h, w]``."""
+        return self.net(features)
+
     def forward(self, features: torch.Tensor, output_size: int | tuple[int, int]) -> torch.Tensor:
-        out = self.net(features)
+        out = self.maps(features)
         size = (output_size, output_size) if isinstance(output_size, int) else output_size
         return F.interpolate(out, size=size, mode="bilinear", align_corners=False)

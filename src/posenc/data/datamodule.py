@@ -39,9 +39,9 @@ class IndexedImages(Dataset):
 
 
 class IndexedFeatures(Dataset):
-    """Precomputed backbone features (a tensor or a ``np.memmap``) served a whole batch per
-    index list: one gather instead of one copy per sample and a collate (the features are
-    large: 1472 x 28 x 28 floats per VGG16 image)."""
+    """Precomputed channels-last backbone features ``[N, H, W, C]`` (a tensor or a ``np.memmap``)
+    served a whole batch per index list as a channels-last ``[B, C, H, W]`` view: one gather
+    instead of one copy per sample and a collate (1472 x 28 x 28 floats per VGG16 image)."""
 
     def __init__(self, features: torch.Tensor | np.ndarray) -> None:
         self.features = features
@@ -53,7 +53,7 @@ class IndexedFeatures(Dataset):
         order = sorted(indices)  # memory maps read faster in order; the set is what matters
         batch = self.features[torch.tensor(order)] if isinstance(self.features, torch.Tensor) \
             else torch.from_numpy(np.asarray(self.features[order]))
-        return {"features": batch.float(), "index": torch.tensor(order)}
+        return {"features": batch.float().permute(0, 3, 1, 2), "index": torch.tensor(order)}
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -2,8 +2,10 @@
 Neural Networks Encode?", ICLR 2020).
 
 A frozen backbone's taps are resized to ``feature_size`` and concatenated; one PosENet readout
-per target map (H, V, G, HS, VS) regresses that fixed map with an MSE loss (the map broadcast over
-the batch). All readouts train in one pass over features computed once (``feature_cache``).
+per target map (H, V, G, HS, VS; fused into one module, independent weights) regresses that fixed
+map with an MSE loss (the map broadcast over the batch). All readouts train in one pass over
+features computed once (``feature_cache``), stored channels-last (the readout conv runs ~2x faster
+on CPU that way).
 Scored per image by SPC and MAE, then averaged, for every test input.
 """
 
@@ -16,17 +18,17 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
 from posenc.backbones import TappedBackbone
 from posenc.feature_cache import cache_key, cached_features, module_digest
 from posenc.figures import prediction_grid, save_figure
+from posenc.losses import UpsampledMSE
 from posenc.metrics import mae_per_image, spearman_per_image
 from posenc.position_maps import TARGETS, make_targets
 from posenc.readouts import PosENetReadout, resize_and_concat
-from posenc.errors import check_choice
+from posenc.errors import PosencError, check_choice
 
 
 class PosENetTask(L.LightningModule):
@@ -52,15 +54,17 @@ class PosENetTask(L.LightningModule):
         backbone.check_input_size(image_size)
         self.backbone = backbone
         self.target_names = list(targets)
-        self.heads = nn.ModuleDict({t: readout(in_channels=backbone.out_channels) for t in self.target_names})
-        self.feature_size = self.heads[self.target_names[0]].feature_size
+        self.readout = readout(in_channels=backbone.out_channels, num_maps=len(self.target_names))
+        self.feature_size = self.readout.feature_size
         self.register_buffer(
             "targets", make_targets(self.target_names, image_size, target_source, stripe_range), persistent=False
         )
+        self.loss = UpsampledMSE(self.targets)
         self.image_size = image_size
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.feature_cache, self.cache_dtype, self.cache_dir = feature_cache, cache_dtype, cache_dir
         self.test_metrics = nn.ModuleDict()
+        self._backbone_digest: str | None = None
         self.previews: dict[str, dict[str, torch.Tensor]] = {}
 
     # -- features ---------------------------------------------------------------------------
@@ -69,11 +73,32 @@ class PosENetTask(L.LightningModule):
         """Frozen backbone taps, resized to ``feature_size`` and concatenated on channels."""
         return resize_and_concat(self.backbone(images), self.feature_size)
 
+    def backbone_digest(self) -> str:
+        """Hash of the frozen backbone's weights (computed once: they never change)."""
+        if self._backbone_digest is None:
+            self._backbone_digest = module_digest(self.backbone)
+        return self._backbone_digest
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Leave the frozen backbone out of checkpoints (58 MB for VGG16, every epoch): the config
+        rebuilds it (seeded init or weights file); its digest is kept to check that on load."""
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("backbone.")]:
+            del state[key]
+        checkpoint["backbone_digest"] = self.backbone_digest()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        digest = checkpoint.get("backbone_digest")
+        if digest is not None and digest != self.backbone_digest():
+            raise PosencError("checkpoint was trained on another backbone: its weights differ from this "
+                              "config's (check backbone, backbone.weights, padding and seed)")
+        checkpoint["state_dict"].update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()})
+
     def feature_cache_key(self) -> str:
         dm = self.trainer.datamodule
         return cache_key({
             "backbone": self.backbone.name, "taps": self.backbone.tap_names, "padding": self.backbone.padding,
-            "normalize": self.backbone.normalize, "weights": module_digest(self.backbone),
+            "normalize": self.backbone.normalize, "weights": self.backbone_digest(),
             "feature_size": self.feature_size, "data": dm.fingerprint(), "dtype": self.cache_dtype,
         })
 
@@ -89,12 +114,11 @@ class PosENetTask(L.LightningModule):
 
     # -- training ---------------------------------------------------------------------------
     def predict_maps(self, features: torch.Tensor) -> torch.Tensor:
-        """``[B, T, S, S]``: every readout's map for every image."""
-        return torch.cat([self.heads[t](features, self.image_size) for t in self.target_names], dim=1)
+        """``[B, T, S, S]``: every target's readout map for every image."""
+        return self.readout(features, self.image_size)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        pred = self.predict_maps(self._features(batch))
-        per_target = F.mse_loss(pred, self.targets.expand_as(pred), reduction="none").mean(dim=(0, 2, 3))
+        per_target = self.loss(self.readout.maps(self._features(batch)))  # = MSE of the upsampled maps
         for name, loss in zip(self.target_names, per_target):
             self.log(f"train/loss_{name}", loss, on_step=False, on_epoch=True)
         loss = per_target.sum()
@@ -102,7 +126,7 @@ class PosENetTask(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.heads.parameters())
+        optimizer = self.optimizer_factory(params=self.readout.parameters())
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}
