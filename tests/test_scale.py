@@ -143,3 +143,14 @@ def test_two_runs_started_in_the_same_second_get_different_dirs(tmp_path):
     assert first != second
     sweep_a, sweep_b = with_output_dir(["-m", *argv], now)[-1], with_output_dir(["-m", *argv], now)[-1]
     assert sweep_a != sweep_b and "multirun" in sweep_a
+
+
+def test_slurm_launcher_config_ties_tasks_to_trainer_devices(tmp_path):
+    from hydra.core.hydra_config import HydraConfig
+
+    compose_run(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "hydra.launcher.partition=gpu",
+                 "hydra.launcher.timeout_min=600"], tmp_path / "r")
+    launcher = HydraConfig.get().launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4
+    assert launcher.partition == "gpu" and launcher.timeout_min == 600

@@ -26,10 +26,10 @@ def prediction_grid(
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].set_title("input", fontsize=8)
-    axes[0, 0].set_ylabel("target", fontsize=8)
+    axes[0, 0].axis("off")
     for j, name in enumerate(target_names):
         axes[0, j + 1].imshow(targets[j].cpu(), cmap="gray", vmin=0, vmax=1)
-        axes[0, j + 1].set_title(name, fontsize=8)
+        axes[0, j + 1].set_title(f"target {name}", fontsize=8)
     for i, (name, image) in enumerate(inputs.items(), start=1):
         axes[i, 0].imshow(image.permute(1, 2, 0).clamp(0, 1).cpu())
         axes[i, 0].set_ylabel(name, fontsize=8)
