@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from posenc.cli import reserve_dir
 from posenc.compose import CONF_DIR
 from posenc.errors import PosencError
 from posenc.reporting import parse_test_key
@@ -52,20 +53,10 @@ def list_presets(conf_dir: Path = CONF_DIR) -> dict[str, str]:
 
 
 def reserve_sweep_dir(output_root: Path, name: str, now: datetime | None = None) -> Path:
-    """Create and return a fresh ``<output_root>/sweeps/<name>/<timestamp>[_k]``.
-
-    The mkdir is exclusive, so two sweeps started in the same second get different dirs."""
-    parent = Path(output_root) / "sweeps" / name
-    parent.mkdir(parents=True, exist_ok=True)
+    """Create and return a fresh ``<output_root>/sweeps/<name>/<timestamp>[_k]`` (an exclusive
+    mkdir, so two sweeps started in the same second get different dirs)."""
     stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
-    for k in range(10_000):
-        path = parent / (stamp if k == 0 else f"{stamp}_{k}")
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return path.resolve()
-    raise RuntimeError(f"no free sweep dir under {parent}")
+    return reserve_dir(Path(output_root) / "sweeps" / name, stamp).resolve()
 
 
 # ----------------------------------------------------------------------------- expected jobs
