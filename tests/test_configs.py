@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import CONF_DIR, TINY, compose_run
+from conftest import CONF_DIR, compose_run
 from posenc.cli import group_options
 
 GROUPS = group_options(CONF_DIR)

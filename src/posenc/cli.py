@@ -18,10 +18,10 @@ _SIMPLE_VALUES = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
 def group_options(conf_dir: Path) -> dict[str, list[str]]:
     """Config groups (sub-folders of ``conf_dir``, nested ones as ``a/b``) and their options."""
     groups: dict[str, list[str]] = {}
-    for yaml in sorted(conf_dir.rglob("*.yaml")):
-        group = yaml.parent.relative_to(conf_dir).as_posix()
+    for config_file in sorted(conf_dir.rglob("*.yaml")):
+        group = config_file.parent.relative_to(conf_dir).as_posix()
         if group != ".":
-            groups.setdefault(group, []).append(yaml.stem)
+            groups.setdefault(group, []).append(config_file.stem)
     return groups
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from posenc.data.images import read_rgb
 from posenc.errors import PosencError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
@@ -55,13 +55,8 @@ def list_images(root: str | Path) -> list[Path]:
 
 def read_image(path: Path, image_size: int) -> torch.Tensor:
     """One image file as uint8 [3, S, S] RGB, resized bilinearly to ``image_size``."""
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise PosencError(f"cannot read image {path}: {reason}") from None
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    rgb = read_rgb(path, size=image_size)
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 class ImageFolderDataset(Dataset[torch.Tensor]):

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from posenc.data.images import read_rgb
 from posenc.errors import PosencError, check_choice
 
 # name -> (package whose directory holds it, file path relative to that directory)
@@ -61,12 +62,7 @@ def _load_cached(name: str) -> np.ndarray:
     path = photo_path(name)
     if not path.is_file():
         raise PosencError(f"bundled photo {name!r} not found: expected {path}")
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except OSError as exc:
-        reason = str(exc).replace("\n", " ")
-        raise PosencError(f"cannot read image {path}: {reason}") from None
+    arr = read_rgb(path)
     arr.setflags(write=False)
     return arr
 

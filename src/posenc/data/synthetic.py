@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from posenc.data.images import read_rgb
 from posenc.errors import PosencError, check_choice
 
 SYNTHETIC_INPUTS: tuple[str, ...] = ("black", "white", "noise")
@@ -21,14 +22,8 @@ NOISE_STD = 50.0
 @functools.lru_cache(maxsize=None)
 def _official_image(kind: str) -> np.ndarray:
     """The authors' published 224x224 JPEG for ``kind`` as HxWx3 uint8 (read-only)."""
-    ref = resources.files("posenc.assets").joinpath(f"{kind}.jpg")
-    try:
-        data = ref.read_bytes()
-        with Image.open(io.BytesIO(data)) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except OSError as exc:
-        reason = str(exc).replace("\n", " ")
-        raise PosencError(f"cannot read bundled image posenc/assets/{kind}.jpg: {reason}") from None
+    data = resources.files("posenc.assets").joinpath(f"{kind}.jpg").read_bytes()
+    arr = read_rgb(io.BytesIO(data), name=f"posenc/assets/{kind}.jpg")
     arr.setflags(write=False)
     return arr
 
