@@ -207,3 +207,13 @@ def test_fused_heads_have_per_head_xavier_bounds() -> None:
     bound = (6.0 / (64 * 9 + 1 * 9)) ** 0.5  # a single head's fan_in + fan_out
     assert conv.weight.abs().max() <= bound
     assert conv.weight.abs().max() > 0.9 * bound
+
+
+def test_global_batchnorm_without_ddp_is_batchnorm() -> None:
+    from posenc.readouts import GlobalBatchNorm2d
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 5)
+    ours, ref = GlobalBatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    torch.testing.assert_close(ours(x), ref(x))
+    torch.testing.assert_close(ours.running_var, ref.running_var)

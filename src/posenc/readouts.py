@@ -26,6 +26,35 @@ KERNEL_SIZES = (1, 3, 5, 7)
 DEPTHS = (1, 2, 3)
 
 
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics span the batches of all DDP ranks, on any device.
+
+    ``torch.nn.SyncBatchNorm`` refuses CPU modules, so a 2-process CPU (gloo) run would normalise
+    each half batch by itself and train differently from a 1-process run; here the per-channel
+    sums go through an autograd-aware all-reduce instead. Without DDP it is ``BatchNorm2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not (self.training and distributed and torch.distributed.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        count = torch.full((1,), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
+        totals = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count]))
+        c = x.shape[1]
+        n = totals[-1]
+        mean = totals[:c] / n
+        var = (totals[c : 2 * c] / n - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+        shape = (1, c, 1, 1)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
 def resize_and_concat(features: Sequence[torch.Tensor], size: int) -> torch.Tensor:
     """Resize every tap to ``size x size`` (bilinear) and concatenate them on channels."""
     resized = [
@@ -69,7 +98,7 @@ class PosENetReadout(nn.Module):
             cout = num_maps if last else in_channels * num_maps
             groups = 1 if i == 0 else num_maps
             layers.append(nn.Conv2d(cin, cout, kernel_size, padding=padding, groups=groups))
-            layers.append(nn.BatchNorm2d(cout))
+            layers.append(GlobalBatchNorm2d(cout))
             if not last:
                 layers.append(nn.ReLU(inplace=True))
         if sigmoid:

@@ -210,6 +210,7 @@ class Row:
 
     label: str
     jobs: list[JobResult]
+    values: dict[str, str] = field(default_factory=dict)  # swept key -> value
 
     @property
     def done(self) -> list[JobResult]:
@@ -257,11 +258,12 @@ def build_rows(results: Sequence[JobResult]) -> list[Row]:
     rows: dict[str, Row] = {}
     for r in results:
         if r.overrides:
-            values = override_dict(r.overrides)
-            label = " ".join(f"{k}={values.get(k, '—')}" for k in keys) or "all"
+            overrides = override_dict(r.overrides)
+            values = {k: overrides.get(k, "—") for k in keys}
+            label = " ".join(f"{k}={v}" for k, v in values.items()) or "all"
         else:
-            label = f"job {r.name} (no overrides)"
-        rows.setdefault(label, Row(label, [])).jobs.append(r)
+            values, label = {}, f"job {r.name} (no overrides)"
+        rows.setdefault(label, Row(label, [], values)).jobs.append(r)
     return list(rows.values())
 
 
@@ -362,15 +364,18 @@ def plot_spc(path: Path, rows: Sequence[Row], name: str, targets: Sequence[str])
     import matplotlib.pyplot as plt
 
     width = 0.8 / max(len(targets), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 + 0.2 * len(rows) * max(1, len(targets))), 4.5))
+    fig, ax = plt.subplots(figsize=(min(40.0, max(6.0, 1.5 + 0.15 * len(rows) * max(1, len(targets)))), 5.0))
     for j, target in enumerate(targets):
         stats = [row.stats(f"test/{name}/{target}/spc") for row in rows]
         means = [m if m is not None else 0.0 for m, _, _ in stats]
         errs = [s if s is not None else 0.0 for _, s, _ in stats]
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(rows))]
         ax.bar(xs, means, width, yerr=errs if any(errs) else None, capsize=2, label=target)
-    labels = [row.label.replace(" ", "\n") + ("" if row.done else f"\n({row.status})") for row in rows]
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    labels = [(" ".join(row.values.values()) if row.values else row.label) + ("" if row.done else f" ({row.status})")
+              for row in rows]
+    ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=30, ha="right")
+    keys = list(dict.fromkeys(k for row in rows for k in row.values))
+    ax.set_xlabel(" ".join(keys))
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set_ylim(-1.0, 1.0)
     ax.set_ylabel("SPC")
