@@ -84,3 +84,11 @@ def test_run_contract_files(tmp_path, run_tiny):
     assert (run_dir / "figures" / "predictions.png").stat().st_size > 10_000
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+
+
+def test_target_subset_and_official_inputs_and_maps(run_tiny):
+    metrics = run_tiny("task.targets=[H,G]", "task.target_source=official", "data.synthetic_source=official",
+                       "data.test_inputs=[natural,noise]", "trainer.max_epochs=2")
+    keys = {k for k in metrics if k.startswith("test/")}
+    assert keys == {f"test/{i}/{t}/{m}" for i in ("natural", "noise") for t in ("H", "G") for m in ("spc", "mae")}
+    assert metrics["test/natural/H/spc"] > 0.5

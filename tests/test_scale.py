@@ -145,3 +145,15 @@ def test_slurm_launcher_config_ties_tasks_to_trainer_devices(tmp_path):
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4
     assert launcher.partition == "gpu" and launcher.timeout_min == 600
+
+
+def test_wandb_runs_of_a_multirun_stay_apart(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", "logger=wandb", "padding=zeros,circular", *SMALL,
+         "trainer.max_epochs=1", f"paths.output_root={tmp_path}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "WANDB_SILENT": "true"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    runs = [list((sweep / job / "wandb").glob("offline-run-*")) for job in ("0", "1")]
+    assert [len(r) for r in runs] == [1, 1]  # one W&B run per job, each in its own job dir
+    assert runs[0][0].name != runs[1][0].name
