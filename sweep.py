@@ -24,7 +24,13 @@ from omegaconf import OmegaConf
 
 from posenc.cli import check_group_overrides
 from posenc.errors import PosencError, invalid_choice
-from posenc.sweeps import COMPLETED, collect, list_presets, reserve_sweep_dir, write_reports
+from posenc.sweeps import (
+    COMPLETED,
+    collect,
+    list_presets,
+    reserve_sweep_dir,
+    write_reports,
+)
 
 ROOT = Path(__file__).resolve().parent
 CONF_DIR = ROOT / "conf"

@@ -12,12 +12,21 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import CONF_DIR, ROOT, compose_run
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, ROOT, compose_run
 from posenc.sweeps import (
-    COMPLETED, FAILED, MISSING, RUNNING, build_rows, collect, expand_overrides, expected_jobs,
-    list_presets, reserve_sweep_dir, write_reports,
+    COMPLETED,
+    FAILED,
+    MISSING,
+    RUNNING,
+    build_rows,
+    collect,
+    expand_overrides,
+    expected_jobs,
+    list_presets,
+    reserve_sweep_dir,
+    write_reports,
 )
 
 TINY_FAST = ["data.image_size=32", "data.num_train=4", "data.num_test=2", "data.batch_size=4",
@@ -177,8 +186,8 @@ def test_reserved_sweep_dirs_never_collide(tmp_path):
 
 
 def sweep_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "sweep.py"), *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    return subprocess.run([sys.executable, str(ROOT / "sweep.py"), *args], check=False,
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def test_list_and_unknown_sweep(tmp_path):
@@ -223,7 +232,7 @@ def test_sweep_runs_a_preset_and_reports_it(posenet_alone):
 def multirun(*args: str, sweep: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", *args, f"hydra.sweep.dir={sweep}",
            f"paths.output_root={sweep.parent}"]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT, timeout=600)
 
 
 def test_collect_a_real_three_job_multirun(tmp_path):

@@ -92,7 +92,7 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]]:
     task = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [], resolve=False)
     try:
         return expand_overrides(params, task)
-    except Exception as exc:  # noqa: BLE001 - e.g. glob() sweeps need Hydra's config loader
+    except Exception as exc:  # e.g. glob() sweeps need Hydra's config loader
         raise PosencError(f"cannot rebuild the jobs of {sweep_dir}: {exc}") from exc
 
 
@@ -336,7 +336,7 @@ def write_csv(path: Path, results: Sequence[JobResult]) -> Path:
     (a metric key clashing with an earlier column is written as ``metrics.<key>``)."""
     base = ["job", "status", "error", "expected"]
     override_keys = list(dict.fromkeys(k for r in results for k in override_dict(r.overrides)))
-    metric_keys = set(k for r in results for k in r.metrics)
+    metric_keys = {k for r in results for k in r.metrics}
     tests = [k for k in metric_keys if parse_test_key(k)]
     inputs, targets = metric_layout(results)
     ordered_tests = [f"test/{i}/{t}/{m}" for i in inputs for t in targets for m in METRIC_ORDER]
