@@ -108,30 +108,22 @@ def test_resnet152_channels() -> None:
     assert [len(getattr(b.body, f"layer{i}")) for i in range(1, 5)] == [3, 8, 36, 3]
 
 
-def test_vgg16_taps_are_relu_x_y_of_torchvision(vgg16: TappedBackbone) -> None:
-    """Taps equal torchvision's VGG16 ``features[:i + 1]`` at i = 3, 8, 15, 22, 29 (same weights)."""
-    assert len(vgg16.body) == 30  # truncated after relu5_3: no pool5
-    assert all(isinstance(vgg16.body[i], nn.ReLU) for i in VGG16_TAPS)
-    ref = make_layers(cfgs["D"], batch_norm=False).eval()
-    ref.load_state_dict(vgg16.body.state_dict(), strict=True)
+@pytest.mark.parametrize(("name", "taps", "batch_norm"), [("vgg16", VGG16_TAPS, False),
+                                                       ("vgg16_bn", VGG16_BN_TAPS, True)])
+def test_vgg_taps_are_the_stage_relus_of_torchvision(request, name, taps, batch_norm) -> None:
+    """Taps equal torchvision's VGG ``features[:i + 1]`` at relu1_2..relu5_3 (same weights); the
+    body is truncated after relu5_3 (no pool5); with BN the tap is the ReLU after the BN."""
+    b: TappedBackbone = request.getfixturevalue(name)
+    assert len(b.body) == taps[-1] + 1
+    assert all(isinstance(b.body[i], nn.ReLU) for i in taps)
+    assert all(isinstance(b.body[i - 1], nn.BatchNorm2d if batch_norm else nn.Conv2d) for i in taps)
+    ref = make_layers(cfgs["D"], batch_norm=batch_norm).eval()
+    ref.load_state_dict(b.body.state_dict(), strict=True)
     x = _images(1, seed=3)
     with torch.no_grad():
-        taps, want = vgg16(x), _prefix_outputs(ref, x, VGG16_TAPS)
-    for got, w in zip(taps, want, strict=True):
-        torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
-
-
-def test_vgg16_bn_taps_are_relu_after_bn(vgg16_bn: TappedBackbone) -> None:
-    b = vgg16_bn
-    assert len(b.body) == VGG16_BN_TAPS[-1] + 1
-    assert all(isinstance(b.body[i], nn.ReLU) and isinstance(b.body[i - 1], nn.BatchNorm2d) for i in VGG16_BN_TAPS)
-    ref = make_layers(cfgs["D"], batch_norm=True).eval()
-    ref.load_state_dict(b.body.state_dict(), strict=True)
-    x = _images(1, seed=4)
-    with torch.no_grad():
-        taps, want = b(x), _prefix_outputs(ref, x, VGG16_BN_TAPS)
-    for got, w in zip(taps, want, strict=True):
-        assert got.min() >= 0  # a ReLU output, not the BN before it
+        got_taps, want = b(x), _prefix_outputs(ref, x, taps)
+    for got, w in zip(got_taps, want, strict=True):
+        assert got.min() >= 0  # a ReLU output, not the layer before it
         torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
 
 
