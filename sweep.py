@@ -20,9 +20,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf
 
-from posenc.cli import check_group_overrides
+from posenc.cli import check_group_overrides, output_root
+from posenc.compose import CONF_DIR
 from posenc.errors import PosencError, invalid_choice
 from posenc.sweeps import (
     COMPLETED,
@@ -33,17 +33,6 @@ from posenc.sweeps import (
 )
 
 ROOT = Path(__file__).resolve().parent
-CONF_DIR = ROOT / "conf"
-HYDRA_LAUNCHERS = {"hydra/launcher": ["basic", "submitit_local", "submitit_slurm"]}
-
-
-def output_root(overrides: Sequence[str]) -> Path:
-    """``paths.output_root`` as the run will see it: the last override, else ``conf/train.yaml``'s."""
-    given = [o.split("=", 1)[1] for o in overrides if o.startswith("paths.output_root=")]
-    if given:
-        return Path(given[-1].strip("'\""))
-    default = OmegaConf.select(OmegaConf.load(CONF_DIR / "train.yaml"), "paths.output_root", default="outputs")
-    return Path(str(default) if "${" not in str(default) else "outputs")
 
 
 def report(sweep_dir: Path) -> bool:
@@ -62,7 +51,7 @@ def run_sweep(name: str, overrides: list[str]) -> int:
     if name not in presets:
         raise invalid_choice("sweep", name, sorted(presets))
     overrides = [o for o in overrides if o not in ("-m", "--multirun")]
-    check_group_overrides(overrides, CONF_DIR, HYDRA_LAUNCHERS)
+    check_group_overrides(overrides)
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")]
     if given:
         sweep_dir = Path(given[-1]).resolve()

@@ -18,8 +18,6 @@ from posenc.cli import check_group_overrides, resume_argv, with_output_dir
 from posenc.errors import PosencError
 from posenc.training import run
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
-HYDRA_LAUNCHERS = {"hydra/launcher": ["basic", "submitit_local", "submitit_slurm"]}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -32,7 +30,7 @@ def prepare_argv(argv: list[str]) -> list[str]:
         if len(argv) < 2:
             raise PosencError("--resume needs a run dir: python train.py --resume outputs/runs/<run>")
         argv = [*resume_argv(Path(argv[1])), *argv[2:]]
-    check_group_overrides(argv, CONF_DIR, HYDRA_LAUNCHERS)
+    check_group_overrides(argv)
     return with_output_dir(argv, datetime.now())
 
 

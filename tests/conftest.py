@@ -9,7 +9,6 @@ import pytest
 from posenc.compose import CONF_DIR, compose_run  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_REFERENCE = ROOT.parent / "shared" / "reference" / "posenet_official"
 
 # A run that finishes in seconds on 2 CPU cores: tiny backbone, 64 px images.
 TINY = [

@@ -19,11 +19,15 @@ def tiny_task(tmp_path, seed: int):
 
 def test_checkpoint_omits_backbone_and_restores_it(tmp_path):
     task = tiny_task(tmp_path, 0)
-    checkpoint = {"state_dict": task.state_dict()}
+    with torch.no_grad():
+        for p in task.readout.parameters():  # "trained": differs from a fresh readout
+            p.add_(1.0)
+    checkpoint = {"state_dict": {k: v.clone() for k, v in task.state_dict().items()}}
     task.on_save_checkpoint(checkpoint)
     assert not any(k.startswith("backbone.") for k in checkpoint["state_dict"])
     assert any(k.startswith("readout.") for k in checkpoint["state_dict"])
     same = tiny_task(tmp_path, 0)
+    assert not torch.equal(same.readout.net[0].weight, task.readout.net[0].weight)
     same.on_load_checkpoint(checkpoint)
     same.load_state_dict(checkpoint["state_dict"])  # strict: the backbone keys are back
     for (name, a), b in zip(task.state_dict().items(), same.state_dict().values()):

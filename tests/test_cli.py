@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ def test_missing_weights_file_names_file_and_folder(tmp_path):
         [sys.executable, str(ROOT / "train.py"), "backbone=resnet18", "backbone.weights=imagenet",
          "data.image_size=32", f"paths.output_root={tmp_path}"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
-        env={**__import__("os").environ, "TORCH_HOME": str(env_home)},
+        env={**os.environ, "TORCH_HOME": str(env_home)},
     )
     line = one_error_line(proc)
     assert "resnet18-f37072fd.pth" in line and str(env_home / "hub" / "checkpoints") in line

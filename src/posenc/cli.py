@@ -9,10 +9,14 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
+from omegaconf import OmegaConf
 
+from posenc.compose import CONF_DIR
 from posenc.errors import PosencError, invalid_choice
 
 _SIMPLE_VALUES = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
+# Options of hydra/launcher that come from Hydra and hydra-submitit-launcher, not from conf/.
+HYDRA_LAUNCHERS = {"hydra/launcher": ["basic", "submitit_local", "submitit_slurm"]}
 
 
 def group_options(conf_dir: Path) -> dict[str, list[str]]:
@@ -25,14 +29,16 @@ def group_options(conf_dir: Path) -> dict[str, list[str]]:
     return groups
 
 
-def check_group_overrides(argv: Sequence[str], conf_dir: Path, builtin: dict[str, list[str]] | None = None) -> None:
+def check_group_overrides(
+    argv: Sequence[str], conf_dir: Path = CONF_DIR, builtin: dict[str, list[str]] = HYDRA_LAUNCHERS
+) -> None:
     """Raise ``PosencError`` for ``group=option`` arguments naming an option that does not exist.
 
     Plain values and comma lists are checked; sweep functions (``choice(...)``, ``glob(...)``)
     and ``key.sub=value`` overrides are left to Hydra.
     """
     groups = group_options(conf_dir)
-    for group, options in (builtin or {}).items():
+    for group, options in builtin.items():
         groups.setdefault(group, []).extend(options)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
@@ -49,6 +55,15 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path, builtin: dict[str
 def _override_value(argv: Sequence[str], key: str) -> str | None:
     values = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == key and "=" in a]
     return values[-1] if values else None
+
+
+def output_root(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> Path:
+    """``paths.output_root`` as the run will see it: the last override, else ``train.yaml``'s."""
+    given = _override_value(argv, "paths.output_root")
+    if given is not None:
+        return Path(given.strip("'\""))
+    default = OmegaConf.select(OmegaConf.load(conf_dir / "train.yaml"), "paths.output_root", default="outputs")
+    return Path(str(default) if "${" not in str(default) else "outputs")
 
 
 def reserve_dir(parent: Path, stem: str) -> Path:
@@ -73,8 +88,7 @@ def with_output_dir(argv: Sequence[str], now: datetime) -> list[str]:
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if _override_value(argv, key) is not None or any(a in argv for a in ("--help", "-h", "--cfg", "-c", "--info")):
         return argv
-    root = Path(_override_value(argv, "paths.output_root") or "outputs")
-    path = reserve_dir(root / ("multirun" if multirun else "runs"), now.strftime("%Y-%m-%d_%H-%M-%S"))
+    path = reserve_dir(output_root(argv) / ("multirun" if multirun else "runs"), now.strftime("%Y-%m-%d_%H-%M-%S"))
     return [*argv, f"{key}={path}"]
 
 

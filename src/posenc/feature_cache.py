@@ -49,20 +49,19 @@ def encode_dataset(
     dataset: Dataset,
     batch_size: int,
     device: torch.device,
-    out: np.ndarray | None = None,
-    dtype: str = "float32",
-) -> torch.Tensor | np.ndarray:
-    """Run ``encode`` over ``dataset`` (dicts with an ``"image"``) in order; returns
-    ``[N, H, W, C]``."""
-    chunks, start = [], 0
+    allocate: Callable[[tuple[int, ...]], torch.Tensor],
+) -> torch.Tensor:
+    """Run ``encode`` over ``dataset`` (dicts with an ``"image"``) in order into the
+    ``[N, H, W, C]`` tensor ``allocate(shape)`` returns once the first batch tells the shape."""
+    out, start = None, 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        feats = encode(batch["image"].to(device)).permute(0, 2, 3, 1).contiguous().cpu()
+        feats = encode(batch["image"].to(device)).permute(0, 2, 3, 1).cpu()
         if out is None:
-            chunks.append(feats.to(getattr(torch, dtype)))
-        else:
-            out[start : start + len(feats)] = feats.numpy().astype(out.dtype)
+            out = allocate((len(dataset), *feats.shape[1:]))
+        out[start : start + len(feats)] = feats
         start += len(feats)
-    return torch.cat(chunks) if out is None else out
+    assert out is not None, "empty dataset"
+    return out
 
 
 def cached_features(
@@ -81,18 +80,21 @@ def cached_features(
     if mode == "off":
         return None
     if mode == "memory":
-        return encode_dataset(encode, dataset, batch_size, device, dtype=dtype)
+        return encode_dataset(encode, dataset, batch_size, device,
+                              lambda shape: torch.empty(shape, dtype=getattr(torch, dtype)))
     path = Path(cache_dir) / f"{key}.npy"
     if path.is_file():
         return np.load(path, mmap_mode="r")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        probe = encode(dataset[0]["image"][None].to(device))
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    n, c, h, w = len(dataset), *probe.shape[1:]
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPES[dtype], shape=(n, h, w, c))
-    encode_dataset(encode, dataset, batch_size, device, out=out)
-    out.flush()
-    del out
+    memmaps: list[np.memmap] = []
+
+    def allocate(shape: tuple[int, ...]) -> torch.Tensor:
+        memmaps.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPES[dtype], shape=shape))
+        return torch.from_numpy(memmaps[0])
+
+    encode_dataset(encode, dataset, batch_size, device, allocate)
+    memmaps[0].flush()
+    memmaps.clear()
     os.replace(tmp, path)
     return np.load(path, mmap_mode="r")

@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import re
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -236,11 +237,8 @@ class Row:
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None, int]:
     """``(mean, sample std with ddof=1, n)``; std is None for n < 2, mean None for n = 0."""
     n = len(values)
-    if n == 0:
-        return None, None, 0
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return mean, std, n
+    mean = statistics.fmean(values) if n else None
+    return mean, (statistics.stdev(values) if n > 1 else None), n
 
 
 def swept_keys(results: Sequence[JobResult]) -> list[str]:
