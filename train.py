@@ -7,6 +7,7 @@ Examples: ``python train.py backbone=vgg16 padding=reflect task=posenet``;
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,10 +15,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import posenc.config_schema  # noqa: F401 - registers the config schemas before Hydra composes
 from posenc.cli import check_group_overrides, resume_argv, with_output_dir
-from posenc.errors import PosencError
-from posenc.training import run
-
+from posenc.errors import PosencError, user_error
+from posenc.training import run  # imported before Hydra sets up logging: Lightning keeps its own handler
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -40,4 +41,14 @@ if __name__ == "__main__":
     except PosencError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    main()
+    # Hydra prints its own multi-line report of a compose error and exits 1; with this set it
+    # re-raises instead, so a config mistake becomes one line here and a bug keeps its traceback.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except Exception as exc:
+        user = user_error(exc)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr)
+        sys.exit(2)

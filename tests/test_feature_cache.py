@@ -58,3 +58,25 @@ def test_folder_data_in_published_layouts_runs(tmp_path, run_tiny):
     metrics = run_tiny("data=folder", f"data.train_dir={duts}", f"data.test_dir={pascal}",
                        "data.num_train=12", "data.num_test=4")
     assert -1 <= metrics["test/natural/H/spc"] <= 1
+
+
+@pytest.mark.parametrize("option", ["task.channels_last=true", "task.autocast=bf16"])
+def test_backbone_layout_and_autocast_options_keep_the_features(tmp_path, option):
+    """channels-last computes the same features (float round-off); bf16 autocast stays within
+    bf16's precision, and both hand the readout float32."""
+    from hydra.utils import instantiate
+
+    from conftest import compose_run
+
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    base = ["backbone=tiny", "data.image_size=64"]
+    torch.manual_seed(0)
+    plain = instantiate(compose_run(base, tmp_path / "plain").task).encode(images)
+    torch.manual_seed(0)
+    task = instantiate(compose_run([*base, option], tmp_path / "opt").task)
+    feats = task.encode(images)
+    assert feats.dtype == torch.float32 and feats.shape == plain.shape
+    tol = 1e-5 if "channels_last" in option else 3e-2
+    assert ((feats - plain).abs().max() / plain.abs().max()).item() < tol
+    if "autocast" in option:
+        assert not torch.equal(feats, plain)  # it did run in bf16

@@ -1,15 +1,16 @@
 """Tests for posenc.position_maps against the authors' published PosENet target PNGs
 (Islam, Jia, Bruce, ICLR 2020): H, V, G bit-exact at 256, stripes by rank correlation.
 
-The PNGs are read from the shared reference folder next to the repository, not from the vendored
-copy under test (which is checked byte-for-byte against them).
+The PNGs are the copies vendored in ``posenc.assets``; each is first checked against the SHA-256 of
+the authors' published file, so the comparison is against their bytes, not whatever the checkout holds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,18 +22,35 @@ from scipy.stats import spearmanr
 from posenc.errors import PosencError
 from posenc.position_maps import OFFICIAL_FILES, TARGETS, make_target, make_targets
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "posenet_official"
 PNG = {"H": "gt_hor.png", "V": "gt_ver.png", "G": "gt_gau.png", "HS": "gt_horstp.png", "VS": "gt_verstp.png"}
+# SHA-256 of the authors' published files (Islam, Jia, Bruce, ICLR 2020; MIT license;
+# https://github.com/islamamirul/position_information), vendored unchanged in src/posenc/assets.
+PUBLISHED_SHA256 = {
+    "gt_hor.png": "d3360cbf78ce4f7c83de7b250a08395684b77ec6c1a1bf9eb69ef4923c9a9316",
+    "gt_ver.png": "3620c768c3229cfd60af8adc82075ba69980aeb062c079b5e86a7c56df40756c",
+    "gt_gau.png": "9dd39fe338b735710e5c9bdef585e360ae1db7c9d2667a29cef229542478f327",
+    "gt_horstp.png": "78fa206b1cf22d1a2a8143e59cbf02a0ebd8cf110cfd23f2404c354f19529ba6",
+    "gt_verstp.png": "1de0fb8ce72992fe35a91fb34bf187f5d33438b39f00fa622b16f68d3879444a",
+    "black.jpg": "5f02e1a0ffb037db6fcefd4b253d327aa881daaa1a650df63f1d36b3822e6058",
+    "white.jpg": "7db6594b9e02aa1e42d6d525917e8680e24e00a46dbd0f064beef32c51b4d181",
+    "noise.jpg": "c3fed440d0f951156dc2a607cb5134c78e596df6541fe4d1a47756c9d8abee74",
+}
+ASSETS = resources.files("posenc.assets")
+
+
+def published_bytes(file: str) -> bytes:
+    """The vendored ``file``, after checking it is the authors' published file byte for byte."""
+    data = ASSETS.joinpath(file).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == PUBLISHED_SHA256[file], f"{file} differs from the published file"
+    return data
 
 
 @pytest.fixture(scope="module")
 def official() -> dict[str, np.ndarray]:
-    """The authors' 256x256 8-bit maps as uint8 arrays; a clear failure (not a skip) if absent."""
-    missing = [f for f in PNG.values() if not (REFERENCE_DIR / f).is_file()]
-    assert not missing, f"reference PNGs {missing} missing from {REFERENCE_DIR}"
+    """The authors' 256x256 8-bit maps as uint8 arrays (hash-checked vendored copies)."""
     maps = {}
     for name, file in PNG.items():
-        with Image.open(REFERENCE_DIR / file) as im:
+        with Image.open(io.BytesIO(published_bytes(file))) as im:
             assert im.mode == "L" and im.size == (256, 256), (file, im.mode, im.size)
             maps[name] = np.asarray(im, dtype=np.uint8).copy()
     return maps
@@ -50,12 +68,10 @@ def _spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> flo
 
 
 # --------------------------------------------------------------------------- against the PNGs
-def test_vendored_assets_are_the_shared_pngs() -> None:
+@pytest.mark.parametrize("file", sorted(PUBLISHED_SHA256))
+def test_vendored_assets_are_the_published_files(file: str) -> None:
     assert OFFICIAL_FILES == PNG
-    assets = resources.files("posenc.assets")
-    for file in PNG.values():
-        shared = (REFERENCE_DIR / file).read_bytes()
-        assert assets.joinpath(file).read_bytes() == shared, file
+    published_bytes(file)
 
 
 @pytest.mark.parametrize("name", ["H", "V", "G"])

@@ -18,11 +18,15 @@ def _x(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """``[n_out, n_in]`` 1-D bilinear interpolation, half-pixel centres (align_corners=False)."""
+def _bilinear_matrix(n_in: int, n_out: int, align_corners: bool = False) -> np.ndarray:
+    """``[n_out, n_in]`` 1-D bilinear interpolation: half-pixel centres (align_corners=False), or
+    the first and last samples on the first and last input pixels (align_corners=True)."""
     m = np.zeros((n_out, n_in))
     for i in range(n_out):
-        src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        if align_corners:
+            src = i * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        else:
+            src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
         i0 = int(math.floor(src))
         i1 = min(i0 + 1, n_in - 1)
         w = src - i0
@@ -31,18 +35,20 @@ def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
-def _np_resize(f: np.ndarray, size: int) -> np.ndarray:
-    rows, cols = _bilinear_matrix(f.shape[-2], size), _bilinear_matrix(f.shape[-1], size)
+def _np_resize(f: np.ndarray, size: int, align_corners: bool = False) -> np.ndarray:
+    rows = _bilinear_matrix(f.shape[-2], size, align_corners)
+    cols = _bilinear_matrix(f.shape[-1], size, align_corners)
     return np.einsum("oh,bchw,pw->bcop", rows, f, cols)
 
 
 # --------------------------------------------------------------------------- resize_and_concat
-def test_resize_and_concat_against_numpy() -> None:
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_resize_and_concat_against_numpy(align_corners: bool) -> None:
     feats = [_x(2, 3, 28, 28, seed=1), _x(2, 4, 14, 14, seed=2), _x(2, 5, 7, 7, seed=3), _x(2, 2, 40, 40, seed=4)]
-    out = resize_and_concat(feats, 28)
+    out = resize_and_concat(feats, 28, align_corners=align_corners)
     assert out.shape == (2, 14, 28, 28)
-    want = np.concatenate([_np_resize(f.double().numpy(), 28) for f in feats], axis=1)
-    np.testing.assert_allclose(out.numpy(), want, rtol=0, atol=1e-5)
+    want = np.concatenate([_np_resize(f.double().numpy(), 28, align_corners) for f in feats], axis=1)
+    np.testing.assert_allclose(out.numpy(), want, rtol=0, atol=3e-5)  # float32 round-off
     assert torch.equal(out[:, :3], feats[0])  # a tap already at size is passed unchanged
 
 
@@ -51,10 +57,23 @@ def test_resize_and_concat_constant_and_single_pixel() -> None:
     out = resize_and_concat([one], 5)
     torch.testing.assert_close(out, one.expand(1, 6, 5, 5), rtol=0, atol=1e-6)  # up to float round-off
     ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 4, 4)
-    up = resize_and_concat([ramp], 8)[0, 0, 0]
+    up = resize_and_concat([ramp], 8, align_corners=False)[0, 0, 0]
     # half-pixel centres: ends copy the border, interior is piecewise linear with step 0.5
     want = torch.tensor([0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0])
     torch.testing.assert_close(up, want, rtol=0, atol=1e-6)
+    up = resize_and_concat([ramp], 7, align_corners=True)[0, 0, 0]  # the authors' convention
+    torch.testing.assert_close(up, torch.arange(7.0) / 2, rtol=0, atol=1e-6)
+
+
+def test_align_corners_samples_the_border_ring() -> None:
+    """A 224-px early tap that is 1 only on its outermost ring (where zero padding marks it):
+    the authors' ``align_corners=True`` resize keeps the ring on the 28x28 border; the half-pixel
+    convention (False) averages pixels 3-4 and 219-220 there and loses it entirely."""
+    ring = torch.zeros(1, 1, 224, 224)
+    ring[..., 0, :] = ring[..., -1, :] = ring[..., :, 0] = ring[..., :, -1] = 1.0
+    authors = resize_and_concat([ring], 28, align_corners=True)[0, 0]
+    assert authors[0].min() == 1 and authors[-1].min() == 1 and authors[1:-1, 1:-1].abs().max() == 0
+    assert resize_and_concat([ring], 28, align_corners=False).abs().max() == 0
 
 
 # --------------------------------------------------------------------------- structure

@@ -79,7 +79,7 @@ def test_same_seed_same_config_gives_identical_metrics_json(tmp_path):
 
 def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path):
     args = ["backbone=tiny", "data.image_size=96", "data.num_train=192", "data.num_test=8", "data.batch_size=32",
-            "task.feature_cache=off", "trainer.max_epochs=12", "task.scheduler.milestones=[6]"]
+            "task.feature_cache=off", "trainer.max_epochs=12", "task.scheduler.fractions=[0.5]"]
     reference = metrics_of(train(*args, "callbacks.progress=null", out=tmp_path / "ref"))
 
     out = tmp_path / "killed"
@@ -108,6 +108,9 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path):
     final = json.loads((run_dir / "metrics.json").read_text())
     for key in TEST_KEYS:
         assert final[key] == pytest.approx(reference[key], abs=1e-6), key
+    # the loss curve spans the whole run: the steps before the kill came back from the checkpoint
+    assert final["train/steps"] == reference["train/steps"] == 72
+    assert final["train/loss_curve/loss"] == pytest.approx(reference["train/loss_curve/loss"], abs=1e-6)
 
 
 def test_wandb_run_carries_group_tags_job_type_and_stays_offline(tmp_path, monkeypatch):

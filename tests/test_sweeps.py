@@ -261,5 +261,5 @@ def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path):
     assert proc.returncode == 1 and proc.stdout.strip().splitlines()[-1] == str(sweep)
     rows = read_csv(sweep / "results.csv")
     assert [(r["readout.kernel_size"], r["status"]) for r in rows] == [("3", "completed"), ("4", "failed")]
-    assert "kernel_size 4" in rows[1]["error"]
+    assert "readout.kernel_size=4 is not valid" in rows[1]["error"]
     assert "| readout.kernel_size=4 | 0 | failed: " in (sweep / "results.md").read_text()

@@ -11,6 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+import posenc.config_schema  # noqa: F401 - registers the config schemas before any compose
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 

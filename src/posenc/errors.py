@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
 
 
 class PosencError(ValueError):
@@ -22,11 +25,68 @@ def check_choice(kind: str, value: object, choices: Iterable[object]) -> None:
         raise invalid_choice(kind, value, choices)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if hasattr(value, "_metadata"):  # an OmegaConf container: show it as plain data
+        from omegaconf import OmegaConf
+
+        value = OmegaConf.to_container(value, resolve=False)
+    return repr(value)
+
+
+def invalid_value(key: str, value: object, reason: str) -> PosencError:
+    """``data.image_size='abc' is not valid: expected an int >= 8``"""
+    return PosencError(f"{key}={_shown(value)} is not valid: {reason}")
+
+
+def argument_error(
+    key: str, node: Mapping[str, Any], exc: BaseException, overrides: Sequence[str] = ()
+) -> PosencError:
+    """One line for ``exc``, raised while building the config node ``key`` (e.g. Lightning
+    refusing ``trainer.devices=0``): the argument the message mentions first, else the one the
+    command line set (``overrides``), with its value and the message's first line."""
+    cause = exc
+    while isinstance(cause, HydraException) and cause.__cause__ is not None:
+        cause = cause.__cause__  # past Hydra's InstantiationException to what the target raised
+    line = first_line(cause)
+    lowered = line.lower()
+    names = [str(k) for k in node if not str(k).startswith("_")]
+    mentioned = sorted((lowered.find(n.lower()), -len(n), n) for n in names if n.lower() in lowered)
+    if mentioned:
+        name = mentioned[0][2]
+        return invalid_value(f"{key}.{name}", node[name], line)
+    given = [o.lstrip("+~").partition("=") for o in overrides]
+    given = [(name, value) for name, _, value in given if name == key or name.startswith(f"{key}.")]
+    if len(given) > 1:  # several candidates: the one whose value the message quotes, if any
+        given = [(n, v) for n, v in given if len(v) > 1 and v in line] or given
+    if len(given) == 1:
+        name, value = given[0]
+        return invalid_value(name, node.get(name[len(key) + 1:], value) if name != key else value, line)
+    if given:
+        return PosencError(f"{key} is not valid ({', '.join(f'{n}={v}' for n, v in given)}): {line}")
+    return PosencError(f"{key} is not valid: {line}")
+
+
 def user_error(exc: BaseException) -> PosencError | None:
-    """The ``PosencError`` behind ``exc`` (Hydra's ``instantiate`` wraps it), if any."""
+    """The user's error behind ``exc``, as a ``PosencError`` with a one-line message, if any:
+    a ``PosencError`` (Hydra's ``instantiate`` wraps it), or a config Hydra could not compose
+    (a bad override, a wrong type, an unknown key), worded by ``posenc.config_validation``."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, PosencError):
             return seen
+        if isinstance(seen, (ConfigCompositionException, OverrideParseException)):
+            from posenc.config_validation import compose_error  # imports this module
+
+            return compose_error(seen)
         seen = seen.__cause__ or seen.__context__
     return None

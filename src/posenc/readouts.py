@@ -2,10 +2,12 @@
 map from frozen multi-level features.
 
 Following the paper and the authors' code: each tap is bilinearly resized to ``feature_size``
-(28) and concatenated on channels; ``depth`` k x k convs with padding 0 by default (Table 4 studies
+(28) with ``align_corners=True`` (the authors' decoder; ``align_corners=False`` is an option: it
+never samples the outermost ring of a large early tap, where zero padding leaves its strongest
+mark) and concatenated on channels; ``depth`` k x k convs with padding 0 by default (Table 4 studies
 padding 1/2); intermediate layers are conv -> BN -> ReLU keeping the channel count, the last conv
 maps to one channel followed by BatchNorm(1) + Sigmoid; Xavier-uniform init. The output is
-bilinearly upsampled to the image size.
+bilinearly upsampled to the image size with ``align_corners=False`` (the authors' convention).
 
 ``num_maps`` readouts (one per target map) are fused into one module: the first conv stacks the
 heads' output channels and later convs are grouped by head, so every head keeps its own weights,
@@ -55,11 +57,12 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         return y * self.weight.view(shape) + self.bias.view(shape)
 
 
-def resize_and_concat(features: Sequence[torch.Tensor], size: int) -> torch.Tensor:
-    """Resize every tap to ``size x size`` (bilinear) and concatenate them on channels."""
+def resize_and_concat(features: Sequence[torch.Tensor], size: int, align_corners: bool = True) -> torch.Tensor:
+    """Resize every tap to ``size x size`` (bilinear; ``align_corners=True`` as in the authors'
+    decoder) and concatenate them on channels."""
     resized = [
         f if f.shape[-2:] == (size, size)
-        else F.interpolate(f, size=(size, size), mode="bilinear", align_corners=False)
+        else F.interpolate(f, size=(size, size), mode="bilinear", align_corners=align_corners)
         for f in features
     ]
     return torch.cat(resized, dim=1)
@@ -77,6 +80,7 @@ class PosENetReadout(nn.Module):
         padding: int = 0,
         feature_size: int = 28,
         sigmoid: bool = True,
+        align_corners: bool = True,
     ) -> None:
         super().__init__()
         check_choice("readout.kernel_size", kernel_size, KERNEL_SIZES)
@@ -90,7 +94,7 @@ class PosENetReadout(nn.Module):
             )
         if num_maps < 1:
             raise PosencError(f"num_maps must be >= 1, got {num_maps}")
-        self.feature_size, self.num_maps = feature_size, num_maps
+        self.feature_size, self.num_maps, self.align_corners = feature_size, num_maps, bool(align_corners)
         layers: list[nn.Module] = []
         for i in range(depth):
             last = i == depth - 1

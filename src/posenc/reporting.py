@@ -42,5 +42,19 @@ def _cell(values: Mapping[str, float]) -> str:
     return f"{fmt(spc)} / {fmt(mae)}"
 
 
+def convergence_line(metrics: Mapping[str, Any]) -> str | None:
+    """``training: 1000 steps, converged (largest relative decrease 0.4%)`` (posenc.convergence)."""
+    if "train/converged" not in metrics:
+        return None
+    changes = [v for k, v in metrics.items() if k.endswith("/rel_decrease") and v is not None]
+    worst = f"largest relative decrease {100 * max(changes):.1f}%" if changes else "too few steps to tell"
+    state = "converged" if metrics["train/converged"] else "NOT converged"
+    return f"training: {metrics.get('train/steps')} steps, {state} ({worst}); curve in figures/loss_curve.png"
+
+
 def print_results(metrics: Mapping[str, Any]) -> None:
-    Console(width=120).print(results_table(metrics))
+    console = Console(width=120)
+    console.print(results_table(metrics))
+    line = convergence_line(metrics)
+    if line is not None:
+        console.print(line, highlight=False)

@@ -334,7 +334,7 @@ def write_csv(path: Path, results: Sequence[JobResult]) -> Path:
     (a metric key clashing with an earlier column is written as ``metrics.<key>``)."""
     base = ["job", "status", "error", "expected"]
     override_keys = list(dict.fromkeys(k for r in results for k in override_dict(r.overrides)))
-    metric_keys = {k for r in results for k in r.metrics}
+    metric_keys = {k for r in results for k, v in r.metrics.items() if not isinstance(v, (list, dict))}  # no curves
     tests = [k for k in metric_keys if parse_test_key(k)]
     inputs, targets = metric_layout(results)
     ordered_tests = [f"test/{i}/{t}/{m}" for i in inputs for t in targets for m in METRIC_ORDER]

@@ -21,7 +21,8 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from posenc.errors import user_error
+from posenc.config_validation import validate
+from posenc.errors import argument_error, user_error
 from posenc.reporting import print_results
 from posenc.run_contract import flat_metrics, save_resolved_config, write_json, write_status
 
@@ -31,6 +32,20 @@ log = logging.getLogger(__name__)
 # pytree deprecation notice is not ours to fix.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
+
+class _DropLightningTips(logging.Filter):
+    """Lightning advertises its cloud products on every run, as info records starting with
+    "💡 Tip:" (litlogger when no LitLogger is used, litmodels for checkpoints). Drop exactly those;
+    every other Lightning message and warning still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+# rank_zero_info logs through whichever of these Lightning's imports installed last
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropLightningTips())
 
 
 def is_rank_zero() -> bool:
@@ -89,12 +104,16 @@ def isolated_distributed_state(enabled: bool) -> Iterator[None]:
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any]) -> dict[str, Any]:
     """Fit and test the task of ``cfg``; write ``metrics.json`` into ``run_dir``; return it."""
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in metrics.json
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
+    try:
+        trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
+    except Exception as exc:  # Lightning refusing an argument (devices=0, precision=7): the user's error
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        raise (user_error(exc) or argument_error("trainer", cfg.trainer, exc, overrides)) from exc
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -103,6 +122,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any]) -> dict[str, 
     finally:
         finish_loggers(loggers)
     merged = {k: v for result in results for k, v in result.items()}
+    for callback in callbacks:  # the loss curve and convergence flag (posenc.convergence.LossCurve)
+        merged.update(getattr(callback, "summary", {}))
     metrics = flat_metrics(merged, cfg, choices, {"status": "completed"})
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
@@ -121,11 +142,12 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     rank_zero = is_rank_zero()
     wandb_settings(cfg, hydra_cfg)
     pin_argv_to_this_job(hydra_cfg)
-    if rank_zero:
-        save_resolved_config(cfg, run_dir)
-        write_status(run_dir, "running")
     start = time.time()
     try:
+        validate(cfg)  # every value against its schema, before anything is written or built
+        if rank_zero:
+            save_resolved_config(cfg, run_dir)
+            write_status(run_dir, "running")
         with isolated_distributed_state(enabled=multirun and rank_zero):
             metrics = train(cfg, run_dir, dict(hydra_cfg.runtime.choices))
     except Exception as exc:  # noqa: BLE001 - recorded, then reported per run mode

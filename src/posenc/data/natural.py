@@ -78,8 +78,10 @@ def natural_crops(
     photos: Sequence[str],
     seed: int,
     min_scale: float = 0.3,
-) -> torch.Tensor:
-    """``num`` random square crops of ``photos`` resized to ``image_size``; uint8 [num, 3, S, S].
+    return_labels: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``num`` random square crops of ``photos`` resized to ``image_size``; uint8 [num, 3, S, S]
+    (and, with ``return_labels``, each crop's photo index into ``photos``, int64 [num]).
 
     Each crop's side is uniform in [min_scale, 1] of the photo's shorter side, at a uniform
     random position, from a uniformly random photo; deterministic for ``seed``.
@@ -99,8 +101,10 @@ def natural_crops(
 
     rng = np.random.default_rng(seed)
     out = torch.empty((num, 3, image_size, image_size), dtype=torch.uint8)
+    labels = torch.empty(num, dtype=torch.int64)
     for i in range(num):
-        im = images[int(rng.integers(len(images)))]
+        labels[i] = int(rng.integers(len(images)))
+        im = images[int(labels[i])]
         width, height = im.size
         short = min(width, height)
         side = max(1, int(round(rng.uniform(min_scale, 1.0) * short)))
@@ -112,4 +116,4 @@ def natural_crops(
             box=(left, top, left + side, top + side),
         )
         out[i] = torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)
-    return out
+    return (out, labels) if return_labels else out

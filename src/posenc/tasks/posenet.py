@@ -31,6 +31,9 @@ from posenc.readouts import PosENetReadout, resize_and_concat
 from posenc.errors import PosencError, check_choice
 
 
+AUTOCAST = (None, "bf16")
+
+
 class PosENetTask(L.LightningModule):
     """Train one readout per target map on frozen features; test SPC / MAE per input type."""
 
@@ -47,8 +50,17 @@ class PosENetTask(L.LightningModule):
         feature_cache: str = "memory",
         cache_dtype: str = "float32",
         cache_dir: str = "outputs/.feature_cache",
+        max_steps: int = -1,
+        max_epochs: int | None = None,
+        channels_last: bool = False,
+        autocast: str | None = None,
     ) -> None:
+        """``max_steps`` / ``max_epochs``: the readout budget; the trainer config reads them
+        (``trainer.max_steps: ${task.max_steps}``), the task only records them.
+        ``channels_last`` / ``autocast`` (None | "bf16"): how the frozen backbone runs when the
+        features are computed (opt-in; the readout always trains in float32)."""
         super().__init__()
+        check_choice("task.autocast", autocast, AUTOCAST)
         for name in targets:
             check_choice("target", name, TARGETS)
         backbone.check_input_size(image_size)
@@ -63,6 +75,10 @@ class PosENetTask(L.LightningModule):
         self.image_size = image_size
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.feature_cache, self.cache_dtype, self.cache_dir = feature_cache, cache_dtype, cache_dir
+        self.budget = {"max_steps": max_steps, "max_epochs": max_epochs}
+        self.channels_last, self.autocast = channels_last, autocast
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
         self.test_metrics = nn.ModuleDict()
         self._backbone_digest: str | None = None
         self.previews: dict[str, dict[str, torch.Tensor]] = {}
@@ -70,8 +86,13 @@ class PosENetTask(L.LightningModule):
     # -- features ---------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen backbone taps, resized to ``feature_size`` and concatenated on channels."""
-        return resize_and_concat(self.backbone(images), self.feature_size)
+        """Frozen backbone taps, resized to ``feature_size`` and concatenated on channels
+        (float32, whatever ``autocast`` ran the backbone in)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast == "bf16"):
+            taps = self.backbone(images)
+        return resize_and_concat([t.float() for t in taps], self.feature_size, self.readout.align_corners)
 
     def backbone_digest(self) -> str:
         """Hash of the frozen backbone's weights (computed once: they never change)."""
@@ -99,14 +120,20 @@ class PosENetTask(L.LightningModule):
         return cache_key({
             "backbone": self.backbone.name, "taps": self.backbone.tap_names, "padding": self.backbone.padding,
             "normalize": self.backbone.normalize, "weights": self.backbone_digest(),
-            "feature_size": self.feature_size, "data": dm.fingerprint(), "dtype": self.cache_dtype,
+            "feature_size": self.feature_size, "align_corners": self.readout.align_corners,
+            "data": dm.fingerprint(), "dtype": self.cache_dtype, "autocast": self.autocast,
         })
 
-    def on_fit_start(self) -> None:
+    def cache_train_features(self) -> None:
+        """Encode the training set once, on the device the run trains on, and hand the features
+        to the datamodule. Runs in ``setup("fit")``, before ``configure_optimizers``: the lr
+        schedule reads the step count from the train loader, which must be the features' one."""
         dm = self.trainer.datamodule
         key = self.feature_cache_key() if self.feature_cache == "disk" else ""
+        device = self.trainer.strategy.root_device
+        self.backbone.to(device)
         features = cached_features(self.feature_cache, key, self.cache_dir, self.encode, dm.train_set,
-                                   dm.batch_size, self.device, self.cache_dtype)
+                                   dm.batch_size, device, self.cache_dtype)
         dm.set_train_features(features)
 
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -117,22 +144,27 @@ class PosENetTask(L.LightningModule):
         """``[B, T, S, S]``: every target's readout map for every image."""
         return self.readout(features, self.image_size)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         per_target = self.loss(self.readout.maps(self._features(batch)))  # = MSE of the upsampled maps
         for name, loss in zip(self.target_names, per_target):
             self.log(f"train/loss_{name}", loss, on_step=False, on_epoch=True)
         loss = per_target.sum()
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        return {"loss": loss, "losses": dict(zip(self.target_names, per_target.detach()))}
 
     def configure_optimizers(self) -> Any:
+        """The optimizer over the readout; the scheduler factory gets the run's optimizer-step
+        count (``total_steps``, e.g. :func:`posenc.schedules.multistep_at_fractions`)."""
         optimizer = self.optimizer_factory(params=self.readout.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}
+        total = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer, total_steps=total)}
 
     # -- testing ----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.cache_train_features()
         if stage == "test" and not len(self.test_metrics):
             for name in self.trainer.datamodule.test_names:
                 for target in self.target_names:

@@ -1,0 +1,343 @@
+"""Typed schemas of every config group (Hydra structured configs), registered in Hydra's
+ConfigStore under ``schema/<group>``.
+
+Each YAML of ``conf/<group>/`` inherits its group's schema through its defaults list
+(``- /schema/<group>@_here_``), so OmegaConf converts and type-checks every value and rejects
+unknown keys while Hydra composes. ``schema/`` is a group of its own (Hydra's ``--help`` lists
+it), not an option of the user-facing groups: ``backbone=<schema>`` is never offered, and the
+options are still exactly the YAMLs of ``conf/``.
+
+Ranges and choices, which OmegaConf cannot express, sit in each field's metadata
+(``ge``/``gt``/``le``/``lt``, ``choices``, ``also`` = extra valid values outside the range,
+``items`` = rules for each list entry); :mod:`posenc.config_validation` checks them before
+anything is built. Field defaults are the defaults of the ``_target_`` they configure
+(``tests/test_config_schema.py`` checks that against the signatures), so a field the YAML
+leaves out changes nothing.
+
+The choices are written out here rather than imported from the modules that define them
+(``posenc.backbones.BACKBONES``, ...): those import torch, and this module is imported by every
+entry point before the command line is read (``sweep.py --list`` would take seconds). A test
+checks that both stay equal.
+
+Importing this module registers the schemas. ``train.py`` and ``posenc.compose`` (tests,
+benchmarks) import it before they compose; ``sweep.py`` gets it through ``posenc.cli`` and only
+composes in its ``train.py`` child.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# The valid values of the string options (see the module docstring for why they are copies).
+BACKBONES = ("vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "tiny", "none")
+TAP_NAMES = ("f1", "f2", "f3", "f4", "f5")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink")
+TARGETS = ("H", "V", "G", "HS", "VS")
+TARGET_SOURCES = ("formula", "official")
+STRIPE_RANGES = ("unit", "signed")
+CACHE_MODES = ("memory", "disk", "off")
+CACHE_DTYPES = ("float32", "float16")
+AUTOCAST = (None, "bf16")
+KERNEL_SIZES = (1, 3, 5, 7)
+DEPTHS = (1, 2, 3)
+DATA_SOURCES = ("natural", "folder")
+TEST_INPUTS = ("natural", "black", "white", "noise")
+SYNTHETIC_SOURCES = ("generated", "official")
+
+SCHEMA_GROUP = "schema"
+
+
+def spec(default: Any = MISSING, **rules: Any) -> Any:
+    """A dataclass field with ``default`` (lists and dicts copied per instance) and its value
+    rules as metadata, e.g. ``spec(224, ge=8)``, ``spec(3, choices=(1, 3, 5, 7))``."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+# -- backbone / padding ---------------------------------------------------------------------
+@dataclass
+class PaddingSchema:
+    _target_: str = "posenc.padding.PaddingSpec"
+    name: str = spec(MISSING, choices=PADDING_MODES)
+
+
+@dataclass
+class BackboneSchema:
+    _target_: str = "posenc.backbones.build_backbone"
+    name: str = spec("vgg16", choices=BACKBONES)
+    padding: Any = "zeros"  # ${padding}: the padding group's node (or a scheme's name)
+    weights: Optional[str] = None  # null | imagenet | /path/to/state_dict.pth
+    taps: Optional[List[str]] = spec(None, items={"choices": TAP_NAMES})
+    normalize: bool = False
+    download: bool = False
+
+
+# -- task / readout (posenet) ---------------------------------------------------------------
+@dataclass
+class ReadoutSchema:
+    _target_: str = "posenc.readouts.PosENetReadout"
+    _partial_: bool = True  # the task supplies in_channels and num_maps
+    kernel_size: int = spec(3, choices=KERNEL_SIZES)
+    depth: int = spec(1, choices=DEPTHS)
+    padding: int = spec(0, ge=0)
+    feature_size: int = spec(28, ge=1)
+    sigmoid: bool = True
+    align_corners: bool = True
+
+
+@dataclass
+class PosENetTaskSchema:
+    _target_: str = "posenc.tasks.posenet.PosENetTask"
+    backbone: Any = MISSING  # ${backbone}
+    readout: Any = MISSING  # ${readout}
+    # A partial optimizer / lr-schedule node with any _target_: loosely typed here, checked by
+    # target in posenc.config_validation (TARGET_SCHEMAS below, and the target's signature).
+    optimizer: Any = MISSING
+    scheduler: Optional[Any] = None
+    image_size: int = spec(224, ge=8)
+    targets: List[str] = spec(list(TARGETS), items={"choices": TARGETS})
+    target_source: str = spec("formula", choices=TARGET_SOURCES)
+    stripe_range: str = spec("unit", choices=STRIPE_RANGES)
+    feature_cache: str = spec("memory", choices=CACHE_MODES)
+    cache_dtype: str = spec("float32", choices=CACHE_DTYPES)
+    cache_dir: str = "outputs/.feature_cache"
+    max_steps: int = spec(-1, ge=1, also=(-1,))  # -1: no step cap
+    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))  # null / -1: no epoch cap
+    channels_last: bool = False  # run the frozen backbone channels-last
+    autocast: Optional[str] = spec(None, choices=AUTOCAST)  # null | bf16: the backbone under autocast
+
+
+@dataclass
+class SGDSchema:
+    """``torch.optim.SGD`` as a partial (the task passes ``params``)."""
+
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = spec(1e-3, gt=0)
+    momentum: float = spec(0.0, ge=0)
+    dampening: float = 0.0
+    weight_decay: float = spec(0.0, ge=0)
+    nesterov: bool = False
+    maximize: bool = False
+    foreach: Optional[bool] = None
+    differentiable: bool = False
+    fused: Optional[bool] = None
+
+
+@dataclass
+class MultistepAtFractionsSchema:
+    """``posenc.schedules.multistep_at_fractions`` as a partial (the task passes ``optimizer``
+    and ``total_steps``)."""
+
+    _target_: str = "posenc.schedules.multistep_at_fractions"
+    _partial_: bool = True
+    fractions: List[float] = spec([2 / 3], items={"gt": 0, "lt": 1})
+    gamma: float = spec(0.1, gt=0)
+
+
+# -- data -----------------------------------------------------------------------------------
+@dataclass
+class DataSchema:
+    """``data=natural`` and ``data=folder`` (one datamodule, two sources)."""
+
+    _target_: str = "posenc.data.datamodule.PositionDataModule"
+    source: str = spec("natural", choices=DATA_SOURCES)
+    train_dir: Optional[str] = None
+    test_dir: Optional[str] = None
+    test_inputs: List[str] = spec(list(TEST_INPUTS), items={"choices": TEST_INPUTS})
+    synthetic_source: str = spec("generated", choices=SYNTHETIC_SOURCES)
+    num_train: int = spec(256, ge=1)
+    num_test: int = spec(32, ge=1)
+    image_size: int = spec(224, ge=8)
+    batch_size: int = spec(32, ge=1)
+    num_workers: int = spec(0, ge=0)
+    seed: int = 0
+    min_scale: float = spec(0.3, gt=0, le=1)
+
+
+# -- trainer --------------------------------------------------------------------------------
+@dataclass
+class TrainerSchema:
+    """The common ``lightning.pytorch.Trainer`` arguments, with Lightning's defaults; ``Any``
+    where Lightning accepts several types (``devices=2|"auto"|[0, 1]``; ``limit_*`` batches as an
+    int count or a float fraction, which a float field would blur). Lightning checks the values it
+    knows best (devices, strategy, precision) when the Trainer is built; a rarer argument is added
+    with ``+trainer.<name>=<value>`` and checked against the Trainer's signature."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: Any = "auto"
+    strategy: Any = "auto"
+    devices: Any = "auto"
+    num_nodes: int = spec(1, ge=1)
+    precision: Any = None
+    fast_dev_run: Any = False
+    max_epochs: Optional[int] = spec(None, ge=-1)
+    min_epochs: Optional[int] = spec(None, ge=0)
+    max_steps: int = spec(-1, ge=-1)
+    min_steps: Optional[int] = spec(None, ge=0)
+    max_time: Any = None
+    limit_train_batches: Any = spec(None, ge=0)
+    limit_val_batches: Any = spec(None, ge=0)
+    limit_test_batches: Any = spec(None, ge=0)
+    limit_predict_batches: Any = spec(None, ge=0)
+    overfit_batches: Any = spec(0.0, ge=0)
+    val_check_interval: Any = None
+    check_val_every_n_epoch: Optional[int] = spec(1, ge=1)
+    num_sanity_val_steps: Optional[int] = spec(None, ge=-1)
+    log_every_n_steps: Optional[int] = spec(None, ge=1)
+    enable_checkpointing: Optional[bool] = None
+    enable_progress_bar: Optional[bool] = None
+    enable_model_summary: Optional[bool] = None
+    accumulate_grad_batches: int = spec(1, ge=1)
+    gradient_clip_val: Optional[float] = spec(None, ge=0)
+    gradient_clip_algorithm: Optional[str] = spec(None, choices=("norm", "value"))
+    deterministic: Any = spec(None, choices=(True, False, "warn"))
+    benchmark: Optional[bool] = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: Optional[str] = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = spec(0, ge=0)
+    default_root_dir: Optional[str] = None  # set by posenc.training to the run dir
+
+
+# -- logger / callbacks ---------------------------------------------------------------------
+@dataclass
+class CSVLoggerSchema:
+    _target_: str = "lightning.pytorch.loggers.CSVLogger"
+    save_dir: str = MISSING
+    name: Optional[str] = "lightning_logs"
+    version: Any = None  # int | str | null
+    prefix: str = ""
+    flush_logs_every_n_steps: int = spec(100, ge=1)
+
+
+@dataclass
+class WandbLoggerSchema:
+    _target_: str = "lightning.pytorch.loggers.WandbLogger"
+    project: Optional[str] = None
+    name: Optional[str] = None
+    save_dir: str = "."
+    offline: bool = False
+    log_model: Any = spec(False, choices=(True, False, "all"))
+    prefix: str = ""
+    # passed on to wandb.init
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    job_type: Optional[str] = None
+    tags: Optional[List[str]] = None
+    notes: Optional[str] = None
+
+
+@dataclass
+class LoggerSchema:
+    """``logger=csv``: the CSV copy alone (set it to null to drop it). Entries default to
+    MISSING, which a merge never writes over a value: the schema can come after ``csv``."""
+
+    csv: Optional[CSVLoggerSchema] = MISSING
+
+
+@dataclass
+class WandbAndCSVLoggerSchema(LoggerSchema):
+    """``logger=wandb``: W&B plus the CSV copy. A subclass rather than an optional ``wandb``
+    field of :class:`LoggerSchema`, so that with ``logger=csv`` a ``logger.wandb.*`` override is
+    an unknown key, not a key of a null node (which OmegaConf fails on with an assertion)."""
+
+    wandb: Optional[WandbLoggerSchema] = MISSING
+
+
+@dataclass
+class ModelCheckpointSchema:
+    _target_: str = "lightning.pytorch.callbacks.ModelCheckpoint"
+    dirpath: Optional[str] = None
+    filename: Optional[str] = None
+    monitor: Optional[str] = None
+    mode: str = spec("min", choices=("min", "max"))
+    save_last: Any = spec(None, choices=(True, False, None, "link"))
+    save_top_k: int = spec(1, ge=-1)
+    save_weights_only: bool = False
+    every_n_train_steps: Optional[int] = spec(None, ge=0)
+    every_n_epochs: Optional[int] = spec(None, ge=0)
+
+
+@dataclass
+class LossCurveSchema:
+    _target_: str = "posenc.convergence.LossCurve"
+    window: float = spec(0.1, gt=0, le=0.5)
+    tol: float = spec(0.02, gt=0)
+
+
+@dataclass
+class CallbacksSchema:
+    """``callbacks=default``; set an entry to null to drop it (``callbacks.progress=null``).
+    The progress bar and the run-contract callback are loosely typed (any progress bar class)."""
+
+    checkpoint: Optional[ModelCheckpointSchema] = None
+    progress: Optional[Any] = None
+    run_contract: Optional[Any] = None
+    loss_curve: Optional[LossCurveSchema] = None
+
+
+# -- the train config -------------------------------------------------------------------------
+@dataclass
+class PathsSchema:
+    output_root: str = "outputs"
+    cache_dir: str = "${paths.output_root}/.feature_cache"
+
+
+@dataclass
+class TrainSchema:
+    """``conf/train.yaml``. The groups are typed by their own schemas (their YAMLs inherit
+    them); here they are only declared."""
+
+    backbone: Any = MISSING
+    padding: Any = MISSING
+    task: Any = MISSING
+    readout: Any = MISSING
+    data: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+    callbacks: Any = MISSING
+    seed: int = 0
+    sweep_name: Optional[str] = None  # set by sweep presets; W&B group of their runs
+    ckpt_path: Optional[str] = None  # last | /path/to/file.ckpt
+    paths: PathsSchema = field(default_factory=PathsSchema)
+
+
+# Schemas of the group configs, by the name they are stored under (``schema/<name>``).
+GROUP_SCHEMAS: dict[str, type] = {
+    "train": TrainSchema,
+    "backbone": BackboneSchema,
+    "padding": PaddingSchema,
+    "task_posenet": PosENetTaskSchema,
+    "readout_posenet": ReadoutSchema,
+    "data": DataSchema,
+    "trainer": TrainerSchema,
+    "logger": LoggerSchema,
+    "logger_wandb": WandbAndCSVLoggerSchema,
+    "callbacks": CallbacksSchema,
+}
+
+# Schemas of loosely typed nodes (any ``_target_`` allowed), applied by their ``_target_``.
+TARGET_SCHEMAS: dict[str, type] = {
+    "torch.optim.SGD": SGDSchema,
+    "posenc.schedules.multistep_at_fractions": MultistepAtFractionsSchema,
+}
+
+
+def register() -> None:
+    """Store every group schema as ``schema/<name>`` in Hydra's ConfigStore (idempotent)."""
+    store = ConfigStore.instance()
+    for name, schema in GROUP_SCHEMAS.items():
+        store.store(group=SCHEMA_GROUP, name=name, node=schema)
+
+
+register()

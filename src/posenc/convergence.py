@@ -1,0 +1,149 @@
+"""Training-loss curves and the convergence flag every run records.
+
+A budget is only trustworthy if the run has stopped improving when it ends: the PosENet readout on
+a trained VGG16 scores H SPC .05 after 60 SGD steps and .83 after 240 (issue 6), and nothing in the
+metrics says which of the two a short run was. So every run records its per-step training loss
+(``figures/loss_curve.png``, and ``train/loss_curve/*`` in ``metrics.json``), and is flagged:
+
+**Criterion (posenc's, documented in the README).** Split the run into its constant-learning-rate
+phases (an lr drop at 2/3 of the budget gives two). For each recorded loss (the total and every
+named part, e.g. one per target map), at the end of every phase that spans at least two windows
+(``window`` of the run's steps, at least 20), take the mean loss over the last window and over the
+window before it. The run is *converged* when every relative decrease is at most ``tol``:
+
+    (mean(L[e-2w:e-w]) - mean(L[e-w:e])) / mean(L[e-2w:e-w]) <= tol   for every phase end e.
+
+Checking the end of the full-lr phase matters: after an lr drop the loss flattens whether or not
+the readout had finished learning, so a plateau at the very end alone would pass a run that the
+drop merely froze. Window means average out batch-to-batch noise; a relative decrease is
+scale-free. A run shorter than two windows is "too short to tell" and not converged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from posenc.errors import PosencError
+
+log = logging.getLogger(__name__)
+
+CURVE_POINTS = 100  # at most this many points of each curve go into metrics.json
+MIN_WINDOW = 20  # steps: a shorter window's mean is mostly batch-to-batch noise (measured: +-2-3%)
+
+
+def window_steps(num_steps: int, window: float, min_window: int = MIN_WINDOW) -> int:
+    """Steps in one window: ``window`` of the run, at least ``min_window``."""
+    return max(min_window, round(window * num_steps))
+
+
+def relative_decrease(losses: Sequence[float], w: int) -> float:
+    """Relative decrease of the mean loss from the ``w`` steps before the last ``w`` to the last
+    ``w``; ``nan`` when ``losses`` is shorter than ``2 w`` (too short to tell)."""
+    n = len(losses)
+    if w < 1 or n < 2 * w:
+        return math.nan
+    last = sum(losses[n - w :]) / w
+    before = sum(losses[n - 2 * w : n - w]) / w
+    return (before - last) / before if before > 0 else 0.0
+
+
+def constant_lr_phases(lrs: Sequence[float]) -> list[tuple[int, int]]:
+    """``[start, end)`` of every run of equal learning rates."""
+    bounds = [0] + [i for i in range(1, len(lrs)) if lrs[i] != lrs[i - 1]] + [len(lrs)]
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def convergence(
+    curves: Mapping[str, Sequence[float]], lrs: Sequence[float] | None = None, window: float = 0.1, tol: float = 0.02
+) -> dict[str, Any]:
+    """Flat summary of ``curves`` (name -> per-step losses; ``lrs``: the per-step learning rate):
+    ``train/converged`` (every curve within ``tol`` at the end of every long-enough lr phase;
+    False when too short to tell) and each curve's largest relative decrease,
+    ``train/<name>/rel_decrease`` (None when too short)."""
+    if not 0 < window <= 0.5:
+        raise PosencError(f"convergence window {window} is not valid: expected a fraction in (0, 0.5]")
+    summary: dict[str, Any] = {}
+    converged = bool(curves)
+    for name, losses in curves.items():
+        w = window_steps(len(losses), window)
+        spans = [(a, b) for a, b in constant_lr_phases(lrs or []) if b - a >= 2 * w] or [(0, len(losses))]
+        change = max(relative_decrease(losses[a:b], w) for a, b in spans)
+        summary[f"train/{name}/rel_decrease"] = None if math.isnan(change) else change
+        converged &= not math.isnan(change) and change <= tol
+    summary["train/converged"] = converged
+    return summary
+
+
+def downsample(values: Sequence[float], points: int = CURVE_POINTS) -> tuple[list[int], list[float]]:
+    """``(steps, means)``: the curve averaged over at most ``points`` equal bins of steps; each
+    bin is labelled with its last step (1-based)."""
+    n = len(values)
+    bins = max(1, min(points, n))
+    edges = [round(i * n / bins) for i in range(bins + 1)]
+    steps = [edges[i + 1] for i in range(bins) if edges[i + 1] > edges[i]]
+    means = [sum(values[edges[i] : edges[i + 1]]) / (edges[i + 1] - edges[i])
+             for i in range(bins) if edges[i + 1] > edges[i]]
+    return steps, means
+
+
+class LossCurve(Callback):
+    """Record every optimizer step's training loss (``outputs["loss"]`` and the named parts in
+    ``outputs["losses"]``), keep them in checkpoints (a resumed run has the whole curve), and at
+    the end of training write ``figures/loss_curve.png`` and the flag of :func:`convergence`
+    (``summary``, merged into ``metrics.json``); warn when the run has not converged."""
+
+    def __init__(self, window: float = 0.1, tol: float = 0.02) -> None:
+        self.window, self.tol = window, tol
+        self.history: dict[str, list[torch.Tensor | float]] = {}
+        self.lrs: list[float] = []
+        self.summary: dict[str, Any] = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not isinstance(outputs, Mapping) or "loss" not in outputs:
+            return
+        parts = {"loss": outputs["loss"], **{f"loss_{k}": v for k, v in outputs.get("losses", {}).items()}}
+        for name, value in parts.items():
+            self.history.setdefault(name, []).append(value.detach())  # no device sync per step
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan)
+
+    def curves(self) -> dict[str, list[float]]:
+        return {name: [float(v) for v in values] for name, values in self.history.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.curves(), "lrs": list(self.lrs)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {k: list(v) for k, v in state_dict.get("history", {}).items()}
+        self.lrs = list(state_dict.get("lrs", []))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        curves = self.curves()
+        self.summary = convergence(curves, self.lrs, self.window, self.tol)
+        for name, values in curves.items():
+            steps, means = downsample(values)
+            self.summary[f"train/loss_curve/{name}"] = means
+            self.summary[f"train/{name}/final"] = means[-1] if means else None
+        self.summary["train/loss_curve/step"] = downsample(curves.get("loss", []))[0]
+        self.summary["train/steps"] = len(curves.get("loss", []))
+        if not trainer.is_global_zero or not curves:
+            return
+        from posenc.figures import loss_curve_figure, save_figure
+
+        save_figure(loss_curve_figure(curves, self.window), Path(trainer.default_root_dir) / "figures" / "loss_curve.png")
+        if not self.summary["train/converged"]:
+            worst = max((k for k in self.summary if k.endswith("/rel_decrease")),
+                        key=lambda k: math.inf if self.summary[k] is None else self.summary[k])
+            change = self.summary[worst]
+            said = "too few steps to tell" if change is None else f"fell {100 * change:.1f}%"
+            log.warning("training has not converged: %s %s over a window of %d%% of %d steps at the end of an lr "
+                        "phase (tolerance %.0f%%); raise the budget (task.max_steps / trainer.max_epochs)",
+                        worst.split("/")[1], said, round(100 * self.window), len(curves["loss"]), 100 * self.tol)

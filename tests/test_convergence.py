@@ -1,0 +1,124 @@
+"""The loss curve and convergence flag every run records (posenc.convergence), and the PosENet
+readout's default budget: converged on a trained-like backbone, where doubling it changes nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import compose_run
+from posenc.convergence import (
+    LossCurve, constant_lr_phases, convergence, downsample, relative_decrease, window_steps,
+)
+from posenc.errors import PosencError
+from posenc.proxy_weights import save_photo_id_weights
+
+
+# ----------------------------------------------------------------------------- the criterion
+def test_relative_decrease_of_the_last_window() -> None:
+    losses = [4.0] * 80 + [2.0] * 10 + [1.0] * 10  # windows of 10: mean 2 then mean 1
+    assert relative_decrease(losses, 10) == pytest.approx(0.5)
+    assert relative_decrease([3.0] * 50, 5) == 0.0
+    assert relative_decrease([1.0] * 5 + [2.0] * 5, 5) == pytest.approx(-1.0)  # a rise
+    assert math.isnan(relative_decrease([1.0] * 9, 5))  # shorter than two windows
+    assert window_steps(1000, 0.1) == 100 and window_steps(30, 0.1) == 20  # at least 20 steps
+
+
+def test_constant_lr_phases() -> None:
+    assert constant_lr_phases([0.1] * 3 + [0.01] * 2) == [(0, 3), (3, 5)]
+    assert constant_lr_phases([]) == []
+
+
+def test_convergence_flags_every_curve() -> None:
+    flat = [1.0] * 1000
+    falling = [1.0 - 0.0005 * i for i in range(1000)]  # last window 8.7% below the one before
+    summary = convergence({"loss": flat, "loss_H": falling}, window=0.1, tol=0.02)
+    assert summary["train/converged"] is False
+    assert summary["train/loss/rel_decrease"] == 0.0
+    assert summary["train/loss_H/rel_decrease"] == pytest.approx(0.05 / (1 - 0.0005 * 849.5), rel=1e-9)
+    assert convergence({"loss": flat, "loss_H": falling}, tol=0.09)["train/converged"] is True
+    assert convergence({"loss": [1.0] * 39})["train/converged"] is False  # too short to tell
+    with pytest.raises(PosencError, match="window 0.7"):
+        convergence({"loss": flat}, window=0.7)
+
+
+def test_an_lr_drop_does_not_hide_a_readout_that_was_still_learning() -> None:
+    """Still falling fast when the lr drops, then flat at the tiny lr: the end alone looks
+    converged, the end of the full-lr phase does not."""
+    losses = [1.0 - 0.0009 * i for i in range(700)] + [0.37] * 300
+    lrs = [0.1] * 700 + [0.01] * 300
+    assert relative_decrease(losses, 100) == 0.0
+    summary = convergence({"loss": losses}, lrs, window=0.1, tol=0.02)
+    assert summary["train/converged"] is False
+    assert summary["train/loss/rel_decrease"] == pytest.approx(0.09 / (1.0 - 0.0009 * 549.5))
+    settled = [0.5] * 700 + [0.4] * 300
+    assert convergence({"loss": settled}, lrs)["train/converged"] is True
+    assert convergence({})["train/converged"] is False
+
+
+def test_downsample_averages_equal_bins() -> None:
+    steps, means = downsample([float(i) for i in range(10)], points=5)
+    assert steps == [2, 4, 6, 8, 10] and means == [0.5, 2.5, 4.5, 6.5, 8.5]
+    assert downsample([1.0, 2.0], points=100) == ([1, 2], [1.0, 2.0])
+
+
+def test_loss_curve_state_survives_a_checkpoint() -> None:
+    trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.1}])])
+    cb = LossCurve()
+    for v in (3.0, 2.0):
+        cb.on_train_batch_end(trainer, None, {"loss": torch.tensor(v), "losses": {"H": torch.tensor(v / 2)}}, None, 0)
+    cb.on_train_batch_end(trainer, None, torch.tensor(9.0), None, 0)  # a bare loss carries no parts: ignored
+    resumed = LossCurve()
+    resumed.load_state_dict(cb.state_dict())
+    assert resumed.curves() == {"loss": [3.0, 2.0], "loss_H": [1.5, 1.0]} and resumed.lrs == [0.1, 0.1]
+
+
+# ----------------------------------------------------------------------------- in a run
+def test_every_run_records_its_curve_and_flags_a_short_budget(run_tiny, tmp_path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="posenc.convergence"):
+        metrics = run_tiny("task.max_steps=6", "trainer.max_epochs=null", "task.targets=[H,V]", name="short")
+    run_dir = tmp_path / "short"
+    assert (run_dir / "figures" / "loss_curve.png").stat().st_size > 1000
+    written = json.loads((run_dir / "metrics.json").read_text())
+    assert written["train/steps"] == 6
+    assert written["train/loss_curve/step"] == [1, 2, 3, 4, 5, 6]
+    assert len(written["train/loss_curve/loss"]) == 6 and len(written["train/loss_curve/loss_V"]) == 6
+    assert written["train/converged"] is False and written["train/loss/rel_decrease"] is None  # too short
+    assert any("too few steps to tell" in r.getMessage() for r in caplog.records)
+    assert metrics["train/converged"] is False
+    # 60 steps at a hundredth of the lr: the loss is still falling steeply
+    slow = run_tiny("task.max_steps=60", "trainer.max_epochs=null", "task.optimizer.lr=0.001", name="slow")
+    assert slow["train/converged"] is False and slow["train/loss/rel_decrease"] > 0.02
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory) -> str:
+    """The tiny backbone trained for 200 Adam steps to tell which bundled photo a 64-px crop
+    comes from: its features are not the easy random-init ones (posenc.proxy_weights)."""
+    path = tmp_path_factory.mktemp("weights") / "tiny_photo_id.pth"
+    return str(save_photo_id_weights(path, name="tiny", steps=200, image_size=64, lr=1e-3))
+
+
+def test_default_budget_is_converged_on_a_trained_backbone(trained_tiny, tmp_path) -> None:
+    """At the default budget and data (224 px, 256 crops, batch 32, ``task.max_steps``) the
+    readout on a trained tiny backbone is flagged converged, and doubling the budget moves no
+    natural-image SPC by more than 0.02."""
+    from posenc.training import run
+
+    base = ["backbone=tiny", f"backbone.weights={trained_tiny}", "data.test_inputs=[natural]",
+            "callbacks.progress=null"]
+    default = compose_run(base, tmp_path / "default")
+    steps = default.task.max_steps
+    assert default.trainer.max_steps == steps and default.trainer.max_epochs is None
+    once = run(default)
+    twice = run(compose_run([*base, f"task.max_steps={2 * steps}"], tmp_path / "doubled"))
+    assert once["train/steps"] == steps and twice["train/steps"] == 2 * steps
+    assert once["train/converged"] is True, {k: v for k, v in once.items() if k.endswith("rel_decrease")}
+    for target in ("H", "V", "G", "HS", "VS"):
+        key = f"test/natural/{target}/spc"
+        assert abs(once[key] - twice[key]) <= 0.02, (key, once[key], twice[key])
