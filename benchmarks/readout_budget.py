@@ -45,10 +45,11 @@ def main() -> None:
     parser.add_argument("--proxy-size", type=int, default=64)
     parser.add_argument("--proxy-lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=["trained", "random"], default=None, help="measure one backbone only")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="posenc-budget-"))
     weights = args.weights
-    if weights is None:
+    if weights is None and args.only != "random":
         start = time.perf_counter()
         weights = str(save_photo_id_weights(root / "proxy.pth", name=args.backbone, steps=args.proxy_steps,
                                             image_size=args.proxy_size, lr=args.proxy_lr, seed=args.seed))
@@ -57,14 +58,17 @@ def main() -> None:
             f"data.num_test={args.num_test}", "data.test_inputs=[natural]", f"task.targets={args.targets}",
             "task.feature_cache=disk", "callbacks.progress=null", f"seed={args.seed}"]
     lines = []
-    for label, extra in (("random init", []), ("trained", [f"backbone.weights={weights}"])):
+    backbones = {"trained": [f"backbone.weights={weights}"], "random": []}
+    for label, extra in ((k, v) for k, v in backbones.items() if args.only in (None, k)):
         for steps in args.steps:
             metrics, seconds = budget_row([*base, *extra], steps, root / f"{label[0]}{steps}")
             targets = [k.split("/")[2] for k in metrics if k.startswith("test/natural/") and k.endswith("/spc")]
             cells = "  ".join(f"{t} {metrics[f'test/natural/{t}/spc']:.3f}/{metrics[f'test/natural/{t}/mae']:.3f}"
                               for t in targets)
             lines.append(f"{label:11s} {steps:5d} steps  {cells}  loss {metrics['train/loss/final']:.4f}  "
-                         f"converged {metrics['train/converged']}  ({seconds:.0f} s)")
+                         f"val loss {metrics.get('val/loss_curve/loss', [float('nan')])[-1]:.4f}  "
+                         f"converged {metrics['train/converged']} "
+                         f"(held-out loss fell {100 * (metrics.get('val/loss/rel_decrease') or 0):.1f}%)  ({seconds:.0f} s)")
             print(lines[-1], flush=True)
     print(f"\n{' '.join(base)}\nnatural SPC / MAE per target:")
     print("\n".join(lines))

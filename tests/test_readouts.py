@@ -236,3 +236,24 @@ def test_global_batchnorm_without_ddp_is_batchnorm() -> None:
     ours, ref = GlobalBatchNorm2d(3), torch.nn.BatchNorm2d(3)
     torch.testing.assert_close(ours(x), ref(x))
     torch.testing.assert_close(ours.running_var, ref.running_var)
+
+
+@pytest.mark.parametrize("k,padding,cin,cout", [(3, 0, 40, 4), (5, 2, 60, 2), (1, 0, 8, 3), (7, 3, 147, 3), (3, 1, 6, 5)])
+def test_thin_conv_equals_conv2d_values_and_gradients(k: int, padding: int, cin: int, cout: int) -> None:
+    """ThinConv2d (1x1 projection + shifted sums) is Conv2d: same outputs, same gradients for the
+    weights, bias and input, channels-last or not (the last case is wide: plain Conv2d)."""
+    from posenc.readouts import ThinConv2d
+
+    torch.manual_seed(0)
+    thin = ThinConv2d(cin, cout, k, padding=padding).double()
+    conv = nn.Conv2d(cin, cout, k, padding=padding).double()
+    conv.load_state_dict(thin.state_dict())
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(3, cin, 11, 11, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+        y_thin, y_conv = thin(x), conv(x)
+        torch.testing.assert_close(y_thin, y_conv, rtol=1e-10, atol=1e-10)
+        g = torch.randn_like(y_conv)
+        grads_thin = torch.autograd.grad(y_thin, [x, thin.weight, thin.bias], g)
+        grads_conv = torch.autograd.grad(y_conv, [x, conv.weight, conv.bias], g)
+        for a, b in zip(grads_thin, grads_conv):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

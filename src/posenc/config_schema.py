@@ -154,6 +154,7 @@ class DataSchema:
     synthetic_source: str = spec("generated", choices=SYNTHETIC_SOURCES)
     num_train: int = spec(256, ge=1)
     num_test: int = spec(32, ge=1)
+    num_val: int = spec(32, ge=0)
     image_size: int = spec(224, ge=8)
     batch_size: int = spec(32, ge=1)
     num_workers: int = spec(0, ge=0)

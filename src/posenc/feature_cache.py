@@ -38,6 +38,17 @@ def module_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+def memory_cache_device(shape: tuple[int, ...], dtype: str, device: torch.device) -> torch.device:
+    """Keep an in-memory cache on the training GPU when it takes at most half of the GPU's free
+    memory (batches are then gathered on the GPU, no host-to-device copy per step); else on the
+    CPU. Not exercised on a GPU yet: no GPU was available when it was written."""
+    if device.type != "cuda":
+        return torch.device("cpu")
+    nbytes = int(np.prod(shape)) * np.dtype(CACHE_DTYPES[dtype]).itemsize
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if nbytes <= free // 2 else torch.device("cpu")
+
+
 def cache_key(parts: dict[str, Any]) -> str:
     """A stable short hash of a JSON-able description of the features."""
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -55,7 +66,7 @@ def encode_dataset(
     ``[N, H, W, C]`` tensor ``allocate(shape)`` returns once the first batch tells the shape."""
     out, start = None, 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        feats = encode(batch["image"].to(device)).permute(0, 2, 3, 1).cpu()
+        feats = encode(batch["image"].to(device)).permute(0, 2, 3, 1)
         if out is None:
             out = allocate((len(dataset), *feats.shape[1:]))
         out[start : start + len(feats)] = feats
@@ -81,7 +92,8 @@ def cached_features(
         return None
     if mode == "memory":
         return encode_dataset(encode, dataset, batch_size, device,
-                              lambda shape: torch.empty(shape, dtype=getattr(torch, dtype)))
+                              lambda shape: torch.empty(shape, dtype=getattr(torch, dtype),
+                                                        device=memory_cache_device(shape, dtype, device)))
     path = Path(cache_dir) / f"{key}.npy"
     if path.is_file():
         return np.load(path, mmap_mode="r")

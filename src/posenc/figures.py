@@ -47,20 +47,29 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
-def loss_curve_figure(curves: dict[str, list[float]], window: float = 0.1) -> plt.Figure:
-    """Training loss per optimizer step (log scale; the total and every named part), with the two
-    final windows the convergence flag compares shaded (:mod:`posenc.convergence`)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+def loss_curve_figure(
+    curves: dict[str, list[float]], window: float = 0.1, val: tuple[list[int], dict[str, list[float]]] | None = None
+) -> plt.Figure:
+    """Training loss per optimizer step (log scale; the total and every named part) and, when
+    given, the held-out losses at their steps (dashed, markers), with the two final windows the
+    convergence flag compares shaded (:mod:`posenc.convergence`)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     n = max(len(v) for v in curves.values())
     w = max(1, min(n // 2, round(window * n)))
     ax.axvspan(n - 2 * w + 1, n - w + 1, color="0.92", lw=0)
     ax.axvspan(n - w + 1, n + 1, color="0.85", lw=0)
+    colors = {}
     for name, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, lw=1.6 if name == "loss" else 0.8, label=name,
-                color="black" if name == "loss" else None)
+        (line,) = ax.plot(range(1, len(values) + 1), values, lw=1.6 if name == "loss" else 0.7, label=f"train {name}",
+                          color="black" if name == "loss" else None, alpha=0.8)
+        colors[name] = line.get_color()
+    if val is not None:
+        steps, losses = val
+        for name, values in losses.items():
+            ax.plot(steps, values, "--o", ms=2.5, lw=1.2, color=colors.get(name), label=f"val {name}")
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
     return fig

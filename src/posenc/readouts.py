@@ -57,6 +57,41 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         return y * self.weight.view(shape) + self.bias.view(shape)
 
 
+class ThinConv2d(nn.Conv2d):
+    """A ``Conv2d`` (same parameters, init and state dict) computed, when it has many more input
+    than output channels (the readout's first conv: 1472 -> 5 for VGG16), as one 1x1 conv to
+    ``out x k x k`` channels followed by a sum of ``k x k`` shifted slices.
+
+    Both are the same linear map; the 1x1 conv is a well-shaped GEMM over the channels-last
+    features, while oneDNN's direct kernel for 5 output channels is not: forward + weight gradient
+    take ~50 ms instead of ~110 ms per batch of 32 VGG16 feature maps on 2 CPU cores. Other
+    shapes (grouped, strided, dilated, non-zero padding modes, wide outputs) use ``Conv2d``.
+    """
+
+    def _thin(self) -> bool:
+        k = self.kernel_size[0]
+        return (self.groups == 1 and self.stride == (1, 1) and self.dilation == (1, 1)
+                and self.padding_mode == "zeros" and self.kernel_size == (k, k) and isinstance(self.padding, tuple)
+                and self.padding[0] == self.padding[1] and self.out_channels * k * k <= self.in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._thin():
+            return super().forward(x)
+        k, p, cout = self.kernel_size[0], self.padding[0], self.out_channels
+        rows = self.weight.permute(0, 2, 3, 1).reshape(cout * k * k, self.in_channels, 1, 1)  # (o, di, dj)
+        z = F.conv2d(x, rows)  # [B, cout*k*k, H, W]
+        if p:
+            z = F.pad(z, (p, p, p, p))
+        b, _, h, w = z.shape
+        oh, ow = h - k + 1, w - k + 1
+        z = z.view(b, cout, k, k, h, w)
+        out = self.bias.view(1, cout, 1, 1) if self.bias is not None else 0
+        for di in range(k):
+            for dj in range(k):
+                out = out + z[:, :, di, dj, di : di + oh, dj : dj + ow]
+        return out
+
+
 def resize_and_concat(features: Sequence[torch.Tensor], size: int, align_corners: bool = True) -> torch.Tensor:
     """Resize every tap to ``size x size`` (bilinear; ``align_corners=True`` as in the authors'
     decoder) and concatenate them on channels."""
@@ -101,7 +136,7 @@ class PosENetReadout(nn.Module):
             cin = in_channels if i == 0 else in_channels * num_maps
             cout = num_maps if last else in_channels * num_maps
             groups = 1 if i == 0 else num_maps
-            layers.append(nn.Conv2d(cin, cout, kernel_size, padding=padding, groups=groups))
+            layers.append(ThinConv2d(cin, cout, kernel_size, padding=padding, groups=groups))
             layers.append(GlobalBatchNorm2d(cout))
             if not last:
                 layers.append(nn.ReLU(inplace=True))

@@ -134,7 +134,10 @@ class PosENetTask(L.LightningModule):
         self.backbone.to(device)
         features = cached_features(self.feature_cache, key, self.cache_dir, self.encode, dm.train_set,
                                    dm.batch_size, device, self.cache_dtype)
-        dm.set_train_features(features)
+        val = None
+        if dm.val_set is not None and features is not None:  # small: always kept in memory
+            val = cached_features("memory", "", self.cache_dir, self.encode, dm.val_set, dm.batch_size, device)
+        dm.set_train_features(features, val)
 
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batch["features"] if "features" in batch else self.encode(batch["image"])
@@ -151,6 +154,14 @@ class PosENetTask(L.LightningModule):
         loss = per_target.sum()
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         return {"loss": loss, "losses": dict(zip(self.target_names, per_target.detach()))}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Held-out training-distribution loss per target (eval-mode BN), for the convergence flag."""
+        per_target = self.loss(self.readout.maps(self._features(batch)))
+        size = len(batch["index"])
+        for name, loss in zip(self.target_names, per_target):
+            self.log(f"val/loss_{name}", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("val/loss", per_target.sum(), on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         """The optimizer over the readout; the scheduler factory gets the run's optimizer-step
