@@ -162,6 +162,8 @@ class PositionDataModule(L.LightningDataModule):
             return synthetic_images(name, num, size, seed, source=self.synthetic_source)
         if self.source == "folder":
             root = self.train_dir if train else self.test_dir
+            if val:  # at most the whole folder: a held-out check, not a request the user made
+                num = min(num, len(ImageFolderDataset(root, size, seed=seed)))
             return ImageFolderDataset(root, size, num=num, seed=seed)
         photos = TRAIN_PHOTOS if train else TEST_PHOTOS
         return natural_crops(num, size, photos, seed=seed, min_scale=self.min_scale)
