@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
+from common import add_data_arguments
 from posenc.compose import compose_run
 from posenc.training import run
 
@@ -48,11 +49,7 @@ def bare_forward_seconds(overrides: list[str], run_dir: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="vgg16")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--num-train", type=int, default=256)
-    parser.add_argument("--num-test", type=int, default=32)
+    parser = add_data_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
     overrides = [

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import add_data_arguments
 from posenc.compose import compose_run
 from posenc.proxy_weights import save_photo_id_weights
 from posenc.training import run
@@ -33,11 +34,7 @@ def budget_row(overrides: list[str], steps: int, run_dir: Path) -> tuple[dict, f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="vgg16")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--num-train", type=int, default=256)
-    parser.add_argument("--num-test", type=int, default=32)
+    parser = add_data_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--steps", type=int, nargs="+", default=[120, 250, 500, 1000, 2000])
     parser.add_argument("--targets", default="[H,V,G,HS,VS]")
     parser.add_argument("--weights", default=None, help="a trained state dict (default: proxy weights)")
