@@ -69,7 +69,7 @@ def test_backbone_layout_and_autocast_options_keep_the_features(tmp_path, option
     from conftest import compose_run
 
     images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    base = ["backbone=tiny", "data.image_size=64"]
+    base = ["backbone=tiny", "data.image_size=64", "task.channels_last=false"]  # NCHW, fp32: the reference
     torch.manual_seed(0)
     plain = instantiate(compose_run(base, tmp_path / "plain").task).encode(images)
     torch.manual_seed(0)

@@ -48,7 +48,7 @@ MIN_WINDOW = 20  # steps: a shorter window's mean is mostly batch-to-batch noise
 MIN_VAL_WINDOW = 3  # validation checks (each already a mean over the held-out set)
 
 
-def window_steps(num_steps: int, window: float, min_window: int = MIN_WINDOW) -> int:  # noqa: D103
+def window_steps(num_steps: int, window: float, min_window: int = MIN_WINDOW) -> int:
     """Steps in one window: ``window`` of the run, at least ``min_window``."""
     return max(min_window, round(window * num_steps))
 
