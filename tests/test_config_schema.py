@@ -186,10 +186,18 @@ def test_choices_are_the_codes_own():
     assert schema.TEST_INPUTS == datamodule.TEST_INPUTS
     assert schema.SYNTHETIC_SOURCES == synthetic.SYNTHETIC_SOURCES
     assert schema.AUTOCAST == posenet.AUTOCAST
+    from posenc.data import canvas, patches, segmentation
+
+    assert schema.PATCH_SOURCES == patches.PATCH_SOURCES
+    assert schema.CANVAS_FILLS == canvas.CANVAS_FILLS
+    assert schema.LABEL_MODES == canvas.LABEL_MODES
+    assert schema.SEGMENTATION_SOURCES == segmentation.SEGMENTATION_SOURCES
 
 
 # Arguments a schema leaves out on purpose: the task builds the readout with these.
-PASSED_BY_CODE = {"ReadoutSchema": {"in_channels", "num_maps"}}
+HEAD_SHAPES = {"tap_channels", "tap_sizes", "num_classes"}
+PASSED_BY_CODE = {"ReadoutSchema": {"in_channels", "num_maps"}, "GapLinearSchema": HEAD_SHAPES,
+                  "FlattenLinearSchema": HEAD_SHAPES, "PixelDecoderSchema": HEAD_SHAPES}
 TARGETED = [s for s in [*schema.GROUP_SCHEMAS.values(), *schema.TARGET_SCHEMAS.values()]
             if "_target_" in {f.name for f in dataclasses.fields(s)}]
 
@@ -212,11 +220,16 @@ def test_schema_fields_are_arguments_with_the_same_defaults(schema_cls):
         if name == "fractions":
             assert default == pytest.approx(code_default)
             continue
+        if dataclasses.is_dataclass(default) and code_default is None:  # a nested node: checked below
+            continue
         assert default == code_default, f"{schema_cls.__name__}.{name}: {default!r} != {target}'s {code_default!r}"
 
 
-@pytest.mark.parametrize("schema_cls", [schema.PosENetTaskSchema, schema.ReadoutSchema, schema.DataSchema,
-                                        schema.BackboneSchema], ids=lambda s: s.__name__)
+@pytest.mark.parametrize("schema_cls", [
+    schema.PosENetTaskSchema, schema.ReadoutSchema, schema.DataSchema, schema.BackboneSchema,
+    schema.LocationClsTaskSchema, schema.SegmentationTaskSchema, schema.CanvasDataSchema, schema.SegmentationDataSchema,
+    schema.GapLinearSchema, schema.FlattenLinearSchema, schema.PixelDecoderSchema,
+], ids=lambda s: s.__name__)
 def test_posenc_schemas_cover_every_constructor_argument(schema_cls):
     from hydra.utils import get_object
 
@@ -230,3 +243,9 @@ def test_schemas_are_not_options_of_the_user_facing_groups(tmp_path):
     assert schema.SCHEMA_GROUP not in GROUPS  # posenc.cli lists conf/ only
     with pytest.raises(MissingConfigException):
         compose_run(["backbone=backbone"], tmp_path)
+
+
+def test_nested_canvas_schema_matches_the_canvas_spec():
+    from posenc.data.location import CanvasSpec
+
+    assert dataclasses.asdict(schema.CanvasSchema()) == dataclasses.asdict(CanvasSpec())

@@ -20,12 +20,17 @@ SMALL = ["data.num_train=4", "data.num_test=2", "data.batch_size=4", "trainer.ma
 def test_groups_are_the_documented_ones():
     assert {"backbone", "padding", "task", "readout", "trainer", "data", "logger"} <= set(GROUPS)
     assert set(GROUPS["padding"]) == {"zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink"}
-    assert set(GROUPS["backbone"]) == {"vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "tiny", "none"}
+    assert set(GROUPS["backbone"]) == {"vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar",
+                                       "tiny", "none"}
+    assert set(GROUPS["task"]) == {"posenet", "location_cls", "location_seg", "semseg", "saliency"}
+    assert set(GROUPS["readout"]) == {"posenet", "gap_linear", "flatten_linear", "pixel_decoder"}
+    assert {"natural", "folder", "canvas", "shapes", "voc", "duts"} <= set(GROUPS["data"])
 
 
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS)
 def test_every_option_composes(tmp_path, group, option):
-    extra = ["data.train_dir=x", "data.test_dir=y"] if (group, option) == ("data", "folder") else []
+    extra = {"folder": ["data.train_dir=x", "data.test_dir=y"], "voc": ["data.data_dir=x"],
+             "duts": ["data.data_dir=x"]}.get(option, []) if group == "data" else []
     cfg = compose_run([f"{group}={option}", *extra], tmp_path)
     if group == "sweep":  # presets are global: they name themselves and set the sweeper
         assert cfg.sweep_name == option

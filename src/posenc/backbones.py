@@ -1,5 +1,6 @@
-"""Frozen CNN backbones that return multi-level features f1..f5 (PosENet, Islam et al. ICLR 2020,
-Sec. 3.1): built with torchvision's builders, never forked.
+"""CNN backbones that return multi-level features f1..f5 (PosENet, Islam et al. ICLR 2020,
+Sec. 3.1): built with torchvision's builders, never forked. Frozen (PosENet's readout) or trainable
+(the padding study's end-to-end tasks, Islam et al. IJCV 2024): ``trainable``.
 
 Taps, by backbone:
 - ``vgg16`` / ``vgg16_bn`` / ``tiny``: the last ReLU of each of the five stages
@@ -7,10 +8,15 @@ Taps, by backbone:
 - ``resnet18`` / ``resnet50`` / ``resnet152``: f1 = stem (conv1-bn1-relu), f2..f5 = layer1..layer4.
   The default uses all five (the paper's "five blocks"); the authors' code uses layer1..4,
   i.e. ``backbone.taps=[f2,f3,f4,f5]``.
+- ``resnet18_cifar``: the CIFAR-style ResNet18 of the IJCV paper's location experiments:
+  torchvision's ResNet18 (7x7 stride-2 stem, widths 64/128/256/512) without the stem's max-pool;
+  taps as for the ResNets.
 - ``none``: "PosENet alone", the RGB image itself is the only tap.
 
 ``weights``: ``None`` (random init, torchvision's init), ``"imagenet"`` (torchvision's
-IMAGENET1K_V1 file from ``$TORCH_HOME/hub/checkpoints``) or a path to a state dict.
+IMAGENET1K_V1 file from ``$TORCH_HOME/hub/checkpoints``), a path to a state dict, or a posenc run
+(its directory or a ``.ckpt`` file): the backbone a task trained, e.g. "train with padding P, then
+measure its position information" (PosENet Tables 5-6).
 """
 
 from __future__ import annotations
@@ -27,9 +33,12 @@ import torchvision
 from posenc.errors import PosencError, check_choice
 from posenc.padding import PaddingSpec, minimum_input_size
 
-BACKBONES: tuple[str, ...] = ("vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "tiny", "none")
+BACKBONES: tuple[str, ...] = (
+    "vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "none",
+)
 TAP_NAMES: tuple[str, ...] = ("f1", "f2", "f3", "f4", "f5")
-RESNETS = ("resnet18", "resnet50", "resnet152")
+RESNETS = ("resnet18", "resnet50", "resnet152", "resnet18_cifar")
+RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # a run dir's checkpoint (conf/callbacks/default.yaml)
 TINY_WIDTHS = (16, 32, 64, 64, 64)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,13 +65,47 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def run_checkpoint(weights: str | None) -> Path | None:
+    """The Lightning checkpoint ``weights`` names (a run dir or a ``.ckpt`` file), else None."""
+    if weights is None or weights == "imagenet":
+        return None
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        ckpt = path / RUN_CHECKPOINT
+        if not ckpt.is_file():
+            raise PosencError(f"backbone.weights={weights} is a directory without {RUN_CHECKPOINT}: "
+                              "expected a posenc run dir, a .ckpt file or a state dict file")
+        return ckpt
+    return path if path.suffix == ".ckpt" else None
+
+
+def load_run_backbone(backbone: nn.Module, ckpt: Path) -> None:
+    """Load the backbone a posenc task trained (``backbone.*`` of its checkpoint) into ``backbone``
+    (a :class:`TappedBackbone` built with the same name, taps and padding)."""
+    state = _read_state_dict(ckpt)
+    prefix = "backbone."
+    own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    if not own:
+        raise PosencError(f"checkpoint {ckpt} holds no backbone weights (a frozen-backbone run keeps none)")
+    expected = backbone.state_dict()
+    missing = sorted(expected.keys() - own.keys())
+    mismatched = [k for k in expected.keys() & own.keys() if own[k].shape != expected[k].shape]
+    if missing or mismatched:
+        bad = (missing or mismatched)[:2]
+        raise PosencError(f"checkpoint {ckpt} does not fit this backbone (name, taps and padding must be the "
+                          f"run's): {'missing' if missing else 'shape of'} {bad}")
+    # keys of the run's deeper layers (beyond this backbone's last tap) are not needed
+    backbone.load_state_dict({k: own[k] for k in expected}, strict=True)
+
+
 def load_weights(model: nn.Module, name: str, weights: str | None, download: bool = False) -> None:
-    """Load ``weights`` (None | "imagenet" | path) into the torchvision ``model`` in place."""
-    if weights is None:
+    """Load ``weights`` (None | "imagenet" | path) into the torchvision ``model`` in place
+    (a posenc run's checkpoint is loaded later, by :func:`load_run_backbone`)."""
+    if weights is None or run_checkpoint(weights) is not None:
         return
     if weights == "imagenet":
-        if name == "tiny":
-            raise PosencError("backbone tiny has no imagenet weights; valid: backbone.weights=null or a path")
+        if name in ("tiny", "resnet18_cifar"):
+            raise PosencError(f"backbone {name} has no imagenet weights; valid: backbone.weights=null or a path")
         path, url = imagenet_weights_file(name)
         if not path.is_file():
             if not download:
@@ -121,11 +164,14 @@ def _body_and_taps(name: str, weights: str | None, download: bool) -> tuple[nn.S
         body = _tiny_vgg()
         load_weights(body, name, weights, download)
         return body, _stage_ends(body)
-    model = torchvision.models.get_model(name, weights=None)
+    cifar = name == "resnet18_cifar"
+    model = torchvision.models.get_model("resnet18" if cifar else name, weights=None)
     load_weights(model, name, weights, download)
     if name.startswith("vgg"):
         return model.features, _stage_ends(model.features)
-    stem = [("conv1", model.conv1), ("bn1", model.bn1), ("relu", model.relu), ("maxpool", model.maxpool)]
+    stem = [("conv1", model.conv1), ("bn1", model.bn1), ("relu", model.relu)]
+    if not cifar:  # the CIFAR-style ResNet drops the stem's max-pool
+        stem.append(("maxpool", model.maxpool))
     layers = [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
     return nn.Sequential(OrderedDict(stem + layers)), ["relu", "layer1", "layer2", "layer3", "layer4"]
 
@@ -136,7 +182,10 @@ def _last_conv_channels(modules: Sequence[nn.Module]) -> int:
 
 
 class TappedBackbone(nn.Module):
-    """A frozen feature extractor returning the selected taps, in order, for images in [0, 1]."""
+    """A feature extractor returning the selected taps, in order, for images in [0, 1].
+
+    Frozen (``trainable=False``, PosENet): no gradients, always in eval mode (BatchNorm uses its
+    running statistics, as in the paper). Trainable: an ordinary module that trains with its task."""
 
     def __init__(
         self,
@@ -145,9 +194,10 @@ class TappedBackbone(nn.Module):
         tap_modules: dict[str, str],
         padding: str,
         normalize: bool,
+        trainable: bool = False,
     ) -> None:
         super().__init__()
-        self.name, self.padding = name, padding
+        self.name, self.padding, self.trainable = name, padding, bool(trainable)
         self.tap_names = list(tap_modules)
         self._tap_of = {module: tap for tap, module in tap_modules.items()}
         if body is not None:
@@ -162,16 +212,16 @@ class TappedBackbone(nn.Module):
         self.normalize = normalize
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
+        self.requires_grad_(self.trainable)
+        self.train(self.trainable)
 
     @property
     def out_channels(self) -> int:
         return sum(self.tap_channels)
 
     def train(self, mode: bool = True) -> TappedBackbone:
-        """Frozen: always stays in eval mode (BN uses running stats, as in the paper)."""
-        return super().train(False)
+        """A frozen backbone always stays in eval mode (BN uses running stats, as in the paper)."""
+        return super().train(mode and self.trainable)
 
     def check_input_size(self, image_size: int) -> None:
         """One-line error if ``image_size`` is too small for this backbone (``none_shrink``)."""
@@ -203,11 +253,15 @@ def build_backbone(
     taps: Sequence[str] | None = None,
     normalize: bool = False,
     download: bool = False,
+    trainable: bool = False,
 ) -> TappedBackbone:
-    """Build a frozen ``TappedBackbone``: torchvision model -> weights -> padding conversion."""
+    """Build a ``TappedBackbone``: torchvision model -> weights -> padding conversion (a posenc
+    run's checkpoint is loaded after the conversion, into the converted modules it was saved from)."""
     check_choice("backbone", name, BACKBONES)
     padding = padding if isinstance(padding, PaddingSpec) else PaddingSpec(padding)
     if name == "none":
+        if trainable:
+            raise PosencError("backbone=none has no weights to train; valid: backbone.trainable=false")
         return TappedBackbone(name, None, {"rgb": "rgb"}, padding.name, normalize)
     taps = list(taps) if taps is not None else list(TAP_NAMES)
     if not taps:
@@ -221,4 +275,8 @@ def build_backbone(
     body, modules = _body_and_taps(name, weights, download)
     padding.apply(body)
     tap_modules = {tap: modules[TAP_NAMES.index(tap)] for tap in TAP_NAMES if tap in taps}
-    return TappedBackbone(name, body, tap_modules, padding.name, normalize)
+    backbone = TappedBackbone(name, body, tap_modules, padding.name, normalize, trainable)
+    ckpt = run_checkpoint(weights)
+    if ckpt is not None:
+        load_run_backbone(backbone, ckpt)
+    return backbone

@@ -34,7 +34,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 # The valid values of the string options (see the module docstring for why they are copies).
-BACKBONES = ("vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "tiny", "none")
+BACKBONES = ("vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "none")
 TAP_NAMES = ("f1", "f2", "f3", "f4", "f5")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink")
 TARGETS = ("H", "V", "G", "HS", "VS")
@@ -48,6 +48,10 @@ DEPTHS = (1, 2, 3)
 DATA_SOURCES = ("natural", "folder")
 TEST_INPUTS = ("natural", "black", "white", "noise")
 SYNTHETIC_SOURCES = ("generated", "official")
+PATCH_SOURCES = ("digits", "photos", "shapes", "cifar10")
+CANVAS_FILLS = ("black", "white", "mean", "noise")
+LABEL_MODES = ("location", "class", "class_and_location")
+SEGMENTATION_SOURCES = ("shapes", "voc", "duts", "ecssd", "pascal_s")
 
 SCHEMA_GROUP = "schema"
 
@@ -76,6 +80,7 @@ class BackboneSchema:
     taps: Optional[List[str]] = spec(None, items={"choices": TAP_NAMES})
     normalize: bool = False
     download: bool = False
+    trainable: bool = False  # train with the task (the padding study's tasks set it; PosENet keeps it frozen)
 
 
 # -- task / readout (posenet) ---------------------------------------------------------------
@@ -111,6 +116,73 @@ class PosENetTaskSchema:
     max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))  # null / -1: no epoch cap
     channels_last: bool = False  # run the frozen backbone channels-last
     autocast: Optional[str] = spec(None, choices=AUTOCAST)  # null | bf16: the backbone under autocast
+
+
+@dataclass
+class SupervisedTaskSchema:
+    """The trainable tasks (posenc.tasks.supervised): backbone + head trained end to end."""
+
+    _target_: str = MISSING
+    backbone: Any = MISSING  # ${backbone}
+    head: Any = MISSING  # ${readout}
+    optimizer: Any = MISSING
+    scheduler: Optional[Any] = None
+    image_size: int = spec(96, ge=8)
+    max_steps: int = spec(-1, ge=1, also=(-1,))
+    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))
+    channels_last: bool = False
+
+
+@dataclass
+class LocationClsTaskSchema(SupervisedTaskSchema):
+    _target_: str = "posenc.tasks.location_cls.LocationClassificationTask"
+    label: str = spec("location", choices=LABEL_MODES)
+
+
+@dataclass
+class SegmentationTaskSchema(SupervisedTaskSchema):
+    """``task=semseg | location_seg | saliency`` (one signature, posenc.tasks.segmentation)."""
+
+    _target_: str = "posenc.tasks.semseg.SemanticSegmentationTask"
+    image_size: int = spec(64, ge=8)
+    distance_bands: int = spec(4, ge=1)
+
+
+@dataclass
+class GapLinearSchema:
+    _target_: str = "posenc.heads.GapLinearHead"
+    _partial_: bool = True  # the task supplies tap shapes and the number of classes
+    dropout: float = spec(0.0, ge=0, lt=1)
+
+
+@dataclass
+class FlattenLinearSchema(GapLinearSchema):
+    _target_: str = "posenc.heads.FlattenLinearHead"
+
+
+@dataclass
+class PixelDecoderSchema:
+    _target_: str = "posenc.heads.PixelDecoder"
+    _partial_: bool = True
+    width: int = spec(64, ge=1)
+
+
+@dataclass
+class AdamSchema:
+    """``torch.optim.Adam`` as a partial (the task passes ``params``)."""
+
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = spec(1e-3, gt=0)
+    betas: List[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1})
+    eps: float = spec(1e-8, gt=0)
+    weight_decay: float = spec(0.0, ge=0)
+    amsgrad: bool = False
+    foreach: Optional[bool] = None
+    maximize: bool = False
+    capturable: bool = False
+    differentiable: bool = False
+    fused: Optional[bool] = None
 
 
 @dataclass
@@ -160,6 +232,54 @@ class DataSchema:
     num_workers: int = spec(0, ge=0)
     seed: int = 0
     min_scale: float = spec(0.3, gt=0, le=1)
+
+
+@dataclass
+class CanvasSchema:
+    """``data.canvas`` (posenc.data.location.CanvasSpec)."""
+
+    fill: str = spec("black", choices=CANVAS_FILLS)
+    grid: Optional[int] = spec(3, ge=1)  # null: free placement at any pixel offset
+    patch_size: int = spec(32, ge=1)
+    location_grid: int = spec(3, ge=1)  # cells of a free placement's location label
+    object_only: bool = False
+
+
+@dataclass
+class CanvasDataSchema:
+    """``data=canvas``: patches pasted into canvases (location_cls / location_seg)."""
+
+    _target_: str = "posenc.data.location.CanvasDataModule"
+    source: str = spec("shapes", choices=PATCH_SOURCES)
+    canvas: CanvasSchema = field(default_factory=CanvasSchema)
+    data_dir: Optional[str] = None
+    num_train: int = spec(2048, ge=1)
+    num_val: int = spec(256, ge=0)
+    num_test: int = spec(512, ge=1)
+    image_size: int = spec(96, ge=8)
+    batch_size: int = spec(64, ge=1)
+    num_workers: int = spec(0, ge=0)
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class SegmentationDataSchema:
+    """``data=shapes | voc | duts``: images with per-pixel labels (semseg / saliency)."""
+
+    _target_: str = "posenc.data.segmentation.SegmentationDataModule"
+    source: str = spec("shapes", choices=SEGMENTATION_SOURCES)
+    test_source: Optional[str] = spec(None, choices=SEGMENTATION_SOURCES)
+    data_dir: Optional[str] = None
+    test_dir: Optional[str] = None
+    num_train: int = spec(1024, ge=1)
+    num_val: int = spec(128, ge=0)
+    num_test: int = spec(256, ge=1)
+    image_size: int = spec(64, ge=8)
+    batch_size: int = spec(32, ge=1)
+    num_workers: int = spec(0, ge=0)
+    seed: int = 0
+    max_objects: int = spec(3, ge=1)
 
 
 # -- trainer --------------------------------------------------------------------------------
@@ -319,8 +439,15 @@ GROUP_SCHEMAS: dict[str, type] = {
     "backbone": BackboneSchema,
     "padding": PaddingSchema,
     "task_posenet": PosENetTaskSchema,
+    "task_location_cls": LocationClsTaskSchema,
+    "task_segmentation": SegmentationTaskSchema,
     "readout_posenet": ReadoutSchema,
+    "readout_gap_linear": GapLinearSchema,
+    "readout_flatten_linear": FlattenLinearSchema,
+    "readout_pixel_decoder": PixelDecoderSchema,
     "data": DataSchema,
+    "data_canvas": CanvasDataSchema,
+    "data_segmentation": SegmentationDataSchema,
     "trainer": TrainerSchema,
     "logger": LoggerSchema,
     "logger_wandb": WandbAndCSVLoggerSchema,
@@ -330,6 +457,7 @@ GROUP_SCHEMAS: dict[str, type] = {
 # Schemas of loosely typed nodes (any ``_target_`` allowed), applied by their ``_target_``.
 TARGET_SCHEMAS: dict[str, type] = {
     "torch.optim.SGD": SGDSchema,
+    "torch.optim.Adam": AdamSchema,
     "posenc.schedules.multistep_at_fractions": MultistepAtFractionsSchema,
 }
 

@@ -73,3 +73,46 @@ def loss_curve_figure(
     ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
     return fig
+
+
+def by_distance_figure(
+    bins: dict[str, list[str]], values: dict[str, list[float]], runs: dict[str, dict[str, list[float]]] | None = None
+) -> plt.Figure:
+    """A metric per distance-to-border bin, nearest the border on the left (Islam et al., IJCV
+    2024: performance as a function of distance to the border); one panel per metric. ``runs``:
+    several curves per metric (``{label: {metric: values}}``, e.g. a sweep's rows) instead of
+    ``values``."""
+    runs = runs or {"": values}
+    metrics = list(bins)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        names = bins[metric]
+        for label, curves in runs.items():
+            if metric in curves:
+                ax.plot(range(len(names)), curves[metric], "-o", ms=3, label=label or None)
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30)
+        ax.set_xlabel("distance to the border (bin)")
+        ax.set_ylabel(metric)
+        if len(runs) > 1:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def segmentation_preview(images: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor) -> plt.Figure:
+    """Rows: a few test images, their target labels, the predictions (class ids or probabilities)."""
+    n = len(images)
+    fig, axes = plt.subplots(3, n, figsize=(1.8 * n, 5.4), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(images[j].permute(1, 2, 0).clamp(0, 1))
+        target = targets[j].float().masked_fill(targets[j] == 255, float("nan"))
+        axes[1, j].imshow(target, cmap="tab20", interpolation="nearest")
+        axes[2, j].imshow(preds[j].float(), cmap="tab20" if not preds.is_floating_point() else "gray",
+                          interpolation="nearest")
+    for ax, label in zip(axes[:, 0], ("image", "target", "prediction")):
+        ax.set_ylabel(label, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -1,5 +1,7 @@
 """Sweeps: named presets (``conf/sweep/``), and collecting a Hydra multirun's job dirs into
-reports (``results.csv``, ``results.md``, SPC bar charts). Pure functions, no Trainer needed.
+reports (``results.csv``, ``results.md``, SPC bar charts for PosENet, and for the trainable tasks a
+table of their metrics per row plus the rows' distance-to-border curves overlaid in one figure).
+Pure functions, no Trainer needed.
 
 Every job Hydra's basic sweeper would launch (reconstructed from the sweep dir's
 ``multirun.yaml``) appears exactly once in :func:`collect`: matched to its job dir by its
@@ -28,7 +30,7 @@ from omegaconf import OmegaConf
 from posenc.cli import reserve_dir
 from posenc.compose import CONF_DIR
 from posenc.errors import PosencError
-from posenc.reporting import parse_test_key
+from posenc.reporting import distance_curves, has_test_metrics, parse_distance_key, parse_task_key, parse_test_key
 
 COMPLETED, FAILED, RUNNING, MISSING = "completed", "failed", "running", "missing"
 STATUS_NOTE = {RUNNING: "unfinished: status running (killed, or still running)",
@@ -155,7 +157,7 @@ def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool =
         status, error = str(data.get("status")), data.get("error")
         if status == RUNNING:
             error = error or STATUS_NOTE[RUNNING]
-        elif status == COMPLETED and not any(parse_test_key(k) for k in metrics):
+        elif status == COMPLETED and not has_test_metrics(metrics):
             status, error = FAILED, "status completed but metrics.json has no test metrics"
         elif status not in (COMPLETED, FAILED):
             status, error = FAILED, f"unknown status {status!r} in status.json"
@@ -276,6 +278,41 @@ def metric_layout(results: Sequence[JobResult]) -> tuple[list[str], list[str]]:
     return _ordered({p[0] for p in parsed}, INPUT_ORDER), _ordered({p[1] for p in parsed}, TARGET_ORDER)
 
 
+TASK_METRIC_ORDER = ("accuracy", "chance", "miou", "pixel_acc", "max_f", "mae", "s_measure")
+
+
+def task_layout(results: Sequence[JobResult]) -> tuple[list[str], list[str], list[str]]:
+    """The trainable tasks' overall metrics, distance bins and per-bin metrics in the jobs."""
+    keys = {k for r in results for k in r.metrics}
+    overall = _ordered({m for k in keys if (m := parse_task_key(k))}, TASK_METRIC_ORDER)
+    parsed = [p for k in keys if (p := parse_distance_key(k))]
+    return overall, sorted({b for b, _ in parsed}), _ordered({m for _, m in parsed}, TASK_METRIC_ORDER)
+
+
+def task_tables(rows: Sequence[Row], results: Sequence[JobResult]) -> list[str]:
+    """Markdown: rows x overall metrics, then per binned metric rows x distance bins."""
+    overall, bins, binned = task_layout([r for r in results if r.completed])
+    if not overall and not bins:
+        return []
+    lines: list[str] = []
+
+    def table(title: str, columns: list[str], key: Any) -> None:
+        header = ["row", "n", "status", *columns]
+        lines.extend([f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
+        for row in rows:
+            cells = [format_cell(*row.stats(key(c))[:2]) if row.done else "" for c in columns]
+            lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
+                                                                     _status_cell(row), *cells]) + " |")
+        lines.append("")
+
+    if overall:
+        table("test metrics", overall, lambda m: f"test/{m}")
+    for metric in binned:
+        table(f"{metric} by distance to the border (bins nearest the border first)", bins,
+              lambda b, metric=metric: f"test/by_distance/{b}/{metric}")
+    return lines
+
+
 def format_cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "—"
@@ -302,6 +339,8 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results") 
              + ("Cells: mean ± sample std (ddof=1) over the seeds of a row; n = completed seeds."
                 if len(seeds) > 1 else "n = completed jobs of a row."), ""]
     header = ["row", "n", "status"] + [f"{t} {m.upper()}" for t in targets for m in METRIC_ORDER]
+    task_lines = task_tables(rows, results)
+    lines += task_lines
     for name in inputs:
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
@@ -310,7 +349,7 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results") 
             lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
                                                                      _status_cell(row), *cells]) + " |")
         lines.append("")
-    if not inputs:
+    if not inputs and not task_lines:
         lines += ["No completed jobs: no metrics to tabulate.", ""]
         lines += ["| row | status |", "|---|---|"]
         lines += [f"| {_md_escape(row.label)} | {_md_escape(_status_cell(row))} |" for row in rows] + [""]
@@ -385,13 +424,34 @@ def plot_spc(path: Path, rows: Sequence[Row], name: str, targets: Sequence[str])
     return Path(path)
 
 
+def plot_distance_curves(path: Path, rows: Sequence[Row]) -> Path | None:
+    """Every row's distance-to-border curves (mean over its seeds) overlaid, one panel per metric."""
+    from posenc.figures import by_distance_figure, save_figure
+
+    runs: dict[str, dict[str, list[float]]] = {}
+    bins: dict[str, list[str]] = {}
+    for row in rows:
+        if not row.done:
+            continue
+        row_bins, _ = distance_curves(row.done[0].metrics)
+        curves = {m: [row.stats(f"test/by_distance/{b}/{m}")[0] for b in names] for m, names in row_bins.items()}
+        label = " ".join(row.values.values()) if row.values else row.label
+        runs[label] = {m: [math.nan if v is None else v for v in vs] for m, vs in curves.items()}
+        for metric, names in row_bins.items():
+            bins.setdefault(metric, names)
+    if not bins:
+        return None
+    return save_figure(by_distance_figure(bins, {}, runs), path)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^\w.\-]+", "_", text)
 
 
 def write_reports(sweep_dir: Path, results: Sequence[JobResult]) -> list[Path]:
-    """Write ``results.csv``, ``results.md`` and ``results_<input>_spc.png`` (one per test
-    input with completed jobs) into ``sweep_dir``; return their paths."""
+    """Write ``results.csv``, ``results.md``, ``results_<input>_spc.png`` (PosENet: one per test
+    input with completed jobs) and ``results_by_distance.png`` (trainable tasks: every row's
+    distance-to-border curves) into ``sweep_dir``; return their paths."""
     sweep_dir = Path(sweep_dir)
     cfg = _load_multirun(sweep_dir)
     sweep_name = OmegaConf.select(cfg, "sweep_name", default=None) if cfg is not None else None
@@ -404,4 +464,7 @@ def write_reports(sweep_dir: Path, results: Sequence[JobResult]) -> list[Path]:
     inputs, targets = metric_layout([r for r in results if r.completed])
     for name in inputs:
         paths.append(plot_spc(sweep_dir / f"results_{_slug(name)}_spc.png", rows, name, targets))
+    curves = plot_distance_curves(sweep_dir / "results_by_distance.png", rows)
+    if curves is not None:
+        paths.append(curves)
     return paths

@@ -34,8 +34,38 @@ class IndexedImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    @staticmethod
+    def to_float(image: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float in [0, 1] (the authors' code applies no mean/std)."""
+        return image.float() / 255.0
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.images[i].float() / 255.0, "index": i}
+        return {"image": self.to_float(self.images[i]), "index": i}
+
+
+class TensorDictDataset(Dataset):
+    """Samples stored as equal-length tensors: item ``i`` is ``{key: tensor[i]}`` plus its
+    ``index``; float images are stored as uint8 (a quarter of the memory) and served in [0, 1]."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        lengths = {len(t) for t in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"tensors of different lengths: { {k: len(t) for k, t in tensors.items()} }")
+        image = tensors.get("image")
+        if image is not None and image.is_floating_point():
+            tensors = {**tensors, "image": (image * 255.0).round_().clamp_(0, 255).to(torch.uint8)}
+        self.tensors = {k: t.cpu() for k, t in tensors.items()}
+        self.size = lengths.pop()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {k: t[i] for k, t in self.tensors.items()}
+        if "image" in item:
+            item["image"] = IndexedImages.to_float(item["image"])
+        item["index"] = i
+        return item
 
 
 class IndexedFeatures(Dataset):
@@ -104,7 +134,39 @@ class EpochBatchSampler(BatchSampler):
         self.sampler.set_epoch(epoch)
 
 
-class PositionDataModule(L.LightningDataModule):
+class SeededDataModule(L.LightningDataModule):
+    """What every posenc datamodule shares: seeded, resumable shuffling (:class:`EpochShuffleSampler`)
+    and loaders over ``train_set`` / ``val_set`` (optional, the held-out set the convergence flag
+    watches) / ``test_sets`` (name -> dataset, one test loader each)."""
+
+    def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
+        super().__init__()
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_sets: dict[str, Dataset] = {}
+
+    @property
+    def test_names(self) -> list[str]:
+        return list(self.test_sets)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        sampler = EpochShuffleSampler(len(dataset), self.seed) if shuffle else None
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "setup('fit') was not called"
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_set is None else self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.test_sets[n], shuffle=False) for n in self.test_names]
+
+
+class PositionDataModule(SeededDataModule):
     """Natural (bundled photos) or folder (DUTS-TR / PASCAL-S) training images plus test sets."""
 
     def __init__(
@@ -123,7 +185,7 @@ class PositionDataModule(L.LightningDataModule):
         seed: int = 0,
         min_scale: float = 0.3,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, seed)
         check_choice("data.source", source, SOURCES)
         for name in test_inputs:
             check_choice("data.test_inputs entry", name, TEST_INPUTS)
@@ -136,16 +198,17 @@ class PositionDataModule(L.LightningDataModule):
         if source == "folder" and "natural" in test_inputs and not test_dir:
             raise PosencError("data=folder needs data.test_dir=<PASCAL-S root or image folder>")
         self.source, self.train_dir, self.test_dir = source, train_dir, test_dir
-        self.test_names = list(test_inputs)
+        self.test_inputs = list(test_inputs)
         self.synthetic_source = synthetic_source
         self.num_train, self.num_test, self.image_size = int(num_train), int(num_test), int(image_size)
         self.num_val = int(num_val)
-        self.batch_size, self.num_workers, self.seed, self.min_scale = batch_size, num_workers, seed, min_scale
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.test_sets: dict[str, Dataset] = {}
+        self.min_scale = min_scale
         self.train_features: torch.Tensor | np.ndarray | None = None
         self.val_features: torch.Tensor | None = None
+
+    @property
+    def test_names(self) -> list[str]:
+        return list(self.test_inputs)
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that determines the training images (a feature-cache key)."""
@@ -174,7 +237,7 @@ class PositionDataModule(L.LightningDataModule):
             if self.num_val:
                 self.val_set = IndexedImages(self._images("natural", train=True, val=True))
         if stage in (None, "test") and not self.test_sets:
-            self.test_sets = {n: IndexedImages(self._images(n, train=False)) for n in self.test_names}
+            self.test_sets = {n: IndexedImages(self._images(n, train=False)) for n in self.test_inputs}
 
     def set_train_features(
         self, features: torch.Tensor | np.ndarray | None, val_features: torch.Tensor | None = None
@@ -183,18 +246,13 @@ class PositionDataModule(L.LightningDataModule):
         (frozen backbone)."""
         self.train_features, self.val_features = features, val_features
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        sampler = EpochShuffleSampler(len(dataset), self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "setup('fit') was not called"
         if self.train_features is not None:
             features = IndexedFeatures(self.train_features)
             batches = EpochBatchSampler(EpochShuffleSampler(len(features), self.seed), self.batch_size, drop_last=False)
             return DataLoader(features, batch_size=None, sampler=batches)
-        return self._loader(self.train_set, shuffle=True)
+        return super().train_dataloader()
 
     def val_dataloader(self) -> DataLoader | list:
         """The held-out training-distribution crops (``num_val``; none when 0), which the
@@ -205,7 +263,4 @@ class PositionDataModule(L.LightningDataModule):
             features = IndexedFeatures(self.val_features)
             batches = BatchSampler(range(len(features)), self.batch_size, drop_last=False)
             return DataLoader(features, batch_size=None, sampler=batches)
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.test_sets[n], shuffle=False) for n in self.test_names]
+        return super().val_dataloader()

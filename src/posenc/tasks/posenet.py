@@ -64,6 +64,13 @@ class PosENetTask(L.LightningModule):
         for name in targets:
             check_choice("target", name, TARGETS)
         backbone.check_input_size(image_size)
+        if backbone.trainable:
+            raise PosencError("task=posenet reads position out of a frozen backbone; valid: backbone.trainable=false "
+                              "(to measure a trained backbone, pass its run as backbone.weights=<run dir>)")
+        if not (isinstance(readout, type) and issubclass(readout, PosENetReadout)) and not (
+                issubclass(getattr(readout, "func", object), PosENetReadout)):
+            name = getattr(getattr(readout, "func", readout), "__name__", readout)
+            raise PosencError(f"task=posenet needs readout=posenet, got a {name} (a head of the padding-study tasks)")
         self.backbone = backbone
         self.target_names = list(targets)
         self.readout = readout(in_channels=backbone.out_channels, num_maps=len(self.target_names))

@@ -1,0 +1,1 @@
+"""Analyses as pure functions, testable without a Trainer."""

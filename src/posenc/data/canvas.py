@@ -1,0 +1,216 @@
+"""Paste patches into larger canvases (Islam et al., IJCV 2024, "Position, Padding and
+Predictions"): a patch sits in one cell of a ``grid x grid`` canvas (or at any pixel offset),
+surrounded by a canvas of a chosen fill, and the targets depend on where it sits.
+
+Positions are LongTensor [N,2] of (top, left) pixel offsets; cells are numbered row-major,
+``cell = row * grid + col``. Everything is batched: no Python loop over images or pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from posenc.data.patches import Patches
+from posenc.errors import PosencError, check_choice, invalid_value
+
+CANVAS_FILLS: tuple[str, ...] = ("black", "white", "mean", "noise")
+LABEL_MODES: tuple[str, ...] = ("location", "class", "class_and_location")
+DEFAULT_LOCATION_GRID = 3
+
+
+def _generator_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def fill_canvas(
+    num: int,
+    size: int,
+    fill: str,
+    generator: torch.Generator | None = None,
+    mean_colour: Tensor | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Float [N,3,S,S] empty canvases: ``black`` 0, ``white`` 1, ``mean`` the per-channel
+    ``mean_colour`` [3] (meant to be the mean colour of the training patches), ``noise``
+    uniform [0,1] per pixel drawn from ``generator`` (on its device, then moved)."""
+    check_choice("canvas fill", fill, CANVAS_FILLS)
+    shape = (num, 3, size, size)
+    if fill == "black":
+        return torch.zeros(shape, device=device)
+    if fill == "white":
+        return torch.ones(shape, device=device)
+    if fill == "noise":
+        noise = torch.rand(shape, generator=generator, device=_generator_device(generator))
+        return noise.to(device)
+    if mean_colour is None or mean_colour.numel() != 3:
+        raise PosencError("canvas fill 'mean' needs mean_colour, a tensor of 3 channel means")
+    colour = mean_colour.to(device=device, dtype=torch.float32).view(1, 3, 1, 1)
+    return colour.expand(shape).clone()
+
+
+def grid_positions(cells: Tensor, grid: int, patch: int) -> Tensor:
+    """(top, left) LongTensor [N,2] of the grid cells ``cells`` (``row * grid + col``)."""
+    cells = cells.long()
+    return torch.stack([cells // grid, cells % grid], dim=1) * patch
+
+
+def free_positions(
+    num: int,
+    canvas: int,
+    patch: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """(top, left) LongTensor [N,2], each uniform over every valid offset 0..canvas-patch."""
+    if patch > canvas:
+        raise PosencError(f"a {patch} px patch does not fit a {canvas} px canvas")
+    where = _generator_device(generator)
+    return torch.randint(0, canvas - patch + 1, (num, 2), generator=generator, device=where).to(device)
+
+
+def cell_of_position(positions: Tensor, canvas: int, grid: int, patch: int) -> Tensor:
+    """LongTensor [N]: the cell of a ``grid x grid`` split of the canvas (cells ``canvas/grid``
+    wide) that holds each patch's centre; a centre on a boundary goes to the later cell."""
+    doubled_centre = 2 * positions.long() + patch  # exact integer arithmetic
+    rowcol = torch.div(doubled_centre * grid, 2 * canvas, rounding_mode="floor").clamp_(0, grid - 1)
+    return rowcol[:, 0] * grid + rowcol[:, 1]
+
+
+def _index_grids(positions: Tensor, patch: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Broadcastable (batch [N,1,1], rows [N,P,1], cols [N,1,P]) indices of each patch's square."""
+    positions = positions.long()
+    offsets = torch.arange(patch, device=positions.device)
+    rows = (positions[:, 0:1] + offsets).unsqueeze(2)
+    cols = (positions[:, 1:2] + offsets).unsqueeze(1)
+    batch = torch.arange(positions.shape[0], device=positions.device).view(-1, 1, 1)
+    return batch, rows, cols
+
+
+def _check_inside(positions: Tensor, canvas: int, patch: int) -> None:
+    if positions.numel() and (positions.min() < 0 or positions.max() > canvas - patch):
+        bad = positions[((positions < 0) | (positions > canvas - patch)).any(dim=1)][0].tolist()
+        raise PosencError(
+            f"patch position (top, left)={tuple(bad)} is outside the {canvas} px canvas;"
+            f" valid: 0..{canvas - patch} for {patch} px patches"
+        )
+
+
+def paste(
+    canvases: Tensor, patches: Tensor, positions: Tensor, masks: Tensor | None = None
+) -> Tensor:
+    """New canvases [N,3,S,S] with ``patches`` [N,3,P,P] written at ``positions`` (top, left).
+
+    With ``masks`` bool [N,P,P], only the masked pixels (the object) are written; otherwise the
+    whole square. The input canvases are not modified.
+    """
+    num, _, size, _ = canvases.shape
+    patch = patches.shape[-1]
+    if patches.shape[0] != num or positions.shape != (num, 2):
+        raise PosencError(
+            f"paste needs one patch and position per canvas: {num} canvases,"
+            f" {patches.shape[0]} patches, positions {tuple(positions.shape)}"
+        )
+    _check_inside(positions, size, patch)
+    batch, rows, cols = _index_grids(positions.to(canvases.device), patch)
+    out = canvases.clone()
+    values = patches.to(out).permute(0, 2, 3, 1)  # [N,P,P,3]: advanced-index dims come first
+    if masks is not None:
+        values = torch.where(masks.to(out.device).unsqueeze(-1), values, out[batch, :, rows, cols])
+    out[batch, :, rows, cols] = values
+    return out
+
+
+def paste_mask(num: int, canvas: int, positions: Tensor, masks: Tensor) -> Tensor:
+    """Bool [N,S,S]: the patch masks [N,P,P] placed at ``positions``, False elsewhere."""
+    patch = masks.shape[-1]
+    _check_inside(positions, canvas, patch)
+    out = torch.zeros(num, canvas, canvas, dtype=torch.bool, device=masks.device)
+    batch, rows, cols = _index_grids(positions.to(masks.device), patch)
+    out[batch, rows, cols] = masks.bool()
+    return out
+
+
+def check_canvas(image_size: int, grid: int | None, patch: int) -> None:
+    """One-line errors for an impossible canvas: patch < 1, grid < 1, a grid of patches that
+    does not tile the image exactly, a patch larger than the image (free placement)."""
+    if patch < 1:
+        raise invalid_value("data.canvas.patch_size", patch, "expected an int >= 1")
+    if grid is None:
+        if patch > image_size:
+            raise invalid_value(
+                "data.canvas.patch_size", patch, f"a patch must fit data.image_size={image_size}"
+            )
+        return
+    if grid < 1:
+        raise invalid_value("data.canvas.grid", grid, "expected an int >= 1 (or null: free placement)")
+    if grid * patch != image_size:
+        raise PosencError(
+            f"data.canvas.grid={grid} with {patch} px patches needs"
+            f" data.image_size={grid * patch}, got {image_size}"
+        )
+
+
+def make_canvases(
+    patches: Patches,
+    image_size: int,
+    grid: int | None,
+    fill: str,
+    generator: torch.Generator | None = None,
+    mean_colour: Tensor | None = None,
+    paste_object_only: bool = False,
+    location_grid: int = DEFAULT_LOCATION_GRID,
+) -> dict[str, Tensor]:
+    """Paste each patch once into a canvas of ``fill`` on the patches' device.
+
+    ``grid``: the patch goes in a uniformly random cell of a ``grid x grid`` tiling;
+    ``grid=None``: at a uniform pixel offset, its cell being the ``location_grid`` cell holding
+    its centre. ``mean_colour`` defaults to these patches' mean colour (pass the training
+    patches' mean for test canvases). ``paste_object_only`` writes only the object's pixels.
+    Returns ``image`` [N,3,S,S], ``cell`` [N], ``position`` [N,2], ``object_mask`` [N,S,S]
+    (the patch's mask where it was placed), ``label`` [N] (the patch's class).
+    """
+    size = patches.size
+    num = patches.images.shape[0]
+    device = patches.images.device
+    check_canvas(image_size, grid, size)
+    check_choice("canvas fill", fill, CANVAS_FILLS)
+    if grid is None:
+        if location_grid < 1:
+            raise invalid_value("data.canvas.location_grid", location_grid, "expected an int >= 1")
+        positions = free_positions(num, image_size, size, generator, device)
+        cells = cell_of_position(positions, image_size, location_grid, size)
+    else:
+        where = _generator_device(generator)
+        cells = torch.randint(0, grid * grid, (num,), generator=generator, device=where).to(device)
+        positions = grid_positions(cells, grid, size)
+    if fill == "mean" and mean_colour is None:
+        mean_colour = patches.images.mean(dim=(0, 2, 3))
+    canvases = fill_canvas(num, image_size, fill, generator, mean_colour, device)
+    image = paste(canvases, patches.images, positions, patches.masks if paste_object_only else None)
+    return {
+        "image": image,
+        "cell": cells,
+        "position": positions,
+        "object_mask": paste_mask(num, image_size, positions, patches.masks),
+        "label": patches.labels,
+    }
+
+
+def location_seg_labels(object_mask: Tensor, cell: Tensor) -> Tensor:
+    """LongTensor [N,S,S]: 0 on the background, ``1 + cell`` on the object's pixels."""
+    fg = (cell.long() + 1).view(-1, 1, 1).to(object_mask.device)
+    return torch.where(object_mask, fg, torch.zeros_like(fg))
+
+
+def location_class_label(
+    cell: Tensor, label: Tensor, num_cells: int, num_classes: int, mode: str
+) -> tuple[Tensor, int]:
+    """(targets LongTensor [N], number of target classes) for ``mode``: ``location`` the cell,
+    ``class`` the patch class, ``class_and_location`` ``label * num_cells + cell``."""
+    check_choice("label mode", mode, LABEL_MODES)
+    if mode == "location":
+        return cell.long(), num_cells
+    if mode == "class":
+        return label.long(), num_classes
+    return label.long() * num_cells + cell.long(), num_classes * num_cells

@@ -1,0 +1,113 @@
+"""Canvases for the location-dependent tasks (Islam et al., IJCV 2024, "Position, Padding and
+Predictions"): a patch pasted into one cell of a ``grid x grid`` canvas (or at any pixel offset),
+surrounded by a canvas of a chosen fill.
+
+Train, held-out (``num_val``, for the convergence flag) and test canvases are generated once, in
+batched tensor operations (:mod:`posenc.data.canvas`), on the device given (the training GPU when
+there is one: ``data.device=auto``) and stored as uint8; every sample carries its ``cell``, its patch ``label`` and the
+``object_mask`` of the pasted object, from which the task builds its targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, check_canvas, make_canvases
+from posenc.data.datamodule import SeededDataModule, TensorDictDataset
+from posenc.data.patches import PATCH_SOURCES, make_patches
+from posenc.errors import PosencError, check_choice
+
+
+@dataclass(frozen=True)
+class CanvasSpec:
+    """``data.canvas``: the fill around the patch, the grid (``None``: free placement at any
+    pixel offset, the cell being the ``location_grid`` cell that holds the patch's centre), the
+    patch side, and whether only the object's pixels are pasted (else the whole square)."""
+
+    fill: str = "black"
+    grid: int | None = 3
+    patch_size: int = 32
+    location_grid: int = DEFAULT_LOCATION_GRID
+    object_only: bool = False
+
+    @property
+    def cells_per_side(self) -> int:
+        return self.grid if self.grid is not None else self.location_grid
+
+
+class CanvasDataModule(SeededDataModule):
+    """Patches (``source``: digits | photos | shapes | cifar10) on canvases of ``image_size``.
+
+    The test patches come from the source's test split (digits: a fixed fifth of scikit-learn's
+    digits; shapes: another random stream; cifar10: ``test_batch``; photos: the held-out photos,
+    whose labels are other photos than the training ones, so use photos with
+    ``task.label=location`` only); the held-out patches from the training split, another seed.
+    """
+
+    def __init__(
+        self,
+        source: str = "shapes",
+        canvas: dict[str, Any] | CanvasSpec | None = None,
+        data_dir: str | None = None,
+        num_train: int = 2048,
+        num_val: int = 256,
+        num_test: int = 512,
+        image_size: int = 96,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        device: str = "auto",
+    ) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        check_choice("data.source", source, PATCH_SOURCES)
+        spec = canvas if isinstance(canvas, CanvasSpec) else CanvasSpec(**dict(canvas or {}))
+        check_choice("data.canvas.fill", spec.fill, CANVAS_FILLS)
+        check_canvas(image_size, spec.grid, spec.patch_size)
+        for key, value, low in (("num_train", num_train, 1), ("num_test", num_test, 1), ("num_val", num_val, 0)):
+            if int(value) < low:
+                raise PosencError(f"data.{key}={value} is not valid: expected an int >= {low}")
+        if source == "cifar10" and not data_dir:
+            raise PosencError("data.source=cifar10 needs data.data_dir=<folder holding cifar-10-batches-py/>")
+        self.source, self.spec, self.data_dir = source, spec, data_dir
+        self.num_train, self.num_val, self.num_test = int(num_train), int(num_val), int(num_test)
+        self.image_size, self.device_name = int(image_size), device
+        self.num_cells = spec.cells_per_side ** 2
+        self.num_patch_classes: int | None = None
+        self.class_names: list[str] = []
+
+    @property
+    def device(self) -> torch.device:
+        """Where canvases are generated: ``auto`` = the training device (when attached to a Trainer)."""
+        if self.device_name != "auto":
+            return torch.device(self.device_name)
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _canvases(self, num: int, seed: int, train: bool, mean_colour: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        patches = make_patches(self.source, num, self.spec.patch_size, seed, train=train, data_dir=self.data_dir,
+                               device=self.device)
+        self.num_patch_classes, self.class_names = patches.num_classes, list(patches.class_names)
+        generator = torch.Generator(device=self.device).manual_seed(seed + (0 if train else 1))
+        out = make_canvases(patches, self.image_size, self.spec.grid, self.spec.fill, generator,
+                            mean_colour=mean_colour, paste_object_only=self.spec.object_only,
+                            location_grid=self.spec.location_grid)
+        out["mean_colour"] = patches.images.mean(dim=(0, 2, 3))
+        return out
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None and self.test_sets:
+            return
+        # the training patches' mean colour fills the "mean" canvas of every split
+        train = self._canvases(self.num_train, self.seed, True, None)
+        mean = train.pop("mean_colour")
+        self.train_set = TensorDictDataset(train)
+        if self.num_val:
+            val = self._canvases(self.num_val, self.seed + 2, True, mean)
+            val.pop("mean_colour")
+            self.val_set = TensorDictDataset(val)
+        test = self._canvases(self.num_test, self.seed + 1, False, mean)
+        test.pop("mean_colour")
+        self.test_sets = {"canvas": TensorDictDataset(test)}

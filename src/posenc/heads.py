@@ -1,0 +1,99 @@
+"""Task heads on a backbone's taps (the ``readout=`` options of the trainable tasks).
+
+The padding study (Islam et al., IJCV 2024) asks how much position a CNN gets from its padding, so
+no head may add position of its own:
+
+- ``gap_linear``: global average pooling of the last tap, then a linear layer. Pooling discards
+  where a feature is, so a location can only be classified if the backbone wrote it into the
+  channels (the default of ``task=location_cls``; Islam et al., ICCV 2021, GAPNet).
+- ``flatten_linear``: the last tap flattened, then a linear layer: the positive control, which sees
+  the spatial layout directly and finds the location with any padding.
+- ``pixel_decoder``: a light segmentation decoder of 1x1 convolutions only: every tap projected to
+  ``width`` channels, bilinearly upsampled to the first tap's size, summed, BatchNorm + ReLU, a
+  1x1 classifier, upsampled to the image. A 3x3 decoder conv would pad, and its padding would add
+  position that the backbone's padding scheme is meant to control; bilinear upsampling with
+  ``align_corners=False`` clamps at the border (no constant is introduced).
+
+Every head is built by its task once the backbone's tap shapes and the number of classes are known:
+``head(tap_channels=[...], tap_sizes=[(h, w), ...], num_classes=K)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from posenc.errors import PosencError
+
+
+def _check(num_classes: int, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]]) -> None:
+    if num_classes < 1:
+        raise PosencError(f"a head needs num_classes >= 1, got {num_classes}")
+    if not tap_channels or len(tap_channels) != len(tap_sizes):
+        raise PosencError(f"a head needs one size per tap, got {len(tap_channels)} taps and {len(tap_sizes)} sizes")
+
+
+class GapLinearHead(nn.Module):
+    """Global average pooling of the last tap -> linear classifier (logits ``[B, K]``)."""
+
+    kind = "classification"
+
+    def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        _check(num_classes, tap_channels, tap_sizes)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(tap_channels[-1], num_classes)
+
+    def forward(self, taps: Sequence[torch.Tensor], image_size: int | None = None) -> torch.Tensor:
+        return self.fc(self.dropout(taps[-1].mean(dim=(2, 3))))
+
+
+class FlattenLinearHead(nn.Module):
+    """The last tap flattened -> linear classifier: sees where every feature is (positive control)."""
+
+    kind = "classification"
+
+    def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        _check(num_classes, tap_channels, tap_sizes)
+        h, w = tap_sizes[-1]
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(tap_channels[-1] * h * w, num_classes)
+
+    def forward(self, taps: Sequence[torch.Tensor], image_size: int | None = None) -> torch.Tensor:
+        return self.fc(self.dropout(taps[-1].flatten(1)))
+
+
+class PixelDecoder(nn.Module):
+    """1x1-conv decoder over all taps -> per-pixel logits ``[B, K, S, S]`` (no padding anywhere)."""
+
+    kind = "segmentation"
+
+    def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
+                 width: int = 64) -> None:
+        super().__init__()
+        _check(num_classes, tap_channels, tap_sizes)
+        if width < 1:
+            raise PosencError(f"readout.width={width} is not valid: expected an int >= 1")
+        self.size = tuple(tap_sizes[0])
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in tap_channels)
+        self.norm = nn.BatchNorm2d(width)
+        self.classify = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, taps: Sequence[torch.Tensor], image_size: int | None = None) -> torch.Tensor:
+        size = taps[0].shape[-2:]
+        fused = None
+        for tap, lateral in zip(taps, self.lateral):
+            x = lateral(tap)
+            if x.shape[-2:] != size:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            fused = x if fused is None else fused + x
+        logits = self.classify(F.relu(self.norm(fused)))
+        if image_size is not None and logits.shape[-2:] != (image_size, image_size):
+            logits = F.interpolate(logits, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        return logits

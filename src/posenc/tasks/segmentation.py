@@ -1,0 +1,91 @@
+"""Per-pixel classification on a backbone's taps (``task=semseg`` and ``task=location_seg``; Islam
+et al., IJCV 2024, and PosENet Table 5: segmentation trained with and without padding).
+
+Cross-entropy over pixels (``ignore_index`` = 255, VOC's void); mean IoU (torchmetrics'
+``MulticlassJaccardIndex``) and pixel accuracy overall, and both per distance to the border
+(:class:`posenc.analysis.distance.BinnedConfusion`): per band of pixels for ``semseg``, per ring
+of the object's cell for ``location_seg``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from posenc.analysis.distance import BinnedConfusion, band_edges, band_of_pixels, bin_names_bands
+from posenc.backbones import TappedBackbone
+from posenc.figures import save_figure, segmentation_preview
+from posenc.tasks.supervised import SupervisedTask
+
+IGNORE_INDEX = 255
+
+
+class SegmentationTask(SupervisedTask):
+    """Semantic segmentation; subclasses say where targets and distance bins come from."""
+
+    head_kind = "segmentation"
+
+    def __init__(
+        self,
+        backbone: TappedBackbone,
+        head: Callable[..., nn.Module],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        distance_bands: int = 4,
+        image_size: int = 64,
+        max_steps: int = -1,
+        max_epochs: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        """``distance_bands``: equal bands of distance to the border the metrics are split into."""
+        super().__init__(backbone, head, optimizer, scheduler, image_size, max_steps, max_epochs, channels_last)
+        band_edges(self.image_size, distance_bands)  # one-line error when the bands do not fit the image
+        self.distance_bands = distance_bands
+
+    def num_outputs(self) -> int:
+        return self.trainer.datamodule.num_classes
+
+    def targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["mask"].long()
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+
+    # distance bins: pixel bands (overridden by location_seg)
+    def bin_names(self) -> list[str]:
+        edges = band_edges(self.image_size, self.distance_bands)
+        return bin_names_bands(edges, (self.image_size + 1) // 2 - 1)
+
+    def bins(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        edges = band_edges(self.image_size, self.distance_bands)
+        return band_of_pixels(self.image_size, self.image_size, edges).to(self.device)
+
+    def build_metrics(self) -> None:
+        self.names = self.bin_names()
+        classes = self.num_outputs()
+        self.miou = MulticlassJaccardIndex(num_classes=classes, ignore_index=IGNORE_INDEX).to(self.device)
+        self.binned = BinnedConfusion(classes, len(self.names), ignore_index=IGNORE_INDEX).to(self.device)
+
+    def update_metrics(self, logits: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        pred = logits.argmax(dim=1)
+        self.miou.update(pred, target)
+        bins = self.bins(batch)
+        self.binned.update(pred, target, bins.expand_as(target) if bins.dim() == 2 else bins)
+
+    def compute_metrics(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        per_bin = self.binned.compute()
+        confusion = self.binned.confusion.sum(dim=0)  # every pixel, whatever its bin
+        accuracy = float(confusion.diagonal().sum() / confusion.sum().clamp_min(1))
+        overall = {"miou": float(self.miou.compute()), "pixel_acc": accuracy}
+        return overall, {name: dict(zip(self.names, per_bin[name].tolist())) for name in ("miou", "pixel_acc")}
+
+    def save_preview(self, figures: Path) -> None:
+        if self.preview:
+            save_figure(segmentation_preview(self.preview["image"], self.preview["target"], self.preview["pred"]),
+                        figures / "predictions.png")

@@ -1,0 +1,170 @@
+"""What the trainable tasks of the padding study share (Islam et al., IJCV 2024, "Position, Padding
+and Predictions"): a backbone (any ``backbone=`` and ``padding=``; trained with the task unless
+``backbone.trainable=false``) and a head (``readout=``) trained end to end on labelled data.
+
+The head is built in ``setup`` once the datamodule says how many classes there are and a dry run
+of the backbone gives the taps' shapes. Every step returns its loss for the loss curve and the
+convergence flag (:mod:`posenc.convergence`); the held-out set logs ``val/loss``. Test metrics are
+torchmetrics objects (synchronised across DDP ranks); every task also reports them per distance to
+the image border (``test/by_distance/<bin>/<metric>``, :mod:`posenc.analysis.distance`) and draws
+that curve (``figures/by_distance.png``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+from lightning.pytorch.loggers import WandbLogger
+
+from posenc.backbones import TappedBackbone
+from posenc.errors import PosencError
+from posenc.figures import by_distance_figure, save_figure
+
+
+class SupervisedTask(L.LightningModule):
+    """Backbone + head trained on ``batch["image"]``; subclasses define targets, loss and metrics."""
+
+    head_kind = "classification"  # which heads fit: their ``kind`` attribute (posenc.heads)
+
+    def __init__(
+        self,
+        backbone: TappedBackbone,
+        head: Callable[..., nn.Module],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        image_size: int = 96,
+        max_steps: int = -1,
+        max_epochs: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        """``max_steps`` / ``max_epochs``: the budget; the trainer config reads them
+        (``trainer.max_steps: ${task.max_steps}``), the task only records them."""
+        super().__init__()
+        backbone.check_input_size(image_size)
+        self.backbone = backbone
+        self.head_factory = head
+        self.head: nn.Module | None = None
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.image_size = image_size
+        self.budget = {"max_steps": max_steps, "max_epochs": max_epochs}
+        self.channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        self.by_distance: dict[str, list[float]] = {}
+        self.preview: dict[str, torch.Tensor] = {}
+
+    # -- to define in a task ---------------------------------------------------------------
+    def num_outputs(self) -> int:
+        """Output channels of the head (classes), from the attached datamodule."""
+        raise NotImplementedError
+
+    def targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def build_metrics(self) -> None:
+        """Create the test metrics (modules, so they follow the device and sync under DDP)."""
+        raise NotImplementedError
+
+    def update_metrics(self, logits: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def compute_metrics(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """``({metric: value}, {metric: {distance bin: value}})`` over the whole test set."""
+        raise NotImplementedError
+
+    # -- model -----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.head is None:
+            self.head = self.build_head()
+        if stage == "test":
+            self.build_metrics()
+
+    def build_head(self) -> nn.Module:
+        """The ``readout=`` head for this backbone's tap shapes and the datamodule's classes."""
+        was_training = self.backbone.training
+        self.backbone.eval()
+        with torch.no_grad():
+            taps = self.backbone(torch.zeros(1, 3, self.image_size, self.image_size, device=self.device))
+        self.backbone.train(was_training)
+        head = self.head_factory(tap_channels=[t.shape[1] for t in taps],
+                                 tap_sizes=[tuple(t.shape[-2:]) for t in taps], num_classes=self.num_outputs())
+        kind = getattr(head, "kind", None)
+        if kind != self.head_kind:
+            raise PosencError(f"readout={type(head).__name__} is a {kind} head; this task needs a "
+                              f"{self.head_kind} head (see conf/readout/)")
+        return head.to(self.device)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone.trainable):
+            taps = self.backbone(images)
+        assert self.head is not None, "setup() builds the head"
+        return self.head(taps, self.image_size)
+
+    # -- training --------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        loss = self.loss(self(batch["image"]), self.targets(batch))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))
+        return {"loss": loss}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """The held-out loss the convergence flag watches (posenc.convergence)."""
+        loss = self.loss(self(batch["image"]), self.targets(batch))
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["image"]), sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        """The optimizer over every trainable parameter (the head, and the backbone when trainable);
+        the scheduler factory gets the run's optimizer-step count (``total_steps``)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer, total_steps=total)}
+
+    # -- testing ---------------------------------------------------------------------------
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self(batch["image"])
+        self.update_metrics(logits, self.targets(batch), batch)
+        if batch_idx == 0 and not self.preview:
+            self.preview = {"image": batch["image"][:4].detach().cpu(), "target": self.targets(batch)[:4].cpu(),
+                            "pred": self.predictions(logits[:4]).detach().cpu()}
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """What a preview shows: the predicted class (per image or per pixel)."""
+        return logits.argmax(dim=1)
+
+    def on_test_epoch_end(self) -> None:
+        overall, binned = self.compute_metrics()
+        for name, value in overall.items():
+            self.log(f"test/{name}", value)
+        self.by_distance = {}
+        for metric, bins in binned.items():
+            for bin_name, value in bins.items():
+                if not math.isnan(value):
+                    self.log(f"test/by_distance/{bin_name}/{metric}", value)
+                self.by_distance.setdefault(metric, []).append(value)
+        self.distance_bins = {metric: list(bins) for metric, bins in binned.items()}
+
+    def on_test_end(self) -> None:
+        if not self.trainer.is_global_zero or not self.by_distance:
+            return
+        figures = Path(self.trainer.default_root_dir) / "figures"
+        path = save_figure(by_distance_figure(self.distance_bins, self.by_distance), figures / "by_distance.png")
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("test/by_distance", [str(path)])
+        self.save_preview(figures)
+
+    def save_preview(self, figures: Path) -> None:
+        """A figure of a few test predictions (segmentation tasks draw theirs)."""
