@@ -4,6 +4,10 @@
     python sweep.py NAME [key=value ...]         # run NAME, then collect and report it
     python sweep.py collect SWEEP_DIR            # (re)collect and report an existing sweep dir
 
+A preset with a ``probe:`` list (padding_then_probe) has a second stage: after the multirun, one
+PosENet run per completed job on the backbone that job trained, into ``SWEEP_DIR/probe/<job>``,
+reported like a sweep of its own (``sweep.py collect SWEEP_DIR/probe``).
+
 A sweep runs in a fresh ``<paths.output_root>/sweeps/NAME/<timestamp>/`` (one job dir per
 job); command-line overrides win over the preset's swept values (``backbone=tiny`` replaces
 the swept backbones). The sweep dir gets ``results.csv``, ``results.md`` and
@@ -26,7 +30,9 @@ from posenc.compose import CONF_DIR
 from posenc.errors import PosencError, invalid_choice
 from posenc.sweeps import (
     COMPLETED,
+    PROBE_DIR,
     collect,
+    probe_jobs,
     list_presets,
     reserve_sweep_dir,
     write_reports,
@@ -79,6 +85,12 @@ def run_sweep(name: str, overrides: list[str]) -> int:
     ok = report(sweep_dir)
     if interrupted:
         return 130
+    probes = probe_jobs(sweep_dir, collect(sweep_dir))
+    if probes:  # the second stage: PosENet on every backbone the first stage trained
+        print(f"sweep {name}, probe stage: {len(probes)} PosENet runs into {sweep_dir / PROBE_DIR}", flush=True)
+        for job in probes:
+            subprocess.run([sys.executable, str(ROOT / "train.py"), *job], stdout=subprocess.DEVNULL)
+        ok = report(sweep_dir / PROBE_DIR) and ok
     return 0 if ok and rc == 0 else 1
 
 

@@ -137,3 +137,13 @@ def test_the_flag_agrees_with_doubling_the_default_budget(weights, trained_tiny,
     else:
         assert once["train/converged"] is False, decreases
         assert moved > 0.02
+
+
+def test_a_loss_below_the_task_floor_is_converged_though_it_keeps_halving():
+    from posenc.convergence import convergence
+
+    halving = {"loss": [1e-3 * 0.5 ** (i / 10) for i in range(200)]}  # -50% every 10 steps, near zero
+    assert not convergence(halving)["train/converged"]
+    assert convergence(halving, floor=0.01)["train/converged"]
+    high = {"loss": [2.0 * 0.5 ** (i / 10) + 0.05 for i in range(200)]}  # still far above the floor early on
+    assert not convergence({"loss": high["loss"][:40]}, floor=0.01)["train/converged"]

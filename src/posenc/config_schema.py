@@ -430,6 +430,7 @@ class TrainSchema:
     seed: int = 0
     sweep_name: Optional[str] = None  # set by sweep presets; W&B group of their runs
     ckpt_path: Optional[str] = None  # last | /path/to/file.ckpt
+    probe: Optional[List[str]] = None  # set by the padding_then_probe preset: sweep.py's second stage
     paths: PathsSchema = field(default_factory=PathsSchema)
 
 

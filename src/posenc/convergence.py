@@ -11,7 +11,11 @@ or 20 training steps); the run is *converged* when the relative decrease of the 
 every part (one per target map) is at most ``tol``. Every part is judged: on a trained tiny backbone
 the total had levelled off at 1000 steps while G's SPC still doubled with twice the steps.
 
-    (mean(L[n-2w:n-w]) - mean(L[n-w:n])) / mean(L[n-2w:n-w]) <= tol.
+    (mean(L[n-2w:n-w]) - mean(L[n-w:n])) / mean(L[n-2w:n-w]) <= tol,
+
+or the last window's mean is at most the task's ``converged_loss`` (classification tasks: a
+cross-entropy of 0.01 nats, i.e. ~99% confidence on every sample, where the relative criterion
+would wait forever for a loss that keeps halving).
 
 Which loss: the *held-out* one when the run has a validation set (``data.num_val`` crops of the
 training photos, evaluated every ``trainer.val_check_interval`` steps), else the training loss.
@@ -77,11 +81,14 @@ def convergence(
     tol: float = 0.02,
     min_window: int = MIN_WINDOW,
     prefix: str = "train",
+    floor: float | None = None,
 ) -> dict[str, Any]:
     """Flat summary of ``curves`` (name -> losses, one per point; ``lrs``: the learning rate at
     each point): ``train/converged`` (every curve within ``tol`` at the end of every long-enough
     lr phase; False when too short to tell) and every curve's largest relative decrease,
-    ``<prefix>/<name>/rel_decrease`` (None when too short)."""
+    ``<prefix>/<name>/rel_decrease`` (None when too short). ``floor``: a curve whose last window
+    averages at most this is converged whatever its relative change (a cross-entropy that has
+    reached ~1e-4 keeps halving as the logits grow, while nothing left to learn)."""
     if not 0 < window <= 0.5:
         raise PosencError(f"convergence window {window} is not valid: expected a fraction in (0, 0.5]")
     summary: dict[str, Any] = {}
@@ -91,7 +98,8 @@ def convergence(
         spans = [(a, b) for a, b in constant_lr_phases(lrs or []) if b - a >= 2 * w] or [(0, len(losses))]
         change = max(relative_decrease(losses[a:b], w) for a, b in spans)
         summary[f"{prefix}/{name}/rel_decrease"] = None if math.isnan(change) else change
-        converged &= not math.isnan(change) and change <= tol
+        settled = floor is not None and len(losses) >= 2 * w and sum(losses[-w:]) / w <= floor
+        converged &= settled or (not math.isnan(change) and change <= tol)
     summary["train/converged"] = converged
     return summary
 
@@ -159,13 +167,14 @@ class LossCurve(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         curves, val = self.curves(), self.val_curves()
+        floor = getattr(pl_module, "converged_loss", None)  # a task's "nothing left to learn" loss
         if val:
             # the end of the run only: at the full lr the held-out loss jumps by +-50% from check to check
-            self.summary = convergence(val, None, self.window, self.tol, MIN_VAL_WINDOW, prefix="val")
+            self.summary = convergence(val, None, self.window, self.tol, MIN_VAL_WINDOW, prefix="val", floor=floor)
             self.summary.update({f"val/loss_curve/{k}": v for k, v in val.items()})
             self.summary["val/loss_curve/step"] = self.val["step"]
         else:
-            self.summary = convergence(curves, self.lrs, self.window, self.tol)
+            self.summary = convergence(curves, self.lrs, self.window, self.tol, floor=floor)
         self.summary["train/converged_on"] = "val" if val else "train"
         for name, values in curves.items():
             steps, means = downsample(values)

@@ -38,7 +38,8 @@ STATUS_NOTE = {RUNNING: "unfinished: status running (killed, or still running)",
 INPUT_ORDER = ("natural", "black", "white", "noise")
 TARGET_ORDER = ("H", "V", "G", "HS", "VS")
 METRIC_ORDER = ("spc", "mae")
-NOT_SWEPT = ("seed",)  # varied within a row: cells are mean ± std over it
+NOT_SWEPT = ("seed", "backbone.weights")  # varied within a row (seeds: cells are mean ± std over them)
+PROBE_DIR = "probe"  # a two-stage preset's second stage (padding_then_probe), inside the sweep dir
 
 
 # ----------------------------------------------------------------------------- presets
@@ -97,6 +98,26 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]]:
         return expand_overrides(params, task)
     except Exception as exc:  # e.g. glob() sweeps need Hydra's config loader
         raise PosencError(f"cannot rebuild the jobs of {sweep_dir}: {exc}") from exc
+
+
+def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[list[str]]:
+    """The second stage of a two-stage preset (``probe:`` in its config, e.g. padding_then_probe):
+    for every completed job, a PosENet run on the backbone that job trained (same backbone,
+    padding and seed; ``backbone.weights=<job dir>``), run into ``<sweep_dir>/probe/<job>``.
+    ``[]`` when the preset has no probe stage."""
+    cfg = _load_multirun(sweep_dir)
+    probe = OmegaConf.select(cfg, "probe", default=None) if cfg is not None else None
+    if not probe:
+        return []
+    jobs = []
+    for r in results:
+        if not r.completed or r.job_dir is None:
+            continue
+        m = r.metrics
+        jobs.append([*[str(o) for o in probe], f"backbone={m['backbone']}", f"padding={m['padding']}",
+                     f"seed={m['seed']}", f"backbone.weights={r.job_dir}", "backbone.trainable=false",
+                     f"hydra.run.dir={Path(sweep_dir) / PROBE_DIR / r.name}"])
+    return jobs
 
 
 # ----------------------------------------------------------------------------- collect

@@ -42,6 +42,14 @@ def batches_dir(data_dir: str | Path) -> Path:
     raise PosencError(f"CIFAR-10 folder not found: {root / BATCHES_DIR}; {_put_hint(root)}")
 
 
+def check_cifar10(data_dir: str | Path) -> None:
+    """Fail early, with the one-line message of a missing file, unless every file is in place."""
+    folder = batches_dir(data_dir)
+    for name in (META_FILE, *TRAIN_BATCHES, *TEST_BATCHES):
+        if not (folder / name).is_file():
+            raise PosencError(f"CIFAR-10 file not found: {folder / name}; {_put_hint(folder.parent)}")
+
+
 def _unpickle(path: Path) -> dict[Any, Any]:
     """One pickle file as a dict (keys as bytes, as the python-2 pickles store them)."""
     if not path.is_file():

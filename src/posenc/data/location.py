@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from posenc.data.cifar import check_cifar10
 from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, check_canvas, make_canvases
 from posenc.data.datamodule import SeededDataModule, TensorDictDataset
 from posenc.data.patches import PATCH_SOURCES, make_patches
@@ -69,8 +70,10 @@ class CanvasDataModule(SeededDataModule):
         for key, value, low in (("num_train", num_train, 1), ("num_test", num_test, 1), ("num_val", num_val, 0)):
             if int(value) < low:
                 raise PosencError(f"data.{key}={value} is not valid: expected an int >= {low}")
-        if source == "cifar10" and not data_dir:
-            raise PosencError("data.source=cifar10 needs data.data_dir=<folder holding cifar-10-batches-py/>")
+        if source == "cifar10":
+            if not data_dir:
+                raise PosencError("data.source=cifar10 needs data.data_dir=<folder holding cifar-10-batches-py/>")
+            check_cifar10(data_dir)  # a missing file is named now, not after the Trainer has started
         self.source, self.spec, self.data_dir = source, spec, data_dir
         self.num_train, self.num_val, self.num_test = int(num_train), int(num_val), int(num_test)
         self.image_size, self.device_name = int(image_size), device

@@ -79,6 +79,9 @@ class SegmentationDataModule(SeededDataModule):
         self.image_size, self.max_objects = int(image_size), int(max_objects)
         self.num_classes = NUM_CLASSES[source]
         self.ignore_index = 255
+        for name, folder, split in ((source, self.data_dir, "train"), (test_source, self.test_dir, "test")):
+            if name != "shapes":  # list the files now: a missing one is named before the Trainer starts
+                self._available(name, folder, split, seed)
 
     def _split(self, name: str, folder: str | None, split: str, num: int, seed: int) -> Dataset:
         if name == "shapes":

@@ -31,6 +31,7 @@ class SupervisedTask(L.LightningModule):
     """Backbone + head trained on ``batch["image"]``; subclasses define targets, loss and metrics."""
 
     head_kind = "classification"  # which heads fit: their ``kind`` attribute (posenc.heads)
+    converged_loss = 0.01  # cross-entropy (nats) at which nothing is left to learn (posenc.convergence)
 
     def __init__(
         self,
@@ -50,6 +51,11 @@ class SupervisedTask(L.LightningModule):
         self.backbone = backbone
         self.head_factory = head
         self.head: nn.Module | None = None
+        kind = getattr(getattr(head, "func", head), "kind", None)
+        if kind != self.head_kind:
+            name = getattr(getattr(head, "func", head), "__name__", type(head).__name__)
+            raise PosencError(f"readout={name} is a {kind or 'PosENet'} head; this task needs a {self.head_kind} "
+                              f"head (readout={'gap_linear or flatten_linear' if self.head_kind == 'classification' else 'pixel_decoder'})")
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.image_size = image_size
         self.budget = {"max_steps": max_steps, "max_epochs": max_epochs}
@@ -97,10 +103,6 @@ class SupervisedTask(L.LightningModule):
         self.backbone.train(was_training)
         head = self.head_factory(tap_channels=[t.shape[1] for t in taps],
                                  tap_sizes=[tuple(t.shape[-2:]) for t in taps], num_classes=self.num_outputs())
-        kind = getattr(head, "kind", None)
-        if kind != self.head_kind:
-            raise PosencError(f"readout={type(head).__name__} is a {kind} head; this task needs a "
-                              f"{self.head_kind} head (see conf/readout/)")
         return head.to(self.device)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
