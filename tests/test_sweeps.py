@@ -89,6 +89,9 @@ def test_presets_are_listed_with_their_descriptions():
     ("readout_ablation", 12, {"readout.kernel_size", "readout.depth"}),
     ("tap_ablation", 6, {"backbone.taps"}),
     ("posenet_alone", 2, {"backbone"}),
+    ("canvas_study", 24, {"data.canvas.fill", "padding"}),
+    ("border_study", 24, {"task", "padding"}),
+    ("padding_then_probe", 6, {"padding"}),
 ])
 def test_presets_expand_to_their_jobs(name, n_jobs, swept):
     cfg = OmegaConf.load(CONF_DIR / "sweep" / f"{name}.yaml")
@@ -198,7 +201,8 @@ def test_list_and_unknown_sweep(tmp_path):
     proc = sweep_cli("padding_studdy", f"paths.output_root={tmp_path}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown sweep 'padding_studdy'; valid: padding_study, posenet_alone, readout_ablation, tap_ablation"]
+        "error: unknown sweep 'padding_studdy'; valid: border_study, canvas_study, padding_study, "
+        "padding_then_probe, posenet_alone, readout_ablation, tap_ablation"]
     assert not (tmp_path / "sweeps").exists()
     proc = sweep_cli("collect", str(tmp_path / "nowhere"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
@@ -263,3 +267,26 @@ def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path):
     assert [(r["readout.kernel_size"], r["status"]) for r in rows] == [("3", "completed"), ("4", "failed")]
     assert "readout.kernel_size=4 is not valid" in rows[1]["error"]
     assert "| readout.kernel_size=4 | 0 | failed: " in (sweep / "results.md").read_text()
+
+
+def test_padding_then_probe_trains_then_measures_every_trained_backbone(tmp_path):
+    """Stage 1 (semseg, two paddings) is reported with the task's tables and distance curves; stage 2
+    runs PosENet on each trained backbone (its padding) and is reported like a sweep of its own."""
+    small = ["data.image_size=32", "data.num_train=16", "data.num_val=8", "data.num_test=8", "data.batch_size=8",
+             "task.max_steps=4", "callbacks.progress=null"]
+    probe = '["task=posenet","data.image_size=32","data.num_train=16","data.num_test=4","data.num_val=0",' \
+            '"task.max_steps=4","callbacks.progress=null"]'
+    proc = sweep_cli("padding_then_probe", "padding=zeros,circular", *small, f"probe={probe}",
+                     f"paths.output_root={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe_dir = Path(proc.stdout.strip().splitlines()[-1])
+    sweep = probe_dir.parent
+    assert probe_dir.name == "probe"
+    md = (sweep / "results.md").read_text()
+    assert "## test metrics" in md and "miou by distance to the border" in md
+    assert (sweep / "results_by_distance.png").stat().st_size > 1000
+    rows = read_csv(probe_dir / "results.csv")
+    assert sorted((r["padding"], r["status"]) for r in rows) == [("circular", "completed"), ("zeros", "completed")]
+    for r in rows:  # each probe read the backbone its own padding's job trained
+        assert json.loads((Path(r["backbone.weights"]) / "metrics.json").read_text())["padding"] == r["padding"]
+    assert "| padding=zeros | 1 | completed |" in (probe_dir / "results.md").read_text()
