@@ -19,9 +19,10 @@ run, so no epoch end falls inside the window). The posenc fit's total time is pr
 The two are run alternately (bare, posenc, bare, posenc, ...) and the medians compared.
 Target: posenc / bare <= 1.10.
 
-On a shared CPU, ``--threads 1`` avoids the stalls of a 2-thread op whose second thread waits
-for a core; ``--backbone tiny --image-size 48 --batch-size 4`` makes the per-step cost of the
-framework itself visible (``posenc - bare``, ms/step).
+One torch thread by default (``--threads``): on a shared 2-core CPU every 2-thread op stalls
+whenever its second thread waits for a core, which made single runs vary by +-40% (either way);
+the framework's own per-step work is single-threaded Python either way. ``--backbone tiny
+--image-size 48 --batch-size 4`` makes that per-step cost visible (``posenc - bare``, ms/step).
 
     python benchmarks/train_overhead.py [--backbone resnet18_cifar] [--steps 4] [--warmup 1] ...
 """
@@ -154,7 +155,7 @@ def bare_run(cfg: DictConfig, args: argparse.Namespace) -> tuple[tuple[float, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet18_cifar")
-    parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per run")
+    parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them (>= 1)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=96, help="a multiple of 3 (3 x 3 grid of patches)")
@@ -163,9 +164,9 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--progress-bar", action="store_true", help="Lightning's default (tqdm) bar in the posenc run")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternating")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default, one per core)")
     args = parser.parse_args()
-    if args.threads is not None:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.warmup < 1 or args.steps < 1 or args.image_size % 3:
         parser.error("--warmup and --steps must be >= 1 and --image-size a multiple of 3")
