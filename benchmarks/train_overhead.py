@@ -24,7 +24,7 @@ whenever its second thread waits for a core, which made single runs vary by +-40
 the framework's own per-step work is single-threaded Python either way. ``--backbone tiny
 --image-size 48 --batch-size 4`` makes that per-step cost visible (``posenc - bare``, ms/step).
 
-    python benchmarks/train_overhead.py [--backbone resnet18_cifar] [--steps 4] [--warmup 1] ...
+    python benchmarks/train_overhead.py [--backbone resnet18_cifar] [--steps 5] [--warmup 1] ...
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ class StepClock(Callback):
 def posenc_run(
     cfg: DictConfig, args: argparse.Namespace, run_dir: Path
 ) -> tuple[tuple[float, float], float, list[float]]:
-    """``((timed wall, CPU seconds), whole fit seconds, per-step losses)`` of the run through the framework,
-    built as :func:`posenc.training.train` builds it."""
+    """``((timed wall, CPU seconds), whole fit seconds, per-step losses)`` of the run through the
+    framework, built as :func:`posenc.training.train` builds it."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
@@ -112,13 +112,14 @@ def posenc_run(
 
 
 def bare_run(cfg: DictConfig, args: argparse.Namespace) -> tuple[tuple[float, float], list[float]]:
-    """``((timed wall, CPU seconds), per-step losses)`` of a plain PyTorch loop over the same task module."""
+    """``((timed wall, CPU seconds), per-step losses)`` of a plain loop over the same task module."""
     device = torch.device(args.device)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # what the Trainer sets from cfg.trainer.deterministic (global flags: set them here as well,
     # so the first bare run does not run under other flags than the later ones)
     torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))
-    torch.backends.cudnn.benchmark = False if cfg.trainer.deterministic else torch.backends.cudnn.benchmark
+    if cfg.trainer.deterministic:
+        torch.backends.cudnn.benchmark = False
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
     # The task reads its label space (head size, targets) from ``self.trainer.datamodule`` and
@@ -196,6 +197,8 @@ def main() -> None:
         print(f"{name:6s}  {1000 * wall[name] / args.steps:8.1f} ms/step  {images / wall[name]:7.1f} images/s  "
               f"(CPU {1000 * cpu[name] / args.steps:8.1f} ms/step)")
     print(f"posenc / bare  {wall['posenc'] / wall['bare']:6.3f}x wall   (target <= 1.10)")
+    paired = statistics.median(p[0] / b[0] for p, b in zip(timed["posenc"], timed["bare"]))
+    print(f"posenc / bare  {paired:6.3f}x wall, median of the {args.repeats} adjacent pairs' ratios")
     print(f"posenc / bare  {cpu['posenc'] / cpu['bare']:6.3f}x CPU time of the process")
     print(f"posenc - bare  {1000 * (wall['posenc'] - wall['bare']) / args.steps:+8.1f} ms/step wall")
     print(f"posenc whole fit (setup, warm-up, timed steps, end of run): {statistics.median(fit_s):.2f} s")
