@@ -34,7 +34,7 @@ def test_pixel_decoder_has_no_padding_of_its_own():
     """On taps of the image's size (no upsampling) the decoder is 1x1 convs only: exactly
     equivariant to circular shifts, so nothing in it knows where the border is."""
     torch.manual_seed(0)
-    decoder = PixelDecoder([8, 16], [(12, 12), (12, 12)], 3, width=4).eval()
+    decoder = PixelDecoder([8, 16], [(12, 12), (12, 12)], 3, width=4).eval()  # fused at 12x12
     g = torch.Generator().manual_seed(1)
     x = [torch.randn(2, 8, 12, 12, generator=g), torch.randn(2, 16, 12, 12, generator=g)]
     moved = [torch.roll(t, shifts=(3, 5), dims=(-2, -1)) for t in x]

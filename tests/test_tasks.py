@@ -112,7 +112,10 @@ def test_posenet_measures_the_backbone_a_task_trained(tmp_path):
 
 
 BAD = {
-    "grid": (["task=location_cls", "data.image_size=100"], ["data.canvas.grid=3", "data.image_size=96", "100"]),
+    "grid": (["task=location_cls", "data.image_size=100"], ["data.canvas.grid=3", "data.image_size=100",
+                                                           "multiple of 3"]),
+    "patch": (["task=location_cls", "data.image_size=100", "data.canvas.patch_size=32"],
+              ["data.canvas.grid=3", "32 px patches", "data.image_size=96", "got 100"]),
     "head": (["task=location_cls", "readout=pixel_decoder", "data.num_train=8", "data.num_test=8"],
              ["PixelDecoder", "classification head"]),
     "posenet_head": (["readout=gap_linear"], ["task=posenet needs readout=posenet"]),

@@ -165,6 +165,7 @@ class PixelDecoderSchema:
     _target_: str = "posenc.heads.PixelDecoder"
     _partial_: bool = True
     width: int = spec(64, ge=1)
+    fuse_at: int = spec(1, ge=0)
 
 
 @dataclass
@@ -240,7 +241,7 @@ class CanvasSchema:
 
     fill: str = spec("black", choices=CANVAS_FILLS)
     grid: Optional[int] = spec(3, ge=1)  # null: free placement at any pixel offset
-    patch_size: int = spec(32, ge=1)
+    patch_size: Optional[int] = spec(None, ge=1)  # null: one grid cell (data.image_size / grid)
     location_grid: int = spec(3, ge=1)  # cells of a free placement's location label
     object_only: bool = False
 
@@ -253,11 +254,11 @@ class CanvasDataSchema:
     source: str = spec("shapes", choices=PATCH_SOURCES)
     canvas: CanvasSchema = field(default_factory=CanvasSchema)
     data_dir: Optional[str] = None
-    num_train: int = spec(2048, ge=1)
-    num_val: int = spec(256, ge=0)
-    num_test: int = spec(512, ge=1)
+    num_train: int = spec(1024, ge=1)
+    num_val: int = spec(128, ge=0)
+    num_test: int = spec(256, ge=1)
     image_size: int = spec(96, ge=8)
-    batch_size: int = spec(64, ge=1)
+    batch_size: int = spec(32, ge=1)
     num_workers: int = spec(0, ge=0)
     seed: int = 0
     device: str = "auto"

@@ -10,7 +10,7 @@ there is one: ``data.device=auto``) and stored as uint8; every sample carries it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -26,17 +26,29 @@ from posenc.errors import PosencError, check_choice
 class CanvasSpec:
     """``data.canvas``: the fill around the patch, the grid (``None``: free placement at any
     pixel offset, the cell being the ``location_grid`` cell that holds the patch's centre), the
-    patch side, and whether only the object's pixels are pasted (else the whole square)."""
+    patch side (``None``: one grid cell), and whether only the object's pixels are pasted (else the
+    whole square)."""
 
     fill: str = "black"
     grid: int | None = 3
-    patch_size: int = 32
+    patch_size: int | None = None
     location_grid: int = DEFAULT_LOCATION_GRID
     object_only: bool = False
 
     @property
     def cells_per_side(self) -> int:
         return self.grid if self.grid is not None else self.location_grid
+
+    def patch_for(self, image_size: int) -> int:
+        """The patch side: ``patch_size``, or by default one cell of the grid (``image_size / grid``)."""
+        if self.patch_size is not None:
+            return self.patch_size
+        if self.grid is None:
+            raise PosencError("data.canvas.grid=null (free placement) needs data.canvas.patch_size=<pixels>")
+        if image_size % self.grid:
+            raise PosencError(f"data.canvas.grid={self.grid} does not divide data.image_size={image_size} "
+                              f"into equal cells; valid: a multiple of {self.grid}, e.g. {self.grid * (image_size // self.grid)}")
+        return image_size // self.grid
 
 
 class CanvasDataModule(SeededDataModule):
@@ -53,11 +65,11 @@ class CanvasDataModule(SeededDataModule):
         source: str = "shapes",
         canvas: dict[str, Any] | CanvasSpec | None = None,
         data_dir: str | None = None,
-        num_train: int = 2048,
-        num_val: int = 256,
-        num_test: int = 512,
+        num_train: int = 1024,
+        num_val: int = 128,
+        num_test: int = 256,
         image_size: int = 96,
-        batch_size: int = 64,
+        batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
         device: str = "auto",
@@ -66,6 +78,7 @@ class CanvasDataModule(SeededDataModule):
         check_choice("data.source", source, PATCH_SOURCES)
         spec = canvas if isinstance(canvas, CanvasSpec) else CanvasSpec(**dict(canvas or {}))
         check_choice("data.canvas.fill", spec.fill, CANVAS_FILLS)
+        spec = replace(spec, patch_size=spec.patch_for(int(image_size)))
         check_canvas(image_size, spec.grid, spec.patch_size)
         for key, value, low in (("num_train", num_train, 1), ("num_test", num_test, 1), ("num_val", num_val, 0)):
             if int(value) < low:
