@@ -22,7 +22,7 @@ SCENES = ["data.image_size=32", "data.num_train=32", "data.num_val=8", "data.num
           *QUIET]
 SMALL = {"location_cls": CANVAS, "location_seg": CANVAS, "semseg": SCENES, "saliency": SCENES}
 METRICS = {"location_cls": ["accuracy", "chance"], "location_seg": ["miou", "pixel_acc"],
-           "semseg": ["miou", "pixel_acc"], "saliency": ["max_f", "mae", "s_measure"]}
+           "semseg": ["miou", "pixel_acc"], "saliency": ["max_f", "mae", "s_measure", "pixel_acc"]}
 BINS = {"location_cls": ["ring0", "ring1"], "location_seg": ["ring0", "ring1"],
         "semseg": ["px00-03", "px04-07", "px08-11", "px12-15"], "saliency": ["px00-03", "px04-07", "px08-11", "px12-15"]}
 

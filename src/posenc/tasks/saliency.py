@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchmetrics.classification import BinaryAccuracy
 
 from posenc.analysis.distance import BinnedMean, band_edges, band_of_pixels, bin_names_bands
 from posenc.analysis.saliency import MaxFMeasure, SaliencyMAE, SMeasure
@@ -40,6 +41,7 @@ class SaliencyTask(SegmentationTask):
             SMeasure().to(self.device)
         self.band_error = BinnedMean(len(self.names)).to(self.device)
         self.band_correct = BinnedMean(len(self.names)).to(self.device)
+        self.pixel_acc = BinaryAccuracy(ignore_index=IGNORE_INDEX).to(self.device)
 
     def update_metrics(self, logits: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         prob = torch.sigmoid(logits[:, 0].float())
@@ -47,13 +49,14 @@ class SaliencyTask(SegmentationTask):
         self.mae.update(prob, gt)
         self.max_f.update(prob, gt)
         self.s_measure.update(prob, gt)
+        self.pixel_acc.update(prob, target)
         bins = torch.where(target == IGNORE_INDEX, -1, self.band_map.expand_as(target))
         self.band_error.update((prob - gt.float()).abs(), bins)
         self.band_correct.update(((prob >= 0.5) == gt).float(), bins)
 
     def compute_metrics(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         overall = {"max_f": float(self.max_f.compute()), "mae": float(self.mae.compute()),
-                   "s_measure": float(self.s_measure.compute())}
+                   "s_measure": float(self.s_measure.compute()), "pixel_acc": float(self.pixel_acc.compute())}
         binned = {"mae": dict(zip(self.names, self.band_error.compute().tolist())),
                   "pixel_acc": dict(zip(self.names, self.band_correct.compute().tolist()))}
         return overall, binned

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchmetrics.classification import MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from posenc.analysis.distance import BinnedConfusion, band_edges, band_of_pixels, bin_names_bands
 from posenc.backbones import TappedBackbone
@@ -70,19 +70,19 @@ class SegmentationTask(SupervisedTask):
         self.names = self.bin_names()
         classes = self.num_outputs()
         self.miou = MulticlassJaccardIndex(num_classes=classes, ignore_index=IGNORE_INDEX).to(self.device)
+        self.pixel_acc = MulticlassAccuracy(num_classes=classes, average="micro", ignore_index=IGNORE_INDEX).to(self.device)
         self.binned = BinnedConfusion(classes, len(self.names), ignore_index=IGNORE_INDEX).to(self.device)
 
     def update_metrics(self, logits: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         pred = logits.argmax(dim=1)
         self.miou.update(pred, target)
+        self.pixel_acc.update(pred, target)
         bins = self.bins(batch)
         self.binned.update(pred, target, bins.expand_as(target) if bins.dim() == 2 else bins)
 
     def compute_metrics(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         per_bin = self.binned.compute()
-        confusion = self.binned.confusion.sum(dim=0)  # every pixel, whatever its bin
-        accuracy = float(confusion.diagonal().sum() / confusion.sum().clamp_min(1))
-        overall = {"miou": float(self.miou.compute()), "pixel_acc": accuracy}
+        overall = {"miou": float(self.miou.compute()), "pixel_acc": float(self.pixel_acc.compute())}
         return overall, {name: dict(zip(self.names, per_bin[name].tolist())) for name in ("miou", "pixel_acc")}
 
     def save_preview(self, figures: Path) -> None:
