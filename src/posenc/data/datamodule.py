@@ -134,6 +134,15 @@ class EpochBatchSampler(BatchSampler):
         self.sampler.set_epoch(epoch)
 
 
+def check_sizes(num_train: int, num_val: int, num_test: int, **more: tuple[int, int]) -> None:
+    """One-line errors for sample counts and sizes below their minimum: ``num_train`` / ``num_test``
+    >= 1, ``num_val`` >= 0, and ``more`` as ``key=(value, minimum)``."""
+    rules = {"num_train": (num_train, 1), "num_val": (num_val, 0), "num_test": (num_test, 1), **more}
+    for key, (value, low) in rules.items():
+        if int(value) < low:
+            raise PosencError(f"data.{key}={value} is not valid: expected an int >= {low}")
+
+
 class SeededDataModule(L.LightningDataModule):
     """What every posenc datamodule shares: seeded, resumable shuffling (:class:`EpochShuffleSampler`)
     and loaders over ``train_set`` / ``val_set`` (optional, the held-out set the convergence flag
@@ -189,10 +198,7 @@ class PositionDataModule(SeededDataModule):
         check_choice("data.source", source, SOURCES)
         for name in test_inputs:
             check_choice("data.test_inputs entry", name, TEST_INPUTS)
-        for key, value, low in (("num_train", num_train, 1), ("num_test", num_test, 1), ("num_val", num_val, 0),
-                                ("image_size", image_size, 8), ("batch_size", batch_size, 1)):
-            if int(value) < low:
-                raise PosencError(f"data.{key}={value} is invalid: it must be >= {low}")
+        check_sizes(num_train, num_val, num_test, image_size=(image_size, 8), batch_size=(batch_size, 1))
         if source == "folder" and not train_dir:
             raise PosencError("data=folder needs data.train_dir=<DUTS-TR root or image folder>")
         if source == "folder" and "natural" in test_inputs and not test_dir:

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from posenc.data.cifar import check_cifar10
 from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, check_canvas, make_canvases
-from posenc.data.datamodule import SeededDataModule, TensorDictDataset
+from posenc.data.cifar import check_cifar10
+from posenc.data.datamodule import SeededDataModule, TensorDictDataset, check_sizes
 from posenc.data.patches import PATCH_SOURCES, make_patches
 from posenc.errors import PosencError, check_choice
 
@@ -80,9 +80,7 @@ class CanvasDataModule(SeededDataModule):
         check_choice("data.canvas.fill", spec.fill, CANVAS_FILLS)
         spec = replace(spec, patch_size=spec.patch_for(int(image_size)))
         check_canvas(image_size, spec.grid, spec.patch_size)
-        for key, value, low in (("num_train", num_train, 1), ("num_test", num_test, 1), ("num_val", num_val, 0)):
-            if int(value) < low:
-                raise PosencError(f"data.{key}={value} is not valid: expected an int >= {low}")
+        check_sizes(num_train, num_val, num_test, batch_size=(batch_size, 1))
         if source == "cifar10":
             if not data_dir:
                 raise PosencError("data.source=cifar10 needs data.data_dir=<folder holding cifar-10-batches-py/>")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
-from posenc.data.datamodule import IndexedImages, SeededDataModule, TensorDictDataset
+from posenc.data.datamodule import IndexedImages, SeededDataModule, TensorDictDataset, check_sizes
 from posenc.data.segmentation_sets import SALIENCY_SETS, saliency_dataset, voc_segmentation
 from posenc.data.shapes import NUM_SEMANTIC_CLASSES, shape_scenes
 from posenc.errors import PosencError, check_choice
@@ -66,10 +66,8 @@ class SegmentationDataModule(SeededDataModule):
                               f"valid: shapes, voc, duts (and data.test_source={source})")
         if NUM_CLASSES[source] != NUM_CLASSES[test_source]:
             raise PosencError(f"data.test_source={test_source} has other classes than data.source={source}")
-        for key, value, low in (("num_train", num_train, 1), ("num_test", num_test, 1), ("num_val", num_val, 0),
-                                ("image_size", image_size, 8), ("max_objects", max_objects, 1)):
-            if int(value) < low:
-                raise PosencError(f"data.{key}={value} is not valid: expected an int >= {low}")
+        check_sizes(num_train, num_val, num_test, image_size=(image_size, 8), batch_size=(batch_size, 1),
+                    max_objects=(max_objects, 1))
         for name, folder in ((source, data_dir), (test_source, test_dir or data_dir)):
             if name != "shapes" and not folder:
                 raise PosencError(f"data.source={name} needs data.data_dir=<its dataset root>")
