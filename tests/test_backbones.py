@@ -277,7 +277,7 @@ def test_unknown_backbone_lists_valid_names() -> None:
     msg = _one_line_error(excinfo)
     assert "'vgg19'" in msg
     assert msg.endswith("valid: " + ", ".join(BACKBONES))
-    assert set(BACKBONES) == {"vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "tiny", "none"}
+    assert set(BACKBONES) == {"vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "none"}
 
 
 def test_unknown_tap_lists_valid_taps() -> None:
