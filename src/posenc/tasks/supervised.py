@@ -62,7 +62,8 @@ class SupervisedTask(L.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        self.by_distance: dict[str, list[float]] = {}
+        self.by_distance: dict[str, list[float]] = {}  # metric -> value per distance bin (the last test)
+        self.distance_bins: dict[str, list[str]] = {}  # metric -> its bins' names, nearest the border first
         self.preview: dict[str, torch.Tensor] = {}
 
     # -- to define in a task ---------------------------------------------------------------
@@ -150,13 +151,12 @@ class SupervisedTask(L.LightningModule):
         overall, binned = self.compute_metrics()
         for name, value in overall.items():
             self.log(f"test/{name}", value)
-        self.by_distance = {}
+        self.by_distance, self.distance_bins = {}, {metric: list(bins) for metric, bins in binned.items()}
         for metric, bins in binned.items():
             for bin_name, value in bins.items():
                 if not math.isnan(value):
                     self.log(f"test/by_distance/{bin_name}/{metric}", value)
                 self.by_distance.setdefault(metric, []).append(value)
-        self.distance_bins = {metric: list(bins) for metric, bins in binned.items()}
 
     def on_test_end(self) -> None:
         if not self.trainer.is_global_zero or not self.by_distance:
