@@ -3,7 +3,7 @@ Sec. 3.1): built with torchvision's builders, never forked. Frozen (PosENet's re
 (the padding study's end-to-end tasks, Islam et al. IJCV 2024): ``trainable``.
 
 Taps, by backbone:
-- ``vgg16`` / ``vgg16_bn`` / ``tiny``: the last ReLU of each of the five stages
+- ``vgg16`` / ``vgg16_bn`` / ``vgg11_bn`` / ``tiny``: the last ReLU of each of the five stages
   (VGG16: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 = ``features`` 3, 8, 15, 22, 29).
 - ``resnet18`` / ``resnet50`` / ``resnet152``: f1 = stem (conv1-bn1-relu), f2..f5 = layer1..layer4.
   The default uses all five (the paper's "five blocks"); the authors' code uses layer1..4,
@@ -32,9 +32,10 @@ import torchvision
 
 from posenc.errors import PosencError, check_choice
 from posenc.padding import PaddingSpec, minimum_input_size
+from posenc.permutation import PERMUTE_POINTS, permute_channels
 
 BACKBONES: tuple[str, ...] = (
-    "vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "none",
+    "vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "none",
 )
 TAP_NAMES: tuple[str, ...] = ("f1", "f2", "f3", "f4", "f5")
 RESNETS = ("resnet18", "resnet50", "resnet152", "resnet18_cifar")
@@ -214,6 +215,22 @@ class TappedBackbone(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(self.trainable)
         self.train(self.trainable)
+        self.permute_at: int | None = None  # PermuteNet: see set_channel_permutation
+        self._permuted_module: str | None = None
+
+    def set_channel_permutation(self, permute_at: int | None) -> None:
+        """Permute the channels of tap ``f<permute_at>`` afresh on every forward, in training and
+        in eval (PermuteNet, Islam, Kowal et al. ICCV 2021; posenc.permutation); None: never."""
+        if permute_at is None:
+            self.permute_at, self._permuted_module = None, None
+            return
+        valid = [k for k in PERMUTE_POINTS if TAP_NAMES[k - 1] in self.tap_names]
+        if permute_at not in valid:
+            raise PosencError(f"readout.permute_at={permute_at} is not valid for backbone {self.name} with taps "
+                              f"{self.tap_names}: valid: {', '.join(map(str, valid)) or 'none (no stages)'}")
+        tap = TAP_NAMES[permute_at - 1]
+        self.permute_at = permute_at
+        self._permuted_module = next(module for module, name in self._tap_of.items() if name == tap)
 
     @property
     def out_channels(self) -> int:
@@ -241,6 +258,8 @@ class TappedBackbone(nn.Module):
         taps: list[torch.Tensor] = []
         for name, module in self.body.named_children():
             x = module(x)
+            if name == self._permuted_module:
+                x = permute_channels(x)
             if name in self._tap_of:
                 taps.append(x)
         return taps

@@ -34,7 +34,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 # The valid values of the string options (see the module docstring for why they are copies).
-BACKBONES = ("vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "none")
+BACKBONES = ("vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "none")
 TAP_NAMES = ("f1", "f2", "f3", "f4", "f5")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink")
 TARGETS = ("H", "V", "G", "HS", "VS")
@@ -51,6 +51,8 @@ SYNTHETIC_SOURCES = ("generated", "official")
 PATCH_SOURCES = ("digits", "photos", "shapes", "cifar10")
 CANVAS_FILLS = ("black", "white", "mean", "noise")
 LABEL_MODES = ("location", "class", "class_and_location")
+AUGMENTS = ("none", "shift")
+PERMUTE_POINTS = (1, 2, 3, 4, 5)
 SEGMENTATION_SOURCES = ("shapes", "voc", "duts", "ecssd", "pascal_s")
 
 SCHEMA_GROUP = "schema"
@@ -137,6 +139,10 @@ class SupervisedTaskSchema:
 class LocationClsTaskSchema(SupervisedTaskSchema):
     _target_: str = "posenc.tasks.location_cls.LocationClassificationTask"
     label: str = spec("location", choices=LABEL_MODES)
+    augment: str = spec("none", choices=AUGMENTS)  # shift: two shifted views per image (ICCV 2021)
+    shift: int = spec(8, ge=1)  # pixels: the largest shift, in training and in the test's invariance metrics
+    consistency_weight: float = spec(0.0, ge=0)  # lambda of the latent-consistency MSE
+    distance_bands: int = spec(4, ge=1)  # free placement: bands of the object's distance to the border
 
 
 @dataclass
@@ -149,15 +155,32 @@ class SegmentationTaskSchema(SupervisedTaskSchema):
 
 
 @dataclass
-class GapLinearSchema:
-    _target_: str = "posenc.heads.GapLinearHead"
+class FlattenLinearSchema:
+    _target_: str = "posenc.heads.FlattenLinearHead"
     _partial_: bool = True  # the task supplies tap shapes and the number of classes
     dropout: float = spec(0.0, ge=0, lt=1)
 
 
 @dataclass
-class FlattenLinearSchema(GapLinearSchema):
-    _target_: str = "posenc.heads.FlattenLinearHead"
+class GapLinearSchema(FlattenLinearSchema):
+    _target_: str = "posenc.heads.GapLinearHead"
+    permute_at: Optional[int] = spec(None, choices=PERMUTE_POINTS)  # PermuteNet (posenc.permutation)
+
+
+@dataclass
+class GapPermuteSchema(GapLinearSchema):
+    """``readout=gap_permute``: ``gap_linear`` that always permutes (``permute_at`` not null)."""
+
+    permute_at: int = spec(5, choices=PERMUTE_POINTS)
+
+
+@dataclass
+class GapNetSchema:
+    _target_: str = "posenc.heads.GapNetHead"
+    _partial_: bool = True
+    kernel_size: int = spec(3, ge=1)
+    padding: int = spec(0, ge=0)
+    permute_at: Optional[int] = spec(None, choices=PERMUTE_POINTS)
 
 
 @dataclass
@@ -432,6 +455,7 @@ class TrainSchema:
     sweep_name: Optional[str] = None  # set by sweep presets; W&B group of their runs
     ckpt_path: Optional[str] = None  # last | /path/to/file.ckpt
     probe: Optional[List[str]] = None  # set by the padding_then_probe preset: sweep.py's second stage
+    pivot: Optional[str] = None  # set by presets: the swept key whose values become report columns
     paths: PathsSchema = field(default_factory=PathsSchema)
 
 
@@ -446,6 +470,8 @@ GROUP_SCHEMAS: dict[str, type] = {
     "readout_posenet": ReadoutSchema,
     "readout_gap_linear": GapLinearSchema,
     "readout_flatten_linear": FlattenLinearSchema,
+    "readout_gap_permute": GapPermuteSchema,
+    "readout_gapnet": GapNetSchema,
     "readout_pixel_decoder": PixelDecoderSchema,
     "data": DataSchema,
     "data_canvas": CanvasDataSchema,

@@ -6,6 +6,14 @@ no head may add position of its own:
 - ``gap_linear``: global average pooling of the last tap, then a linear layer. Pooling discards
   where a feature is, so a location can only be classified if the backbone wrote it into the
   channels (the default of ``task=location_cls``; Islam et al., ICCV 2021, GAPNet).
+- ``gapnet``: GAPNet (Islam, Kowal et al., ICCV 2021): a 3x3 conv from the last tap to one
+  channel per class, globally averaged: the pooled maps are the logits. Its conv has no padding by
+  default (``padding=1`` is the option that keeps the map's size, at the price of adding position).
+- ``gap_permute``: ``gap_linear`` with PermuteNet's fresh channel permutation on every forward
+  (``permute_at``: the tap whose channels are permuted, 5 = the pooled features; posenc.permutation).
+  ``gap_linear`` and ``gapnet`` take ``permute_at`` too (default null: no permutation). The
+  permutation happens inside the backbone; the task installs it (``backbone.set_channel_permutation``)
+  when it builds the head.
 - ``flatten_linear``: the last tap flattened, then a linear layer: the positive control, which sees
   the spatial layout directly and finds the location with any padding.
 - ``pixel_decoder``: a light segmentation decoder of 1x1 convolutions only: every tap projected to
@@ -29,7 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from posenc.errors import PosencError
+from posenc.errors import PosencError, invalid_value
+from posenc.permutation import PERMUTE_POINTS
 
 
 def _check(num_classes: int, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]]) -> None:
@@ -39,20 +48,51 @@ def _check(num_classes: int, tap_channels: Sequence[int], tap_sizes: Sequence[tu
         raise PosencError(f"a head needs one size per tap, got {len(tap_channels)} taps and {len(tap_sizes)} sizes")
 
 
+def _check_permute_at(permute_at: int | None) -> int | None:
+    if permute_at is not None and permute_at not in PERMUTE_POINTS:
+        raise invalid_value("readout.permute_at", permute_at,
+                            f"expected null or one of {', '.join(map(str, PERMUTE_POINTS))}")
+    return permute_at
+
+
 class GapLinearHead(nn.Module):
-    """Global average pooling of the last tap -> linear classifier (logits ``[B, K]``)."""
+    """Global average pooling of the last tap -> linear classifier (logits ``[B, K]``);
+    ``permute_at``: PermuteNet's channel permutation at that tap (``gap_permute``)."""
 
     kind = "classification"
 
     def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, permute_at: int | None = None) -> None:
         super().__init__()
         _check(num_classes, tap_channels, tap_sizes)
+        self.permute_at = _check_permute_at(permute_at)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(tap_channels[-1], num_classes)
 
     def forward(self, taps: Sequence[torch.Tensor], image_size: int | None = None) -> torch.Tensor:
         return self.fc(self.dropout(taps[-1].mean(dim=(2, 3))))
+
+
+class GapNetHead(nn.Module):
+    """GAPNet (Islam, Kowal et al., ICCV 2021): ``k x k`` conv from the last tap to one map per
+    class, then global average pooling; the pooled maps are the logits ``[B, K]``."""
+
+    kind = "classification"
+
+    def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
+                 kernel_size: int = 3, padding: int = 0, permute_at: int | None = None) -> None:
+        super().__init__()
+        _check(num_classes, tap_channels, tap_sizes)
+        self.permute_at = _check_permute_at(permute_at)
+        h, w = tap_sizes[-1]
+        if kernel_size < 1 or min(h, w) + 2 * padding < kernel_size:
+            raise invalid_value("readout.kernel_size", kernel_size,
+                                f"expected 1..{min(h, w) + 2 * padding} for the last tap's {h}x{w} map "
+                                f"with readout.padding={padding}")
+        self.conv = nn.Conv2d(tap_channels[-1], num_classes, kernel_size, padding=padding)
+
+    def forward(self, taps: Sequence[torch.Tensor], image_size: int | None = None) -> torch.Tensor:
+        return self.conv(taps[-1]).mean(dim=(2, 3))
 
 
 class FlattenLinearHead(nn.Module):

@@ -249,10 +249,12 @@ class Row:
     def error(self) -> str | None:
         return next((j.error for j in self.jobs if not j.completed and j.error), None)
 
-    def stats(self, key: str) -> tuple[float | None, float | None, int]:
+    def stats(self, key: str, where: Mapping[str, str] | None = None) -> tuple[float | None, float | None, int]:
         """Mean, sample std (``ddof=1``; None for fewer than 2 values) and n of ``key`` over
-        the completed jobs."""
-        values = [float(v) for j in self.done if isinstance(v := j.metrics.get(key), (int, float))
+        the completed jobs (those whose overrides match ``where``, e.g. a pivot's value)."""
+        jobs = [j for j in self.done
+                if not where or all(override_dict(j.overrides).get(k) == v for k, v in where.items())]
+        values = [float(v) for j in jobs if isinstance(v := j.metrics.get(key), (int, float))
                   and not isinstance(v, bool) and math.isfinite(v)]
         return mean_std(values)
 
@@ -264,18 +266,26 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None, int]:
     return mean, (statistics.stdev(values) if n > 1 else None), n
 
 
-def swept_keys(results: Sequence[JobResult]) -> list[str]:
-    """Override keys whose values differ between jobs (absent counts as a value), ``seed``
-    excluded, in the order they first appear."""
+def swept_keys(results: Sequence[JobResult], pivot: str | None = None) -> list[str]:
+    """Override keys whose values differ between jobs (absent counts as a value), ``seed`` and
+    the ``pivot`` excluded, in the order they first appear."""
     dicts = [override_dict(r.overrides) for r in results if r.overrides]
     keys = list(dict.fromkeys(k for d in dicts for k in d))
-    return [k for k in keys if k not in NOT_SWEPT and len({d.get(k) for d in dicts}) > 1]
+    return [k for k in keys if k not in NOT_SWEPT and k != pivot and len({d.get(k) for d in dicts}) > 1]
 
 
-def build_rows(results: Sequence[JobResult]) -> list[Row]:
+def pivot_values(results: Sequence[JobResult], pivot: str | None) -> list[str]:
+    """The values the ``pivot`` key takes over the jobs, in launch order (``[]`` without a pivot)."""
+    if not pivot:
+        return []
+    return list(dict.fromkeys(v for r in results if (v := override_dict(r.overrides).get(pivot)) is not None))
+
+
+def build_rows(results: Sequence[JobResult], pivot: str | None = None) -> list[Row]:
     """Rows = distinct swept-value combinations (label ``key=value key=value``), in order of
-    first appearance; a job dir without overrides gets a row of its own."""
-    keys = swept_keys(results)
+    first appearance; a job dir without overrides gets a row of its own. The ``pivot`` key (a
+    preset's ``pivot:``, e.g. ``task.label`` in ``channel_order``) spreads into columns instead."""
+    keys = swept_keys(results, pivot)
     rows: dict[str, Row] = {}
     for r in results:
         if r.overrides:
@@ -310,24 +320,31 @@ def task_layout(results: Sequence[JobResult]) -> tuple[list[str], list[str], lis
     return overall, sorted({b for b, _ in parsed}), _ordered({m for _, m in parsed}, TASK_METRIC_ORDER)
 
 
-def task_tables(rows: Sequence[Row], results: Sequence[JobResult]) -> list[str]:
-    """Markdown: rows x overall metrics, then per binned metric rows x distance bins."""
-    overall, bins, binned = task_layout([r for r in results if r.completed])
+def task_tables(rows: Sequence[Row], results: Sequence[JobResult], pivot: str | None = None) -> list[str]:
+    """Markdown: rows x overall metrics, then per binned metric rows x distance bins; with a
+    ``pivot``, every column once per pivot value (``accuracy (location)``, ``accuracy (class)``)."""
+    done = [r for r in results if r.completed]
+    overall, bins, binned = task_layout(done)
     if not overall and not bins:
         return []
+    values = pivot_values(done, pivot)
+    wheres: list[dict[str, str]] = [{pivot: v} for v in values] if pivot and values else [{}]
     lines: list[str] = []
 
     def table(title: str, columns: list[str], key: Any) -> None:
-        header = ["row", "n", "status", *columns]
+        spread = [(c, w) for c in columns for w in wheres
+                  if any(key(c) in j.metrics for j in done if not w or override_dict(j.overrides).get(pivot) == w[pivot])]
+        names = [f"{c} ({w[pivot]})" if w else c for c, w in spread]
+        header = ["row", "n", "status", *names]
         lines.extend([f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
         for row in rows:
-            cells = [format_cell(*row.stats(key(c))[:2]) if row.done else "" for c in columns]
+            cells = [format_cell(*row.stats(key(c), w)[:2]) if row.done else "" for c, w in spread]
             lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
                                                                      _status_cell(row), *cells]) + " |")
         lines.append("")
 
     if overall:
-        table("test metrics", overall, lambda m: f"test/{m}")
+        table("test metrics" + (f" (columns per {pivot})" if pivot else ""), overall, lambda m: f"test/{m}")
     for metric in binned:
         table(f"{metric} by distance to the border (bins nearest the border first)", bins,
               lambda b, metric=metric: f"test/by_distance/{b}/{metric}")
@@ -348,10 +365,10 @@ def _status_cell(row: Row) -> str:
     return row.status if row.error is None else f"{row.status}: {row.error}"
 
 
-def markdown_report(results: Sequence[JobResult], title: str = "Sweep results") -> str:
+def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", pivot: str | None = None) -> str:
     """Markdown: per test input a table (rows = swept values, columns = target x SPC / MAE,
     n and status), then the jobs that did not complete with their errors."""
-    rows = build_rows(results)
+    rows = build_rows(results, pivot)
     inputs, targets = metric_layout([r for r in results if r.completed])
     counts = Counter(r.status for r in results)
     seeds = {override_dict(r.overrides).get("seed") for r in results}
@@ -360,7 +377,7 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results") 
              + ("Cells: mean ± sample std (ddof=1) over the seeds of a row; n = completed seeds."
                 if len(seeds) > 1 else "n = completed jobs of a row."), ""]
     header = ["row", "n", "status"] + [f"{t} {m.upper()}" for t in targets for m in METRIC_ORDER]
-    task_lines = task_tables(rows, results)
+    task_lines = task_tables(rows, results, pivot)
     lines += task_lines
     for name in inputs:
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -445,21 +462,26 @@ def plot_spc(path: Path, rows: Sequence[Row], name: str, targets: Sequence[str])
     return Path(path)
 
 
-def plot_distance_curves(path: Path, rows: Sequence[Row]) -> Path | None:
-    """Every row's distance-to-border curves (mean over its seeds) overlaid, one panel per metric."""
+def plot_distance_curves(path: Path, rows: Sequence[Row], pivot: str | None = None) -> Path | None:
+    """Every row's distance-to-border curves (mean over its seeds; one per pivot value) overlaid,
+    one panel per metric."""
     from posenc.figures import by_distance_figure, save_figure
 
     runs: dict[str, dict[str, list[float]]] = {}
     bins: dict[str, list[str]] = {}
     for row in rows:
-        if not row.done:
-            continue
-        row_bins, _ = distance_curves(row.done[0].metrics)
-        curves = {m: [row.stats(f"test/by_distance/{b}/{m}")[0] for b in names] for m, names in row_bins.items()}
-        label = " ".join(row.values.values()) if row.values else row.label
-        runs[label] = {m: [math.nan if v is None else v for v in vs] for m, vs in curves.items()}
-        for metric, names in row_bins.items():
-            bins.setdefault(metric, names)
+        for value in pivot_values(row.done, pivot) or [None]:
+            where = {pivot: value} if pivot and value is not None else None
+            jobs = [j for j in row.done if not where or override_dict(j.overrides).get(pivot) == value]
+            if not jobs:
+                continue
+            row_bins, _ = distance_curves(jobs[0].metrics)
+            curves = {m: [row.stats(f"test/by_distance/{b}/{m}", where)[0] for b in names]
+                      for m, names in row_bins.items()}
+            label = (" ".join(row.values.values()) if row.values else row.label) + (f" ({value})" if where else "")
+            runs[label] = {m: [math.nan if v is None else v for v in vs] for m, vs in curves.items()}
+            for metric, names in row_bins.items():
+                bins.setdefault(metric, names)
     if not bins:
         return None
     return save_figure(by_distance_figure(bins, {}, runs), path)
@@ -476,16 +498,17 @@ def write_reports(sweep_dir: Path, results: Sequence[JobResult]) -> list[Path]:
     sweep_dir = Path(sweep_dir)
     cfg = _load_multirun(sweep_dir)
     sweep_name = OmegaConf.select(cfg, "sweep_name", default=None) if cfg is not None else None
+    pivot = OmegaConf.select(cfg, "pivot", default=None) if cfg is not None else None
     title = f"Sweep {sweep_name}: {sweep_dir}" if sweep_name else f"Sweep {sweep_dir}"
     paths = [write_csv(sweep_dir / "results.csv", results)]
     md = sweep_dir / "results.md"
-    md.write_text(markdown_report(results, title))
+    md.write_text(markdown_report(results, title, pivot))
     paths.append(md)
-    rows = build_rows(results)
+    rows = build_rows(results, pivot)
     inputs, targets = metric_layout([r for r in results if r.completed])
     for name in inputs:
         paths.append(plot_spc(sweep_dir / f"results_{_slug(name)}_spc.png", rows, name, targets))
-    curves = plot_distance_curves(sweep_dir / "results_by_distance.png", rows)
+    curves = plot_distance_curves(sweep_dir / "results_by_distance.png", rows, pivot)
     if curves is not None:
         paths.append(curves)
     return paths

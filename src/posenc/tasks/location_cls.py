@@ -1,11 +1,21 @@
 """Location-dependent classification (Islam et al., IJCV 2024, "Position, Padding and Predictions";
-the grid-canvas location task of Islam et al., ICCV 2021): a patch sits in one cell of a g x g
-canvas; predict its cell (``label=location``, g^2 classes), its class (``class``) or both
-(``class_and_location``, g^2 x classes). With the default ``gap_linear`` head the features are
-globally pooled before the classifier, so the location can only come through the backbone, i.e.
-from its padding; ``flatten_linear`` is the positive control.
+the grid-canvas location task of Islam, Kowal et al., ICCV 2021): a patch sits in one cell of a
+g x g canvas (or anywhere, ``data.canvas.grid=null``); predict its cell (``label=location``, g^2
+classes), its class (``class``) or both (``class_and_location``, g^2 x classes). With the default
+``gap_linear`` head the features are globally pooled before the classifier, so the location can
+only come through the backbone, i.e. from its padding; ``flatten_linear`` is the positive control.
 
-Accuracy overall and per ring of cells (``ring0`` = the border cells; distance to the border).
+Translation invariance (ICCV 2021, Sec. "translation invariance"): ``augment=shift`` feeds two
+randomly shifted views of every image (posenc.augment) through the same encoder; the loss is the
+cross-entropy on both views (their mean) plus ``consistency_weight`` (lambda) x the MSE between the
+two views' pooled latents (global average pooling of the last tap, the GAP heads' input). The
+paper publishes neither lambda nor an invariance metric; ours (docs/global_pooling.md), measured on
+every ``label=class`` test: ``shift_consistency``, the fraction of test images whose top-1 class is
+the same under two random shifts of at most ``shift`` px, and ``shift_cosine``, the mean cosine
+similarity of their pooled latents.
+
+Accuracy overall and per distance to the border: per ring of cells (``ring0`` = the border cells)
+on grid canvases, per band of the object's pixel distance to the border with free placement.
 """
 
 from __future__ import annotations
@@ -16,13 +26,29 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from posenc.analysis.distance import BinnedMean, bin_names_rings, ring_of_cell
+from posenc.analysis.distance import (
+    BinnedMean,
+    band_edges,
+    bin_names_bands,
+    bin_names_rings,
+    object_distance,
+    ring_of_cell,
+)
+from posenc.augment import random_shift
 from posenc.backbones import TappedBackbone
 from posenc.data.canvas import LABEL_MODES, location_class_label
-from posenc.errors import PosencError, check_choice
+from posenc.errors import PosencError, check_choice, invalid_value
 from posenc.tasks.supervised import SupervisedTask
+
+AUGMENTS: tuple[str, ...] = ("none", "shift")
+
+
+def pooled_latent(taps: list[torch.Tensor]) -> torch.Tensor:
+    """The latent the invariance loss and metrics compare: global average pooling of the last tap."""
+    return taps[-1].mean(dim=(2, 3))
 
 
 class LocationClassificationTask(SupervisedTask):
@@ -39,13 +65,29 @@ class LocationClassificationTask(SupervisedTask):
         max_steps: int = -1,
         max_epochs: int | None = None,
         channels_last: bool = False,
+        augment: str = "none",
+        shift: int = 8,
+        consistency_weight: float = 0.0,
+        distance_bands: int = 4,
     ) -> None:
         check_choice("task.label", label, LABEL_MODES)
+        check_choice("task.augment", augment, AUGMENTS)
+        if isinstance(shift, bool) or not isinstance(shift, int) or not 1 <= shift < image_size // 2:
+            raise invalid_value("task.shift", shift, f"expected pixels in [1, {image_size // 2 - 1}]")
+        if consistency_weight < 0:
+            raise invalid_value("task.consistency_weight", consistency_weight, "expected a weight >= 0")
+        if consistency_weight > 0 and augment != "shift":
+            raise PosencError(f"task.consistency_weight={consistency_weight} compares two shifted views: it needs "
+                              f"task.augment=shift (got {augment}); valid: task.augment=shift or task.consistency_weight=0")
+        if augment == "shift" and label != "class":
+            raise PosencError(f"task.augment=shift moves the patch across cells, so the label must not depend on "
+                              f"where it is: got task.label={label}; valid: task.label=class")
         super().__init__(backbone, head, optimizer, scheduler, image_size, max_steps, max_epochs, channels_last)
-        self.label = label
+        self.label, self.augment, self.shift = label, augment, shift
+        self.consistency_weight, self.distance_bands = float(consistency_weight), distance_bands
 
     def _label_space(self) -> tuple[int, int]:
-        dm = self.trainer.datamodule
+        dm = self.datamodule
         if not hasattr(dm, "num_cells"):
             raise PosencError(f"task=location_cls needs canvases (data=canvas), got {type(dm).__name__}")
         if dm.num_patch_classes is None:
@@ -63,19 +105,66 @@ class LocationClassificationTask(SupervisedTask):
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target)
 
+    # -- translation invariance --------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        if self.augment == "none":
+            return super().training_step(batch, batch_idx)
+        images, target = batch["image"], self.targets(batch)
+        views = torch.cat([random_shift(images, self.shift), random_shift(images, self.shift)])
+        taps = self.encode(views)  # one pass: both views share the BatchNorm statistics of the step
+        assert self.head is not None
+        ce = self.loss(self.head(taps, self.image_size), torch.cat([target, target]))  # mean over both views
+        first, second = pooled_latent(taps).chunk(2)
+        consistency = F.mse_loss(first, second)
+        loss = ce + self.consistency_weight * consistency
+        n = len(images)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/consistency", consistency, on_step=False, on_epoch=True, batch_size=n)
+        return {"loss": loss, "losses": {"ce": ce.detach(), "consistency": consistency.detach()}}
+
+    # -- test --------------------------------------------------------------------------------
     def build_metrics(self) -> None:
-        grid = self.trainer.datamodule.spec.cells_per_side
-        self.grid = grid
-        self.ring_names = bin_names_rings(grid)
+        dm = self.datamodule
+        spec = dm.spec
+        self.grid = spec.cells_per_side
+        if spec.grid is not None:
+            self.bin_names = bin_names_rings(self.grid)
+            self.edges: list[int] | None = None
+        else:  # free placement: the object's pixel distance to the border
+            self.edges = band_edges(self.image_size - spec.patch_size + 1, self.distance_bands)
+            self.bin_names = bin_names_bands(self.edges, (self.image_size + 1) // 2 - 1)
         self.accuracy = MulticlassAccuracy(num_classes=self.num_outputs(), average="micro").to(self.device)
-        self.ring_accuracy = BinnedMean(len(self.ring_names)).to(self.device)
+        self.distance_accuracy = BinnedMean(len(self.bin_names)).to(self.device)
+        self.shift_consistency = MeanMetric().to(self.device)
+        self.shift_cosine = MeanMetric().to(self.device)
+        # the invariance metrics' shifts: the same for every run of a seed (seed_everything seeds torch)
+        self.shift_generator = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
+
+    def distance_bin_of(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.edges is None:
+            return ring_of_cell(batch["cell"], self.grid)
+        distance = object_distance(batch["object_mask"])
+        return torch.bucketize(distance, torch.tensor(self.edges, device=distance.device), right=True) - 1
 
     def update_metrics(self, logits: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         self.accuracy.update(logits, target)
         correct = (logits.argmax(dim=1) == target).float()
-        self.ring_accuracy.update(correct, ring_of_cell(batch["cell"], self.grid))
+        self.distance_accuracy.update(correct, self.distance_bin_of(batch))
+        if self.label == "class":  # where the object is does not change the label: measure invariance
+            images = batch["image"]
+            views = torch.cat([random_shift(images, self.shift, self.shift_generator),
+                               random_shift(images, self.shift, self.shift_generator)])
+            taps = self.encode(views)
+            assert self.head is not None
+            first, second = self.head(taps, self.image_size).argmax(dim=1).chunk(2)
+            self.shift_consistency.update((first == second).float())
+            z1, z2 = pooled_latent(taps).chunk(2)
+            self.shift_cosine.update(F.cosine_similarity(z1, z2, dim=1))
 
     def compute_metrics(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         overall = {"accuracy": float(self.accuracy.compute()), "chance": 1.0 / self.num_outputs()}
-        rings = self.ring_accuracy.compute().tolist()
-        return overall, {"accuracy": dict(zip(self.ring_names, rings))}
+        if self.label == "class":
+            overall["shift_consistency"] = float(self.shift_consistency.compute())
+            overall["shift_cosine"] = float(self.shift_cosine.compute())
+        bins = self.distance_accuracy.compute().tolist()
+        return overall, {"accuracy": dict(zip(self.bin_names, bins))}

@@ -18,7 +18,7 @@ class LocationSegmentationTask(SegmentationTask):
     """Per-pixel cell labels of the pasted object; distance bins are rings of cells."""
 
     def _grid(self) -> int:
-        dm = self.trainer.datamodule
+        dm = self.datamodule
         if not hasattr(dm, "num_cells"):
             raise PosencError(f"task=location_seg needs canvases (data=canvas), got {type(dm).__name__}")
         return dm.spec.cells_per_side

@@ -49,7 +49,7 @@ class SegmentationTask(SupervisedTask):
         self.distance_bands = distance_bands
 
     def num_outputs(self) -> int:
-        return self.trainer.datamodule.num_classes
+        return self.datamodule.num_classes
 
     def targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batch["mask"].long()

@@ -54,8 +54,10 @@ class SupervisedTask(L.LightningModule):
         kind = getattr(getattr(head, "func", head), "kind", None)
         if kind != self.head_kind:
             name = getattr(getattr(head, "func", head), "__name__", type(head).__name__)
+            valid = "gap_linear, gap_permute, gapnet or flatten_linear" if self.head_kind == "classification" \
+                else "pixel_decoder"
             raise PosencError(f"readout={name} is a {kind or 'PosENet'} head; this task needs a {self.head_kind} "
-                              f"head (readout={'gap_linear or flatten_linear' if self.head_kind == 'classification' else 'pixel_decoder'})")
+                              f"head (readout={valid})")
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.image_size = image_size
         self.budget = {"max_steps": max_steps, "max_epochs": max_epochs}
@@ -65,6 +67,17 @@ class SupervisedTask(L.LightningModule):
         self.by_distance: dict[str, list[float]] = {}  # metric -> value per distance bin (the last test)
         self.distance_bins: dict[str, list[str]] = {}  # metric -> its bins' names, nearest the border first
         self.preview: dict[str, torch.Tensor] = {}
+
+    @property
+    def datamodule(self) -> Any:
+        """The attached Trainer's datamodule, else the one given to :meth:`attach_datamodule`
+        (analyses of a finished run without a Trainer: posenc.runs)."""
+        if self._trainer is not None:
+            return self._trainer.datamodule
+        return getattr(self, "_offline_datamodule", None)
+
+    def attach_datamodule(self, datamodule: L.LightningDataModule) -> None:
+        self._offline_datamodule = datamodule
 
     # -- to define in a task ---------------------------------------------------------------
     def num_outputs(self) -> int:
@@ -104,15 +117,20 @@ class SupervisedTask(L.LightningModule):
         self.backbone.train(was_training)
         head = self.head_factory(tap_channels=[t.shape[1] for t in taps],
                                  tap_sizes=[tuple(t.shape[-2:]) for t in taps], num_classes=self.num_outputs())
+        # PermuteNet: the head's permutation acts inside the backbone (posenc.permutation)
+        self.backbone.set_channel_permutation(getattr(head, "permute_at", None))
         return head.to(self.device)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's taps (with gradients only when the backbone trains)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone.trainable):
-            taps = self.backbone(images)
+            return self.backbone(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         assert self.head is not None, "setup() builds the head"
-        return self.head(taps, self.image_size)
+        return self.head(self.encode(images), self.image_size)
 
     # -- training --------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
