@@ -27,8 +27,10 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 # (channels per tap, spatial side per tap) for a 64x64 input.
 EXPECTED = {
     "tiny": ([16, 32, 64, 64, 64], [64, 32, 16, 8, 4]),
+    "tiny_bn": ([16, 32, 64, 64, 64], [64, 32, 16, 8, 4]),
     "vgg16": ([64, 128, 256, 512, 512], [64, 32, 16, 8, 4]),
     "vgg16_bn": ([64, 128, 256, 512, 512], [64, 32, 16, 8, 4]),
+    "vgg11_bn": ([64, 128, 256, 512, 512], [64, 32, 16, 8, 4]),
     "resnet18": ([64, 64, 128, 256, 512], [32, 16, 8, 4, 2]),
     "resnet50": ([64, 256, 512, 1024, 2048], [32, 16, 8, 4, 2]),
 }
@@ -86,7 +88,7 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # --------------------------------------------------------------------------- taps and shapes
-@pytest.mark.parametrize("name", ["tiny", "vgg16", "vgg16_bn", "resnet18", "resnet50"])
+@pytest.mark.parametrize("name", ["tiny", "tiny_bn", "vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50"])
 def test_tap_channels_and_shapes(name: str, request: pytest.FixtureRequest) -> None:
     b = request.getfixturevalue(name) if name in ("vgg16", "vgg16_bn", "resnet18") else _build(name)
     channels, sides = EXPECTED[name]
@@ -277,7 +279,8 @@ def test_unknown_backbone_lists_valid_names() -> None:
     msg = _one_line_error(excinfo)
     assert "'vgg19'" in msg
     assert msg.endswith("valid: " + ", ".join(BACKBONES))
-    assert set(BACKBONES) == {"vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "none"}
+    assert set(BACKBONES) == {"vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar",
+                              "tiny", "tiny_bn", "none"}
 
 
 def test_unknown_tap_lists_valid_taps() -> None:

@@ -20,10 +20,12 @@ SMALL = ["data.num_train=4", "data.num_test=2", "data.batch_size=4", "trainer.ma
 def test_groups_are_the_documented_ones():
     assert {"backbone", "padding", "task", "readout", "trainer", "data", "logger"} <= set(GROUPS)
     assert set(GROUPS["padding"]) == {"zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink"}
-    assert set(GROUPS["backbone"]) == {"vgg16", "vgg16_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar",
-                                       "tiny", "none"}
+    assert set(GROUPS["backbone"]) == {"vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar",
+                                       "tiny", "tiny_bn", "none"}
     assert set(GROUPS["task"]) == {"posenet", "location_cls", "location_seg", "semseg", "saliency"}
-    assert set(GROUPS["readout"]) == {"posenet", "gap_linear", "flatten_linear", "pixel_decoder"}
+    assert set(GROUPS["readout"]) == {"posenet", "gap_linear", "gap_permute", "gapnet", "flatten_linear",
+                                      "pixel_decoder"}
+    assert set(GROUPS["invariance"]) == {"none", "shift", "shift_mse_0.1", "shift_mse_1", "shift_mse_10"}
     assert {"natural", "folder", "canvas", "shapes", "voc", "duts"} <= set(GROUPS["data"])
 
 
@@ -34,6 +36,8 @@ def test_every_option_composes(tmp_path, group, option):
     cfg = compose_run([f"{group}={option}", *extra], tmp_path)
     if group == "sweep":  # presets are global: they name themselves and set the sweeper
         assert cfg.sweep_name == option
+    elif group == "invariance":  # global: a location_cls run on free-placement canvases
+        assert cfg.task.label == "class" and cfg.task.augment == ("none" if option == "none" else "shift")
     else:
         assert cfg[group] is not None
 

@@ -92,6 +92,8 @@ def test_presets_are_listed_with_their_descriptions():
     ("canvas_study", 24, {"data.canvas.fill", "padding"}),
     ("border_study", 24, {"task", "padding"}),
     ("padding_then_probe", 6, {"padding"}),
+    ("channel_order", 144, {"readout", "readout.permute_at", "padding", "task.label"}),
+    ("translation_invariance", 30, {"invariance", "padding"}),
 ])
 def test_presets_expand_to_their_jobs(name, n_jobs, swept):
     cfg = OmegaConf.load(CONF_DIR / "sweep" / f"{name}.yaml")
@@ -147,6 +149,25 @@ def test_mean_and_std_over_seeds(tmp_path):
     assert len(read_csv(sweep / "results.csv")) == 6
     assert {p.name for p in paths} >= {"results.csv", "results.md", "results_natural_spc.png",
                                        "results_noise_spc.png"}
+
+
+def test_a_pivot_key_becomes_columns_of_the_task_table(tmp_path):
+    """channel_order: rows = readout.permute_at, columns = accuracy per task.label."""
+    sweep = fake_multirun(tmp_path / "s", ["readout.permute_at=null,5", "task.label=location,class"])
+    cfg = OmegaConf.load(sweep / "multirun.yaml")
+    cfg.pivot = "task.label"
+    OmegaConf.save(cfg, sweep / "multirun.yaml")
+    accuracy = {("null", "location"): 1.0, ("null", "class"): 0.9, ("5", "location"): 0.2, ("5", "class"): 0.8}
+    for num, ((permute, label), value) in enumerate(accuracy.items()):
+        fake_job(sweep, num, [f"readout.permute_at={permute}", f"task.label={label}"], "completed",
+                 metrics={"status": "completed", "seed": 0, "test/accuracy": value,
+                          "test/by_distance/ring0/accuracy": value})
+    write_reports(sweep, collect(sweep))
+    md = (sweep / "results.md").read_text()
+    assert "| row | n | status | accuracy (location) | accuracy (class) |" in md
+    assert "| readout.permute_at=null | 2 | completed | 1.000 | 0.900 |" in md
+    assert "| readout.permute_at=5 | 2 | completed | 0.200 | 0.800 |" in md
+    assert (sweep / "results_by_distance.png").is_file()
 
 
 def test_failed_missing_and_unfinished_jobs_are_rows_with_their_status(tmp_path):

@@ -129,6 +129,11 @@ BAD = {
     "cifar": (["task=location_cls", "data.source=cifar10", "data.data_dir=/nonexistent/cifar"],
               ["/nonexistent/cifar"]),
     "trainable_posenet": (["backbone.trainable=true"], ["backbone.trainable=false"]),
+    "permute_at": (["task=location_cls", "readout=gap_permute", "readout.permute_at=2", "backbone.taps=[f4,f5]",
+                    "data.num_train=8", "data.num_test=8", "data.num_val=0"], ["readout.permute_at=2", "valid: 4, 5"]),
+    "consistency": (["task=location_cls", "task.consistency_weight=1"], ["task.consistency_weight=1.0",
+                                                                         "task.augment=shift"]),
+    "augment_label": (["invariance=shift", "task.label=location"], ["task.augment=shift", "task.label=class"]),
 }
 
 

@@ -3,7 +3,7 @@ Sec. 3.1): built with torchvision's builders, never forked. Frozen (PosENet's re
 (the padding study's end-to-end tasks, Islam et al. IJCV 2024): ``trainable``.
 
 Taps, by backbone:
-- ``vgg16`` / ``vgg16_bn`` / ``vgg11_bn`` / ``tiny``: the last ReLU of each of the five stages
+- ``vgg16`` / ``vgg16_bn`` / ``vgg11_bn`` / ``tiny`` / ``tiny_bn``: the last ReLU of each of the five stages
   (VGG16: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 = ``features`` 3, 8, 15, 22, 29).
 - ``resnet18`` / ``resnet50`` / ``resnet152``: f1 = stem (conv1-bn1-relu), f2..f5 = layer1..layer4.
   The default uses all five (the paper's "five blocks"); the authors' code uses layer1..4,
@@ -35,7 +35,7 @@ from posenc.padding import PaddingSpec, minimum_input_size
 from posenc.permutation import PERMUTE_POINTS, permute_channels
 
 BACKBONES: tuple[str, ...] = (
-    "vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "none",
+    "vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "tiny_bn", "none",
 )
 TAP_NAMES: tuple[str, ...] = ("f1", "f2", "f3", "f4", "f5")
 RESNETS = ("resnet18", "resnet50", "resnet152", "resnet18_cifar")
@@ -105,7 +105,7 @@ def load_weights(model: nn.Module, name: str, weights: str | None, download: boo
     if weights is None or run_checkpoint(weights) is not None:
         return
     if weights == "imagenet":
-        if name in ("tiny", "resnet18_cifar"):
+        if name in ("tiny", "tiny_bn", "resnet18_cifar"):
             raise PosencError(f"backbone {name} has no imagenet weights; valid: backbone.weights=null or a path")
         path, url = imagenet_weights_file(name)
         if not path.is_file():
@@ -128,15 +128,20 @@ def load_weights(model: nn.Module, name: str, weights: str | None, download: boo
         raise PosencError(f"weights file {path} does not fit {name}: missing {missing[:3]} ...")
 
 
-def _tiny_vgg() -> nn.Sequential:
-    """A small VGG-style net (5 stages of two 3x3 conv + ReLU, max-pool between) for fast tests."""
+def _tiny_vgg(batch_norm: bool = False) -> nn.Sequential:
+    """A small VGG-style net (5 stages of two 3x3 conv (+ BatchNorm) + ReLU, max-pool between) for
+    fast runs; with BatchNorm (``tiny_bn``) it learns object classes from scratch in a few hundred
+    steps, where the plain one barely leaves chance (measured on canvases of shapes, 64 px)."""
     layers: list[nn.Module] = []
     cin = 3
     for i, width in enumerate(TINY_WIDTHS):
         if i:
             layers.append(nn.MaxPool2d(2))
         for _ in range(2):
-            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(cin, width, 3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.ReLU(inplace=True))
             cin = width
     net = nn.Sequential(*layers)
     for m in net.modules():
@@ -161,8 +166,8 @@ def _stage_ends(body: nn.Sequential) -> list[str]:
 
 
 def _body_and_taps(name: str, weights: str | None, download: bool) -> tuple[nn.Sequential, list[str]]:
-    if name == "tiny":
-        body = _tiny_vgg()
+    if name in ("tiny", "tiny_bn"):
+        body = _tiny_vgg(batch_norm=name == "tiny_bn")
         load_weights(body, name, weights, download)
         return body, _stage_ends(body)
     cifar = name == "resnet18_cifar"

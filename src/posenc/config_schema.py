@@ -34,7 +34,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 # The valid values of the string options (see the module docstring for why they are copies).
-BACKBONES = ("vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "none")
+BACKBONES = ("vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "tiny_bn",
+             "none")
 TAP_NAMES = ("f1", "f2", "f3", "f4", "f5")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink")
 TARGETS = ("H", "V", "G", "HS", "VS")
