@@ -4,9 +4,11 @@
     python sweep.py NAME [key=value ...]         # run NAME, then collect and report it
     python sweep.py collect SWEEP_DIR            # (re)collect and report an existing sweep dir
 
-A preset with a ``probe:`` list (padding_then_probe) has a second stage: after the multirun, one
-PosENet run per completed job on the backbone that job trained, into ``SWEEP_DIR/probe/<job>``,
-reported like a sweep of its own (``sweep.py collect SWEEP_DIR/probe``).
+A preset with a ``probe:`` list (padding_then_probe, ppp_artifact) has a second stage: after the
+multirun, one run per completed job and probe (a list of override lists gives several) on the
+backbone that job trained, into ``SWEEP_DIR/probe/<job>``, reported like a sweep of its own
+(``sweep.py collect SWEEP_DIR/probe``); with ``probe_init: true`` also on the job's backbone at
+initialisation, the report then showing init and trained side by side.
 
 A sweep runs in a fresh ``<paths.output_root>/sweeps/NAME/<timestamp>/`` (one job dir per
 job); command-line overrides win over the preset's swept values (``backbone=tiny`` replaces
@@ -33,6 +35,7 @@ from posenc.sweeps import (
     PROBE_DIR,
     collect,
     probe_jobs,
+    probe_settings,
     list_presets,
     reserve_sweep_dir,
     write_reports,
@@ -41,11 +44,13 @@ from posenc.sweeps import (
 ROOT = Path(__file__).resolve().parent
 
 
-def report(sweep_dir: Path) -> bool:
+def report(sweep_dir: Path, pivot: str | None = None) -> bool:
     """Collect ``sweep_dir``, write its reports, print ``results.md`` and, last, the sweep dir.
     True when every job completed."""
     results = collect(sweep_dir)
-    paths = write_reports(sweep_dir, results)
+    if pivot is None and sweep_dir.name == PROBE_DIR and probe_settings(sweep_dir.parent)[1]:
+        pivot = "probe_stage"  # a probe stage at init and after training: init | trained columns
+    paths = write_reports(sweep_dir, results, pivot)
     print(next(p for p in paths if p.suffix == ".md").read_text())
     print(sweep_dir, flush=True)
     return all(r.status == COMPLETED for r in results)
@@ -87,7 +92,7 @@ def run_sweep(name: str, overrides: list[str]) -> int:
         return 130
     probes = probe_jobs(sweep_dir, collect(sweep_dir))
     if probes:  # the second stage: PosENet on every backbone the first stage trained
-        print(f"sweep {name}, probe stage: {len(probes)} PosENet runs into {sweep_dir / PROBE_DIR}", flush=True)
+        print(f"sweep {name}, probe stage: {len(probes)} runs into {sweep_dir / PROBE_DIR}", flush=True)
         for job in probes:
             subprocess.run([sys.executable, str(ROOT / "train.py"), *job], stdout=subprocess.DEVNULL)
         ok = report(sweep_dir / PROBE_DIR) and ok

@@ -22,11 +22,11 @@ def test_groups_are_the_documented_ones():
     assert set(GROUPS["padding"]) == {"zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink"}
     assert set(GROUPS["backbone"]) == {"vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar",
                                        "tiny", "tiny_bn", "none"}
-    assert set(GROUPS["task"]) == {"posenet", "location_cls", "location_seg", "semseg", "saliency"}
+    assert set(GROUPS["task"]) == {"posenet", "location_cls", "location_seg", "semseg", "saliency", "ppp"}
     assert set(GROUPS["readout"]) == {"posenet", "gap_linear", "gap_permute", "gapnet", "flatten_linear",
                                       "pixel_decoder"}
     assert set(GROUPS["invariance"]) == {"none", "shift", "shift_mse_0.1", "shift_mse_1", "shift_mse_10"}
-    assert {"natural", "folder", "canvas", "shapes", "voc", "duts"} <= set(GROUPS["data"])
+    assert {"natural", "folder", "canvas", "shapes", "voc", "duts", "contexts"} <= set(GROUPS["data"])
 
 
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS)

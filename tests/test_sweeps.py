@@ -94,6 +94,7 @@ def test_presets_are_listed_with_their_descriptions():
     ("padding_then_probe", 6, {"padding"}),
     ("channel_order", 144, {"readout", "readout.permute_at", "padding", "task.label"}),
     ("translation_invariance", 30, {"invariance", "padding"}),
+    ("ppp_artifact", 6, {"padding"}),
 ])
 def test_presets_expand_to_their_jobs(name, n_jobs, swept):
     cfg = OmegaConf.load(CONF_DIR / "sweep" / f"{name}.yaml")
@@ -222,8 +223,8 @@ def test_list_and_unknown_sweep(tmp_path):
     proc = sweep_cli("padding_studdy", f"paths.output_root={tmp_path}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown sweep 'padding_studdy'; valid: border_study, canvas_study, padding_study, "
-        "padding_then_probe, posenet_alone, readout_ablation, tap_ablation"]
+        "error: unknown sweep 'padding_studdy'; valid: border_study, canvas_study, channel_order, padding_study, "
+        "padding_then_probe, posenet_alone, ppp_artifact, readout_ablation, tap_ablation, translation_invariance"]
     assert not (tmp_path / "sweeps").exists()
     proc = sweep_cli("collect", str(tmp_path / "nowhere"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

@@ -163,6 +163,20 @@ class FlattenLinearSchema:
 
 
 @dataclass
+class PPPTaskSchema:
+    """``task=ppp`` (posenc.tasks.ppp): PPP of a frozen backbone, nothing trained."""
+
+    _target_: str = "posenc.tasks.ppp.PPPTask"
+    backbone: Any = MISSING  # ${backbone}
+    image_size: int = spec(64, ge=8)
+    layers: Optional[List[str]] = spec(None, items={"choices": TAP_NAMES})
+    reference_cache: str = spec("disk", choices=("disk", "off"))
+    cache_dir: str = "outputs/.feature_cache"
+    max_steps: int = spec(-1, ge=1, also=(-1,))
+    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))
+
+
+@dataclass
 class GapLinearSchema(FlattenLinearSchema):
     _target_: str = "posenc.heads.GapLinearHead"
     permute_at: Optional[int] = spec(None, choices=PERMUTE_POINTS)  # PermuteNet (posenc.permutation)
@@ -286,6 +300,22 @@ class CanvasDataSchema:
     num_workers: int = spec(0, ge=0)
     seed: int = 0
     device: str = "auto"
+
+
+@dataclass
+class ContextDataSchema:
+    """``data=contexts``: real images around the crops PPP measures (task=ppp)."""
+
+    _target_: str = "posenc.data.contexts.ContextDataModule"
+    source: str = spec("natural", choices=("natural",))
+    num_train: int = spec(0, choices=(0,))  # nothing is trained
+    num_test: int = spec(64, ge=1)
+    image_size: int = spec(64, ge=8)
+    context_size: Optional[int] = spec(None, ge=8)
+    batch_size: int = spec(16, ge=1)
+    num_workers: int = spec(0, ge=0)
+    seed: int = 0
+    min_scale: float = spec(0.5, gt=0, le=1)
 
 
 @dataclass
@@ -455,7 +485,9 @@ class TrainSchema:
     seed: int = 0
     sweep_name: Optional[str] = None  # set by sweep presets; W&B group of their runs
     ckpt_path: Optional[str] = None  # last | /path/to/file.ckpt
-    probe: Optional[List[str]] = None  # set by the padding_then_probe preset: sweep.py's second stage
+    probe: Optional[Any] = None  # presets: sweep.py's second stage, one override list or a list of them
+    probe_init: bool = False  # presets: also probe every trained backbone at initialisation
+    probe_stage: Optional[str] = spec(None, choices=("init", "trained"))  # set by sweep.py on probe runs
     pivot: Optional[str] = None  # set by presets: the swept key whose values become report columns
     paths: PathsSchema = field(default_factory=PathsSchema)
 
@@ -468,6 +500,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "task_posenet": PosENetTaskSchema,
     "task_location_cls": LocationClsTaskSchema,
     "task_segmentation": SegmentationTaskSchema,
+    "task_ppp": PPPTaskSchema,
     "readout_posenet": ReadoutSchema,
     "readout_gap_linear": GapLinearSchema,
     "readout_flatten_linear": FlattenLinearSchema,
@@ -477,6 +510,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "data": DataSchema,
     "data_canvas": CanvasDataSchema,
     "data_segmentation": SegmentationDataSchema,
+    "data_contexts": ContextDataSchema,
     "trainer": TrainerSchema,
     "logger": LoggerSchema,
     "logger_wandb": WandbAndCSVLoggerSchema,

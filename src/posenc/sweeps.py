@@ -100,23 +100,42 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]]:
         raise PosencError(f"cannot rebuild the jobs of {sweep_dir}: {exc}") from exc
 
 
-def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[list[str]]:
-    """The second stage of a two-stage preset (``probe:`` in its config, e.g. padding_then_probe):
-    for every completed job, a PosENet run on the backbone that job trained (same backbone,
-    padding and seed; ``backbone.weights=<job dir>``), run into ``<sweep_dir>/probe/<job>``.
-    ``[]`` when the preset has no probe stage."""
+INIT_CHECKPOINT = Path("checkpoints") / "init.ckpt"  # a trainable task's backbone before training
+
+
+def probe_settings(sweep_dir: Path) -> tuple[list[list[str]], bool]:
+    """``(probes, init)`` of a two-stage preset: its ``probe:`` (one override list, or a list of
+    them) and ``probe_init:`` (also probe every job's backbone at initialisation)."""
     cfg = _load_multirun(sweep_dir)
     probe = OmegaConf.select(cfg, "probe", default=None) if cfg is not None else None
     if not probe:
-        return []
+        return [], False
+    probe = OmegaConf.to_container(probe, resolve=False)
+    probes = [list(p) for p in probe] if all(isinstance(p, list) for p in probe) else [list(probe)]
+    return [[str(o) for o in p] for p in probes], bool(OmegaConf.select(cfg, "probe_init", default=False))
+
+
+def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[list[str]]:
+    """The second stage of a two-stage preset (``probe:`` in its config, e.g. padding_then_probe,
+    ppp_artifact): for every completed job and every probe, a run on the backbone that job trained
+    (same backbone, padding and seed; ``backbone.weights=<job dir>``, ``probe_stage=trained``) and,
+    with ``probe_init: true``, on the same backbone at initialisation (the job's
+    ``checkpoints/init.ckpt``, ``probe_stage=init``), run into ``<sweep_dir>/probe/<job>[_<k>][_init]``.
+    ``[]`` when the preset has no probe stage."""
+    probes, init = probe_settings(sweep_dir)
     jobs = []
     for r in results:
         if not r.completed or r.job_dir is None:
             continue
         m = r.metrics
-        jobs.append([*[str(o) for o in probe], f"backbone={m['backbone']}", f"padding={m['padding']}",
-                     f"seed={m['seed']}", f"backbone.weights={r.job_dir}", "backbone.trainable=false",
-                     f"hydra.run.dir={Path(sweep_dir) / PROBE_DIR / r.name}"])
+        stages = [("trained", str(r.job_dir))] + ([("init", str(r.job_dir / INIT_CHECKPOINT))] if init else [])
+        for k, probe in enumerate(probes):
+            for stage, weights in stages:
+                name = r.name + (f"_{k}" if len(probes) > 1 else "") + ("_init" if stage == "init" else "")
+                jobs.append([*probe, f"backbone={m['backbone']}", f"padding={m['padding']}", f"seed={m['seed']}",
+                             f"backbone.weights={weights}", "backbone.trainable=false",
+                             *([f"probe_stage={stage}"] if init else []),
+                             f"hydra.run.dir={Path(sweep_dir) / PROBE_DIR / name}"])
     return jobs
 
 
@@ -379,11 +398,16 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", 
     header = ["row", "n", "status"] + [f"{t} {m.upper()}" for t in targets for m in METRIC_ORDER]
     task_lines = task_tables(rows, results, pivot)
     lines += task_lines
+    values = pivot_values([r for r in results if r.completed], pivot)
+    wheres: list[dict[str, str]] = [{pivot: v} for v in values] if pivot and values else [{}]
+    if pivot and values:
+        header = ["row", "n", "status"] + [f"{t} {m.upper()} ({w[pivot]})" for t in targets for m in METRIC_ORDER
+                                           for w in wheres]
     for name in inputs:
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
-            cells = [format_cell(*row.stats(f"test/{name}/{t}/{m}")[:2]) if row.done else ""
-                     for t in targets for m in METRIC_ORDER]
+            cells = [format_cell(*row.stats(f"test/{name}/{t}/{m}", w)[:2]) if row.done else ""
+                     for t in targets for m in METRIC_ORDER for w in wheres]
             lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
                                                                      _status_cell(row), *cells]) + " |")
         lines.append("")
@@ -491,14 +515,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^\w.\-]+", "_", text)
 
 
-def write_reports(sweep_dir: Path, results: Sequence[JobResult]) -> list[Path]:
+def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | None = None) -> list[Path]:
     """Write ``results.csv``, ``results.md``, ``results_<input>_spc.png`` (PosENet: one per test
     input with completed jobs) and ``results_by_distance.png`` (trainable tasks: every row's
     distance-to-border curves) into ``sweep_dir``; return their paths."""
     sweep_dir = Path(sweep_dir)
     cfg = _load_multirun(sweep_dir)
     sweep_name = OmegaConf.select(cfg, "sweep_name", default=None) if cfg is not None else None
-    pivot = OmegaConf.select(cfg, "pivot", default=None) if cfg is not None else None
+    pivot = pivot or (OmegaConf.select(cfg, "pivot", default=None) if cfg is not None else None)
     title = f"Sweep {sweep_name}: {sweep_dir}" if sweep_name else f"Sweep {sweep_dir}"
     paths = [write_csv(sweep_dir / "results.csv", results)]
     md = sweep_dir / "results.md"

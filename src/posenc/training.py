@@ -107,6 +107,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any]) -> dict[str, 
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in metrics.json
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
+    if hasattr(task, "check_data"):  # task-and-data mismatches fail here, in one line, before the Trainer starts
+        task.check_data(datamodule)
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     try:
@@ -117,13 +119,14 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any]) -> dict[str, 
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        if getattr(task, "trains", True):  # task=ppp only measures: its test pass is the whole run
+            trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         results = trainer.test(task, datamodule=datamodule, verbose=False)
     finally:
         finish_loggers(loggers)
     merged = {k: v for result in results for k, v in result.items()}
-    for callback in callbacks:  # the loss curve and convergence flag (posenc.convergence.LossCurve)
-        merged.update(getattr(callback, "summary", {}))
+    for part in [*callbacks, task]:  # the loss curve and convergence flag (posenc.convergence); PPP's curves
+        merged.update(getattr(part, "summary", {}))
     metrics = flat_metrics(merged, cfg, choices, {"status": "completed"})
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)

@@ -58,6 +58,8 @@ class SupervisedTask(L.LightningModule):
                 else "pixel_decoder"
             raise PosencError(f"readout={name} is a {kind or 'PosENet'} head; this task needs a {self.head_kind} "
                               f"head (readout={valid})")
+        # PermuteNet's permutation point must exist in this backbone: say so now, not after the Trainer starts
+        self.backbone.set_channel_permutation(getattr(head, "keywords", {}).get("permute_at"))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.image_size = image_size
         self.budget = {"max_steps": max_steps, "max_epochs": max_epochs}
@@ -133,6 +135,17 @@ class SupervisedTask(L.LightningModule):
         return self.head(self.encode(images), self.image_size)
 
     # -- training --------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """Keep the trainable backbone's initial weights (``checkpoints/init.ckpt``, once: a resumed
+        run keeps the first), so the same backbone can be measured before and after training
+        (``backbone.weights=<run dir>/checkpoints/init.ckpt``; the ppp_artifact preset)."""
+        path = Path(self.trainer.default_root_dir) / "checkpoints" / "init.ckpt"
+        if not self.backbone.trainable or not self.trainer.is_global_zero or path.exists() or self.global_step:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {f"backbone.{k}": v.detach().cpu().clone() for k, v in self.backbone.state_dict().items()}
+        torch.save({"state_dict": state}, path)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         loss = self.loss(self(batch["image"]), self.targets(batch))
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))

@@ -1,0 +1,231 @@
+"""Receptive fields of a backbone's taps, and the context margin that makes features padding-free.
+
+For PPP (Lin et al., ICML 2023, "Unveiling the Mask of Position-Information Pattern Through the
+Mist of Image Features") a crop ``x`` is cut from a larger image, its context, with a margin of at
+least the tap's receptive-field radius: the context's features cropped to ``x``'s footprint are then
+``x``'s features without any padding (the reference). This module does the geometry.
+
+The geometry of a layer is the classic recursion over its conv and pooling ops (kernel ``k``,
+stride ``s``, padding ``p``, dilation ``d``), starting from ``size 1, jump 1, start 0``::
+
+    size  += (k - 1) * d * jump
+    start += ((k - 1) * d / 2 - p) * jump
+    jump  *= s
+
+``start`` is the input x-coordinate (input pixel ``i`` has coordinate ``i``) of the centre of the
+receptive field of output index 0; output index ``i`` is centred at ``start + i * jump``.
+
+If every output unit's receptive field lies inside the image, no padded value reaches it: a value
+padded at any layer sits at an index < 0 or >= the map's size, whose own receptive field (by the
+same recursion) pokes out of the image, and it would be part of the unit's receptive field.
+Leaf modules are walked in registration order, which is the forward order of VGG's ``features``
+and of torchvision's ResNet blocks; a block's ``downsample`` shortcut (a strided 1x1 conv, whose
+receptive field lies inside the main path's) is skipped. :class:`~posenc.padding.UpsampledValidConv2d`
+(``padding=none``) is counted with its virtual padding: its bilinear resize keeps the map's size,
+so its geometry is that of the padded conv up to the interpolation's sub-pixel blur.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+
+from posenc.errors import PosencError, invalid_value
+from posenc.padding import _pads
+
+if TYPE_CHECKING:
+    from posenc.backbones import TappedBackbone
+
+SKIPPED_CHILD = "downsample"  # torchvision ResNet blocks' parallel shortcut
+_SPATIAL_UNSUPPORTED = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample, nn.ConvTranspose2d, nn.Flatten,
+                        nn.Linear)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Receptive field of a layer's units: side ``size`` (input px), total stride ``jump``, and
+    ``start``, the input coordinate of the centre of output index 0 (may be negative/fractional)."""
+
+    size: int
+    jump: int
+    start: float
+
+    @property
+    def radius(self) -> float:
+        """Half the side, ``(size - 1) / 2``: the unit at ``c`` sees input ``[c - radius, c + radius]``."""
+        return (self.size - 1) / 2
+
+    def centre(self, index: int) -> float:
+        """Input coordinate of the centre of output ``index``'s receptive field."""
+        return self.start + index * self.jump
+
+
+IDENTITY = Geometry(1, 1, 0.0)
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One spatial op along one axis: kernel, stride, padding before/after, dilation, ceil mode."""
+
+    kernel: int
+    stride: int
+    pad_before: int
+    pad_after: int
+    dilation: int = 1
+    ceil_mode: bool = False
+
+
+def _named_leaves(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+    children = list(module.named_children())
+    if not children:
+        yield prefix or type(module).__name__, module
+        return
+    for name, child in children:
+        if name != SKIPPED_CHILD:
+            yield from _named_leaves(child, f"{prefix}.{name}" if prefix else name)
+
+
+def _square(name: str, module: nn.Module, what: str, value: object) -> int:
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or pair[0] != pair[1]:
+        raise PosencError(f"receptive field of {name} ({type(module).__name__}): non-square {what} {value}; "
+                          "only square kernels, strides, paddings and dilations are supported")
+    return int(pair[0])
+
+
+def _op_of(name: str, module: nn.Module) -> _Op | None:
+    """The op of a leaf module, None for one that keeps the geometry (BN, ReLU, Identity, ...)."""
+    if isinstance(module, nn.Conv2d):
+        left, right, top, bottom = _pads(module)
+        if (left, right) != (top, bottom):
+            raise PosencError(f"receptive field of {name} ({type(module).__name__}): non-square padding "
+                              f"{module.padding}; only square kernels, strides, paddings and dilations are supported")
+        return _Op(_square(name, module, "kernel", module.kernel_size), _square(name, module, "stride", module.stride),
+                   left, right, _square(name, module, "dilation", module.dilation))
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        kernel = _square(name, module, "kernel", module.kernel_size)
+        stride = _square(name, module, "stride", module.stride if module.stride is not None else kernel)
+        pad = _square(name, module, "padding", module.padding)
+        dilation = _square(name, module, "dilation", getattr(module, "dilation", 1))
+        return _Op(kernel, stride, pad, pad, dilation, bool(module.ceil_mode))
+    if isinstance(module, _SPATIAL_UNSUPPORTED):
+        raise PosencError(f"receptive field of {name}: {type(module).__name__} is not supported")
+    return None
+
+
+def _ops(modules: nn.Module | Iterable[nn.Module]) -> list[tuple[str, _Op]]:
+    roots = [("", modules)] if isinstance(modules, nn.Module) else [(str(i), m) for i, m in enumerate(modules)]
+    ops = []
+    for prefix, root in roots:
+        for name, leaf in _named_leaves(root, prefix):
+            op = _op_of(name, leaf)
+            if op is not None:
+                ops.append((name, op))
+    return ops
+
+
+def module_geometry(modules: nn.Module | Iterable[nn.Module]) -> Geometry:
+    """Receptive field of ``modules`` (a module, or several applied in order) composed over their
+    Conv2d (any subclass), MaxPool2d and AvgPool2d leaves; other leaves are the identity and
+    ``downsample`` subtrees are skipped. Non-square ops raise a :class:`PosencError`."""
+    size, jump, start = 1, 1, 0.0
+    for _, op in _ops(modules):
+        reach = (op.kernel - 1) * op.dilation
+        size += reach * jump
+        start += (reach / 2 - op.pad_before) * jump
+        jump *= op.stride
+    return Geometry(size, jump, start)
+
+
+def output_size(modules: nn.Module | Iterable[nn.Module], size: int) -> int:
+    """Side of ``modules``' output for a ``size`` px input, by conv arithmetic
+    ``floor((n + p_before + p_after - d (k - 1) - 1) / s) + 1`` (pools with ``ceil_mode`` as torch
+    computes them); ``downsample`` subtrees are skipped. A map shrunk below 1 px is a PosencError."""
+    n = size
+    for name, op in _ops(modules):
+        span = n + op.pad_before + op.pad_after - op.dilation * (op.kernel - 1) - 1
+        if span < 0:
+            raise PosencError(f"an input of {size} px is too small: module {name} gets a {n} px map, "
+                              f"smaller than its {op.dilation * (op.kernel - 1) + 1} px kernel")
+        if op.ceil_mode:
+            out = math.ceil(span / op.stride) + 1
+            if (out - 1) * op.stride >= n + op.pad_before:  # torch: the last window must start inside
+                out -= 1
+        else:
+            out = span // op.stride + 1
+        n = out
+    return n
+
+
+def tap_modules(backbone: TappedBackbone) -> dict[str, list[nn.Module]]:
+    """For each tap of ``backbone``, its body's children up to and including the tap's child
+    (empty lists for the ``none`` backbone, whose only tap is the image)."""
+    if backbone.body is None:
+        return {tap: [] for tap in backbone.tap_names}
+    children = list(backbone.body.named_children())
+    found = {backbone._tap_of[name]: [m for _, m in children[: k + 1]]
+             for k, (name, _) in enumerate(children) if name in backbone._tap_of}
+    return {tap: found[tap] for tap in backbone.tap_names}
+
+
+def tap_geometries(backbone: TappedBackbone) -> dict[str, Geometry]:
+    """:func:`module_geometry` of each tap (``f1``..``f5``; the identity for the ``none`` backbone)."""
+    return {tap: module_geometry(modules) for tap, modules in tap_modules(backbone).items()}
+
+
+def tap_output_sizes(backbone: TappedBackbone, size: int) -> dict[str, int]:
+    """:func:`output_size` of each tap for a ``size`` px input."""
+    return {tap: output_size(modules, size) for tap, modules in tap_modules(backbone).items()}
+
+
+def margin_needed(geometry: Geometry, crop_size: int, out: int) -> float:
+    """Smallest margin (input px, unrounded) that puts the receptive fields of all ``out`` units of
+    a ``crop_size`` crop inside the context: ``max(0, radius - start, start + (out - 1) jump +
+    radius - (crop_size - 1))``."""
+    left = geometry.radius - geometry.start
+    right = geometry.centre(out - 1) + geometry.radius - (crop_size - 1)
+    return max(0.0, left, right)
+
+
+def context_margin(backbone: TappedBackbone, crop_size: int, taps: Sequence[str] | None = None) -> int:
+    """Margin ``m`` of the context around a ``crop_size`` crop for PPP (Lin et al., ICML 2023):
+    the smallest multiple of the largest jump of ``taps`` (default: all of ``backbone``'s) such that
+    every unit of every tap of the crop has its whole receptive field inside the context (crop plus
+    ``m`` on each side); the reference features are then padding-free and aligned to the crop's."""
+    geometries = tap_geometries(backbone)
+    sizes = tap_output_sizes(backbone, crop_size)
+    taps = list(taps) if taps is not None else list(geometries)
+    for tap in taps:
+        if tap not in geometries:
+            raise invalid_value("taps", list(taps), f"expected taps of backbone {backbone.name}: "
+                                f"{', '.join(geometries)}")
+    if not taps:
+        raise invalid_value("taps", [], f"expected at least one of {', '.join(geometries)}")
+    jump = max(geometries[t].jump for t in taps)
+    need = max(margin_needed(geometries[t], crop_size, sizes[t]) for t in taps)
+    return int(math.ceil(need / jump)) * jump
+
+
+def check_context(context_size: int, crop_size: int, margin: int, what: str) -> None:
+    """One-line PosencError unless ``context_size >= crop_size + 2 * margin``."""
+    needed = crop_size + 2 * margin
+    if context_size < needed:
+        raise invalid_value("data.context_size", context_size, f"{what} needs contexts of at least {needed} px "
+                            f"(crop {crop_size} + 2 x margin {margin})")
+
+
+def reference_crop(tap: Tensor, margin: int, jump: int, out_size: tuple[int, int]) -> Tensor:
+    """The footprint of the crop inside the context's tap ``[..., H', W']``: the ``out_size``
+    window at offset ``margin / jump`` (``margin`` must be a multiple of ``jump``)."""
+    if jump < 1 or margin < 0 or margin % jump:
+        raise invalid_value("margin", margin, f"expected a multiple >= 0 of the tap's jump {jump}")
+    offset = margin // jump
+    height, width = int(out_size[0]), int(out_size[1])
+    if offset + height > tap.shape[-2] or offset + width > tap.shape[-1]:
+        raise invalid_value("margin", margin, f"the {height}x{width} window at offset {offset} does not fit the "
+                            f"context's {tap.shape[-2]}x{tap.shape[-1]} tap")
+    return tap[..., offset: offset + height, offset: offset + width]

@@ -1,0 +1,176 @@
+"""PPP, the Position-information Pattern from Padding (Lin et al., ICML 2023), measured with our
+definition (docs/ppp.md; posenc.analysis.ppp): nothing is trained.
+
+For every context image X of the test set, the crop x at its centre goes through the backbone with
+the padding under test, and X goes through it too; X's features cropped to x's footprint are the
+padding-free reference (the margin holds every layer's receptive field, posenc.receptive_field).
+Per layer, PPP = mean over images of (features of x - reference); its SNR against the image-to-image
+variance of the reference, its profile against the distance to the border and a heatmap are
+reported (``ppp/<layer>/snr``, ``ppp/<layer>/border_profile``, ``figures/ppp.png``).
+
+Only means and mean squares are accumulated, so any number of images streams through in batches.
+The reference's moments depend on the weights, the images and the receptive-field geometry, not on
+how the border is padded (zeros, reflect, replicate, circular and partial convolution compute the
+same interior), so with ``reference_cache=disk`` a sweep over those paddings computes them once
+(the PosENet feature cache's idea, keyed by a hash of all three; ``none`` resamples every map and
+has its own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+
+from posenc.analysis.ppp import crop_center, ppp_from_moments, ppp_figure
+from posenc.backbones import TappedBackbone
+from posenc.errors import PosencError, check_choice
+from posenc.receptive_field import check_context, context_margin, reference_crop, tap_geometries
+
+REFERENCE_CACHES: tuple[str, ...] = ("disk", "off")
+SAME_INTERIOR = ("zeros", "reflect", "replicate", "circular", "partial")
+
+
+class PPPTask(L.LightningModule):
+    """Measure the PPP of every (or the chosen) tap of a frozen backbone."""
+
+    trains = False  # posenc.training skips fit: a test pass is the whole measurement
+
+    def __init__(
+        self,
+        backbone: TappedBackbone,
+        image_size: int = 64,
+        layers: list[str] | None = None,
+        reference_cache: str = "disk",
+        cache_dir: str = "outputs/.feature_cache",
+        max_steps: int = -1,
+        max_epochs: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice("task.reference_cache", reference_cache, REFERENCE_CACHES)
+        if backbone.trainable:
+            raise PosencError("task=ppp measures a frozen backbone; valid: backbone.trainable=false")
+        if backbone.body is None:
+            raise PosencError("backbone=none has no padding to measure; valid: any other backbone")
+        self.backbone = backbone
+        self.image_size = int(image_size)
+        layers = list(layers) if layers else list(backbone.tap_names)
+        for layer in layers:
+            check_choice(f"task.layers entry (taps of backbone {backbone.name})", layer, backbone.tap_names)
+        self.layers = layers
+        self.reference_cache, self.cache_dir = reference_cache, Path(cache_dir)
+        self.budget = {"max_steps": max_steps, "max_epochs": max_epochs}
+        geometries = tap_geometries(backbone)
+        self.geometries = {name: geometries[name] for name in layers}
+        self.margin = context_margin(backbone, self.image_size, layers)
+        self.summary: dict[str, Any] = {}
+
+    # -- setup -------------------------------------------------------------------------------
+    def check_data(self, datamodule: Any) -> None:
+        """Choose the contexts' size (``data.context_size: null``) or check the one given."""
+        if not hasattr(datamodule, "prepare"):
+            raise PosencError(f"task=ppp needs contexts around its crops (data=contexts), got {type(datamodule).__name__}")
+        if datamodule.image_size != self.image_size:
+            raise PosencError(f"task.image_size={self.image_size} differs from data.image_size={datamodule.image_size}")
+        datamodule.prepare(self.image_size + 2 * self.margin)
+        deepest = max(self.layers, key=lambda n: self.geometries[n].size)
+        g = self.geometries[deepest]
+        check_context(datamodule.context_size, self.image_size, self.margin,
+                      f"layer {deepest} of {self.backbone.name} (receptive field {g.size} px, stride {g.jump})")
+
+    def setup(self, stage: str) -> None:
+        self.check_data(self.trainer.datamodule)
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.seconds = {"crops": 0.0, "contexts": 0.0}
+        self.cached = self._load_reference()
+
+    def reference_key(self) -> str:
+        """Hash of what the reference moments depend on: weights, images, geometry, interior."""
+        dm = self.trainer.datamodule
+        h = hashlib.sha1()
+        for name, tensor in self.backbone.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        interior = "conv" if self.backbone.padding in SAME_INTERIOR else self.backbone.padding
+        h.update(repr((self.backbone.name, interior, self.layers, self.image_size, self.margin, dm.context_size,
+                       dm.num_test, dm.seed, dm.min_scale, dm.source,
+                       [(g.size, g.jump, g.start) for g in self.geometries.values()])).encode())
+        return h.hexdigest()[:20]
+
+    def _cache_path(self) -> Path:
+        return self.cache_dir / "ppp_reference" / f"{self.reference_key()}.pt"
+
+    def _load_reference(self) -> dict[str, torch.Tensor] | None:
+        if self.reference_cache == "off":
+            return None
+        path = self._cache_path()
+        return torch.load(path, map_location=self.device, weights_only=True) if path.is_file() else None
+
+    # -- measurement -------------------------------------------------------------------------
+    def _add(self, key: str, value: torch.Tensor) -> None:
+        total = value.sum(dim=0)
+        self.sums[key] = self.sums[key] + total if key in self.sums else total
+
+    @torch.no_grad()
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        contexts = batch["image"]
+        start = time.perf_counter()
+        taps = dict(zip(self.backbone.tap_names, self.backbone(crop_center(contexts, self.margin, self.image_size))))
+        self.seconds["crops"] += time.perf_counter() - start
+        for layer in self.layers:
+            self._add(f"{layer}/features", taps[layer].double())
+        if self.cached is None:
+            start = time.perf_counter()
+            wide = dict(zip(self.backbone.tap_names, self.backbone(contexts)))
+            self.seconds["contexts"] += time.perf_counter() - start
+            for layer in self.layers:
+                ref = reference_crop(wide[layer], self.margin, self.geometries[layer].jump,
+                                     tuple(taps[layer].shape[-2:])).double()
+                self._add(f"{layer}/reference", ref)
+                self._add(f"{layer}/reference_sq", ref * ref)
+        self.count += len(contexts)
+
+    def on_test_epoch_end(self) -> None:
+        strategy = self.trainer.strategy
+        count = float(strategy.reduce(torch.tensor(float(self.count), device=self.device), reduce_op="sum"))
+        sums = {k: strategy.reduce(v, reduce_op="sum") for k, v in self.sums.items()}
+        if self.cached is None:
+            moments = {k: v / count for k, v in sums.items() if "/reference" in k}
+            if self.reference_cache == "disk" and self.trainer.is_global_zero:
+                path = self._cache_path()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                torch.save({k: v.cpu() for k, v in moments.items()}, tmp)
+                tmp.replace(path)
+        else:
+            moments = {k: v.to(self.device) for k, v in self.cached.items()}
+        self.heatmaps, self.profiles = {}, {}
+        summary: dict[str, Any] = {}
+        for layer in self.layers:
+            stats = ppp_from_moments(sums[f"{layer}/features"] / count, moments[f"{layer}/reference"],
+                                     moments[f"{layer}/reference_sq"])
+            self.log(f"test/ppp_snr_{layer}", stats["snr"])
+            summary.update({f"ppp/{layer}/snr": stats["snr"], f"ppp/{layer}/energy": stats["energy"],
+                            f"ppp/{layer}/variance": stats["variance"],
+                            f"ppp/{layer}/border_profile": stats["border_profile"]})
+            self.heatmaps[layer], self.profiles[layer] = stats["heatmap"].float().cpu(), stats["border_profile"]
+        summary.update({"ppp/images": int(count), "ppp/margin_px": self.margin, "ppp/crop_px": self.image_size,
+                        "ppp/reference_cached": self.cached is not None,
+                        "ppp/time/crops_s": self.seconds["crops"], "ppp/time/contexts_s": self.seconds["contexts"]})
+        self.summary = summary
+
+    def on_test_end(self) -> None:
+        if not self.trainer.is_global_zero or not self.heatmaps:
+            return
+        from posenc.figures import save_figure
+
+        path = save_figure(ppp_figure(self.heatmaps, self.profiles), Path(self.trainer.default_root_dir) / "figures" / "ppp.png")
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("ppp/heatmaps", [str(path)])
