@@ -55,3 +55,12 @@ def test_resnet18_cifar_has_no_stem_max_pool_and_takes_every_padding(padding):
     if padding != "zeros":
         modes = {getattr(m, "padding_mode", None) for m in net.modules() if isinstance(m, torch.nn.Conv2d)}
         assert modes != {"zeros"} or padding in ("partial", "none")
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect", "replicate", "circular", "partial", "none"])
+def test_vgg11_bn_takes_every_padding(padding):
+    """The VGG-BN variant of the global-pooling experiments (Islam, Kowal et al. ICCV 2021)."""
+    net = build_backbone("vgg11_bn", padding, trainable=True)
+    feats = net(torch.rand(2, 3, 32, 32))
+    assert [tuple(f.shape[1:]) for f in feats] == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (512, 2, 2)]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 8

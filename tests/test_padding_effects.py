@@ -4,7 +4,7 @@ ICCV 2021): location classification from globally pooled features needs position
 Setting: 3x3 grid canvases of 16 px shape patches (48 px images), the tiny backbone (total stride 16
 = the cell size), trained end to end for 100 Adam steps. Measured (seed 0): zero padding 1.00,
 circular .11 (chance; the network is exactly shift-invariant on the torus), circular with the
-flatten_linear control 1.00.
+flatten_linear control 1.00, zero padding with PermuteNet's channel permutation (gap_permute) .25.
 """
 
 from __future__ import annotations
@@ -45,3 +45,13 @@ def test_zero_padding_lets_pooled_features_tell_the_location_and_circular_does_n
 
 def test_the_flatten_linear_control_finds_the_location_with_any_padding(root):
     assert accuracy(root, "padding=circular", "readout=flatten_linear")["test/accuracy"] >= 0.9
+
+
+def test_a_fresh_channel_permutation_every_forward_takes_the_location_away(root):
+    """PermuteNet (ICCV 2021): the same zero-padded setting with the pooled channels permuted
+    afresh on every forward. Measured (seed 0): gap_linear 1.00, gap_permute .25 (chance .11)."""
+    linear = accuracy(root, "padding=zeros")["test/accuracy"]
+    permuted = accuracy(root, "padding=zeros", "readout=gap_permute")["test/accuracy"]
+    assert linear >= 0.9
+    assert permuted <= 0.4
+    assert linear - permuted >= 0.5
