@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,11 @@ import pytest
 from posenc.compose import CONF_DIR, compose_run  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2` (pyproject): one core per worker, no oversubscription
+    import torch
+
+    torch.set_num_threads(1)
 
 # A run that finishes in seconds on 2 CPU cores: tiny backbone, 64 px images.
 TINY = [

@@ -171,6 +171,29 @@ def test_a_pivot_key_becomes_columns_of_the_task_table(tmp_path):
     assert (sweep / "results_by_distance.png").is_file()
 
 
+def test_several_probes_at_init_and_trained(tmp_path):
+    """ppp_artifact's second stage: every probe on every trained backbone and on its init weights."""
+    from posenc.sweeps import probe_jobs
+
+    sweep = fake_multirun(tmp_path / "s", ["padding=zeros,circular"])
+    cfg = OmegaConf.load(sweep / "multirun.yaml")
+    cfg.probe = [["task=ppp"], ["task=posenet", "data.image_size=64"]]
+    cfg.probe_init = True
+    OmegaConf.save(cfg, sweep / "multirun.yaml")
+    for num, padding in enumerate(["zeros", "circular"]):
+        fake_job(sweep, num, [f"padding={padding}"], "completed",
+                 metrics={"status": "completed", "seed": 0, "backbone": "tiny_bn", "padding": padding,
+                          "test/accuracy": 0.9})
+    jobs = probe_jobs(sweep, collect(sweep))
+    assert len(jobs) == 2 * 2 * 2  # jobs x probes x (trained, init)
+    init = [j for j in jobs if "probe_stage=init" in j]
+    assert len(init) == 4 and all(f"backbone.weights={sweep / '0' / 'checkpoints' / 'init.ckpt'}" in j
+                                  for j in init if "padding=zeros" in j)
+    dirs = sorted(o.split("/")[-1] for j in jobs for o in j if o.startswith("hydra.run.dir="))
+    assert dirs == ["0_0", "0_0_init", "0_1", "0_1_init", "1_0", "1_0_init", "1_1", "1_1_init"]
+    assert all("backbone.trainable=false" in j and "backbone=tiny_bn" in j for j in jobs)
+
+
 def test_failed_missing_and_unfinished_jobs_are_rows_with_their_status(tmp_path):
     sweep = fake_multirun(tmp_path / "s", ["padding=zeros,circular,none,reflect"],
                           params={"backbone": "tiny"})

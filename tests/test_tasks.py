@@ -46,7 +46,7 @@ def test_every_task_runs_on_the_embedded_data_and_writes_the_run_contract(tmp_pa
     assert "train/converged" in metrics and metrics["train/loss_curve/loss"]
     run_dir = tmp_path
     for name in ("metrics.json", "config.yaml", "status.json", "figures/loss_curve.png", "figures/by_distance.png",
-                 "checkpoints/last.ckpt"):
+                 "checkpoints/last.ckpt", "checkpoints/init.ckpt"):
         assert (run_dir / name).is_file(), name
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     assert any(k.startswith("backbone.") for k in state)  # a trainable backbone is checkpointed
@@ -69,6 +69,9 @@ def test_a_frozen_backbone_keeps_its_weights_and_a_trainable_one_learns(tmp_path
     state = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     same = [torch.equal(v, state["state_dict"][f"backbone.{k}"]) for k, v in initial.backbone.state_dict().items()]
     assert all(same) is not trainable
+    if trainable:  # checkpoints/init.ckpt holds exactly the weights training started from (ppp_artifact)
+        init = torch.load(tmp_path / "r" / "checkpoints" / "init.ckpt", map_location="cpu", weights_only=True)
+        assert all(torch.equal(v, init["state_dict"][f"backbone.{k}"]) for k, v in initial.backbone.state_dict().items())
 
 
 @pytest.mark.parametrize("case", ["voc", "duts", "duts->ecssd", "duts->pascal_s", "cifar10"])

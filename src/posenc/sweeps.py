@@ -153,6 +153,7 @@ class JobResult:
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     expected: bool = True  # False: a job dir that matches none of multirun.yaml's jobs
+    wall_time_s: float | None = None  # status.json's, for a completed job
 
     @property
     def name(self) -> str:
@@ -203,7 +204,9 @@ def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool =
             status, error = FAILED, f"unknown status {status!r} in status.json"
         elif status == FAILED and not error:
             error = "failed (no error recorded)"
-    return JobResult(job_dir, list(overrides or []), status, error, metrics, expected)
+    wall = data.get("wall_time_s") if data is not None else None
+    return JobResult(job_dir, list(overrides or []), status, error, metrics, expected,
+                     float(wall) if isinstance(wall, (int, float)) else None)
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -370,6 +373,22 @@ def task_tables(rows: Sequence[Row], results: Sequence[JobResult], pivot: str | 
     return lines
 
 
+def ppp_timing(results: Sequence[JobResult]) -> list[str]:
+    """Markdown: the PPP runs' wall time against the forward passes they needed (crops and
+    contexts; a context pass served by the reference cache costs nothing)."""
+    runs = [r for r in results if r.completed and "ppp/time/crops_s" in r.metrics]
+    if not runs:
+        return []
+    crops = sum(float(r.metrics["ppp/time/crops_s"]) for r in runs)
+    contexts = sum(float(r.metrics["ppp/time/contexts_s"]) for r in runs)
+    cached = sum(bool(r.metrics.get("ppp/reference_cached")) for r in runs)
+    wall = sum(r.wall_time_s or 0.0 for r in runs)
+    return ["## PPP wall time", "",
+            f"{len(runs)} PPP runs: {wall:.1f} s of run wall time, of which forward passes {crops:.1f} s over the "
+            f"crops and {contexts:.1f} s over the contexts; {cached} of {len(runs)} runs reused a cached reference "
+            f"(one context pass per weights and geometry).", ""]
+
+
 def format_cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "—"
@@ -415,6 +434,7 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", 
         lines += ["No completed jobs: no metrics to tabulate.", ""]
         lines += ["| row | status |", "|---|---|"]
         lines += [f"| {_md_escape(row.label)} | {_md_escape(_status_cell(row))} |" for row in rows] + [""]
+    lines += ppp_timing(results)
     labels = {id(j): row.label for row in rows for j in row.jobs}
     bad = [r for r in results if not r.completed]
     if bad:

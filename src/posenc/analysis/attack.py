@@ -69,7 +69,7 @@ def parse_counts(text: str | None, num_channels: int, layer: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = parser(__doc__.split("\n\n")[0])
+    p = parser(__doc__.split("\n\n")[0].rstrip(":"))
     p.add_argument("--counts", default=None, help="numbers of channels to zero, e.g. 1,2,4,8 (default: powers of 2 "
                                                  "up to half the layer)")
     p.add_argument("--draws", type=int, default=5, help="random channel sets per N (default 5)")

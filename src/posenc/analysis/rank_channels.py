@@ -105,7 +105,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    args = parser(__doc__.split("\n\n")[0].rstrip(":")).parse_args(argv)
     try:
         start = time.perf_counter()
         run = load_run(args.run_dir, args.device)
