@@ -186,6 +186,7 @@ class GapLinearSchema(FlattenLinearSchema):
 class GapPermuteSchema(GapLinearSchema):
     """``readout=gap_permute``: ``gap_linear`` that always permutes (``permute_at`` not null)."""
 
+    _target_: str = "posenc.heads.GapPermuteHead"
     permute_at: int = spec(5, choices=PERMUTE_POINTS)
 
 

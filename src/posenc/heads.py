@@ -73,6 +73,18 @@ class GapLinearHead(nn.Module):
         return self.fc(self.dropout(taps[-1].mean(dim=(2, 3))))
 
 
+class GapPermuteHead(GapLinearHead):
+    """PermuteNet (Islam, Kowal et al., ICCV 2021): :class:`GapLinearHead` whose channels at tap
+    ``f<permute_at>`` (5: the pooled features) are permuted afresh on every forward."""
+
+    def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
+                 dropout: float = 0.0, permute_at: int = 5) -> None:
+        if permute_at is None:
+            raise invalid_value("readout.permute_at", permute_at,
+                                f"expected one of {', '.join(map(str, PERMUTE_POINTS))} (gap_linear has no permutation)")
+        super().__init__(tap_channels, tap_sizes, num_classes, dropout, permute_at)
+
+
 class GapNetHead(nn.Module):
     """GAPNet (Islam, Kowal et al., ICCV 2021): ``k x k`` conv from the last tap to one map per
     class, then global average pooling; the pooled maps are the logits ``[B, K]``."""

@@ -94,11 +94,12 @@ def _cell(values: Mapping[str, float]) -> str:
 
 
 def convergence_line(metrics: Mapping[str, Any]) -> str | None:
-    """``training: 1000 steps, converged (largest relative decrease 0.4%)`` (posenc.convergence)."""
+    """``training: 1000 steps, converged (largest relative change -0.4%)`` (posenc.convergence;
+    negative: the loss fell)."""
     if "train/converged" not in metrics:
         return None
     changes = [v for k, v in metrics.items() if k.endswith("/rel_decrease") and v is not None]
-    worst = f"largest relative decrease {100 * max(changes):.1f}%" if changes else "too few steps to tell"
+    worst = f"largest relative change {-100 * max(changes, key=abs):+.1f}%" if changes else "too few steps to tell"
     state = "converged" if metrics["train/converged"] else "NOT converged"
     return f"training: {metrics.get('train/steps')} steps, {state} ({worst}); curve in figures/loss_curve.png"
 
