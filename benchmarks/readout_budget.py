@@ -9,7 +9,7 @@ changes no natural SPC by more than 0.02 on both backbones.
 Without ImageNet weights, "trained" means :mod:`posenc.proxy_weights` (the backbone trained to
 tell which bundled photo a crop comes from); give a real file with ``--weights``.
 
-    python benchmarks/readout_budget.py --backbone vgg16 --steps 120 240 500 1000 2000
+    python benchmarks/readout_budget.py --backbone vgg16 --steps 120 250 500 1000 2000 3000
     python benchmarks/readout_budget.py --backbone tiny --image-size 64 --steps 60 120 250 500
 """
 
@@ -35,7 +35,7 @@ def budget_row(overrides: list[str], steps: int, run_dir: Path) -> tuple[dict, f
 
 def main() -> None:
     parser = add_data_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    parser.add_argument("--steps", type=int, nargs="+", default=[120, 250, 500, 1000, 2000])
+    parser.add_argument("--steps", type=int, nargs="+", default=[120, 250, 500, 1000, 2000, 3000])
     parser.add_argument("--targets", default="[H,V,G,HS,VS]")
     parser.add_argument("--weights", default=None, help="a trained state dict (default: proxy weights)")
     parser.add_argument("--proxy-steps", type=int, default=300)

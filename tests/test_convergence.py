@@ -112,31 +112,44 @@ def trained_tiny(tmp_path_factory) -> str:
     return str(save_photo_id_weights(path, name="tiny", steps=200, image_size=64, lr=1e-3))
 
 
-@pytest.mark.parametrize("weights", ["random", "trained"])
-def test_the_flag_agrees_with_doubling_the_default_budget(weights, trained_tiny, tmp_path) -> None:
-    """At the default budget (``task.max_steps``, 256 crops, batch 32; 64 px for speed) the flag
-    says what doubling the budget shows: on the random-init tiny backbone it is converged and no
-    natural SPC moves by more than 0.02 (measured: <= .014); on the trained one it is not, and an
-    SPC still moves by more than 0.02 (measured: HS .21 -> .77)."""
+@pytest.mark.parametrize("case", ["random", "trained", "trained_short"])
+def test_the_flag_agrees_with_doubling_the_budget(case, trained_tiny, tmp_path) -> None:
+    """The flag says what doubling the budget shows (256 crops, batch 32; tiny at 64 px for speed).
+
+    * ``random``: random init at its default budget (1000 steps) is converged and no natural SPC
+      moves by more than 0.02 when it is doubled (measured: <= .014).
+    * ``trained``: the proxy-trained tiny at the trained default (3000 steps, posenc.budgets) is
+      converged and doubling moves no SPC by more than 0.02 (measured: H/V/G <= .014). Gradients
+      only: its stripe readouts at 64 px sit on plateaus for thousands of steps (VS .70 -> .74
+      from 3000 to 6000, flagged not converged), so they are not what a default can promise.
+    * ``trained_short``: the same backbone at 1000 steps is not converged, and an SPC still moves
+      by more than 0.02 (measured: HS .21 -> .77)."""
     from posenc.training import run
 
     base = ["backbone=tiny", "data.image_size=64", "data.test_inputs=[natural]", "callbacks.progress=null"]
-    base += [f"backbone.weights={trained_tiny}"] if weights == "trained" else []
+    if case != "random":
+        base += [f"backbone.weights={trained_tiny}"]
+    if case == "trained":
+        base += ["task.targets=[H,V,G]"]
+    if case == "trained_short":
+        base += ["task.max_steps=1000"]
     default = compose_run(base, tmp_path / "default")
     steps = default.task.max_steps
+    assert steps == {"random": 1000, "trained": 3000, "trained_short": 1000}[case]
     assert default.trainer.max_steps == steps and default.trainer.max_epochs is None
     once = run(default)
     twice = run(compose_run([*base, f"task.max_steps={2 * steps}"], tmp_path / "doubled"))
     assert once["train/steps"] == steps and twice["train/steps"] == 2 * steps
     assert once["train/converged_on"] == "val" and len(once["val/loss_curve/step"]) == steps // 25
-    moved = max(abs(once[f"test/natural/{t}/spc"] - twice[f"test/natural/{t}/spc"]) for t in ("H", "V", "G", "HS", "VS"))
+    targets = list(default.task.targets)
+    moved = max(abs(once[f"test/natural/{t}/spc"] - twice[f"test/natural/{t}/spc"]) for t in targets)
     decreases = {k: v for k, v in once.items() if k.endswith("rel_decrease")}
-    if weights == "random":
-        assert once["train/converged"] is True, decreases
-        assert moved <= 0.02
-    else:
+    if case == "trained_short":
         assert once["train/converged"] is False, decreases
         assert moved > 0.02
+    else:
+        assert once["train/converged"] is True, decreases
+        assert moved <= 0.02
 
 
 def test_a_loss_below_the_task_floor_is_converged_though_it_keeps_halving():

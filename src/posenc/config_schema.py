@@ -33,6 +33,8 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+import posenc.budgets  # noqa: F401 - registers ${readout_steps:...}, which conf/task/posenet.yaml uses
+
 # The valid values of the string options (see the module docstring for why they are copies).
 BACKBONES = ("vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "tiny_bn",
              "none")
