@@ -152,6 +152,23 @@ def test_mean_and_std_over_seeds(tmp_path):
                                        "results_noise_spc.png"}
 
 
+def test_distance_curves_of_tasks_with_different_bins_get_their_own_panels(tmp_path):
+    """border_study mixes grid rings (location_cls) with pixel bands (saliency) under one metric
+    name; collect draws them in separate panels instead of failing (it did, on the real sweep)."""
+    from posenc.sweeps import build_rows, plot_distance_curves
+
+    sweep = fake_multirun(tmp_path / "s", ["task=location_cls,saliency"])
+    rings = {"test/by_distance/ring0/accuracy": 0.5, "test/by_distance/ring1/accuracy": 0.9}
+    bands = {f"test/by_distance/px{a:02d}-{a + 5:02d}/accuracy": 0.7 + a / 100 for a in (0, 6, 12, 18)}
+    for num, (task, curve) in enumerate((("location_cls", rings), ("saliency", bands))):
+        fake_job(sweep, num, [f"task={task}"], "completed",
+                 metrics={"status": "completed", "seed": 0, "test/accuracy": 0.8, **curve})
+    path = plot_distance_curves(sweep / "curves.png", build_rows(collect(sweep)))
+    assert path is not None and path.stat().st_size > 1000
+    write_reports(sweep, collect(sweep))
+    assert (sweep / "results_by_distance.png").is_file()
+
+
 def test_a_pivot_key_becomes_columns_of_the_task_table(tmp_path):
     """channel_order: rows = readout.permute_at, columns = accuracy per task.label."""
     sweep = fake_multirun(tmp_path / "s", ["readout.permute_at=null,5", "task.label=location,class"])

@@ -520,12 +520,15 @@ def plot_distance_curves(path: Path, rows: Sequence[Row], pivot: str | None = No
             if not jobs:
                 continue
             row_bins, _ = distance_curves(jobs[0].metrics)
-            curves = {m: [row.stats(f"test/by_distance/{b}/{m}", where)[0] for b in names]
-                      for m, names in row_bins.items()}
             label = (" ".join(row.values.values()) if row.values else row.label) + (f" ({value})" if where else "")
-            runs[label] = {m: [math.nan if v is None else v for v in vs] for m, vs in curves.items()}
+            runs[label] = {}
             for metric, names in row_bins.items():
-                bins.setdefault(metric, names)
+                # one panel per metric and set of bins: a sweep over tasks mixes grid rings with
+                # pixel bands under the same metric name (border_study: accuracy, miou)
+                panel = metric if bins.setdefault(metric, names) == names else f"{metric} ({names[0]}..{names[-1]})"
+                bins.setdefault(panel, names)
+                values = [row.stats(f"test/by_distance/{b}/{metric}", where)[0] for b in names]
+                runs[label][panel] = [math.nan if v is None else v for v in values]
     if not bins:
         return None
     return save_figure(by_distance_figure(bins, {}, runs), path)
