@@ -251,3 +251,14 @@ def test_nested_canvas_schema_matches_the_canvas_spec():
     from posenc.data.location import CanvasSpec
 
     assert dataclasses.asdict(schema.CanvasSchema()) == dataclasses.asdict(CanvasSpec())
+
+
+@pytest.mark.parametrize(("overrides", "steps"), [
+    ([], 1000),                                        # random init (posenc.budgets)
+    (["backbone.weights=imagenet"], 3000),             # trained weights need more readout steps
+    (["backbone=none"], 1000),
+    (["backbone.weights=imagenet", "task.max_steps=50"], 50),  # an override wins
+])
+def test_the_readout_budget_follows_the_weights(overrides, steps, tmp_path):
+    cfg = compose_run(overrides, tmp_path / "run")
+    assert cfg.task.max_steps == steps and cfg.trainer.max_steps == steps

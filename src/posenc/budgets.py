@@ -23,7 +23,7 @@ TRAINED_STEPS = 3000
 def readout_steps(weights: Any) -> int:
     """The readout's default SGD steps for a backbone loaded with ``weights`` (null: random init;
     anything else: ``imagenet``, a state dict file, a posenc run dir or checkpoint)."""
-    return RANDOM_INIT_STEPS if weights is None or str(weights).lower() in ("", "null", "none") else TRAINED_STEPS
+    return RANDOM_INIT_STEPS if weights in (None, "") else TRAINED_STEPS
 
 
 def register() -> None:

@@ -525,7 +525,7 @@ def plot_distance_curves(path: Path, rows: Sequence[Row], pivot: str | None = No
             for metric, names in row_bins.items():
                 # one panel per metric and set of bins: a sweep over tasks mixes grid rings with
                 # pixel bands under the same metric name (border_study: accuracy, miou)
-                panel = metric if bins.setdefault(metric, names) == names else f"{metric} ({names[0]}..{names[-1]})"
+                panel = metric if bins.get(metric, names) == names else f"{metric} ({names[0]}..{names[-1]})"
                 bins.setdefault(panel, names)
                 values = [row.stats(f"test/by_distance/{b}/{metric}", where)[0] for b in names]
                 runs[label][panel] = [math.nan if v is None else v for v in values]
