@@ -14,7 +14,9 @@ every ``label=class`` test: ``shift_consistency``, the fraction of test images w
 the same under two random shifts of at most ``shift`` px, and ``shift_cosine``, the mean cosine
 similarity of their pooled latents.
 
-Accuracy overall and per distance to the border: per ring of cells (``ring0`` = the border cells)
+With ``class_and_location`` the joint accuracy is split as well: ``location_accuracy`` (the cell
+is right) and ``class_accuracy`` (the class is right), so a padding that costs accuracy shows
+whether it cost position or semantics. Accuracy overall and per distance to the border: per ring of cells (``ring0`` = the border cells)
 on grid canvases, per band of the object's pixel distance to the border with free placement.
 """
 
@@ -44,6 +46,7 @@ from posenc.errors import PosencError, check_choice, invalid_value
 from posenc.tasks.supervised import SupervisedTask
 
 AUGMENTS: tuple[str, ...] = ("none", "shift")
+JOINT_PARTS: tuple[str, ...] = ("location", "class")  # the halves of a class_and_location label
 
 
 def pooled_latent(taps: list[torch.Tensor]) -> torch.Tensor:
@@ -135,6 +138,9 @@ class LocationClassificationTask(SupervisedTask):
             self.bin_names = bin_names_bands(self.edges, (self.image_size + 1) // 2 - 1)
         self.accuracy = MulticlassAccuracy(num_classes=self.num_outputs(), average="micro").to(self.device)
         self.distance_accuracy = BinnedMean(len(self.bin_names)).to(self.device)
+        # class_and_location: which half of the joint label the network gets right (cell, class)
+        self.part_accuracy = nn.ModuleDict({part: BinnedMean(len(self.bin_names)) for part in JOINT_PARTS}).to(self.device)
+        self.part_overall = nn.ModuleDict({part: MeanMetric() for part in JOINT_PARTS}).to(self.device)
         self.shift_consistency = MeanMetric().to(self.device)
         self.shift_cosine = MeanMetric().to(self.device)
         # the invariance metrics' shifts: the same for every run of a seed (seed_everything seeds torch)
@@ -149,7 +155,15 @@ class LocationClassificationTask(SupervisedTask):
     def update_metrics(self, logits: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         self.accuracy.update(logits, target)
         correct = (logits.argmax(dim=1) == target).float()
-        self.distance_accuracy.update(correct, self.distance_bin_of(batch))
+        bins = self.distance_bin_of(batch)
+        self.distance_accuracy.update(correct, bins)
+        if self.label == "class_and_location":
+            cells = self._label_space()[0]
+            pred = logits.argmax(dim=1)
+            parts = {"location": pred % cells == target % cells, "class": pred // cells == target // cells}
+            for part, right in parts.items():
+                self.part_accuracy[part].update(right.float(), bins)
+                self.part_overall[part].update(right.float())
         if self.label == "class":  # where the object is does not change the label: measure invariance
             images = batch["image"]
             views = torch.cat([random_shift(images, self.shift, self.shift_generator),
@@ -166,5 +180,9 @@ class LocationClassificationTask(SupervisedTask):
         if self.label == "class":
             overall["shift_consistency"] = float(self.shift_consistency.compute())
             overall["shift_cosine"] = float(self.shift_cosine.compute())
-        bins = self.distance_accuracy.compute().tolist()
-        return overall, {"accuracy": dict(zip(self.bin_names, bins))}
+        per_bin = {"accuracy": dict(zip(self.bin_names, self.distance_accuracy.compute().tolist()))}
+        if self.label == "class_and_location":
+            for part in JOINT_PARTS:
+                overall[f"{part}_accuracy"] = float(self.part_overall[part].compute())
+                per_bin[f"{part}_accuracy"] = dict(zip(self.bin_names, self.part_accuracy[part].compute().tolist()))
+        return overall, per_bin
