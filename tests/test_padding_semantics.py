@@ -1,6 +1,6 @@
 """Zero padding vs no padding on location-dependent classification with joint labels (Islam et al.,
 IJCV 2024: "no padding hurts"; PosENet Table 5: networks trained from scratch without padding are
-worse at semantic tasks). Marked ``slow`` (two 800-step runs at 96 px, ~4 min each on one thread):
+worse at semantic tasks). Marked ``slow`` (two 800-step runs at 96 px; 22 min for both beside the default suite on 2 cores):
 ``pytest -m slow``.
 
 Setting: ``task.label=class_and_location`` (45 classes: 5 shape classes x 9 cells) on 96 px
