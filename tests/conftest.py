@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,15 @@ def run_tiny(tmp_path: Path):
         return metrics
 
     return _run
+
+
+@lru_cache(maxsize=None)
+def cached_run(tmp_root: str, *overrides: str) -> dict:
+    """Metrics of one composed run, trained once per worker and shared by the effect tests of a
+    module (``tmp_root`` from a module-scoped ``tmp_path_factory`` dir)."""
+    from posenc.training import run
+
+    name = "_".join(o.replace("=", "-").replace(".", "-") for o in overrides) or "default"
+    metrics = run(compose_run(list(overrides), f"{tmp_root}/{name}"))
+    assert metrics is not None
+    return metrics

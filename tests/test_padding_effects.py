@@ -9,25 +9,17 @@ flatten_linear control 1.00, zero padding with PermuteNet's channel permutation 
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import pytest
 
-from conftest import compose_run
+from conftest import cached_run
 
 SETTING = ["task=location_cls", "data.image_size=48", "data.canvas.patch_size=16", "data.num_train=512",
            "data.num_val=64", "data.num_test=128", "data.batch_size=32", "task.max_steps=100",
            "callbacks.progress=null"]
 
 
-@lru_cache(maxsize=None)
 def accuracy(tmp_root: str, *overrides: str) -> dict:
-    from posenc.training import run
-
-    name = "_".join(o.replace("=", "-").replace(".", "-") for o in overrides) or "default"
-    metrics = run(compose_run([*SETTING, *overrides], f"{tmp_root}/{name}"))
-    assert metrics is not None
-    return metrics
+    return cached_run(tmp_root, *SETTING, *overrides)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,9 @@ patch better than the border cells' (+.135), where ``none`` is near chance in bo
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import pytest
 
-from conftest import compose_run
+from conftest import cached_run
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +23,8 @@ SETTING = ["task=location_cls", "task.label=class_and_location", "backbone=tiny_
            "callbacks.progress=null"]
 
 
-@lru_cache(maxsize=None)
 def metrics(tmp_root: str, padding: str) -> dict:
-    from posenc.training import run
-
-    result = run(compose_run([*SETTING, f"padding={padding}"], f"{tmp_root}/{padding}"))
-    assert result is not None
-    return result
+    return cached_run(tmp_root, *SETTING, f"padding={padding}")
 
 
 @pytest.fixture(scope="module")
