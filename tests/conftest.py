@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -49,7 +50,9 @@ def cached_run(tmp_root: str, *overrides: str) -> dict:
     module (``tmp_root`` from a module-scoped ``tmp_path_factory`` dir)."""
     from posenc.training import run
 
-    name = "_".join(o.replace("=", "-").replace(".", "-") for o in overrides) or "default"
+    # a readable run dir name, short enough for any file system: the last overrides + a digest of all
+    name = "_".join(o.replace("=", "-").replace(".", "-") for o in overrides[-2:]) or "default"
+    name = f"{name[:60]}_{hashlib.sha1(repr(overrides).encode()).hexdigest()[:8]}"
     metrics = run(compose_run(list(overrides), f"{tmp_root}/{name}"))
     assert metrics is not None
     return metrics

@@ -214,3 +214,8 @@ def location_class_label(
     if mode == "class":
         return label.long(), num_classes
     return label.long() * num_cells + cell.long(), num_classes * num_cells
+
+
+def split_class_and_location(joint: Tensor, num_cells: int) -> tuple[Tensor, Tensor]:
+    """(cell, class) of ``class_and_location`` labels: the inverse of :func:`location_class_label`."""
+    return joint % num_cells, joint // num_cells

@@ -16,7 +16,9 @@ similarity of their pooled latents.
 
 With ``class_and_location`` the joint accuracy is split as well: ``location_accuracy`` (the cell
 is right) and ``class_accuracy`` (the class is right), so a padding that costs accuracy shows
-whether it cost position or semantics. Accuracy overall and per distance to the border: per ring of cells (``ring0`` = the border cells)
+whether it cost position or semantics.
+
+Accuracy overall and per distance to the border: per ring of cells (``ring0`` = the border cells)
 on grid canvases, per band of the object's pixel distance to the border with free placement.
 """
 
@@ -41,7 +43,7 @@ from posenc.analysis.distance import (
 )
 from posenc.augment import random_shift
 from posenc.backbones import TappedBackbone
-from posenc.data.canvas import LABEL_MODES, location_class_label
+from posenc.data.canvas import LABEL_MODES, location_class_label, split_class_and_location
 from posenc.errors import PosencError, check_choice, invalid_value
 from posenc.tasks.supervised import SupervisedTask
 
@@ -159,9 +161,9 @@ class LocationClassificationTask(SupervisedTask):
         self.distance_accuracy.update(correct, bins)
         if self.label == "class_and_location":
             cells = self._label_space()[0]
-            pred = logits.argmax(dim=1)
-            parts = {"location": pred % cells == target % cells, "class": pred // cells == target // cells}
-            for part, right in parts.items():
+            predicted = split_class_and_location(logits.argmax(dim=1), cells)
+            for part, guess, truth in zip(JOINT_PARTS, predicted, split_class_and_location(target, cells)):
+                right = guess == truth
                 self.part_accuracy[part].update(right.float(), bins)
                 self.part_overall[part].update(right.float())
         if self.label == "class":  # where the object is does not change the label: measure invariance
