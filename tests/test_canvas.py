@@ -101,6 +101,13 @@ def test_grid_positions_and_cells_round_trip():
     assert torch.equal(cell_of_position(positions, 96, 3, 32), cells)
 
 
+def test_grid_positions_centre_a_smaller_patch_in_its_cell():
+    # 96 px canvas, 32 px cells, 20 px patches: 6 px margin on every side of the patch
+    positions = grid_positions(torch.tensor([0, 4, 8, 5]), 3, 20, cell=32)
+    assert positions.tolist() == [[6, 6], [38, 38], [70, 70], [38, 70]]
+    assert torch.equal(cell_of_position(positions, 96, 3, 20), torch.tensor([0, 4, 8, 5]))
+
+
 def test_free_positions_cover_the_edges_and_stay_inside():
     pos = free_positions(4000, 20, 6, _gen())
     assert pos.min().item() == 0 and pos.max().item() == 14
@@ -118,8 +125,11 @@ def test_cell_of_position_uses_the_patch_centre():
 def test_check_canvas_errors_name_the_bad_value():
     check_canvas(96, 3, 32)
     check_canvas(100, None, 32)
-    with pytest.raises(PosencError, match=r"data\.canvas\.grid=3 with 32 px patches needs data\.image_size=96, got 100"):
+    check_canvas(96, 3, 20)  # smaller than its 32 px cell: centred, with a margin
+    with pytest.raises(PosencError, match=r"data\.canvas\.grid=3 does not split data\.image_size=100 .*valid: a multiple of 3"):
         check_canvas(100, 3, 32)
+    with pytest.raises(PosencError, match=r"data\.canvas\.patch_size=40 is not valid: .*32 px cell.*valid: 1\.\.32"):
+        check_canvas(96, 3, 40)
     with pytest.raises(PosencError, match="grid=0"):
         check_canvas(96, 0, 32)
     with pytest.raises(PosencError, match="patch_size=0"):
@@ -159,6 +169,11 @@ def test_make_canvases_grid_and_free():
     assert torch.equal(out["position"], grid_positions(out["cell"], 3, 8))
     assert torch.equal(out["object_mask"].sum(dim=(1, 2)), patches.masks.sum(dim=(1, 2)))
     assert torch.all(out["image"].permute(1, 0, 2, 3)[:, ~out["object_mask"]] == 1)
+    small = make_canvases(patches, 30, 3, "white", _gen(3))  # 8 px patches in 10 px cells
+    assert torch.equal(small["position"], grid_positions(small["cell"], 3, 8, cell=10))
+    edge = torch.ones(30, 30, dtype=torch.bool)
+    edge[1:-1, 1:-1] = False  # the outermost ring: 1 px margin, never covered by a patch
+    assert torch.all(small["image"].permute(1, 0, 2, 3)[:, :, edge] == 1)
     free = make_canvases(patches, 30, None, "mean", _gen(2))
     assert torch.equal(free["cell"], cell_of_position(free["position"], 30, 3, 8))
     assert torch.equal(free["label"], patches.labels)

@@ -257,6 +257,14 @@ class MultistepAtFractionsSchema:
 
 # -- data -----------------------------------------------------------------------------------
 @dataclass
+class FrameSchema:
+    """``data.canvas`` of ``data=natural|folder`` (posenc.data.datamodule.CanvasFrame)."""
+
+    fill: str = spec("black", choices=CANVAS_FILLS)
+    margin: int = spec(0, ge=0)  # px of canvas around every image (shrunk to fit); 0: no canvas
+
+
+@dataclass
 class DataSchema:
     """``data=natural`` and ``data=folder`` (one datamodule, two sources)."""
 
@@ -274,6 +282,7 @@ class DataSchema:
     num_workers: int = spec(0, ge=0)
     seed: int = 0
     min_scale: float = spec(0.3, gt=0, le=1)
+    canvas: FrameSchema = field(default_factory=FrameSchema)
 
 
 @dataclass
@@ -282,7 +291,7 @@ class CanvasSchema:
 
     fill: str = spec("black", choices=CANVAS_FILLS)
     grid: Optional[int] = spec(3, ge=1)  # null: free placement at any pixel offset
-    patch_size: Optional[int] = spec(None, ge=1)  # null: one grid cell (data.image_size / grid)
+    patch_size: Optional[int] = spec(None, ge=1)  # null: one grid cell; smaller: centred in its cell
     location_grid: int = spec(3, ge=1)  # cells of a free placement's location label
     object_only: bool = False
 

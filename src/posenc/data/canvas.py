@@ -9,6 +9,7 @@ Positions are LongTensor [N,2] of (top, left) pixel offsets; cells are numbered 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from posenc.data.patches import Patches
@@ -49,10 +50,14 @@ def fill_canvas(
     return colour.expand(shape).clone()
 
 
-def grid_positions(cells: Tensor, grid: int, patch: int) -> Tensor:
-    """(top, left) LongTensor [N,2] of the grid cells ``cells`` (``row * grid + col``)."""
+def grid_positions(cells: Tensor, grid: int, patch: int, cell: int | None = None) -> Tensor:
+    """(top, left) LongTensor [N,2] of ``patch`` px patches centred in the grid cells ``cells``
+    (``row * grid + col``) of side ``cell`` px (default: the patch, i.e. patches tile the canvas).
+    A patch smaller than its cell leaves a margin of ``(cell - patch) // 2`` px around it, so a
+    border cell's patch stays that far from the image edge."""
+    cell = patch if cell is None else cell
     cells = cells.long()
-    return torch.stack([cells // grid, cells % grid], dim=1) * patch
+    return torch.stack([cells // grid, cells % grid], dim=1) * cell + (cell - patch) // 2
 
 
 def free_positions(
@@ -132,8 +137,8 @@ def paste_mask(num: int, canvas: int, positions: Tensor, masks: Tensor) -> Tenso
 
 
 def check_canvas(image_size: int, grid: int | None, patch: int) -> None:
-    """One-line errors for an impossible canvas: patch < 1, grid < 1, a grid of patches that
-    does not tile the image exactly, a patch larger than the image (free placement)."""
+    """One-line errors for an impossible canvas: patch < 1, grid < 1, a grid that does not split
+    the image into equal cells, a patch larger than its cell (or than the image: free placement)."""
     if patch < 1:
         raise invalid_value("data.canvas.patch_size", patch, "expected an int >= 1")
     if grid is None:
@@ -144,10 +149,16 @@ def check_canvas(image_size: int, grid: int | None, patch: int) -> None:
         return
     if grid < 1:
         raise invalid_value("data.canvas.grid", grid, "expected an int >= 1 (or null: free placement)")
-    if grid * patch != image_size:
+    if image_size % grid:
         raise PosencError(
-            f"data.canvas.grid={grid} with {patch} px patches needs"
-            f" data.image_size={grid * patch}, got {image_size}"
+            f"data.canvas.grid={grid} does not split data.image_size={image_size} into equal cells;"
+            f" valid: a multiple of {grid}, e.g. {grid * patch} for {patch} px patches"
+        )
+    if patch > image_size // grid:
+        raise invalid_value(
+            "data.canvas.patch_size", patch,
+            f"a patch must fit one {image_size // grid} px cell of data.canvas.grid={grid}"
+            f" on data.image_size={image_size}; valid: 1..{image_size // grid}",
         )
 
 
@@ -163,7 +174,8 @@ def make_canvases(
 ) -> dict[str, Tensor]:
     """Paste each patch once into a canvas of ``fill`` on the patches' device.
 
-    ``grid``: the patch goes in a uniformly random cell of a ``grid x grid`` tiling;
+    ``grid``: the patch goes in a uniformly random cell of a ``grid x grid`` split, centred in
+    it (a patch smaller than the cell keeps a margin from the image edge);
     ``grid=None``: at a uniform pixel offset, its cell being the ``location_grid`` cell holding
     its centre. ``mean_colour`` defaults to these patches' mean colour (pass the training
     patches' mean for test canvases). ``paste_object_only`` writes only the object's pixels.
@@ -183,7 +195,7 @@ def make_canvases(
     else:
         where = _generator_device(generator)
         cells = torch.randint(0, grid * grid, (num,), generator=generator, device=where).to(device)
-        positions = grid_positions(cells, grid, size)
+        positions = grid_positions(cells, grid, size, image_size // grid)
     if fill == "mean" and mean_colour is None:
         mean_colour = patches.images.mean(dim=(0, 2, 3))
     canvases = fill_canvas(num, image_size, fill, generator, mean_colour, device)
@@ -195,6 +207,42 @@ def make_canvases(
         "object_mask": paste_mask(num, image_size, positions, patches.masks),
         "label": patches.labels,
     }
+
+
+def check_frame(image_size: int, margin: int) -> None:
+    """One-line error for a canvas frame that leaves the image less than 8 px."""
+    largest = (image_size - 8) // 2
+    if isinstance(margin, bool) or not isinstance(margin, int) or not 0 <= margin <= largest:
+        raise invalid_value(
+            "data.canvas.margin", margin,
+            f"the image needs at least 8 px of data.image_size={image_size}; valid: 0..{largest}",
+        )
+
+
+def frame_on_canvas(
+    images: Tensor,
+    fill: str,
+    margin: int,
+    generator: torch.Generator | None = None,
+    mean_colour: Tensor | None = None,
+) -> Tensor:
+    """Float [N,3,S,S]: every image (float [N,3,S,S] in [0, 1]) shrunk to ``S - 2 margin`` px
+    (bilinear, antialiased) and pasted in the centre of an ``S`` px canvas of ``fill``.
+
+    The canvas around an image is a border of its own (Islam et al., IJCV 2024, "Position, Padding
+    and Predictions": the canvas colour changes how much position a network gets): the frame's
+    inner edge sits at a fixed place in every image, whatever the padding. ``margin=0`` returns the
+    images unchanged.
+    """
+    num, _, size, _ = images.shape
+    check_frame(size, margin)
+    if margin == 0:
+        return images
+    inner = size - 2 * margin
+    small = F.interpolate(images.float(), size=(inner, inner), mode="bilinear", align_corners=False,
+                          antialias=True).clamp_(0.0, 1.0)
+    canvases = fill_canvas(num, size, fill, generator, mean_colour, images.device)
+    return paste(canvases, small, torch.full((num, 2), margin, dtype=torch.long))
 
 
 def location_seg_labels(object_mask: Tensor, cell: Tensor) -> Tensor:

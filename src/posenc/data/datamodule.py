@@ -8,6 +8,7 @@ Every task honours the same knobs: ``num_train``, ``num_test``, ``image_size``, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from posenc.backbones import IMAGENET_MEAN
+from posenc.data.canvas import CANVAS_FILLS, check_frame, frame_on_canvas
 from posenc.data.folder import ImageFolderDataset
 from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
 from posenc.data.synthetic import SYNTHETIC_INPUTS, synthetic_images
@@ -25,11 +28,35 @@ TEST_INPUTS: tuple[str, ...] = ("natural", *SYNTHETIC_INPUTS)
 CONSTANT_INPUTS = ("black", "white")  # one image is the whole set: every copy is identical
 
 
-class IndexedImages(Dataset):
-    """uint8 ``[3, S, S]`` images (a tensor or a dataset) -> ``{"image": float, "index": i}``."""
+@dataclass(frozen=True)
+class CanvasFrame:
+    """``data.canvas`` of the PosENet data: every image (training, held-out and test) shrunk and
+    shown inside a ``margin`` px frame of canvas ``fill`` (posenc.data.canvas.frame_on_canvas);
+    ``margin=0``: no canvas. ``mean`` is ImageNet's mean colour; ``noise`` is drawn per image from
+    the split's seed and the image's index, so every epoch sees the same canvases."""
 
-    def __init__(self, images: torch.Tensor | Dataset) -> None:
+    fill: str = "black"
+    margin: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("data.canvas.fill", self.fill, CANVAS_FILLS)
+
+    def apply(self, image: torch.Tensor, seed: int) -> torch.Tensor:
+        """Float [3,S,S] in [0, 1] -> the same image framed."""
+        if self.margin == 0:
+            return image
+        generator = torch.Generator().manual_seed(seed) if self.fill == "noise" else None
+        mean = torch.tensor(IMAGENET_MEAN)  # the ICCV 2021 canvas: 0 after normalisation
+        return frame_on_canvas(image[None], self.fill, self.margin, generator, mean)[0]
+
+
+class IndexedImages(Dataset):
+    """uint8 ``[3, S, S]`` images (a tensor or a dataset) -> ``{"image": float, "index": i}``,
+    each shown inside ``frame`` when one is given (noise canvases seeded by ``seed`` and ``i``)."""
+
+    def __init__(self, images: torch.Tensor | Dataset, frame: CanvasFrame | None = None, seed: int = 0) -> None:
         self.images = images
+        self.frame, self.seed = frame, seed
 
     def __len__(self) -> int:
         return len(self.images)
@@ -40,7 +67,10 @@ class IndexedImages(Dataset):
         return image.float() / 255.0
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.to_float(self.images[i]), "index": i}
+        image = self.to_float(self.images[i])
+        if self.frame is not None:
+            image = self.frame.apply(image, self.seed * 1_000_003 + i)
+        return {"image": image, "index": i}
 
 
 class TensorDictDataset(Dataset):
@@ -193,9 +223,12 @@ class PositionDataModule(SeededDataModule):
         num_workers: int = 0,
         seed: int = 0,
         min_scale: float = 0.3,
+        canvas: dict[str, Any] | CanvasFrame | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, seed)
         check_choice("data.source", source, SOURCES)
+        frame = canvas if isinstance(canvas, CanvasFrame) else CanvasFrame(**dict(canvas or {}))
+        check_frame(int(image_size), frame.margin)
         for name in test_inputs:
             check_choice("data.test_inputs entry", name, TEST_INPUTS)
         check_sizes(num_train, num_val, num_test, image_size=(image_size, 8), batch_size=(batch_size, 1))
@@ -209,6 +242,7 @@ class PositionDataModule(SeededDataModule):
         self.num_train, self.num_test, self.image_size = int(num_train), int(num_test), int(image_size)
         self.num_val = int(num_val)
         self.min_scale = min_scale
+        self.frame = frame if frame.margin else None
         self.train_features: torch.Tensor | np.ndarray | None = None
         self.val_features: torch.Tensor | None = None
 
@@ -218,7 +252,8 @@ class PositionDataModule(SeededDataModule):
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that determines the training images (a feature-cache key)."""
-        return {k: getattr(self, k) for k in ("source", "train_dir", "num_train", "image_size", "seed", "min_scale")}
+        keys = ("source", "train_dir", "num_train", "image_size", "seed", "min_scale")
+        return {**{k: getattr(self, k) for k in keys}, "canvas": self.frame and (self.frame.fill, self.frame.margin)}
 
     def _images(self, name: str, train: bool, val: bool = False) -> torch.Tensor | Dataset:
         """``val``: held-out crops of the training photos (another seed), or, for a folder, another
@@ -239,11 +274,12 @@ class PositionDataModule(SeededDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = IndexedImages(self._images("natural", train=True))
+            self.train_set = IndexedImages(self._images("natural", train=True), self.frame, self.seed)
             if self.num_val:
-                self.val_set = IndexedImages(self._images("natural", train=True, val=True))
+                self.val_set = IndexedImages(self._images("natural", train=True, val=True), self.frame, self.seed + 2)
         if stage in (None, "test") and not self.test_sets:
-            self.test_sets = {n: IndexedImages(self._images(n, train=False)) for n in self.test_inputs}
+            self.test_sets = {n: IndexedImages(self._images(n, train=False), self.frame, self.seed + 1)
+                              for n in self.test_inputs}
 
     def set_train_features(
         self, features: torch.Tensor | np.ndarray | None, val_features: torch.Tensor | None = None

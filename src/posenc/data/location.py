@@ -26,8 +26,9 @@ from posenc.errors import PosencError, check_choice
 class CanvasSpec:
     """``data.canvas``: the fill around the patch, the grid (``None``: free placement at any
     pixel offset, the cell being the ``location_grid`` cell that holds the patch's centre), the
-    patch side (``None``: one grid cell), and whether only the object's pixels are pasted (else the
-    whole square)."""
+    patch side (``None``: one grid cell; smaller: centred in its cell, so even a border cell's
+    patch keeps ``(cell - patch) // 2`` px from the image edge), and whether only the object's
+    pixels are pasted (else the whole square)."""
 
     fill: str = "black"
     grid: int | None = 3
