@@ -90,6 +90,7 @@ def test_presets_are_listed_with_their_descriptions():
     ("tap_ablation", 6, {"backbone.taps"}),
     ("posenet_alone", 2, {"backbone"}),
     ("canvas_study", 24, {"data.canvas.fill", "padding"}),
+    ("canvas_frame", 8, {"data.canvas.fill", "padding"}),
     ("border_study", 24, {"task", "padding"}),
     ("padding_then_probe", 6, {"padding"}),
     ("channel_order", 144, {"readout", "readout.permute_at", "padding", "task.label"}),
@@ -263,7 +264,7 @@ def test_list_and_unknown_sweep(tmp_path):
     proc = sweep_cli("padding_studdy", f"paths.output_root={tmp_path}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown sweep 'padding_studdy'; valid: border_study, canvas_study, channel_order, padding_study, "
+        "error: unknown sweep 'padding_studdy'; valid: border_study, canvas_frame, canvas_study, channel_order, padding_study, "
         "padding_then_probe, posenet_alone, ppp_artifact, readout_ablation, tap_ablation, translation_invariance"]
     assert not (tmp_path / "sweeps").exists()
     proc = sweep_cli("collect", str(tmp_path / "nowhere"))
