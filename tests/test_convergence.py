@@ -121,8 +121,8 @@ def test_the_flag_agrees_with_doubling_the_budget(case, trained_tiny, tmp_path) 
     * ``trained``: the proxy-trained tiny at the trained default (3000 steps, posenc.budgets):
       doubling moves no SPC by more than 0.02 (measured: H/V/G <= .014, and <= .009 on a later
       install), and its largest held-out change stays within 2.5% (the flag's tolerance is 2%:
-      measured -0.7% on one install and -2.0%, a hair over, on a fresh one with other Pillow /
-      scikit-image builds, whose photo crops train a slightly different proxy). Gradients only:
+      measured -0.7% on one install and -2.0%, a hair over, on a fresh one where the previous
+      commit gives the same numbers: the installed libraries train a slightly different proxy). Gradients only:
       its stripe readouts at 64 px sit on plateaus for thousands of steps (VS .70 -> .74 from
       3000 to 6000), so they are not what a default can promise.
     * ``trained_short``: the same backbone at a tenth of that budget (300 steps) is flagged not
