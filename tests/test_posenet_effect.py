@@ -3,7 +3,8 @@ lets the readout recover absolute position; circular padding and no padding (ups
 conv) give far less; the readout alone on RGB finds none.
 
 Measured on this config (48 train crops, 64 px, 4 epochs, seed 0), natural test images, SPC:
-zeros H .973 / V .962; circular H .349 / V .347; none H .048 / V .431 (V: image content, sky on
+zeros H .973 / V .962; circular H .349 / V .347 (.133 / -.448 on a later install, whose zeros
+stayed at .975 / .960); none H .048 / V .431 (V: image content, sky on
 top, not position: H stays at 0); backbone=none H -.03 / V .23. Margins below leave room for seed
 and platform noise.
 

@@ -123,7 +123,7 @@ BAD = {
     "grid": (["task=location_cls", "data.image_size=100"], ["data.canvas.grid=3", "data.image_size=100",
                                                            "multiple of 3"]),
     "patch": (["task=location_cls", "data.image_size=100", "data.canvas.patch_size=32"],
-              ["data.canvas.grid=3", "data.image_size=100", "multiple of 3", "96 for 32 px patches"]),
+              ["data.canvas.grid=3", "data.image_size=100", "multiple of 3, e.g. 99"]),
     "patch_over_cell": (["task=location_cls", "data.canvas.patch_size=40"],
                         ["data.canvas.patch_size=40", "32 px cell", "valid: 1..32"]),
     "frame": (["data.image_size=64", "data.canvas.margin=40"], ["data.canvas.margin=40", "valid: 0..28"]),

@@ -136,6 +136,19 @@ def paste_mask(num: int, canvas: int, positions: Tensor, masks: Tensor) -> Tenso
     return out
 
 
+def cell_size(image_size: int, grid: int) -> int:
+    """The side of one cell of a ``grid x grid`` split of ``image_size`` px (one-line error when
+    the grid does not split the image into equal cells)."""
+    if grid < 1:
+        raise invalid_value("data.canvas.grid", grid, "expected an int >= 1 (or null: free placement)")
+    if image_size % grid:
+        raise PosencError(
+            f"data.canvas.grid={grid} does not split data.image_size={image_size} into equal cells;"
+            f" valid: a multiple of {grid}, e.g. {grid * max(1, image_size // grid)}"
+        )
+    return image_size // grid
+
+
 def check_canvas(image_size: int, grid: int | None, patch: int) -> None:
     """One-line errors for an impossible canvas: patch < 1, grid < 1, a grid that does not split
     the image into equal cells, a patch larger than its cell (or than the image: free placement)."""
@@ -147,18 +160,12 @@ def check_canvas(image_size: int, grid: int | None, patch: int) -> None:
                 "data.canvas.patch_size", patch, f"a patch must fit data.image_size={image_size}"
             )
         return
-    if grid < 1:
-        raise invalid_value("data.canvas.grid", grid, "expected an int >= 1 (or null: free placement)")
-    if image_size % grid:
-        raise PosencError(
-            f"data.canvas.grid={grid} does not split data.image_size={image_size} into equal cells;"
-            f" valid: a multiple of {grid}, e.g. {grid * patch} for {patch} px patches"
-        )
-    if patch > image_size // grid:
+    cell = cell_size(image_size, grid)
+    if patch > cell:
         raise invalid_value(
             "data.canvas.patch_size", patch,
-            f"a patch must fit one {image_size // grid} px cell of data.canvas.grid={grid}"
-            f" on data.image_size={image_size}; valid: 1..{image_size // grid}",
+            f"a patch must fit one {cell} px cell of data.canvas.grid={grid}"
+            f" on data.image_size={image_size}; valid: 1..{cell}",
         )
 
 
@@ -195,7 +202,7 @@ def make_canvases(
     else:
         where = _generator_device(generator)
         cells = torch.randint(0, grid * grid, (num,), generator=generator, device=where).to(device)
-        positions = grid_positions(cells, grid, size, image_size // grid)
+        positions = grid_positions(cells, grid, size, cell_size(image_size, grid))
     if fill == "mean" and mean_colour is None:
         mean_colour = patches.images.mean(dim=(0, 2, 3))
     canvases = fill_canvas(num, image_size, fill, generator, mean_colour, device)

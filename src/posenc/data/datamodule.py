@@ -43,8 +43,6 @@ class CanvasFrame:
 
     def apply(self, image: torch.Tensor, seed: int) -> torch.Tensor:
         """Float [3,S,S] in [0, 1] -> the same image framed."""
-        if self.margin == 0:
-            return image
         generator = torch.Generator().manual_seed(seed) if self.fill == "noise" else None
         mean = torch.tensor(IMAGENET_MEAN)  # the ICCV 2021 canvas: 0 after normalisation
         return frame_on_canvas(image[None], self.fill, self.margin, generator, mean)[0]

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, check_canvas, make_canvases
+from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, cell_size, check_canvas, make_canvases
 from posenc.data.cifar import check_cifar10
 from posenc.data.datamodule import SeededDataModule, TensorDictDataset, check_sizes
 from posenc.data.patches import PATCH_SOURCES, make_patches
@@ -46,10 +46,7 @@ class CanvasSpec:
             return self.patch_size
         if self.grid is None:
             raise PosencError("data.canvas.grid=null (free placement) needs data.canvas.patch_size=<pixels>")
-        if image_size % self.grid:
-            raise PosencError(f"data.canvas.grid={self.grid} does not divide data.image_size={image_size} "
-                              f"into equal cells; valid: a multiple of {self.grid}, e.g. {self.grid * (image_size // self.grid)}")
-        return image_size // self.grid
+        return cell_size(image_size, self.grid)
 
 
 class CanvasDataModule(SeededDataModule):
