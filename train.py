@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 import posenc.config_schema  # noqa: F401 - registers the config schemas before Hydra composes
-from posenc.cli import check_group_overrides, resume_argv, with_output_dir
+from posenc.cli import AlreadyComplete, check_group_overrides, check_run_dir, resume_argv, with_output_dir
 from posenc.errors import PosencError, user_error
 from posenc.training import run  # imported before Hydra sets up logging: Lightning keeps its own handler
 
@@ -32,12 +32,17 @@ def prepare_argv(argv: list[str]) -> list[str]:
             raise PosencError("--resume needs a run dir: python train.py --resume outputs/runs/<run>")
         argv = [*resume_argv(Path(argv[1])), *argv[2:]]
     check_group_overrides(argv)
+    check_run_dir(argv)
     return with_output_dir(argv, datetime.now())
 
 
 if __name__ == "__main__":
     try:
         sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+    except AlreadyComplete as done:
+        print(done, file=sys.stderr)
+        print(Path(sys.argv[2]))  # the run dir, as every run's last line
+        sys.exit(0)
     except PosencError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -30,9 +30,11 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from posenc.checkpointing import safe_load
 from posenc.errors import PosencError, check_choice
 from posenc.padding import PaddingSpec, minimum_input_size
 from posenc.permutation import PERMUTE_POINTS, permute_channels
+from posenc.run_contract import read_status
 
 BACKBONES: tuple[str, ...] = (
     "vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "tiny_bn", "none",
@@ -53,12 +55,7 @@ def imagenet_weights_file(name: str) -> tuple[Path, str]:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise PosencError(f"weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any decode failure is the same user error
-        raise PosencError(f"cannot read weights file {path}: {exc}".splitlines()[0]) from exc
+    state = safe_load(path, what="weights file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -76,8 +73,26 @@ def run_checkpoint(weights: str | None) -> Path | None:
         if not ckpt.is_file():
             raise PosencError(f"backbone.weights={weights} is a directory without {RUN_CHECKPOINT}: "
                               "expected a posenc run dir, a .ckpt file or a state dict file")
+        check_source_run(weights, ckpt)
         return ckpt
-    return path if path.suffix == ".ckpt" else None
+    if path.suffix != ".ckpt":
+        return None
+    check_source_run(weights, path)
+    return path
+
+
+def check_source_run(weights: str, ckpt: Path) -> None:
+    """Refuse the last checkpoint of a run that did not complete (failed, diverged, interrupted or
+    still running): its weights are not what the run trained. ``init.ckpt`` (the weights before
+    training) and checkpoints outside a run dir are taken as they are."""
+    run_dir = ckpt.parent.parent
+    if ckpt.name == "init.ckpt" or ckpt.parent.name != "checkpoints" or not (run_dir / "status.json").exists():
+        return
+    status = read_status(run_dir) or {"status": "unreadable"}
+    if status.get("status") != "completed":
+        why = f": {status['error']}" if status.get("error") else ""
+        raise PosencError(f"backbone.weights={weights} is not valid: its run {run_dir} ended "
+                          f"{status.get('status')!r}{why}; valid: a completed run (or its checkpoints/init.ckpt)")
 
 
 def load_run_backbone(backbone: nn.Module, ckpt: Path) -> None:

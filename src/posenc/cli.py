@@ -3,8 +3,10 @@ line (``unknown backbone 'vgg'; valid: ...``) instead of Hydra's multi-line repo
 
 from __future__ import annotations
 
+import json
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -88,15 +90,64 @@ def with_output_dir(argv: Sequence[str], now: datetime) -> list[str]:
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if _override_value(argv, key) is not None or any(a in argv for a in ("--help", "-h", "--cfg", "-c", "--info")):
         return argv
+    requeued = None if multirun else slurm_run_dir(argv)
+    if requeued is not None:  # the run a preempted job started: it resumes from its checkpoint
+        return [*argv, f"{key}={requeued}"]
     path = reserve_dir(output_root(argv) / ("multirun" if multirun else "runs"), now.strftime("%Y-%m-%d_%H-%M-%S"))
     return [*argv, f"{key}={path}"]
 
 
+class AlreadyComplete(Exception):
+    """``--resume`` of a run that completed: nothing to do (``train.py`` says so and exits 0)."""
+
+
 def resume_argv(run_dir: Path) -> list[str]:
-    """Overrides that continue the run in ``run_dir`` from its ``checkpoints/last.ckpt``."""
+    """Overrides that continue the run in ``run_dir`` from its ``checkpoints/last.ckpt``; raises
+    :class:`AlreadyComplete` for a completed run, which is left untouched."""
+    from posenc.run_contract import read_status  # imports Lightning: only when resuming
+
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     if not overrides_file.is_file():
         raise PosencError(f"cannot resume {run_dir}: {overrides_file} not found (not a posenc run dir)")
+    if (read_status(run_dir) or {}).get("status") == "completed":
+        raise AlreadyComplete(f"run {run_dir} is complete: nothing to resume (its metrics.json is final)")
     overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or []
                  if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")]
     return [*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
+
+
+def _child_rank() -> bool:
+    """A DDP child process (Lightning re-runs the command line with the parent's run dir)."""
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def check_run_dir(argv: Sequence[str]) -> None:
+    """Refuse, before Hydra writes into it, an explicit ``hydra.run.dir`` that already holds a run
+    (``status.json``), unless the command resumes it (``ckpt_path``): a second run would overwrite
+    the first one's ``.hydra`` overrides and mix its files with the first one's."""
+    given = _override_value(argv, "hydra.run.dir")
+    if given is None or "-m" in argv or "--multirun" in argv or _child_rank():
+        return
+    if not given.strip("'\""):
+        raise PosencError("hydra.run.dir='' is not valid: expected a directory (leave it unset for a fresh one)")
+    run_dir = Path(given.strip("'\"")).expanduser()
+    if (run_dir / "status.json").exists() and _override_value(argv, "ckpt_path") is None:
+        raise PosencError(f"hydra.run.dir={run_dir} already holds a run; valid: a dir of its own, or resume that "
+                          f"run: python train.py --resume {run_dir}")
+
+
+def slurm_run_dir(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Path | None:
+    """The run dir a requeued SLURM job continues: the one whose ``status.json`` records this job
+    id and says it was preempted (posenc.interruption), under the output root's ``runs/``."""
+    job, restarts = env.get("SLURM_JOB_ID"), env.get("SLURM_RESTART_COUNT", "0")
+    if not job or restarts in ("", "0"):
+        return None
+    runs = output_root(argv) / "runs"
+    for status_file in sorted(runs.glob("*/status.json")) if runs.is_dir() else []:
+        try:
+            status = json.loads(status_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if status.get("slurm_job_id") == job and status.get("status") in ("preempted", "interrupted"):
+            return status_file.parent
+    return None

@@ -443,17 +443,14 @@ class WandbAndCSVLoggerSchema(LoggerSchema):
 
 
 @dataclass
-class ModelCheckpointSchema:
-    _target_: str = "lightning.pytorch.callbacks.ModelCheckpoint"
-    dirpath: Optional[str] = None
-    filename: Optional[str] = None
-    monitor: Optional[str] = None
-    mode: str = spec("min", choices=("min", "max"))
-    save_last: Any = spec(None, choices=(True, False, None, "link"))
-    save_top_k: int = spec(1, ge=-1)
-    save_weights_only: bool = False
-    every_n_train_steps: Optional[int] = spec(None, ge=0)
-    every_n_epochs: Optional[int] = spec(None, ge=0)
+class RunCheckpointSchema:
+    """``checkpoints/last.ckpt``, written atomically every ``every_n_steps`` optimizer steps and
+    every ``every_n_epochs`` epochs (0: not on that schedule), on SIGTERM / SIGINT and at the end."""
+
+    _target_: str = "posenc.checkpointing.RunCheckpoint"
+    dirpath: str = MISSING
+    every_n_steps: int = spec(200, ge=0)
+    every_n_epochs: int = spec(1, ge=0)
 
 
 @dataclass
@@ -468,10 +465,11 @@ class CallbacksSchema:
     """``callbacks=default``; set an entry to null to drop it (``callbacks.progress=null``).
     The progress bar and the run-contract callback are loosely typed (any progress bar class)."""
 
-    checkpoint: Optional[ModelCheckpointSchema] = None
+    # loss_curve first: a non-finite loss stops the run before a checkpoint of that step is written
+    loss_curve: Optional[LossCurveSchema] = None
+    checkpoint: Optional[RunCheckpointSchema] = None
     progress: Optional[Any] = None
     run_contract: Optional[Any] = None
-    loss_curve: Optional[LossCurveSchema] = None
 
 
 # -- the train config -------------------------------------------------------------------------

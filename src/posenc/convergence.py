@@ -54,6 +54,15 @@ MIN_WINDOW = 20  # steps: a shorter window's mean is mostly batch-to-batch noise
 MIN_VAL_WINDOW = 3  # validation checks (each already a mean over the held-out set)
 
 
+class TrainingDiverged(PosencError):
+    """A non-finite training loss: nothing the run would measure after it is valid."""
+
+    def __init__(self, step: int, value: float, name: str = "loss") -> None:
+        self.step = step
+        super().__init__(f"training diverged: {name} is {value} at step {step}; valid: a finite loss "
+                         "(lower task.optimizer.lr, or check the data)")
+
+
 def window_steps(num_steps: int, window: float, min_window: int = MIN_WINDOW) -> int:
     """Steps in one window: ``window`` of the run, at least ``min_window``."""
     return max(min_window, round(window * num_steps))
@@ -128,8 +137,11 @@ class LossCurve(Callback):
     ``figures/loss_curve.png`` and the flag of :func:`convergence` (on the validation curves when
     there are any; ``summary``, merged into ``metrics.json``); warn when it has not converged."""
 
+    CHECK_EVERY_CUDA = 25  # steps between finiteness checks on a GPU (each one waits for the device)
+
     def __init__(self, window: float = 0.1, tol: float = 0.02) -> None:
         self.window, self.tol = window, tol
+        self._finite: torch.Tensor | None = None  # all losses since the last check finite (no sync per step)
         self.history: dict[str, list[torch.Tensor | float]] = {}
         self.lrs: list[float] = []
         self.val: dict[str, list[float]] = {}  # "step", "lr", and one list per val/loss* metric
@@ -143,6 +155,21 @@ class LossCurve(Callback):
         for name, value in parts.items():
             self.history.setdefault(name, []).append(value.detach())  # no device sync per step
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan)
+        finite = torch.isfinite(outputs["loss"].detach()).all()
+        self._finite = finite if self._finite is None else self._finite & finite
+        on_gpu = outputs["loss"].device.type != "cpu"
+        if not on_gpu or len(self.history["loss"]) % self.CHECK_EVERY_CUDA == 0:
+            self.check_finite(trainer)
+
+    def check_finite(self, trainer: L.Trainer) -> None:
+        """Raise :class:`TrainingDiverged` at the first non-finite loss (its 1-based step)."""
+        if self._finite is None or bool(self._finite):
+            self._finite = None
+            return
+        losses = self.history["loss"]
+        first = next(i for i, v in enumerate(losses) if not math.isfinite(float(v)))
+        offset = trainer.global_step - len(losses)  # steps recorded before this process (none: the curve is whole)
+        raise TrainingDiverged(offset + first + 1, float(losses[first]))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """After Lightning has reduced the epoch's ``val/*`` metrics into ``callback_metrics``."""
@@ -171,6 +198,7 @@ class LossCurve(Callback):
         self.val = {k: list(v) for k, v in state_dict.get("val", {}).items()}
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check_finite(trainer)
         curves, val = self.curves(), self.val_curves()
         floor = getattr(pl_module, "converged_loss", None)  # a task's "nothing left to learn" loss
         if val:

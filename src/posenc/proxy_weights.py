@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from posenc.backbones import _body_and_taps
+from posenc.checkpointing import atomic_save
 from posenc.data.natural import TRAIN_PHOTOS, natural_crops
 from posenc.padding import PaddingSpec
 
@@ -62,5 +63,5 @@ def save_photo_id_weights(path: str | Path, **kwargs) -> Path:
     state, _ = train_photo_id(**kwargs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    atomic_save(state, path)
     return path

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from posenc.backbones import RUN_CHECKPOINT
+from posenc.checkpointing import safe_load
 from posenc.errors import PosencError, user_error
 
 TRAINED_TASKS = "location_cls, location_seg, semseg, saliency"
@@ -55,7 +56,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
                           f"own to analyse; valid: a run of task={TRAINED_TASKS.replace(', ', '|')}")
     task.attach_datamodule(datamodule)
     task.head = task.build_head()
-    state = torch.load(ckpt, map_location="cpu", weights_only=False).get("state_dict", {})
+    state = safe_load(ckpt).get("state_dict", {})
     missing, unexpected = task.load_state_dict(state, strict=False)
     if missing:
         raise PosencError(f"checkpoint {ckpt} does not fit the model of {config}: missing {missing[:2]}")

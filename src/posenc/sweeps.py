@@ -33,7 +33,10 @@ from posenc.errors import PosencError
 from posenc.reporting import distance_curves, has_test_metrics, parse_distance_key, parse_task_key, parse_test_key
 
 COMPLETED, FAILED, RUNNING, MISSING = "completed", "failed", "running", "missing"
+INTERRUPTED, PREEMPTED = "interrupted", "preempted"  # stopped by a signal, with a checkpoint (posenc.interruption)
 STATUS_NOTE = {RUNNING: "unfinished: status running (killed, or still running)",
+               INTERRUPTED: "unfinished: interrupted (resume: python train.py --resume <job dir>)",
+               PREEMPTED: "unfinished: preempted and requeued",
                MISSING: "never started: no job dir"}
 INPUT_ORDER = ("natural", "black", "white", "noise")
 TARGET_ORDER = ("H", "V", "G", "HS", "VS")
@@ -196,8 +199,8 @@ def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool =
         status, error = (FAILED, "status.json unreadable") if status_path.exists() else (RUNNING, STATUS_NOTE[RUNNING])
     else:
         status, error = str(data.get("status")), data.get("error")
-        if status == RUNNING:
-            error = error or STATUS_NOTE[RUNNING]
+        if status in (RUNNING, INTERRUPTED, PREEMPTED):
+            error = error or STATUS_NOTE[status]
         elif status == COMPLETED and not has_test_metrics(metrics):
             status, error = FAILED, "status completed but metrics.json has no test metrics"
         elif status not in (COMPLETED, FAILED):

@@ -143,6 +143,7 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __init__(self, size: int, seed: int) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.skip = 0  # samples of the epoch already trained on (a resumed run): the next pass starts after them
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -152,7 +153,8 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        skip, self.skip = self.skip, 0
+        return iter(torch.randperm(self.size, generator=generator)[skip:].tolist())
 
 
 class EpochBatchSampler(BatchSampler):
@@ -160,6 +162,52 @@ class EpochBatchSampler(BatchSampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """A loader's own generator: creating an iterator draws its workers' base seed from it instead of
+    from torch's global RNG, which a resumed run restores (posenc.checkpointing) and which must not
+    depend on how many loaders were opened before."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+class ResumableLoader(DataLoader):
+    """A train loader over an :class:`EpochShuffleSampler` that Lightning can resume mid-epoch:
+    ``state_dict`` counts the batches this epoch's pass has handed out (Lightning prefetches none
+    from a sized loader, so that is the batches trained on), and ``load_state_dict`` makes the next
+    pass skip them, by index, without loading them. Without this Lightning restarts the epoch's
+    order on resume (its "dataloader is not resumable" warning) and a resumed run trains on other
+    batches than an uninterrupted one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._served = 0
+
+    def _epoch_sampler(self) -> tuple[EpochShuffleSampler, int]:
+        """The shuffle sampler and the samples per batch it is drawn in."""
+        if isinstance(self.sampler, EpochShuffleSampler):
+            return self.sampler, int(self.batch_size or 1)
+        batches = self.batch_sampler if self.batch_sampler is not None else self.sampler
+        if isinstance(batches, EpochBatchSampler):
+            return batches.sampler, batches.batch_size
+        raise TypeError("ResumableLoader needs an EpochShuffleSampler (or batches of one)")
+
+    def __iter__(self):
+        self._served = self._pending_skip if hasattr(self, "_pending_skip") else 0
+        self.__dict__.pop("_pending_skip", None)
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        served = self._served if self._served < len(self) else 0  # a finished pass: the next epoch starts afresh
+        return {"batches": served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        batches = int(state.get("batches", 0))
+        sampler, per_batch = self._epoch_sampler()
+        sampler.skip = batches * per_batch
+        self._pending_skip = batches
 
 
 def check_sizes(num_train: int, num_val: int, num_test: int, **more: tuple[int, int]) -> None:
@@ -188,9 +236,12 @@ class SeededDataModule(L.LightningDataModule):
         return list(self.test_sets)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        sampler = EpochShuffleSampler(len(dataset), self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        options = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
+                   "generator": loader_generator(self.seed)}
+        if shuffle:
+            sampler = EpochShuffleSampler(len(dataset), self.seed)
+            return ResumableLoader(dataset, batch_size=self.batch_size, sampler=sampler, **options)
+        return DataLoader(dataset, batch_size=self.batch_size, **options)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "setup('fit') was not called"
@@ -291,7 +342,7 @@ class PositionDataModule(SeededDataModule):
         if self.train_features is not None:
             features = IndexedFeatures(self.train_features)
             batches = EpochBatchSampler(EpochShuffleSampler(len(features), self.seed), self.batch_size, drop_last=False)
-            return DataLoader(features, batch_size=None, sampler=batches)
+            return ResumableLoader(features, batch_size=None, sampler=batches, generator=loader_generator(self.seed))
         return super().train_dataloader()
 
     def val_dataloader(self) -> DataLoader | list:
@@ -302,5 +353,5 @@ class PositionDataModule(SeededDataModule):
         if self.val_features is not None:
             features = IndexedFeatures(self.val_features)
             batches = BatchSampler(range(len(features)), self.batch_size, drop_last=False)
-            return DataLoader(features, batch_size=None, sampler=batches)
+            return DataLoader(features, batch_size=None, sampler=batches, generator=loader_generator(self.seed))
         return super().val_dataloader()

@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from posenc.analysis.ppp import crop_center, ppp_from_moments, ppp_figure
 from posenc.backbones import TappedBackbone
+from posenc.checkpointing import atomic_save, safe_load
 from posenc.errors import PosencError, check_choice
 from posenc.receptive_field import check_context, context_margin, reference_crop, tap_geometries
 
@@ -110,7 +111,7 @@ class PPPTask(L.LightningModule):
         if self.reference_cache == "off":
             return None
         path = self._cache_path()
-        return torch.load(path, map_location=self.device, weights_only=True) if path.is_file() else None
+        return safe_load(path, map_location=self.device, what="PPP reference cache") if path.is_file() else None
 
     # -- measurement -------------------------------------------------------------------------
     def _add(self, key: str, value: torch.Tensor) -> None:
@@ -143,11 +144,8 @@ class PPPTask(L.LightningModule):
         if self.cached is None:
             moments = {k: v / count for k, v in sums.items() if "/reference" in k}
             if self.reference_cache == "disk" and self.trainer.is_global_zero:
-                path = self._cache_path()
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                torch.save({k: v.cpu() for k, v in moments.items()}, tmp)
-                tmp.replace(path)
+                # unique temp name + rename: two runs filling a fresh cache both succeed
+                atomic_save({k: v.cpu() for k, v in moments.items()}, self._cache_path())
         else:
             moments = {k: v.to(self.device) for k, v in self.cached.items()}
         self.heatmaps, self.profiles = {}, {}

@@ -23,6 +23,7 @@ import torch.nn as nn
 from lightning.pytorch.loggers import WandbLogger
 
 from posenc.backbones import TappedBackbone
+from posenc.checkpointing import atomic_save
 from posenc.errors import PosencError
 from posenc.figures import by_distance_figure, save_figure
 
@@ -144,7 +145,7 @@ class SupervisedTask(L.LightningModule):
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {f"backbone.{k}": v.detach().cpu().clone() for k, v in self.backbone.state_dict().items()}
-        torch.save({"state_dict": state}, path)
+        atomic_save({"state_dict": state}, path)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         loss = self.loss(self(batch["image"]), self.targets(batch))
