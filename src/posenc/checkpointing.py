@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -79,10 +80,12 @@ def safe_load(path: str | Path, map_location: Any = "cpu", what: str = "checkpoi
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = str(exc).strip().splitlines()
-        culprit = next((line for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0] if detail else "")
-        raise PosencError(f"refusing to load {path}: it holds objects other than tensors and plain data, which "
-                          f"could run code ({culprit.strip()[:160]})") from exc
+        # torch's weights-only unpickler: "unsupported GLOBAL <module.name>" is a file that names code to run
+        found = re.search(r"unsupported GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise PosencError(f"refusing to load {path}: it names code to run ({found.group(1)}), not only tensors "
+                              "and plain data; load only files from a posenc run or a trusted source") from exc
+        raise PosencError(f"cannot read {what} {path} (corrupt or truncated?): not a torch file") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PosencError(f"cannot read {what} {path} (corrupt or truncated?): {line[:200]}") from exc

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from posenc.backbones import RUN_CHECKPOINT
 from posenc.checkpointing import safe_load
 from posenc.errors import PosencError, user_error
+from posenc.run_contract import read_status
 
 TRAINED_TASKS = "location_cls, location_seg, semseg, saliency"
 
@@ -39,6 +40,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         missing = config.name if not config.is_file() else str(RUN_CHECKPOINT)
         raise PosencError(f"run dir {str(run_dir)!r} holds no trained model (no {missing}): expected the run dir of "
                           f"`python train.py task=<{TRAINED_TASKS.replace(', ', '|')}>`")
+    status = read_status(run_dir)
+    if status is not None and status.get("status") != "completed":
+        raise PosencError(f"run dir {str(run_dir)!r} ended {status.get('status')!r}"
+                          f"{': ' + status['error'] if status.get('error') else ''}; valid: a completed run")
     cfg = OmegaConf.load(config)
     import lightning as L
 

@@ -262,7 +262,8 @@ def _interrupted(stop: RunInterrupted, run_dir: Path, rank_zero: bool) -> None:
         step = _checkpoint_step(run_dir)
         requeued = requeue_slurm_job(stop.signum)
         status = "preempted" if requeued else "interrupted"
-        fields = {"signal": stop.name, "checkpoint_step": step, "requeued": requeued}
+        fields = {"signal": stop.name, "checkpoint_step": step, "requeued": requeued,
+                  **{k: v for k, v in (read_status(run_dir) or {}).items() if k == "slurm_job_id"}}
         write_status(run_dir, status, **fields)
         mark_metrics(run_dir, status, **fields)
         where = f"checkpoint at step {step}" if step is not None else "no checkpoint (stopped before training)"

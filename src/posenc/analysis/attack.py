@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import torch
 
 from posenc.analysis.channels import attack_curves, attack_figure, check_counts
-from posenc.analysis.rank_channels import encode_all, layer_index, output_dir, parser, score_layer, test_set
+from posenc.analysis.rank_channels import (check_device, encode_all, layer_index, output_dir, parser, positive_int,
+                                           score_layer, test_set)
 from posenc.errors import PosencError, invalid_value
 from posenc.runs import LoadedRun, load_run
 from posenc.run_contract import write_json
@@ -62,7 +63,7 @@ def parse_counts(text: str | None, num_channels: int, layer: str) -> list[int]:
     if text is None:
         return default_counts(num_channels)
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",")]  # an empty entry ("1,,4") is a mistake, not a skip
     except ValueError as exc:
         raise invalid_value("--counts", text, "expected comma-separated ints, e.g. 1,2,4,8") from exc
     return check_counts(values, num_channels, layer)
@@ -72,11 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.split("\n\n")[0].rstrip(":"))
     p.add_argument("--counts", default=None, help="numbers of channels to zero, e.g. 1,2,4,8 (default: powers of 2 "
                                                  "up to half the layer)")
-    p.add_argument("--draws", type=int, default=5, help="random channel sets per N (default 5)")
+    p.add_argument("--draws", type=positive_int, default=5, help="random channel sets per N (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random channel sets (draws of N use seed + N)")
     args = p.parse_args(argv)
     try:
-        run = load_run(args.run_dir, args.device)
+        run = load_run(args.run_dir, check_device(args.device))
+        out = output_dir(run, args.out)
         num_classes, head = head_labels(run)
         index = layer_index(run, args.layer)
         data = test_set(run)
@@ -100,7 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = 1 + len(counts) * (len(ranking["ranking"]) + args.draws)
     result.update({"layer": args.layer, "ranking": ranking, "settings": settings,
                    "wall_time_s": {"one_forward": one_forward, "ranking_and_attack": sweep}})
-    out = output_dir(run, args.out)
     write_json(out / f"attack_{args.layer}.json", result)
     from posenc.figures import save_figure
 

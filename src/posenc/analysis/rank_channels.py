@@ -13,16 +13,17 @@ for :mod:`posenc.analysis.attack` too.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from posenc.analysis.channels import channel_scores, content_sides, global_pool, rank_channels, scores_figure
-from posenc.errors import PosencError, invalid_choice
+from posenc.errors import PosencError, invalid_choice, invalid_value
 from posenc.runs import LoadedRun, load_run
 from posenc.run_contract import write_json
 
@@ -89,16 +90,56 @@ def score_layer(run: LoadedRun, data: dict[str, torch.Tensor], layer: str, batch
 
 
 def output_dir(run: LoadedRun, out: str | None) -> Path:
-    path = Path(out) if out else run.run_dir / "analysis"
-    path.mkdir(parents=True, exist_ok=True)
+    """``--out`` (default ``RUN_DIR/analysis``), created and checked writable before any work."""
+    path = Path(out).expanduser() if out else run.run_dir / "analysis"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise invalid_value("--out", str(path), f"cannot write there ({exc.strerror or exc})") from exc
     return path
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``error: ...``, exit 2), like every posenc error;
+    ``--help`` still shows the full usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: expected an int >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not valid: expected an int >= 1")
+    return value
+
+
+def check_device(name: str) -> str:
+    """``--device``: a torch device that exists on this machine (one line otherwise)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise PosencError(f"--device={name!r} is not valid: expected a torch device (cpu, cuda, cuda:1, mps)") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise PosencError(f"--device={name!r} is not valid: no {device.type} device on this machine; valid: cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise PosencError(f"--device={name!r} is not valid: this machine has {torch.cuda.device_count()} GPU(s)")
+    return name
+
+
 def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = OneLineParser(description=description)
     p.add_argument("run_dir", help="a posenc run dir of a trained task (its config.yaml and checkpoints/last.ckpt)")
     p.add_argument("--layer", default="f5", help="the tap whose channels are ranked (f1..f5; default f5)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/analysis)")
     return p
@@ -108,11 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser(__doc__.split("\n\n")[0].rstrip(":")).parse_args(argv)
     try:
         start = time.perf_counter()
-        run = load_run(args.run_dir, args.device)
+        run = load_run(args.run_dir, check_device(args.device))
+        out = output_dir(run, args.out)
         data = test_set(run)
         layer_index(run, args.layer)
         result = score_layer(run, data, args.layer, args.batch_size)
-        out = output_dir(run, args.out)
         write_json(out / f"rank_channels_{args.layer}.json", result)
         from posenc.figures import save_figure
 
