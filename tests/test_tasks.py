@@ -48,7 +48,7 @@ def test_every_task_runs_on_the_embedded_data_and_writes_the_run_contract(tmp_pa
     for name in ("metrics.json", "config.yaml", "status.json", "figures/loss_curve.png", "figures/by_distance.png",
                  "checkpoints/last.ckpt", "checkpoints/init.ckpt"):
         assert (run_dir / name).is_file(), name
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert any(k.startswith("backbone.") for k in state)  # a trainable backbone is checkpointed
 
 
@@ -66,7 +66,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_a_trainable_one_learns(tmp_path
     initial = instantiate(cfg.task)
     assert initial.backbone.training is trainable and all(p.requires_grad is trainable
                                                           for p in initial.backbone.parameters())
-    state = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     same = [torch.equal(v, state["state_dict"][f"backbone.{k}"]) for k, v in initial.backbone.state_dict().items()]
     assert all(same) is not trainable
     if trainable:  # checkpoints/init.ckpt holds exactly the weights training started from (ppp_artifact)
@@ -109,7 +109,7 @@ def test_posenet_measures_the_backbone_a_task_trained(tmp_path):
                        "data.image_size=48"], tmp_path / "probe")
     probe = instantiate(cfg.backbone)
     state = torch.load(tmp_path / "trained" / "checkpoints" / "last.ckpt", map_location="cpu",
-                       weights_only=False)["state_dict"]
+                       weights_only=True)["state_dict"]
     for key, value in probe.state_dict().items():
         assert torch.equal(value, state[f"backbone.{key}"]), key
     assert not probe.trainable and not probe.training

@@ -21,6 +21,7 @@ measure its position information" (PosENet Tables 5-6).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -261,15 +262,31 @@ class TappedBackbone(nn.Module):
         return super().train(mode and self.trainable)
 
     def check_input_size(self, image_size: int) -> None:
-        """One-line error if ``image_size`` is too small for this backbone (``none_shrink``)."""
-        if self.body is None or self.padding != "none_shrink":
+        """One-line error, before anything runs, if ``image_size`` leaves a tap without pixels
+        (VGG16's five pools need 32 px) or is too small for ``none_shrink``. Shapes are inferred on
+        torch's meta device: no memory, no compute."""
+        if self.body is None:
             return
-        minimum = minimum_input_size(self.body)
-        if image_size < minimum:
-            raise PosencError(
-                f"data.image_size={image_size} is too small for backbone {self.name} with "
-                f"padding=none_shrink: the minimum is {minimum}"
-            )
+        if self.padding == "none_shrink":
+            minimum = minimum_input_size(self.body)
+            if image_size < minimum:
+                raise PosencError(f"data.image_size={image_size} is too small for backbone {self.name} with "
+                                  f"padding=none_shrink: the minimum is {minimum}")
+        if self.tap_shapes(image_size) is None and self.tap_shapes(2 ** 13) is not None:  # else: meta unsupported
+            smallest = next(s for s in (2 ** k for k in range(3, 14)) if self.tap_shapes(s) is not None)
+            minimum = next(s for s in range(smallest // 2, smallest + 1) if self.tap_shapes(s) is not None)
+            raise PosencError(f"data.image_size={image_size} is too small for backbone {self.name}: its tap "
+                              f"{self.tap_names[-1]} would have no pixels; valid: data.image_size >= {minimum}")
+
+    def tap_shapes(self, image_size: int) -> list[tuple[int, ...]] | None:
+        """The taps' shapes for one ``image_size`` image (meta device); None when a layer refuses it."""
+        try:
+            with torch.device("meta"):
+                probe = torch.zeros(1, 3, image_size, image_size)
+            body = copy.deepcopy(self).to("meta")
+            return [tuple(t.shape) for t in body(probe)]
+        except (RuntimeError, ValueError, NotImplementedError):
+            return None
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = (images - self.mean) / self.std if self.normalize else images
@@ -307,6 +324,9 @@ def build_backbone(
         raise PosencError(f"backbone.taps is empty; valid: any of {', '.join(TAP_NAMES)}")
     for tap in taps:
         check_choice("tap", tap, TAP_NAMES)
+    if len(set(taps)) != len(taps):
+        twice = sorted({t for t in taps if taps.count(t) > 1})
+        raise PosencError(f"backbone.taps={taps} is not valid: {', '.join(twice)} listed twice; valid: distinct taps")
     if padding.name == "none_shrink" and name in RESNETS:
         raise PosencError(
             f"padding=none_shrink does not fit {name}: residual additions need equal sizes; use padding=none"

@@ -47,6 +47,8 @@ def check_group_overrides(
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
+        if not key:
+            raise PosencError(f"{arg!r} is not valid: an override names its key, key=value (e.g. data.image_size=32)")
         if key not in groups or not _SIMPLE_VALUES.match(value):
             continue
         for option in value.split(","):

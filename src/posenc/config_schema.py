@@ -375,7 +375,7 @@ class TrainerSchema:
     limit_test_batches: Any = spec(None, ge=0)
     limit_predict_batches: Any = spec(None, ge=0)
     overfit_batches: Any = spec(0.0, ge=0)
-    val_check_interval: Any = None
+    val_check_interval: Any = spec(None, gt=0)  # steps (int) or a fraction of an epoch (float)
     check_val_every_n_epoch: Optional[int] = spec(1, ge=1)
     num_sanity_val_steps: Optional[int] = spec(None, ge=-1)
     log_every_n_steps: Optional[int] = spec(None, ge=1)

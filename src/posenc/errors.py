@@ -81,7 +81,9 @@ def user_error(exc: BaseException) -> PosencError | None:
     a ``PosencError`` (Hydra's ``instantiate`` wraps it), or a config Hydra could not compose
     (a bad override, a wrong type, an unknown key), worded by ``posenc.config_validation``."""
     seen: BaseException | None = exc
-    while seen is not None:
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:  # a chain can loop (``raise e from e``)
+        visited.add(id(seen))
         if isinstance(seen, PosencError):
             return seen
         if isinstance(seen, (ConfigCompositionException, OverrideParseException)):

@@ -137,7 +137,10 @@ class PixelDecoder(nn.Module):
             raise PosencError(f"readout.width={width} is not valid: expected an int >= 1")
         if fuse_at < 0:
             raise PosencError(f"readout.fuse_at={fuse_at} is not valid: expected a tap index >= 0")
-        self.fuse_at = min(fuse_at, len(tap_channels) - 1)
+        if fuse_at >= len(tap_channels):
+            raise PosencError(f"readout.fuse_at={fuse_at} is not valid: the backbone has {len(tap_channels)} taps; "
+                              f"valid: 0..{len(tap_channels) - 1}")
+        self.fuse_at = fuse_at
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in tap_channels)
         self.norm = nn.BatchNorm2d(width)
         self.classify = nn.Conv2d(width, num_classes, 1)

@@ -182,7 +182,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | 
             try:
                 trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
             except RuntimeError as exc:
-                raise (fit_error(exc, ckpt) or exc) from exc
+                mismatch = fit_error(exc, ckpt)
+                if mismatch is None:
+                    raise
+                raise mismatch from exc
         results = trainer.test(task, datamodule=datamodule, verbose=False)
     finally:
         finish_loggers(loggers)

@@ -59,14 +59,15 @@ def targets_of(run: LoadedRun, data: dict[str, torch.Tensor]) -> torch.Tensor:
     return run.task.targets({k: v for k, v in data.items()}).cpu()
 
 
-def parse_counts(text: str | None, num_channels: int, layer: str) -> list[int]:
+def parse_counts(text: str | None, num_channels: int | None, layer: str) -> list[int]:
+    """``--counts`` as ints; checked against the layer's ``num_channels`` (None: the syntax only)."""
     if text is None:
-        return default_counts(num_channels)
+        return default_counts(num_channels) if num_channels is not None else []
     try:
         values = [int(v) for v in text.split(",")]  # an empty entry ("1,,4") is a mistake, not a skip
     except ValueError as exc:
         raise invalid_value("--counts", text, "expected comma-separated ints, e.g. 1,2,4,8") from exc
-    return check_counts(values, num_channels, layer)
+    return check_counts(values, num_channels, layer) if num_channels is not None else values
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,8 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the random channel sets (draws of N use seed + N)")
     args = p.parse_args(argv)
     try:
-        run = load_run(args.run_dir, check_device(args.device))
-        out = output_dir(run, args.out)
+        device = check_device(args.device)
+        parse_counts(args.counts, None, args.layer)  # its syntax, before the run is loaded
+        out = output_dir(args.run_dir, args.out)
+        run = load_run(args.run_dir, device)
         num_classes, head = head_labels(run)
         index = layer_index(run, args.layer)
         data = test_set(run)

@@ -89,9 +89,9 @@ def score_layer(run: LoadedRun, data: dict[str, torch.Tensor], layer: str, batch
             "scores": {k: v.tolist() for k, v in scores.items()}, "ranking": rank_channels(scores)}
 
 
-def output_dir(run: LoadedRun, out: str | None) -> Path:
+def output_dir(run_dir: str | Path, out: str | None) -> Path:
     """``--out`` (default ``RUN_DIR/analysis``), created and checked writable before any work."""
-    path = Path(out).expanduser() if out else run.run_dir / "analysis"
+    path = Path(out).expanduser() if out else Path(run_dir).expanduser() / "analysis"
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write_test_{os.getpid()}"
@@ -149,8 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser(__doc__.split("\n\n")[0].rstrip(":")).parse_args(argv)
     try:
         start = time.perf_counter()
-        run = load_run(args.run_dir, check_device(args.device))
-        out = output_dir(run, args.out)
+        device = check_device(args.device)
+        out = output_dir(args.run_dir, args.out)
+        run = load_run(args.run_dir, device)
         data = test_set(run)
         layer_index(run, args.layer)
         result = score_layer(run, data, args.layer, args.batch_size)

@@ -7,8 +7,10 @@ Every task honours the same knobs: ``num_train``, ``num_test``, ``image_size``, 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -217,6 +219,33 @@ def check_sizes(num_train: int, num_val: int, num_test: int, **more: tuple[int, 
     for key, (value, low) in rules.items():
         if int(value) < low:
             raise PosencError(f"data.{key}={value} is not valid: expected an int >= {low}")
+    if "image_size" in more:
+        check_fits_in_memory(int(more["image_size"][0]), int(num_train) + int(num_val) + int(num_test))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still hand out (``MemAvailable``), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(image_size: int, num_images: int) -> None:
+    """Refuse sizes this machine cannot hold: the images as uint8 plus one float image per pass
+    (the least any task allocates), against the memory available now."""
+    needed = num_images * 3 * image_size**2 + 3 * image_size**2 * 4
+    available = available_memory()
+    if available is not None and needed > available:
+        raise PosencError(f"data.image_size={image_size} is not valid: {num_images} images of {image_size} px need "
+                          f"{needed / 2**30:.1f} GiB, this machine has {available / 2**30:.1f} GiB available; valid: a "
+                          "smaller data.image_size or fewer images")
 
 
 class SeededDataModule(L.LightningDataModule):
@@ -278,8 +307,15 @@ class PositionDataModule(SeededDataModule):
         check_choice("data.source", source, SOURCES)
         frame = canvas if isinstance(canvas, CanvasFrame) else CanvasFrame(**dict(canvas or {}))
         check_frame(int(image_size), frame.margin)
+        if not list(test_inputs):
+            raise PosencError(f"data.test_inputs=[] is not valid: a run with no test set measures nothing; valid: "
+                              f"any of {', '.join(TEST_INPUTS)}")
         for name in test_inputs:
             check_choice("data.test_inputs entry", name, TEST_INPUTS)
+        for key, given in (("train_dir", train_dir), ("test_dir", test_dir)):
+            if given and source != "folder":
+                raise PosencError(f"data.{key}={given} is not valid with data.source={source}: only data=folder reads "
+                                  f"image folders; valid: data=folder data.{key}=<dir>, or leave data.{key} unset")
         check_sizes(num_train, num_val, num_test, image_size=(image_size, 8), batch_size=(batch_size, 1))
         if source == "folder" and not train_dir:
             raise PosencError("data=folder needs data.train_dir=<DUTS-TR root or image folder>")

@@ -77,8 +77,10 @@ class LocationClassificationTask(SupervisedTask):
     ) -> None:
         check_choice("task.label", label, LABEL_MODES)
         check_choice("task.augment", augment, AUGMENTS)
-        if isinstance(shift, bool) or not isinstance(shift, int) or not 1 <= shift < image_size // 2:
-            raise invalid_value("task.shift", shift, f"expected pixels in [1, {image_size // 2 - 1}]")
+        shifted = augment == "shift" or label == "class"  # training views, or the test's invariance metrics
+        if shifted and (isinstance(shift, bool) or not isinstance(shift, int) or not 1 <= shift < image_size // 2):
+            raise invalid_value("task.shift", shift, f"expected pixels in [1, {image_size // 2 - 1}] at "
+                                f"data.image_size={image_size}")
         if consistency_weight < 0:
             raise invalid_value("task.consistency_weight", consistency_weight, "expected a weight >= 0")
         if consistency_weight > 0 and augment != "shift":
@@ -90,6 +92,15 @@ class LocationClassificationTask(SupervisedTask):
         super().__init__(backbone, head, optimizer, scheduler, image_size, max_steps, max_epochs, channels_last)
         self.label, self.augment, self.shift = label, augment, shift
         self.consistency_weight, self.distance_bands = float(consistency_weight), distance_bands
+
+    needs_data = ("num_cells", "data=canvas")
+
+    def check_data(self, datamodule: Any) -> None:
+        """Canvases, and distance bands that fit them (free placement), before training starts."""
+        super().check_data(datamodule)
+        spec = datamodule.spec
+        if spec.grid is None:
+            band_edges(self.image_size - spec.patch_size + 1, self.distance_bands)
 
     def _label_space(self) -> tuple[int, int]:
         dm = self.datamodule

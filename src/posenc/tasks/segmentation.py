@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from posenc.analysis.distance import BinnedConfusion, band_edges, band_of_pixels, bin_names_bands
 from posenc.backbones import TappedBackbone
 from posenc.figures import save_figure, segmentation_preview
+from posenc.errors import PosencError
 from posenc.tasks.supervised import SupervisedTask
 
 IGNORE_INDEX = 255
@@ -30,6 +31,7 @@ class SegmentationTask(SupervisedTask):
     """Semantic segmentation; subclasses say where targets and distance bins come from."""
 
     head_kind = "segmentation"
+    needs_data = ("num_classes", "data=shapes|voc|duts (segmentation masks)")
 
     def __init__(
         self,
@@ -46,6 +48,10 @@ class SegmentationTask(SupervisedTask):
         """``distance_bands``: equal bands of distance to the border the metrics are split into."""
         super().__init__(backbone, head, optimizer, scheduler, image_size, max_steps, max_epochs, channels_last)
         band_edges(self.image_size, distance_bands)  # one-line error when the bands do not fit the image
+        fuse_at = getattr(head, "keywords", {}).get("fuse_at")
+        if isinstance(fuse_at, int) and not 0 <= fuse_at < len(backbone.tap_names):
+            raise PosencError(f"readout.fuse_at={fuse_at} is not valid: the backbone has {len(backbone.tap_names)} "
+                              f"taps; valid: 0..{len(backbone.tap_names) - 1}")
         self.distance_bands = distance_bands
 
     def num_outputs(self) -> int:

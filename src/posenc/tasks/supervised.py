@@ -79,6 +79,15 @@ class SupervisedTask(L.LightningModule):
             return self._trainer.datamodule
         return getattr(self, "_offline_datamodule", None)
 
+    # what the datamodule must provide, and which data options do (checked before the Trainer starts)
+    needs_data: tuple[str, str] | None = None  # (attribute, "data=a|b")
+
+    def check_data(self, datamodule: L.LightningDataModule) -> None:
+        """One line, before anything is built, when ``datamodule`` cannot feed this task."""
+        if self.needs_data is not None and not hasattr(datamodule, self.needs_data[0]):
+            raise PosencError(f"{type(self).__name__} cannot train on {type(datamodule).__name__}; valid: "
+                              f"{self.needs_data[1]}")
+
     def attach_datamodule(self, datamodule: L.LightningDataModule) -> None:
         self._offline_datamodule = datamodule
 
