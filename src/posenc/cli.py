@@ -3,7 +3,6 @@ line (``unknown backbone 'vgg'; valid: ...``) instead of Hydra's multi-line repo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -15,6 +14,7 @@ from omegaconf import OmegaConf
 
 from posenc.compose import CONF_DIR
 from posenc.errors import PosencError, invalid_choice
+from posenc.jsonio import read_json
 
 _SIMPLE_VALUES = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
 # Options of hydra/launcher that come from Hydra and hydra-submitit-launcher, not from conf/.
@@ -106,12 +106,10 @@ class AlreadyComplete(Exception):
 def resume_argv(run_dir: Path) -> list[str]:
     """Overrides that continue the run in ``run_dir`` from its ``checkpoints/last.ckpt``; raises
     :class:`AlreadyComplete` for a completed run, which is left untouched."""
-    from posenc.run_contract import read_status  # imports Lightning: only when resuming
-
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     if not overrides_file.is_file():
         raise PosencError(f"cannot resume {run_dir}: {overrides_file} not found (not a posenc run dir)")
-    if (read_status(run_dir) or {}).get("status") == "completed":
+    if (read_json(run_dir / "status.json") or {}).get("status") == "completed":
         raise AlreadyComplete(f"run {run_dir} is complete: nothing to resume (its metrics.json is final)")
     overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or []
                  if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")]
@@ -146,10 +144,7 @@ def slurm_run_dir(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> P
         return None
     runs = output_root(argv) / "runs"
     for status_file in sorted(runs.glob("*/status.json")) if runs.is_dir() else []:
-        try:
-            status = json.loads(status_file.read_text())
-        except (OSError, ValueError):
-            continue
+        status = read_json(status_file) or {}
         if status.get("slurm_job_id") == job and status.get("status") in ("preempted", "interrupted"):
             return status_file.parent
     return None

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from posenc.errors import PosencError
+from posenc.jsonio import read_json
 
 CONFIG_FIELDS = ("backbone", "padding", "task", "seed")
 
@@ -62,15 +63,6 @@ def save_resolved_config(cfg: DictConfig, run_dir: Path) -> Path:
 
 def write_status(run_dir: Path, status: str, **fields: Any) -> Path:
     return write_json(run_dir / "status.json", {"status": status, **fields})
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``; None when missing or unreadable."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:

@@ -14,7 +14,6 @@ In the tables, cells over several seeds are ``mean ± std`` with the *sample* st
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import statistics
@@ -30,6 +29,7 @@ from omegaconf import OmegaConf
 from posenc.cli import reserve_dir
 from posenc.compose import CONF_DIR
 from posenc.errors import PosencError
+from posenc.jsonio import read_json as _read_json
 from posenc.reporting import distance_curves, has_test_metrics, parse_distance_key, parse_task_key, parse_test_key
 
 COMPLETED, FAILED, RUNNING, MISSING = "completed", "failed", "running", "missing"
@@ -172,14 +172,6 @@ def override_dict(overrides: Iterable[str]) -> dict[str, str]:
     """``["a=1", "b.c=x"]`` -> ``{"a": "1", "b.c": "x"}`` (a bare ``~key`` maps to ``""``)."""
     pairs = (o.split("=", 1) if "=" in o else (o, "") for o in overrides)
     return {k: v for k, v in pairs}
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _job_overrides(job_dir: Path) -> list[str] | None:
