@@ -244,7 +244,11 @@ def test_check_input_size_none_shrink_vgg16() -> None:
     msg = _one_line_error(excinfo)
     assert f"the minimum is {minimum}" in msg and "vgg16" in msg and "none_shrink" in msg
     assert f"image_size={minimum - 1}" in msg
-    _build("vgg16").check_input_size(8)  # zero padding: any size runs
+    _build("vgg16").check_input_size(16)  # zero padding: down to one pixel at relu5_3 (four pools)
+    with pytest.raises(PosencError) as excinfo:
+        _build("vgg16").check_input_size(8)  # pool4 would leave 0 x 0
+    assert _one_line_error(excinfo) == ("data.image_size=8 is too small for backbone vgg16: its tap f5 would have no "
+                                        "pixels; valid: data.image_size >= 16")
 
 
 def test_check_input_size_none_shrink_tiny_runs_exactly_at_minimum() -> None:

@@ -263,7 +263,7 @@ class TappedBackbone(nn.Module):
 
     def check_input_size(self, image_size: int) -> None:
         """One-line error, before anything runs, if ``image_size`` leaves a tap without pixels
-        (VGG16's five pools need 32 px) or is too small for ``none_shrink``. Shapes are inferred on
+        (VGG16's four pools before relu5_3 need 16 px) or is too small for ``none_shrink``. Shapes are inferred on
         torch's meta device: no memory, no compute."""
         if self.body is None:
             return

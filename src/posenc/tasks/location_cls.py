@@ -104,8 +104,7 @@ class LocationClassificationTask(SupervisedTask):
 
     def _label_space(self) -> tuple[int, int]:
         dm = self.datamodule
-        if not hasattr(dm, "num_cells"):
-            raise PosencError(f"task=location_cls needs canvases (data=canvas), got {type(dm).__name__}")
+        self.check_data(dm)
         if dm.num_patch_classes is None:
             dm.setup("fit")
         return dm.num_cells, dm.num_patch_classes

@@ -10,18 +10,17 @@ import torch
 
 from posenc.analysis.distance import bin_names_rings, ring_of_cell
 from posenc.data.canvas import location_seg_labels
-from posenc.errors import PosencError
 from posenc.tasks.segmentation import SegmentationTask
 
 
 class LocationSegmentationTask(SegmentationTask):
     """Per-pixel cell labels of the pasted object; distance bins are rings of cells."""
 
+    needs_data = ("num_cells", "data=canvas")
+
     def _grid(self) -> int:
-        dm = self.datamodule
-        if not hasattr(dm, "num_cells"):
-            raise PosencError(f"task=location_seg needs canvases (data=canvas), got {type(dm).__name__}")
-        return dm.spec.cells_per_side
+        self.check_data(self.datamodule)
+        return self.datamodule.spec.cells_per_side
 
     def num_outputs(self) -> int:
         return 1 + self._grid() ** 2
