@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-from posenc.cli import check_group_overrides, output_root
+from posenc.cli import OneLineParser, check_group_overrides, output_root
 from posenc.compose import CONF_DIR
 from posenc.errors import PosencError, invalid_choice
 from posenc.sweeps import (
@@ -100,7 +100,7 @@ def run_sweep(name: str, overrides: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sweep.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.split("\n\n")[1:]))

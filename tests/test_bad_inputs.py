@@ -78,3 +78,23 @@ def test_analysis_command_mistakes_are_one_line(tmp_path, args, message):
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line, line
     assert attack.main  # the module imports
+
+
+def test_ppp_with_no_layers_is_refused(tmp_path, capsys):
+    from posenc.training import run
+
+    cfg = compose_run(["task=ppp", "backbone=tiny", "data.image_size=32", "data.num_test=4", "task.layers=[]",
+                       "callbacks.progress=null"], tmp_path / "r")
+    with pytest.raises(SystemExit) as stop:
+        run(cfg)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: task.layers=[] is not valid: PPP measures at least one tap; valid: any of f1, f2, f3, f4, f5, or null "
+        "for all"]
+
+
+def test_sweep_usage_mistakes_are_one_line():
+    proc = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "--frobnicate"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: sweep.py: unrecognized arguments: --frobnicate (see --help)"]

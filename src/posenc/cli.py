@@ -3,11 +3,14 @@ line (``unknown backbone 'vgg'; valid: ...``) instead of Hydra's multi-line repo
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 from omegaconf import OmegaConf
@@ -148,3 +151,22 @@ def slurm_run_dir(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> P
         if status.get("slurm_job_id") == job and status.get("status") in ("preempted", "interrupted"):
             return status_file.parent
     return None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``error: ...``, exit 2), like every posenc error;
+    ``--help`` still shows the full usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: expected an int >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not valid: expected an int >= 1")
+    return value

@@ -18,10 +18,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 
+from posenc.cli import OneLineParser, positive_int
 from posenc.analysis.channels import channel_scores, content_sides, global_pool, rank_channels, scores_figure
 from posenc.errors import PosencError, invalid_choice, invalid_value
 from posenc.runs import LoadedRun, load_run
@@ -100,25 +101,6 @@ def output_dir(run_dir: str | Path, out: str | None) -> Path:
     except OSError as exc:
         raise invalid_value("--out", str(path), f"cannot write there ({exc.strerror or exc})") from exc
     return path
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (``error: ...``, exit 2), like every posenc error;
-    ``--help`` still shows the full usage."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid: expected an int >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not valid: expected an int >= 1")
-    return value
 
 
 def check_device(name: str) -> str:

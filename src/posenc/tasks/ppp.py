@@ -60,6 +60,9 @@ class PPPTask(L.LightningModule):
             raise PosencError("backbone=none has no padding to measure; valid: any other backbone")
         self.backbone = backbone
         self.image_size = int(image_size)
+        if layers is not None and not list(layers):
+            raise PosencError(f"task.layers=[] is not valid: PPP measures at least one tap; valid: any of "
+                              f"{', '.join(backbone.tap_names)}, or null for all")
         layers = list(layers) if layers else list(backbone.tap_names)
         for layer in layers:
             check_choice(f"task.layers entry (taps of backbone {backbone.name})", layer, backbone.tap_names)
