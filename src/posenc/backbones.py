@@ -21,7 +21,6 @@ measure its position information" (PosENet Tables 5-6).
 
 from __future__ import annotations
 
-import copy
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ import torchvision
 
 from posenc.checkpointing import safe_load
 from posenc.errors import PosencError, check_choice
-from posenc.padding import PaddingSpec, minimum_input_size
+from posenc.padding import PaddingSpec, meta_copy, minimum_input_size
 from posenc.permutation import PERMUTE_POINTS, permute_channels
 from posenc.run_contract import read_status
 
@@ -209,6 +208,9 @@ class TappedBackbone(nn.Module):
     Frozen (``trainable=False``, PosENet): no gradients, always in eval mode (BatchNorm uses its
     running statistics, as in the paper). Trainable: an ordinary module that trains with its task."""
 
+    sequential = True  # the body is a sequence of stages (receptive fields, PermuteNet's point, PPP)
+    padding_report: dict[str, int] = {}  # convs converted per class (posenc.padding.convert_padding)
+
     def __init__(
         self,
         name: str,
@@ -281,10 +283,9 @@ class TappedBackbone(nn.Module):
     def tap_shapes(self, image_size: int) -> list[tuple[int, ...]] | None:
         """The taps' shapes for one ``image_size`` image (meta device); None when a layer refuses it."""
         try:
-            with torch.device("meta"):
-                probe = torch.zeros(1, 3, image_size, image_size)
-            body = copy.deepcopy(self).to("meta")
-            return [tuple(t.shape) for t in body(probe)]
+            probe = torch.zeros(1, 3, image_size, image_size, device="meta")
+            with torch.no_grad():
+                return [tuple(t.shape) for t in meta_copy(self)(probe)]
         except (RuntimeError, ValueError, NotImplementedError):
             return None
 
@@ -332,9 +333,11 @@ def build_backbone(
             f"padding=none_shrink does not fit {name}: residual additions need equal sizes; use padding=none"
         )
     body, modules = _body_and_taps(name, weights, download)
-    padding.apply(body)
+    report: dict[str, int] = {}
+    padding.apply(body, report)
     tap_modules = {tap: modules[TAP_NAMES.index(tap)] for tap in TAP_NAMES if tap in taps}
     backbone = TappedBackbone(name, body, tap_modules, padding.name, normalize, trainable)
+    backbone.padding_report = report
     ckpt = run_checkpoint(weights)
     if ckpt is not None:
         load_run_backbone(backbone, ckpt)

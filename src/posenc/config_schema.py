@@ -88,6 +88,21 @@ class BackboneSchema:
     trainable: bool = False  # train with the task (the padding study's tasks set it; PosENet keeps it frozen)
 
 
+@dataclass
+class TimmBackboneSchema:
+    """``backbone=timm``: any timm CNN with ``features_only`` stages (posenc.timm_backbone); its
+    model name is checked against ``timm.list_models()`` when built."""
+
+    _target_: str = "posenc.timm_backbone.build_timm_backbone"
+    name: str = "resnet18"
+    padding: Any = "zeros"
+    weights: Optional[str] = None
+    taps: Optional[List[str]] = None
+    normalize: bool = False
+    download: bool = False
+    trainable: bool = False
+
+
 # -- task / readout (posenet) ---------------------------------------------------------------
 @dataclass
 class ReadoutSchema:
@@ -506,6 +521,7 @@ class TrainSchema:
 GROUP_SCHEMAS: dict[str, type] = {
     "train": TrainSchema,
     "backbone": BackboneSchema,
+    "backbone_timm": TimmBackboneSchema,
     "padding": PaddingSchema,
     "task_posenet": PosENetTaskSchema,
     "task_location_cls": LocationClsTaskSchema,

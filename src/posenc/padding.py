@@ -143,7 +143,95 @@ def _rebuild(conv: nn.Conv2d, cls: type[nn.Conv2d], **overrides: Any) -> nn.Conv
     return new
 
 
+class PaddingHooks:
+    """Padding ``mode`` for a conv whose class computes its own forward (timm's ``StdConv2d``
+    standardises its weights; ``ScaledStdConv2d`` scales them): rebuilding it as an ``nn.Conv2d``
+    would drop that computation, so the module is kept and its padding moves into hooks. The
+    pre-hook pads the input explicitly (or upsamples it, ``none``) and the conv runs with padding
+    0; for ``partial`` the post-hook re-weights the bias-free output by window size / real taps
+    (Liu et al. 2018), as :class:`PartialConv2d` does."""
+
+    def __init__(self, conv: nn.Conv2d, mode: str) -> None:
+        self.mode, self.pads = mode, _pads(conv)
+        self._input_size: tuple[int, int] = (0, 0)
+
+    def before(self, conv: nn.Conv2d, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        x = args[0]
+        self._input_size = (x.shape[-2], x.shape[-1])
+        left, right, top, bottom = self.pads
+        if self.mode == "none":
+            x = F.interpolate(x, size=(x.shape[-2] + top + bottom, x.shape[-1] + left + right), mode="bilinear",
+                              align_corners=False)
+        elif self.mode != "none_shrink":
+            x = F.pad(x, self.pads, mode="constant" if self.mode in ("zeros", "partial") else self.mode)
+        return (x, *args[1:])
+
+    def after(self, conv: nn.Conv2d, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        if self.mode != "partial":
+            return out
+        height, width = self._input_size
+        left, right, top, bottom = self.pads
+        with torch.no_grad():
+            ones = F.pad(torch.ones(1, 1, height, width, device=out.device, dtype=out.dtype), self.pads)
+            kernel = torch.ones(1, 1, *conv.kernel_size, device=out.device, dtype=out.dtype)
+            count = F.conv2d(ones, kernel, None, conv.stride, 0, conv.dilation)
+            ratio = conv.kernel_size[0] * conv.kernel_size[1] / count.clamp(min=1.0)
+        bias = conv.bias.view(1, -1, 1, 1) if conv.bias is not None else 0.0
+        return (out - bias) * ratio + bias
+
+
+def _honours_padding(conv: nn.Conv2d) -> bool:
+    """Whether ``conv``'s own forward pads exactly as its ``padding`` attribute says (and nothing
+    more): its output on a probe equals the same conv run with padding 0 on the zero-padded probe.
+    False for convs that pad inside ``forward`` (timm's ``Conv2dSame``: ``padding=0`` declared,
+    ``F.pad`` to "same" in ``forward``), whose padding posenc cannot see to swap."""
+    side = max(conv.kernel_size) * max(conv.dilation) + 2 * max(conv.stride) + 3
+    weight = conv.weight
+    probe = torch.randn(1, conv.in_channels, side, side + 1, generator=torch.Generator().manual_seed(0),
+                        dtype=weight.dtype).to(weight.device)
+    declared, was_training = conv.padding, conv.training
+    conv.eval()
+    try:
+        with torch.no_grad():
+            direct = conv(probe)
+            conv.padding = (0, 0)
+            explicit = conv(F.pad(probe, _pads_of(declared, conv)))
+    finally:
+        conv.padding = declared
+        conv.train(was_training)
+    left, right, top, bottom = _pads(conv)
+    expected = tuple((n + a + b - d * (k - 1) - 1) // st + 1 for n, a, b, d, k, st in zip(
+        probe.shape[-2:], (top, left), (bottom, right), conv.dilation, conv.kernel_size, conv.stride))
+    if tuple(direct.shape[-2:]) != expected or direct.shape != explicit.shape:
+        return False  # it pads more than it declares
+    scale = direct.abs().max().item() + 1e-12  # standardised weights give outputs of any scale
+    return (direct - explicit).abs().max().item() <= 1e-4 * scale
+
+
+def _pads_of(padding: Any, conv: nn.Conv2d) -> tuple[int, int, int, int]:
+    declared = conv.padding
+    conv.padding = padding
+    try:
+        return _pads(conv)
+    finally:
+        conv.padding = declared
+
+
+def _hook_padding(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
+    hooks = PaddingHooks(conv, mode)
+    conv.padding = (0, 0)
+    conv.register_forward_pre_hook(hooks.before)
+    conv.register_forward_hook(hooks.after)
+    return conv
+
+
+class PaddingRefused(PosencError):
+    """A conv whose padding cannot be swapped without changing what it computes."""
+
+
 def _convert_one(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
+    if type(conv) not in (nn.Conv2d, PartialConv2d, UpsampledValidConv2d):
+        return _hook_padding(conv, mode)  # a class with its own computation: keep it (see PaddingHooks)
     if mode in _NATIVE_MODES:
         if type(conv) is nn.Conv2d:
             conv.padding_mode = mode
@@ -156,23 +244,41 @@ def _convert_one(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
     return _rebuild(conv, nn.Conv2d, padding=0, padding_mode="zeros")  # none_shrink
 
 
-def convert_padding(model: nn.Module, mode: str) -> nn.Module:
-    """Switch every padded ``nn.Conv2d`` of ``model`` to padding ``mode``, in place.
+def convert_padding(model: nn.Module, mode: str, report: dict[str, int] | None = None) -> nn.Module:
+    """Switch every padded ``nn.Conv2d`` of ``model`` to padding ``mode``, in place; ``report``
+    (if given) counts the converted convs per class.
 
     Weights are kept (the same ``Parameter`` objects), unpadded convs (1x1,
     downsample) and pooling layers are untouched; see the module docstring for the
-    modes (Islam et al., ICLR 2020 / IJCV 2024). Returns ``model``, or the new module
-    if ``model`` itself is a padded conv. Residual nets need ``"none"``, not
-    ``"none_shrink"``: shrinking maps no longer match their skip connections.
+    modes (Islam et al., ICLR 2020 / IJCV 2024). ``zeros`` changes nothing. A conv class of
+    its own (not ``nn.Conv2d`` itself) keeps its computation (:class:`PaddingHooks`); one that
+    pads inside its own ``forward`` cannot be converted and is refused (:class:`PaddingRefused`,
+    one line naming the module and its class), never left zero-padded in silence. Returns
+    ``model``, or the new module if ``model`` itself is a padded conv. Residual nets need
+    ``"none"``, not ``"none_shrink"``: shrinking maps no longer match their skip connections.
     """
     check_choice("padding", mode, PADDING_MODES)
+    report = {} if report is None else report
+    if mode == "zeros":
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv2d) and type(module) is not nn.Conv2d and not _honours_padding(module):
+                report[f"zero-padded inside forward: {type(module).__name__}"] = report.get(
+                    f"zero-padded inside forward: {type(module).__name__}", 0) + 1
+        return model
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and type(module) is not nn.Conv2d and not _honours_padding(module):
+            raise PaddingRefused(f"padding={mode} cannot convert {name or 'the model'} ({type(module).__name__}): it "
+                                 "pads inside its own forward, where posenc cannot swap the scheme; valid: "
+                                 "padding=zeros for this model")
     if _is_padded(model):
+        report[type(model).__name__] = 1
         return _convert_one(model, mode)  # type: ignore[arg-type]
     done: dict[int, nn.Module] = {}  # a conv shared by several parents is converted once
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if _is_padded(child):
                 if id(child) not in done:
+                    report[type(child).__name__] = report.get(type(child).__name__, 0) + 1
                     done[id(child)] = _convert_one(child, mode)  # type: ignore[arg-type]
                 setattr(parent, name, done[id(child)])
     return model
@@ -192,12 +298,12 @@ class PaddingSpec:
     def __post_init__(self) -> None:
         check_choice("padding", self.name, PADDING_MODES)
 
-    def apply(self, model: nn.Module) -> nn.Module:
-        """:func:`convert_padding` ``model`` to this scheme."""
-        return convert_padding(model, self.name)
+    def apply(self, model: nn.Module, report: dict[str, int] | None = None) -> nn.Module:
+        """:func:`convert_padding` ``model`` to this scheme (``report``: convs converted per class)."""
+        return convert_padding(model, self.name, report)
 
 
-def _meta_copy(model: nn.Module) -> nn.Module:
+def meta_copy(model: nn.Module) -> nn.Module:
     """Deep copy of ``model`` with parameters and buffers on the meta device (no data copied)."""
     memo: dict[int, Any] = {}
     for p in model.parameters():
@@ -214,7 +320,7 @@ def minimum_input_size(model: nn.Module, channels: int = 3, upper: int = 1024) -
     ``[1, upper]``: the result ``s`` always runs and ``s - 1`` always fails; it is the
     global minimum when feasibility is monotone in the size, as for plain CNNs.
     """
-    meta = _meta_copy(model)
+    meta = meta_copy(model)
     dtype = next((p.dtype for p in meta.parameters() if p.is_floating_point()), torch.float32)
 
     def error(side: int) -> Exception | None:

@@ -166,6 +166,9 @@ def tap_modules(backbone: TappedBackbone) -> dict[str, list[nn.Module]]:
     (empty lists for the ``none`` backbone, whose only tap is the image)."""
     if backbone.body is None:
         return {tap: [] for tap in backbone.tap_names}
+    if not getattr(backbone, "sequential", True):
+        raise PosencError(f"backbone {backbone.name} is not a plain sequence of stages, so its receptive fields "
+                          "(and PPP's padding-free reference) cannot be derived; valid: a torchvision backbone")
     children = list(backbone.body.named_children())
     found = {backbone._tap_of[name]: [m for _, m in children[: k + 1]]
              for k, (name, _) in enumerate(children) if name in backbone._tap_of}

@@ -192,6 +192,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | 
     merged = {k: v for result in results for k, v in result.items()}
     for part in [*callbacks, task]:  # the loss curve and convergence flag (posenc.convergence); PPP's curves
         merged.update(getattr(part, "summary", {}))
+    converted = getattr(getattr(task, "backbone", None), "padding_report", {})  # convs converted per class
+    merged.update({f"padding/converted/{cls}": count for cls, count in converted.items()})
+    if converted:
+        log.info("padding %s: %s", choices.get("padding"), ", ".join(f"{n} {c}" for c, n in converted.items()))
     metrics = flat_metrics(merged, cfg, choices, {"status": "completed"})
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
