@@ -21,7 +21,7 @@ def test_groups_are_the_documented_ones():
     assert {"backbone", "padding", "task", "readout", "trainer", "data", "logger"} <= set(GROUPS)
     assert set(GROUPS["padding"]) == {"zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink"}
     assert set(GROUPS["backbone"]) == {"vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar",
-                                       "tiny", "tiny_bn", "none"}
+                                       "tiny", "tiny_bn", "none", "timm", "module"}
     assert set(GROUPS["task"]) == {"posenet", "location_cls", "location_seg", "semseg", "saliency", "ppp"}
     assert set(GROUPS["readout"]) == {"posenet", "gap_linear", "gap_permute", "gapnet", "flatten_linear",
                                       "pixel_decoder"}

@@ -154,3 +154,21 @@ def test_imagenet_weights_come_from_the_hugging_face_cache(tmp_path, monkeypatch
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, folder / "abc123" / "model.safetensors")
     backbone = build_timm_backbone("resnet18", weights="imagenet")
     assert torch.equal(backbone.body.conv1.weight, source.conv1.weight)
+
+
+def test_a_user_module_runs_posenet_and_its_padding_is_swapped(run_tiny, tmp_path):
+    """``backbone=module``: the README's example model (posenc/example_model.py), taps by module name."""
+    from posenc.module_backbone import build_module_backbone
+
+    backbone = build_module_backbone("posenc.example_model.make_net", ["stage1", "stage3"], padding="circular")
+    assert backbone.tap_names == ["stage1", "stage3"] and backbone.tap_channels == [16, 32]
+    assert backbone.padding_report == {"Conv2d": 3}
+    assert [tuple(t.shape[1:]) for t in backbone(torch.rand(2, 3, 32, 32))] == [(16, 16, 16), (32, 8, 8)]
+    metrics = run_tiny("backbone=module", "backbone.target=posenc.example_model.make_net",
+                       "backbone.taps=[stage1,stage2,stage3]", "task.max_steps=40", name="module")
+    assert metrics["backbone"] == "module" and "padding/converted/Conv2d" not in metrics  # zeros: nothing converted
+    assert metrics["test/natural/H/spc"] > 0.25  # measured .40 at 40 steps; PosENet alone on RGB reads ~.05
+    with pytest.raises(PosencError, match="unknown tap \\(a module of posenc.example_model.make_net\\) 'stage9'"):
+        build_module_backbone("posenc.example_model.make_net", ["stage9"])
+    with pytest.raises(PosencError, match="cannot import no_such_package"):
+        build_module_backbone("no_such_package.make", ["x"])

@@ -303,6 +303,48 @@ class TappedBackbone(nn.Module):
         return taps
 
 
+class ExtractorBackbone(TappedBackbone):
+    """A feature extractor that is not a plain sequence of stages (a timm ``features_only`` model,
+    torchvision's ``create_feature_extractor`` over a user's module) behind the same interface:
+    ``forward`` returns the taps in order, picked from what ``body`` returns by ``keys`` (indices
+    of a list, names of a dict). Analyses that walk the layers one by one (receptive field, PPP,
+    PermuteNet's permutation point) refuse it in one line."""
+
+    sequential = False
+
+    def __init__(self, name: str, body: nn.Module, taps: Sequence[str], keys: Sequence[int | str],
+                 channels: Sequence[int], padding: str, normalize: bool, trainable: bool,
+                 padding_report: dict[str, int]) -> None:
+        super().__init__(name, None, {t: t for t in taps}, padding, normalize, trainable)
+        self.body, self.keys, self.tap_channels = body, list(keys), list(channels)
+        self.padding_report = dict(padding_report)
+        self.requires_grad_(self.trainable)
+        self.train(self.trainable)
+
+    def set_channel_permutation(self, permute_at: int | None) -> None:
+        if permute_at is not None:
+            raise PosencError(f"readout.permute_at={permute_at} is not valid for backbone {self.name}: PermuteNet's "
+                              "permutation point needs a torchvision backbone (a plain sequence of stages)")
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = (images - self.mean) / self.std if self.normalize else images
+        features = self.body(x)
+        return [features[k] for k in self.keys]
+
+
+def check_taps(taps: Sequence[str] | None, valid: Sequence[str], kind: str = "tap") -> list[str]:
+    """``backbone.taps`` (None: all of ``valid``) as a list, or one line: empty, unknown, twice."""
+    taps = list(taps) if taps is not None else list(valid)
+    if not taps:
+        raise PosencError(f"backbone.taps is empty; valid: any of {', '.join(valid[:8])}")
+    for tap in taps:
+        check_choice(kind, tap, valid)
+    if len(set(taps)) != len(taps):
+        twice = sorted({t for t in taps if taps.count(t) > 1})
+        raise PosencError(f"backbone.taps={taps} is not valid: {', '.join(twice)} listed twice; valid: distinct taps")
+    return taps
+
+
 def build_backbone(
     name: str = "vgg16",
     padding: PaddingSpec | str = "zeros",
@@ -320,14 +362,7 @@ def build_backbone(
         if trainable:
             raise PosencError("backbone=none has no weights to train; valid: backbone.trainable=false")
         return TappedBackbone(name, None, {"rgb": "rgb"}, padding.name, normalize)
-    taps = list(taps) if taps is not None else list(TAP_NAMES)
-    if not taps:
-        raise PosencError(f"backbone.taps is empty; valid: any of {', '.join(TAP_NAMES)}")
-    for tap in taps:
-        check_choice("tap", tap, TAP_NAMES)
-    if len(set(taps)) != len(taps):
-        twice = sorted({t for t in taps if taps.count(t) > 1})
-        raise PosencError(f"backbone.taps={taps} is not valid: {', '.join(twice)} listed twice; valid: distinct taps")
+    taps = check_taps(taps, TAP_NAMES)
     if padding.name == "none_shrink" and name in RESNETS:
         raise PosencError(
             f"padding=none_shrink does not fit {name}: residual additions need equal sizes; use padding=none"

@@ -103,6 +103,20 @@ class TimmBackboneSchema:
     trainable: bool = False
 
 
+@dataclass
+class ModuleBackboneSchema:
+    """``backbone=module``: a user's ``nn.Module`` from a factory (posenc.module_backbone)."""
+
+    _target_: str = "posenc.module_backbone.build_module_backbone"
+    target: str = "posenc.example_model.make_net"
+    taps: List[str] = field(default_factory=lambda: ["stage1", "stage2", "stage3"])
+    kwargs: Optional[Any] = None
+    padding: Any = "zeros"
+    weights: Optional[str] = None
+    normalize: bool = False
+    trainable: bool = False
+
+
 # -- task / readout (posenet) ---------------------------------------------------------------
 @dataclass
 class ReadoutSchema:
@@ -522,6 +536,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "train": TrainSchema,
     "backbone": BackboneSchema,
     "backbone_timm": TimmBackboneSchema,
+    "backbone_module": ModuleBackboneSchema,
     "padding": PaddingSchema,
     "task_posenet": PosENetTaskSchema,
     "task_location_cls": LocationClsTaskSchema,

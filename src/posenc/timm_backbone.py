@@ -21,11 +21,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
-from posenc.backbones import TappedBackbone, load_run_backbone, run_checkpoint
-from posenc.errors import PosencError, check_choice
+from posenc.backbones import ExtractorBackbone, check_taps, load_run_backbone, run_checkpoint
+from posenc.errors import PosencError
 from posenc.padding import PaddingSpec
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -56,36 +55,6 @@ def cached_weights_file(hf_hub_id: str) -> tuple[Path | None, Path]:
     return (found[0] if found else None), snapshots / "<revision>"
 
 
-class TimmBackbone(TappedBackbone):
-    """A timm ``features_only`` model behind posenc's backbone interface: ``forward`` returns the
-    selected taps in order. Not a plain sequence of modules, so analyses that walk the layers one
-    by one (receptive field, PPP, PermuteNet's permutation point) refuse it in one line."""
-
-    sequential = False
-
-    def __init__(self, name: str, model: nn.Module, taps: Sequence[str], padding: str, normalize: bool,
-                 trainable: bool, padding_report: dict[str, int]) -> None:
-        super().__init__(f"timm/{name}", None, {t: t for t in taps}, padding, normalize, trainable)
-        all_taps = [f"f{i + 1}" for i in range(len(model.feature_info))]
-        self._index = [all_taps.index(t) for t in taps]
-        self.body = model
-        self.tap_channels = [model.feature_info.channels()[i] for i in self._index]
-        self.tap_strides = [model.feature_info.reduction()[i] for i in self._index]
-        self.padding_report = dict(padding_report)
-        self.requires_grad_(self.trainable)
-        self.train(self.trainable)
-
-    def set_channel_permutation(self, permute_at: int | None) -> None:
-        if permute_at is not None:
-            raise PosencError(f"readout.permute_at={permute_at} is not valid for backbone {self.name}: PermuteNet's "
-                              "permutation point needs a torchvision backbone (a plain sequence of stages)")
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = (images - self.mean) / self.std if self.normalize else images
-        features = self.body(x)
-        return [features[i] for i in self._index]
-
-
 def build_timm_backbone(
     name: str = "resnet18",
     padding: PaddingSpec | str = "zeros",
@@ -94,7 +63,7 @@ def build_timm_backbone(
     normalize: bool = False,
     download: bool = False,
     trainable: bool = False,
-) -> TimmBackbone:
+) -> ExtractorBackbone:
     """The timm model ``name`` (any CNN that supports ``features_only``) with its stages as taps."""
     timm = _timm()
     padding = padding if isinstance(padding, PaddingSpec) else PaddingSpec(padding)
@@ -112,20 +81,17 @@ def build_timm_backbone(
         raise PosencError(f"backbone.weights={weights} is not valid for timm: valid: null, imagenet, or a posenc run "
                           "dir / .ckpt of this backbone")
     all_taps = [f"f{i + 1}" for i in range(len(model.feature_info))]
-    taps = list(taps) if taps is not None else all_taps
-    if not taps:
-        raise PosencError(f"backbone.taps is empty; valid: any of {', '.join(all_taps)}")
-    for tap in taps:
-        check_choice(f"tap of timm/{name}", tap, all_taps)
-    if len(set(taps)) != len(taps):
-        raise PosencError(f"backbone.taps={taps} is not valid: a tap listed twice; valid: distinct taps")
+    taps = check_taps(taps, all_taps, f"tap of timm/{name}")
     if padding.name == "none_shrink":
         raise PosencError(f"padding=none_shrink does not fit timm/{name}: its stages expect their own map sizes; "
                           "use padding=none")
     report: dict[str, int] = {}
     padding.apply(model, report)
-    backbone = TimmBackbone(name, model, [t for t in all_taps if t in taps], padding.name, normalize, trainable,
-                            report)
+    chosen = [t for t in all_taps if t in taps]
+    info = model.feature_info
+    backbone = ExtractorBackbone(f"timm/{name}", model, chosen, [all_taps.index(t) for t in chosen],
+                                 [info.channels()[all_taps.index(t)] for t in chosen], padding.name, normalize,
+                                 trainable, report)
     ckpt = run_checkpoint(weights) if weights not in (None, "imagenet") else None
     if ckpt is not None:
         load_run_backbone(backbone, ckpt)
