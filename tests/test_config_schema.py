@@ -173,26 +173,26 @@ def test_choices_are_the_codes_own():
     from posenc.data import datamodule, synthetic
     from posenc.tasks import posenet
 
-    assert schema.BACKBONES == backbones.BACKBONES
-    assert schema.TAP_NAMES == backbones.TAP_NAMES
-    assert schema.PADDING_MODES == padding.PADDING_MODES
-    assert schema.TARGETS == position_maps.TARGETS
-    assert schema.TARGET_SOURCES == position_maps.TARGET_SOURCES
-    assert schema.STRIPE_RANGES == position_maps.STRIPE_RANGES
-    assert schema.CACHE_MODES == feature_cache.CACHE_MODES
-    assert schema.CACHE_DTYPES == tuple(feature_cache.CACHE_DTYPES)
-    assert schema.KERNEL_SIZES == readouts.KERNEL_SIZES
-    assert schema.DEPTHS == readouts.DEPTHS
-    assert schema.DATA_SOURCES == datamodule.SOURCES
-    assert schema.TEST_INPUTS == datamodule.TEST_INPUTS
-    assert schema.SYNTHETIC_SOURCES == synthetic.SYNTHETIC_SOURCES
-    assert schema.AUTOCAST == posenet.AUTOCAST
+    assert schema.BACKBONES is backbones.BACKBONES
+    assert schema.TAP_NAMES is backbones.TAP_NAMES
+    assert schema.PADDING_MODES is padding.PADDING_MODES
+    assert schema.TARGETS is position_maps.TARGETS
+    assert schema.TARGET_SOURCES is position_maps.TARGET_SOURCES
+    assert schema.STRIPE_RANGES is position_maps.STRIPE_RANGES
+    assert schema.CACHE_MODES is feature_cache.CACHE_MODES
+    assert schema.CACHE_DTYPES is feature_cache.CACHE_DTYPES == tuple(feature_cache.NUMPY_DTYPES)
+    assert schema.KERNEL_SIZES is readouts.KERNEL_SIZES
+    assert schema.DEPTHS is readouts.DEPTHS
+    assert schema.DATA_SOURCES is datamodule.SOURCES
+    assert schema.TEST_INPUTS is datamodule.TEST_INPUTS
+    assert schema.SYNTHETIC_SOURCES is synthetic.SYNTHETIC_SOURCES
+    assert schema.AUTOCAST is posenet.AUTOCAST
     from posenc.data import canvas, patches, segmentation
 
-    assert schema.PATCH_SOURCES == patches.PATCH_SOURCES
-    assert schema.CANVAS_FILLS == canvas.CANVAS_FILLS
-    assert schema.LABEL_MODES == canvas.LABEL_MODES
-    assert schema.SEGMENTATION_SOURCES == segmentation.SEGMENTATION_SOURCES
+    assert schema.PATCH_SOURCES is patches.PATCH_SOURCES
+    assert schema.CANVAS_FILLS is canvas.CANVAS_FILLS
+    assert schema.LABEL_MODES is canvas.LABEL_MODES
+    assert schema.SEGMENTATION_SOURCES is segmentation.SEGMENTATION_SOURCES
 
 
 # Arguments a schema leaves out on purpose: the task builds the readout with these.
@@ -262,3 +262,16 @@ def test_nested_canvas_schema_matches_the_canvas_spec():
 def test_the_readout_budget_follows_the_weights(overrides, steps, tmp_path):
     cfg = compose_run(overrides, tmp_path / "run")
     assert cfg.task.max_steps == steps and cfg.trainer.max_steps == steps
+
+
+def test_no_module_copies_a_choice_list():
+    """posenc.choices holds every list of valid values once; no module defines its own copy."""
+    import re
+
+    from conftest import ROOT
+    from posenc import choices
+
+    names = [n for n in vars(choices) if n.isupper()]
+    copies = [f"{p.relative_to(ROOT)}: {n}" for p in (ROOT / "src" / "posenc").rglob("*.py") if p.name != "choices.py"
+              for n in names if re.search(rf"^{n}\b[^=\n]*=", p.read_text(), re.M)]
+    assert copies == []

@@ -30,16 +30,13 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from posenc.choices import BACKBONES, TAP_NAMES  # noqa: F401 - the valid values live there
 from posenc.checkpointing import safe_load
 from posenc.errors import PosencError, check_choice
 from posenc.padding import PaddingSpec, meta_copy, minimum_input_size
 from posenc.permutation import PERMUTE_POINTS, permute_channels
 from posenc.run_contract import read_status
 
-BACKBONES: tuple[str, ...] = (
-    "vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "tiny_bn", "none",
-)
-TAP_NAMES: tuple[str, ...] = ("f1", "f2", "f3", "f4", "f5")
 RESNETS = ("resnet18", "resnet50", "resnet152", "resnet18_cifar")
 RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # a run dir's checkpoint (conf/callbacks/default.yaml)
 TINY_WIDTHS = (16, 32, 64, 64, 64)

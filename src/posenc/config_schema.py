@@ -14,10 +14,9 @@ anything is built. Field defaults are the defaults of the ``_target_`` they conf
 (``tests/test_config_schema.py`` checks that against the signatures), so a field the YAML
 leaves out changes nothing.
 
-The choices are written out here rather than imported from the modules that define them
-(``posenc.backbones.BACKBONES``, ...): those import torch, and this module is imported by every
-entry point before the command line is read (``sweep.py --list`` would take seconds). A test
-checks that both stay equal.
+The choices come from :mod:`posenc.choices`, torch-free, which the code that acts on them imports
+too: this module is imported by every entry point before the command line is read, and one list
+serves both.
 
 Importing this module registers the schemas. ``train.py`` and ``posenc.compose`` (tests,
 benchmarks) import it before they compose; ``sweep.py`` gets it through ``posenc.cli`` and only
@@ -35,28 +34,11 @@ from omegaconf import MISSING
 
 import posenc.budgets  # noqa: F401 - registers ${readout_steps:...}, which conf/task/posenet.yaml uses
 
-# The valid values of the string options (see the module docstring for why they are copies).
-BACKBONES = ("vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar", "tiny", "tiny_bn",
-             "none")
-TAP_NAMES = ("f1", "f2", "f3", "f4", "f5")
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink")
-TARGETS = ("H", "V", "G", "HS", "VS")
-TARGET_SOURCES = ("formula", "official")
-STRIPE_RANGES = ("unit", "signed")
-CACHE_MODES = ("memory", "disk", "off")
-CACHE_DTYPES = ("float32", "float16")
-AUTOCAST = (None, "bf16")
-KERNEL_SIZES = (1, 3, 5, 7)
-DEPTHS = (1, 2, 3)
-DATA_SOURCES = ("natural", "folder")
-TEST_INPUTS = ("natural", "black", "white", "noise")
-SYNTHETIC_SOURCES = ("generated", "official")
-PATCH_SOURCES = ("digits", "photos", "shapes", "cifar10")
-CANVAS_FILLS = ("black", "white", "mean", "noise")
-LABEL_MODES = ("location", "class", "class_and_location")
-AUGMENTS = ("none", "shift")
-PERMUTE_POINTS = (1, 2, 3, 4, 5)
-SEGMENTATION_SOURCES = ("shapes", "voc", "duts", "ecssd", "pascal_s")
+from posenc.choices import (AUGMENTS, AUTOCAST, BACKBONES, CACHE_DTYPES, CACHE_MODES, CANVAS_FILLS, DEPTHS,  # noqa: E402
+                            KERNEL_SIZES, LABEL_MODES, PADDING_MODES, PATCH_SOURCES, PERMUTE_POINTS,
+                            SEGMENTATION_SOURCES, STRIPE_RANGES, SYNTHETIC_SOURCES, TAP_NAMES, TARGET_SOURCES,
+                            TARGETS, TEST_INPUTS)
+from posenc.choices import SOURCES as DATA_SOURCES  # noqa: E402
 
 SCHEMA_GROUP = "schema"
 

@@ -23,10 +23,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from posenc.choices import CACHE_DTYPES, CACHE_MODES  # noqa: F401 - the valid values live there
 from posenc.errors import check_choice
 
-CACHE_MODES: tuple[str, ...] = ("memory", "disk", "off")
-CACHE_DTYPES = {"float32": np.float32, "float16": np.float16}
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}  # of posenc.choices.CACHE_DTYPES
 
 
 def module_digest(module: nn.Module) -> str:
@@ -44,7 +44,7 @@ def memory_cache_device(shape: tuple[int, ...], dtype: str, device: torch.device
     CPU. Not exercised on a GPU yet: no GPU was available when it was written."""
     if device.type != "cuda":
         return torch.device("cpu")
-    nbytes = int(np.prod(shape)) * np.dtype(CACHE_DTYPES[dtype]).itemsize
+    nbytes = int(np.prod(shape)) * np.dtype(NUMPY_DTYPES[dtype]).itemsize
     free, _ = torch.cuda.mem_get_info(device)
     return device if nbytes <= free // 2 else torch.device("cpu")
 
@@ -102,7 +102,7 @@ def cached_features(
     memmaps: list[np.memmap] = []
 
     def allocate(shape: tuple[int, ...]) -> torch.Tensor:
-        memmaps.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPES[dtype], shape=shape))
+        memmaps.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=NUMPY_DTYPES[dtype], shape=shape))
         return torch.from_numpy(memmaps[0])
 
     encode_dataset(encode, dataset, batch_size, device, allocate)

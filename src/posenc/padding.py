@@ -30,17 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from posenc.choices import PADDING_MODES  # noqa: F401 - the valid values live there
 from posenc.errors import PosencError, check_choice
 
-PADDING_MODES: tuple[str, ...] = (
-    "zeros",
-    "reflect",
-    "replicate",
-    "circular",
-    "partial",
-    "none",
-    "none_shrink",
-)
 _NATIVE_MODES = ("zeros", "reflect", "replicate", "circular")
 
 

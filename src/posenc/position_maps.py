@@ -19,11 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from posenc.choices import STRIPE_RANGES, TARGETS, TARGET_SOURCES  # noqa: F401 - the valid values live there
 from posenc.errors import PosencError, check_choice
 
-TARGETS: tuple[str, ...] = ("H", "V", "G", "HS", "VS")
-TARGET_SOURCES: tuple[str, ...] = ("formula", "official")
-STRIPE_RANGES: tuple[str, ...] = ("unit", "signed")
 OFFICIAL_FILES: dict[str, str] = {
     "H": "gt_hor.png",
     "V": "gt_ver.png",

@@ -22,10 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from posenc.choices import DEPTHS, KERNEL_SIZES  # noqa: F401 - the valid values live there
 from posenc.errors import PosencError, check_choice
 
-KERNEL_SIZES = (1, 3, 5, 7)
-DEPTHS = (1, 2, 3)
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):

@@ -12,11 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from posenc.choices import CANVAS_FILLS, LABEL_MODES  # noqa: F401 - the valid values live there
 from posenc.data.patches import Patches
 from posenc.errors import PosencError, check_choice, invalid_value
 
-CANVAS_FILLS: tuple[str, ...] = ("black", "white", "mean", "noise")
-LABEL_MODES: tuple[str, ...] = ("location", "class", "class_and_location")
 DEFAULT_LOCATION_GRID = 3
 
 

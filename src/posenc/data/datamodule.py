@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from posenc.choices import SOURCES, TEST_INPUTS  # noqa: F401 - the valid values live there
 from posenc.backbones import IMAGENET_MEAN
 from posenc.data.canvas import CANVAS_FILLS, check_frame, frame_on_canvas
 from posenc.data.folder import ImageFolderDataset
@@ -25,8 +26,6 @@ from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
 from posenc.data.synthetic import SYNTHETIC_INPUTS, synthetic_images
 from posenc.errors import PosencError, check_choice
 
-SOURCES: tuple[str, ...] = ("natural", "folder")
-TEST_INPUTS: tuple[str, ...] = ("natural", *SYNTHETIC_INPUTS)
 CONSTANT_INPUTS = ("black", "white")  # one image is the whole set: every copy is identical
 
 

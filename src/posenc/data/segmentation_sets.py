@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import VOCSegmentation
 
+from posenc.choices import SALIENCY_SETS  # noqa: F401 - the valid values live there
 from posenc.data.folder import IMAGE_EXTENSIONS, _image_files, read_image
 from posenc.data.images import READ_ERRORS
 from posenc.errors import PosencError, check_choice
@@ -24,7 +25,6 @@ from posenc.errors import PosencError, check_choice
 Sample = dict[str, torch.Tensor]
 
 SPLITS: tuple[str, ...] = ("train", "test")
-SALIENCY_SETS: tuple[str, ...] = ("duts", "ecssd", "pascal_s")
 SEGMENTATION_SETS: tuple[str, ...] = ("voc",)
 
 # name -> split -> (image sub-folder, mask sub-folder), relative to the dataset's data_dir.

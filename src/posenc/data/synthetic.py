@@ -10,11 +10,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from posenc.choices import SYNTHETIC_INPUTS, SYNTHETIC_SOURCES  # noqa: F401 - the valid values live there
 from posenc.data.images import read_rgb
 from posenc.errors import PosencError, check_choice
 
-SYNTHETIC_INPUTS: tuple[str, ...] = ("black", "white", "noise")
-SYNTHETIC_SOURCES: tuple[str, ...] = ("generated", "official")
 NOISE_MEAN = 127.5
 NOISE_STD = 50.0
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from posenc.choices import AUGMENTS  # noqa: F401 - the valid values live there
 from posenc.analysis.distance import (
     BinnedMean,
     band_edges,
@@ -47,7 +48,6 @@ from posenc.data.canvas import LABEL_MODES, location_class_label, split_class_an
 from posenc.errors import PosencError, check_choice, invalid_value
 from posenc.tasks.supervised import SupervisedTask
 
-AUGMENTS: tuple[str, ...] = ("none", "shift")
 JOINT_PARTS: tuple[str, ...] = ("location", "class")  # the halves of a class_and_location label
 
 

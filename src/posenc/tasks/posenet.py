@@ -21,6 +21,7 @@ import torch.nn as nn
 from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
+from posenc.choices import AUTOCAST  # noqa: F401 - the valid values live there
 from posenc.backbones import TappedBackbone
 from posenc.feature_cache import cache_key, cached_features, module_digest
 from posenc.figures import prediction_grid, save_figure
@@ -31,7 +32,6 @@ from posenc.readouts import PosENetReadout, resize_and_concat
 from posenc.errors import PosencError, check_choice
 
 
-AUTOCAST = (None, "bf16")
 
 
 class PosENetTask(L.LightningModule):
