@@ -169,30 +169,21 @@ def test_a_bad_job_of_a_multirun_is_recorded_and_the_sweep_goes_on(tmp_path, mon
 
 # -- the schemas match the code they configure ---------------------------------------------------
 def test_choices_are_the_codes_own():
-    from posenc import backbones, feature_cache, padding, position_maps, readouts
-    from posenc.data import datamodule, synthetic
-    from posenc.tasks import posenet
+    """The schemas and the code hold the very same tuples (posenc.choices), not equal copies."""
+    import importlib
 
-    assert schema.BACKBONES is backbones.BACKBONES
-    assert schema.TAP_NAMES is backbones.TAP_NAMES
-    assert schema.PADDING_MODES is padding.PADDING_MODES
-    assert schema.TARGETS is position_maps.TARGETS
-    assert schema.TARGET_SOURCES is position_maps.TARGET_SOURCES
-    assert schema.STRIPE_RANGES is position_maps.STRIPE_RANGES
-    assert schema.CACHE_MODES is feature_cache.CACHE_MODES
-    assert schema.CACHE_DTYPES is feature_cache.CACHE_DTYPES == tuple(feature_cache.NUMPY_DTYPES)
-    assert schema.KERNEL_SIZES is readouts.KERNEL_SIZES
-    assert schema.DEPTHS is readouts.DEPTHS
-    assert schema.DATA_SOURCES is datamodule.SOURCES
-    assert schema.TEST_INPUTS is datamodule.TEST_INPUTS
-    assert schema.SYNTHETIC_SOURCES is synthetic.SYNTHETIC_SOURCES
-    assert schema.AUTOCAST is posenet.AUTOCAST
-    from posenc.data import canvas, patches, segmentation
+    uses = {"BACKBONES": "backbones", "TAP_NAMES": "backbones", "PADDING_MODES": "padding",
+            "TARGETS": "position_maps", "TARGET_SOURCES": "position_maps", "STRIPE_RANGES": "position_maps",
+            "CACHE_MODES": "feature_cache", "CACHE_DTYPES": "feature_cache", "KERNEL_SIZES": "readouts",
+            "DEPTHS": "readouts", "DATA_SOURCES": "data.datamodule:SOURCES", "TEST_INPUTS": "data.datamodule",
+            "SYNTHETIC_SOURCES": "data.synthetic", "AUTOCAST": "tasks.posenet", "PATCH_SOURCES": "data.patches",
+            "CANVAS_FILLS": "data.canvas", "LABEL_MODES": "data.canvas", "SEGMENTATION_SOURCES": "data.segmentation"}
+    for name, where in uses.items():
+        module, _, attr = where.partition(":")
+        assert getattr(schema, name) is getattr(importlib.import_module(f"posenc.{module}"), attr or name), name
+    from posenc import feature_cache
 
-    assert schema.PATCH_SOURCES is patches.PATCH_SOURCES
-    assert schema.CANVAS_FILLS is canvas.CANVAS_FILLS
-    assert schema.LABEL_MODES is canvas.LABEL_MODES
-    assert schema.SEGMENTATION_SOURCES is segmentation.SEGMENTATION_SOURCES
+    assert tuple(feature_cache.NUMPY_DTYPES) == schema.CACHE_DTYPES
 
 
 # Arguments a schema leaves out on purpose: the task builds the readout with these.
