@@ -346,7 +346,7 @@ def build_backbone(
     name: str = "vgg16",
     padding: PaddingSpec | str = "zeros",
     weights: str | None = None,
-    taps: Sequence[str] | None = None,
+    taps: Sequence[str] | None = TAP_NAMES,
     normalize: bool = False,
     download: bool = False,
     trainable: bool = False,

@@ -60,13 +60,17 @@ class PaddingSchema:
 
 @dataclass
 class BackboneSchema:
+    """``backbone=<torchvision name>``: every default lives here, so ``conf/backbone/<name>.yaml``
+    states only its ``name`` (detectron2's rule: a config says what differs from its base)."""
+
     _target_: str = "posenc.backbones.build_backbone"
     name: str = spec("vgg16", choices=BACKBONES)
-    padding: Any = "zeros"  # ${padding}: the padding group's node (or a scheme's name)
-    weights: Optional[str] = None  # null | imagenet | /path/to/state_dict.pth
-    taps: Optional[List[str]] = spec(None, items={"choices": TAP_NAMES})
-    normalize: bool = False
-    download: bool = False
+    padding: Any = "${padding}"  # the padding group's node (or a scheme's name)
+    # null (random init) | imagenet ($TORCH_HOME/hub/checkpoints) | /path/to/state_dict.pth | a posenc run dir or .ckpt
+    weights: Optional[str] = None
+    taps: Optional[List[str]] = spec(list(TAP_NAMES), items={"choices": TAP_NAMES})
+    normalize: bool = False  # ImageNet mean/std; the authors' code feeds [0, 1] images
+    download: bool = False  # true: let torchvision download imagenet weights when online
     trainable: bool = False  # train with the task (the padding study's tasks set it; PosENet keeps it frozen)
 
 
@@ -76,10 +80,11 @@ class TimmBackboneSchema:
     model name is checked against ``timm.list_models()`` when built."""
 
     _target_: str = "posenc.timm_backbone.build_timm_backbone"
-    name: str = "resnet18"
-    padding: Any = "zeros"
+    name: str = "resnet18"  # any name of timm.list_models() with features_only support
+    padding: Any = "${padding}"
+    # null (random init) | imagenet (the Hugging Face cache; downloads only with download=true) | a posenc run
     weights: Optional[str] = None
-    taps: Optional[List[str]] = None
+    taps: Optional[List[str]] = None  # null: every stage timm declares (f1..fN)
     normalize: bool = False
     download: bool = False
     trainable: bool = False
@@ -90,10 +95,10 @@ class ModuleBackboneSchema:
     """``backbone=module``: a user's ``nn.Module`` from a factory (posenc.module_backbone)."""
 
     _target_: str = "posenc.module_backbone.build_module_backbone"
-    target: str = "posenc.example_model.make_net"
-    taps: List[str] = field(default_factory=lambda: ["stage1", "stage2", "stage3"])
-    kwargs: Optional[Any] = None
-    padding: Any = "zeros"
+    target: str = "posenc.example_model.make_net"  # dotted path of a factory returning an nn.Module
+    taps: List[str] = field(default_factory=lambda: ["stage1", "stage2", "stage3"])  # its module names
+    kwargs: Optional[Any] = None  # the factory's keyword arguments
+    padding: Any = "${padding}"
     weights: Optional[str] = None
     normalize: bool = False
     trainable: bool = False
