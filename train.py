@@ -41,7 +41,7 @@ if __name__ == "__main__":
         sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
     except AlreadyComplete as done:
         print(done, file=sys.stderr)
-        print(Path(sys.argv[2]))  # the run dir, as every run's last line
+        print(done.run_dir)  # the run dir, as every run's last line
         sys.exit(0)
     except PosencError as exc:
         print(f"error: {exc}", file=sys.stderr)

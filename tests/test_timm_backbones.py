@@ -124,7 +124,6 @@ def test_posenet_and_location_cls_run_on_a_timm_backbone(run_tiny):
 
 
 def test_what_cannot_work_on_timm_refuses_in_one_line():
-    from posenc.tasks.ppp import PPPTask  # noqa: F401 - the receptive field is what PPP needs
     from posenc.receptive_field import tap_geometries
     from posenc.timm_backbone import build_timm_backbone
 
@@ -157,7 +156,7 @@ def test_imagenet_weights_come_from_the_hugging_face_cache(tmp_path, monkeypatch
 
 
 def test_a_user_module_runs_posenet_and_its_padding_is_swapped(run_tiny, tmp_path):
-    """``backbone=module``: the README's example model (posenc/example_model.py), taps by module name."""
+    """``backbone=module``: the example model (posenc/example_model.py, shown in docs/reference.md), taps by module name."""
     from posenc.module_backbone import build_module_backbone
 
     backbone = build_module_backbone("posenc.example_model.make_net", ["stage1", "stage3"], padding="circular")

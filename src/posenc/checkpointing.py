@@ -151,7 +151,7 @@ class RunCheckpoint(Callback):
         """Write ``last.ckpt`` now, unless it already holds this step."""
         if trainer.global_step == self._saved_step or trainer.sanity_checking:
             return
-        trainer.save_checkpoint(self.path, weights_only=False)
+        trainer.save_checkpoint(self.path, False)  # the whole training state (optimizer, loops, callbacks)
         self._saved_step = trainer.global_step
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

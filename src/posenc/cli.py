@@ -105,6 +105,10 @@ def with_output_dir(argv: Sequence[str], now: datetime) -> list[str]:
 class AlreadyComplete(Exception):
     """``--resume`` of a run that completed: nothing to do (``train.py`` says so and exits 0)."""
 
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        super().__init__(f"run {run_dir} is complete: nothing to resume (its metrics.json is final)")
+
 
 def resume_argv(run_dir: Path) -> list[str]:
     """Overrides that continue the run in ``run_dir`` from its ``checkpoints/last.ckpt``; raises
@@ -113,7 +117,7 @@ def resume_argv(run_dir: Path) -> list[str]:
     if not overrides_file.is_file():
         raise PosencError(f"cannot resume {run_dir}: {overrides_file} not found (not a posenc run dir)")
     if (read_json(run_dir / "status.json") or {}).get("status") == "completed":
-        raise AlreadyComplete(f"run {run_dir} is complete: nothing to resume (its metrics.json is final)")
+        raise AlreadyComplete(run_dir)
     overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or []
                  if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")]
     return [*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last"]

@@ -1,4 +1,4 @@
-"""The README's own-model example and ``backbone=module``'s default: any factory returning an
+"""The own-model example of docs/reference.md and ``backbone=module``'s default: any factory returning an
 ``nn.Module`` plugs in the same way (``backbone.target=my_package.my_module.make_net``)."""
 
 import torch.nn as nn

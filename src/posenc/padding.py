@@ -146,6 +146,7 @@ class PaddingHooks:
     def __init__(self, conv: nn.Conv2d, mode: str) -> None:
         self.mode, self.pads = mode, _pads(conv)
         self._input_size: tuple[int, int] = (0, 0)
+        self._ratios: dict[tuple[int, int, torch.device, torch.dtype], torch.Tensor] = {}  # per input size
 
     def before(self, conv: nn.Conv2d, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         x = args[0]
@@ -161,13 +162,14 @@ class PaddingHooks:
     def after(self, conv: nn.Conv2d, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
         if self.mode != "partial":
             return out
-        height, width = self._input_size
-        left, right, top, bottom = self.pads
-        with torch.no_grad():
-            ones = F.pad(torch.ones(1, 1, height, width, device=out.device, dtype=out.dtype), self.pads)
-            kernel = torch.ones(1, 1, *conv.kernel_size, device=out.device, dtype=out.dtype)
-            count = F.conv2d(ones, kernel, None, conv.stride, 0, conv.dilation)
-            ratio = conv.kernel_size[0] * conv.kernel_size[1] / count.clamp(min=1.0)
+        key = (*self._input_size, out.device, out.dtype)
+        ratio = self._ratios.get(key)
+        if ratio is None:
+            with torch.no_grad():
+                ones = F.pad(torch.ones(1, 1, *self._input_size, device=out.device, dtype=out.dtype), self.pads)
+                kernel = torch.ones(1, 1, *conv.kernel_size, device=out.device, dtype=out.dtype)
+                count = F.conv2d(ones, kernel, None, conv.stride, 0, conv.dilation)
+                ratio = self._ratios[key] = conv.kernel_size[0] * conv.kernel_size[1] / count.clamp(min=1.0)
         bias = conv.bias.view(1, -1, 1, 1) if conv.bias is not None else 0.0
         return (out - bias) * ratio + bias
 
@@ -178,6 +180,7 @@ def _honours_padding(conv: nn.Conv2d) -> bool:
     False for convs that pad inside ``forward`` (timm's ``Conv2dSame``: ``padding=0`` declared,
     ``F.pad`` to "same" in ``forward``), whose padding posenc cannot see to swap."""
     side = max(conv.kernel_size) * max(conv.dilation) + 2 * max(conv.stride) + 3
+    pads = _pads(conv)
     weight = conv.weight
     probe = torch.randn(1, conv.in_channels, side, side + 1, generator=torch.Generator().manual_seed(0),
                         dtype=weight.dtype).to(weight.device)
@@ -187,26 +190,17 @@ def _honours_padding(conv: nn.Conv2d) -> bool:
         with torch.no_grad():
             direct = conv(probe)
             conv.padding = (0, 0)
-            explicit = conv(F.pad(probe, _pads_of(declared, conv)))
+            explicit = conv(F.pad(probe, pads))
     finally:
         conv.padding = declared
         conv.train(was_training)
-    left, right, top, bottom = _pads(conv)
+    left, right, top, bottom = pads
     expected = tuple((n + a + b - d * (k - 1) - 1) // st + 1 for n, a, b, d, k, st in zip(
         probe.shape[-2:], (top, left), (bottom, right), conv.dilation, conv.kernel_size, conv.stride))
     if tuple(direct.shape[-2:]) != expected or direct.shape != explicit.shape:
         return False  # it pads more than it declares
     scale = direct.abs().max().item() + 1e-12  # standardised weights give outputs of any scale
     return (direct - explicit).abs().max().item() <= 1e-4 * scale
-
-
-def _pads_of(padding: Any, conv: nn.Conv2d) -> tuple[int, int, int, int]:
-    declared = conv.padding
-    conv.padding = padding
-    try:
-        return _pads(conv)
-    finally:
-        conv.padding = declared
 
 
 def _hook_padding(conv: nn.Conv2d, mode: str) -> nn.Conv2d:

@@ -291,7 +291,7 @@ def _failed(exc: BaseException, run_dir: Path, record: bool, multirun: bool) -> 
         if isinstance(cause, TrainingDiverged):
             fields["step"] = cause.step
         write_status(run_dir, "failed", **fields)
-        if (run_dir / "status.json").exists() and (run_dir / "config.yaml").exists():
+        if (run_dir / "config.yaml").exists():  # the run had started: keep what it wrote, marked failed
             mark_metrics(run_dir, "failed", keep_measured=not isinstance(cause, TrainingDiverged), **fields)
         (run_dir / "error.log").write_text(traceback.format_exc())
     if user is not None:

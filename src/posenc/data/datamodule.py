@@ -183,6 +183,7 @@ class ResumableLoader(DataLoader):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._served = 0
+        self._pending_skip = 0  # batches load_state_dict asked the next pass to skip
 
     def _epoch_sampler(self) -> tuple[EpochShuffleSampler, int]:
         """The shuffle sampler and the samples per batch it is drawn in."""
@@ -194,8 +195,7 @@ class ResumableLoader(DataLoader):
         raise TypeError("ResumableLoader needs an EpochShuffleSampler (or batches of one)")
 
     def __iter__(self):
-        self._served = self._pending_skip if hasattr(self, "_pending_skip") else 0
-        self.__dict__.pop("_pending_skip", None)
+        self._served, self._pending_skip = self._pending_skip, 0
         for batch in super().__iter__():
             self._served += 1
             yield batch
