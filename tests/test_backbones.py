@@ -19,21 +19,12 @@ from torchvision.models.vgg import cfgs, make_layers
 
 from posenc.backbones import BACKBONES, TappedBackbone, build_backbone, imagenet_weights_file
 from posenc.errors import PosencError
+from posenc.registry import BACKBONE_REGISTRY, register_backbone
 
 SIDE = 64
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
-# (channels per tap, spatial side per tap) for a 64x64 input.
-EXPECTED = {
-    "tiny": ([16, 32, 64, 64, 64], [64, 32, 16, 8, 4]),
-    "tiny_bn": ([16, 32, 64, 64, 64], [64, 32, 16, 8, 4]),
-    "vgg16": ([64, 128, 256, 512, 512], [64, 32, 16, 8, 4]),
-    "vgg16_bn": ([64, 128, 256, 512, 512], [64, 32, 16, 8, 4]),
-    "vgg11_bn": ([64, 128, 256, 512, 512], [64, 32, 16, 8, 4]),
-    "resnet18": ([64, 64, 128, 256, 512], [32, 16, 8, 4, 2]),
-    "resnet50": ([64, 256, 512, 1024, 2048], [32, 16, 8, 4, 2]),
-}
 # Index in torchvision's ``features`` of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 VGG16_TAPS = [3, 8, 15, 22, 29]
 VGG16_BN_TAPS = [5, 12, 22, 32, 42]
@@ -88,18 +79,23 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # --------------------------------------------------------------------------- taps and shapes
-@pytest.mark.parametrize("name", ["tiny", "tiny_bn", "vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50"])
-def test_tap_channels_and_shapes(name: str, request: pytest.FixtureRequest) -> None:
-    b = request.getfixturevalue(name) if name in ("vgg16", "vgg16_bn", "resnet18") else _build(name)
-    channels, sides = EXPECTED[name]
-    assert b.tap_names == ["f1", "f2", "f3", "f4", "f5"]
-    assert b.tap_channels == channels
-    assert b.out_channels == sum(channels)
-    with torch.no_grad():
-        out = b(_images(1))
-    assert [tuple(t.shape) for t in out] == [(1, c, s, s) for c, s in zip(channels, sides)]
-    if name == "vgg16":
-        assert b.out_channels == 1472
+@pytest.mark.parametrize("name", [n for n, e in BACKBONE_REGISTRY.items() if e.taps])
+def test_taps_are_what_the_registry_declares(name: str) -> None:
+    """Every registered backbone's taps have the channels and strides its entry declares (as
+    timm's FeatureInfo declares them), measured on the built network (meta device for the big ones)."""
+    entry = BACKBONE_REGISTRY[name]
+    b = _build(name)
+    assert b.tap_names == list(entry.taps) == ["f1", "f2", "f3", "f4", "f5"]
+    assert b.tap_channels == list(entry.channels) and b.out_channels == sum(entry.channels)
+    expected = [(1, c, SIDE // s, SIDE // s) for c, s in zip(entry.channels, entry.strides)]
+    assert b.tap_shapes(SIDE) == expected
+    if entry.channels[0] <= 64 and name != "resnet152":  # a real forward agrees with the meta device
+        with torch.no_grad():
+            assert [tuple(t.shape) for t in b(_images(1))] == expected
+
+
+def test_vgg16_has_the_papers_1472_channels() -> None:
+    assert sum(BACKBONE_REGISTRY["vgg16"].channels) == 1472  # PosENet, Islam et al. 2020, Sec. 3.1
 
 
 def test_resnet152_channels() -> None:
@@ -273,7 +269,8 @@ def test_resnet_with_none_padding_keeps_shapes() -> None:
     b.check_input_size(16)
     with torch.no_grad():
         out = b(_images(1))
-    assert [tuple(t.shape[1:]) for t in out] == [(c, s, s) for c, s in zip(*EXPECTED["resnet18"])]
+    sides = (32, 16, 8, 4, 2)
+    assert [tuple(t.shape[1:]) for t in out] == [(c, s, s) for c, s in zip(BACKBONE_REGISTRY["resnet18"].channels, sides)]
 
 
 # --------------------------------------------------------------------------- bad names
@@ -283,8 +280,6 @@ def test_unknown_backbone_lists_valid_names() -> None:
     msg = _one_line_error(excinfo)
     assert "'vgg19'" in msg
     assert msg.endswith("valid: " + ", ".join(BACKBONES))
-    assert set(BACKBONES) == {"vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar",
-                              "tiny", "tiny_bn", "none"}
 
 
 def test_unknown_tap_lists_valid_taps() -> None:
@@ -422,3 +417,19 @@ def test_weights_file_that_is_not_a_dict_is_a_posenc_error(tmp_path: Path) -> No
     torch.save([torch.zeros(1)], path)
     with pytest.raises(PosencError):
         build_backbone("tiny", weights=str(path))
+
+
+def test_a_registered_backbone_is_valid_everywhere_at_once() -> None:
+    """register_backbone adds a name the schema's choices, the builder and the errors all accept."""
+    from posenc.config_schema import BackboneSchema
+
+    register_backbone("tiny_wide", "posenc.backbones:tiny_vgg", (32, 32, 64, 64, 96), (1, 2, 4, 8, 16), imagenet=False)
+    try:
+        assert "tiny_wide" in BACKBONES
+        assert "tiny_wide" in BackboneSchema.__dataclass_fields__["name"].metadata["choices"]
+        b = _build("tiny_wide")
+        assert b.tap_channels == [32, 32, 64, 64, 96] and b.tap_shapes(32)[-1] == (1, 96, 2, 2)
+        with pytest.raises(PosencError, match="backbone tiny_wide has no imagenet weights"):
+            _build("tiny_wide", weights="imagenet")
+    finally:
+        BACKBONE_REGISTRY.pop("tiny_wide")

@@ -258,13 +258,15 @@ def test_the_readout_budget_follows_the_weights(overrides, steps, tmp_path):
 
 
 def test_no_module_copies_a_choice_list():
-    """posenc.choices holds every list of valid values once; no module defines its own copy."""
+    """posenc.choices (and posenc.registry, the names of backbones and paddings) hold every list of
+    valid values once; no module defines its own copy."""
     import re
 
     from conftest import ROOT
     from posenc import choices
 
     names = [n for n in vars(choices) if n.isupper()]
-    copies = [f"{p.relative_to(ROOT)}: {n}" for p in (ROOT / "src" / "posenc").rglob("*.py") if p.name != "choices.py"
+    copies = [f"{p.relative_to(ROOT)}: {n}" for p in (ROOT / "src" / "posenc").rglob("*.py")
+              if p.name not in ("choices.py", "registry.py")
               for n in names if re.search(rf"^{n}\b[^=\n]*=", p.read_text(), re.M)]
     assert copies == []

@@ -31,15 +31,14 @@ import torch.nn as nn
 import torchvision
 
 from posenc.choices import BACKBONES, TAP_NAMES  # noqa: F401 - the valid values live there
+from posenc.registry import backbone_entry, padding_entry
 from posenc.checkpointing import safe_load
 from posenc.errors import PosencError, check_choice
 from posenc.padding import PaddingSpec, meta_copy, minimum_input_size
 from posenc.permutation import PERMUTE_POINTS, permute_channels
 from posenc.run_contract import read_status
 
-RESNETS = ("resnet18", "resnet50", "resnet152", "resnet18_cifar")
 RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # a run dir's checkpoint (conf/callbacks/default.yaml)
-TINY_WIDTHS = (16, 32, 64, 64, 64)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -117,7 +116,7 @@ def load_weights(model: nn.Module, name: str, weights: str | None, download: boo
     if weights is None or run_checkpoint(weights) is not None:
         return
     if weights == "imagenet":
-        if name in ("tiny", "tiny_bn", "resnet18_cifar"):
+        if not backbone_entry(name).imagenet:
             raise PosencError(f"backbone {name} has no imagenet weights; valid: backbone.weights=null or a path")
         path, url = imagenet_weights_file(name)
         if not path.is_file():
@@ -140,13 +139,13 @@ def load_weights(model: nn.Module, name: str, weights: str | None, download: boo
         raise PosencError(f"weights file {path} does not fit {name}: missing {missing[:3]} ...")
 
 
-def _tiny_vgg(batch_norm: bool = False) -> nn.Sequential:
+def _tiny_vgg(widths: Sequence[int], batch_norm: bool = False) -> nn.Sequential:
     """A small VGG-style net (5 stages of two 3x3 conv (+ BatchNorm) + ReLU, max-pool between) for
     fast runs; with BatchNorm (``tiny_bn``) it learns object classes from scratch in a few hundred
     steps, where the plain one barely leaves chance (measured on canvases of shapes, 64 px)."""
     layers: list[nn.Module] = []
     cin = 3
-    for i, width in enumerate(TINY_WIDTHS):
+    for i, width in enumerate(widths):
         if i:
             layers.append(nn.MaxPool2d(2))
         for _ in range(2):
@@ -177,18 +176,27 @@ def _stage_ends(body: nn.Sequential) -> list[str]:
     return ends
 
 
-def _body_and_taps(name: str, weights: str | None, download: bool) -> tuple[nn.Sequential, list[str]]:
-    if name in ("tiny", "tiny_bn"):
-        body = _tiny_vgg(batch_norm=name == "tiny_bn")
-        load_weights(body, name, weights, download)
-        return body, _stage_ends(body)
-    cifar = name == "resnet18_cifar"
-    model = torchvision.models.get_model("resnet18" if cifar else name, weights=None)
+# -- the builders posenc.registry names: (name, weights, download) -> (body, tap module names) ----------
+def tiny_vgg(name: str, weights: str | None, download: bool) -> tuple[nn.Sequential, list[str]]:
+    body = _tiny_vgg(backbone_entry(name).channels, batch_norm=name.endswith("_bn"))
+    load_weights(body, name, weights, download)
+    return body, _stage_ends(body)
+
+
+def torchvision_vgg(name: str, weights: str | None, download: bool) -> tuple[nn.Sequential, list[str]]:
+    """torchvision's VGG ``name``: its ``features``, tapped at each stage's last ReLU."""
+    model = torchvision.models.get_model(name, weights=None)
     load_weights(model, name, weights, download)
-    if name.startswith("vgg"):
-        return model.features, _stage_ends(model.features)
+    return model.features, _stage_ends(model.features)
+
+
+def torchvision_resnet(name: str, weights: str | None, download: bool) -> tuple[nn.Sequential, list[str]]:
+    """torchvision's ResNet ``name`` (``<name>_cifar``: without the stem's max-pool) as stem + layer1..4."""
+    cifar = name.endswith("_cifar")
+    model = torchvision.models.get_model(name.removesuffix("_cifar"), weights=None)
+    load_weights(model, name, weights, download)
     stem = [("conv1", model.conv1), ("bn1", model.bn1), ("relu", model.relu)]
-    if not cifar:  # the CIFAR-style ResNet drops the stem's max-pool
+    if not cifar:
         stem.append(("maxpool", model.maxpool))
     layers = [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
     return nn.Sequential(OrderedDict(stem + layers)), ["relu", "layer1", "layer2", "layer3", "layer4"]
@@ -266,11 +274,11 @@ class TappedBackbone(nn.Module):
         torch's meta device: no memory, no compute."""
         if self.body is None:
             return
-        if self.padding == "none_shrink":
+        if padding_entry(self.padding).shrinks:
             minimum = minimum_input_size(self.body)
             if image_size < minimum:
                 raise PosencError(f"data.image_size={image_size} is too small for backbone {self.name} with "
-                                  f"padding=none_shrink: the minimum is {minimum}")
+                                  f"padding={self.padding}: the minimum is {minimum}")
         if self.tap_shapes(image_size) is None and self.tap_shapes(2 ** 13) is not None:  # else: meta unsupported
             smallest = next(s for s in (2 ** k for k in range(3, 14)) if self.tap_shapes(s) is not None)
             minimum = next(s for s in range(smallest // 2, smallest + 1) if self.tap_shapes(s) is not None)
@@ -353,18 +361,18 @@ def build_backbone(
 ) -> TappedBackbone:
     """Build a ``TappedBackbone``: torchvision model -> weights -> padding conversion (a posenc
     run's checkpoint is loaded after the conversion, into the converted modules it was saved from)."""
-    check_choice("backbone", name, BACKBONES)
+    entry = backbone_entry(name)
     padding = padding if isinstance(padding, PaddingSpec) else PaddingSpec(padding)
-    if name == "none":
+    if not entry.taps:  # PosENet alone (backbone=none): the RGB image is the only tap
         if trainable:
             raise PosencError("backbone=none has no weights to train; valid: backbone.trainable=false")
         return TappedBackbone(name, None, {"rgb": "rgb"}, padding.name, normalize)
-    taps = check_taps(taps, TAP_NAMES)
-    if padding.name == "none_shrink" and name in RESNETS:
+    taps = check_taps(taps, entry.taps)
+    if padding_entry(padding.name).shrinks and entry.residual:
         raise PosencError(
-            f"padding=none_shrink does not fit {name}: residual additions need equal sizes; use padding=none"
+            f"padding={padding.name} does not fit {name}: residual additions need equal sizes; use padding=none"
         )
-    body, modules = _body_and_taps(name, weights, download)
+    body, modules = entry.build(weights, download)
     report: dict[str, int] = {}
     padding.apply(body, report)
     tap_modules = {tap: modules[TAP_NAMES.index(tap)] for tap in TAP_NAMES if tap in taps}

@@ -4,11 +4,13 @@ acts on the values both import them from here, so no list is ever copied."""
 
 from __future__ import annotations
 
-# backbones and padding (posenc.backbones, posenc.padding, posenc.permutation)
-BACKBONES: tuple[str, ...] = ("vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar",
-                              "tiny", "tiny_bn", "none")
-TAP_NAMES: tuple[str, ...] = ("f1", "f2", "f3", "f4", "f5")
-PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink")
+from collections.abc import KeysView
+
+from posenc.registry import BACKBONE_REGISTRY, PADDING_REGISTRY, TAP_NAMES  # noqa: F401 - TAP_NAMES re-exported
+
+# backbones and padding: live views of posenc.registry (a registered name is valid everywhere at once)
+BACKBONES: KeysView[str] = BACKBONE_REGISTRY.keys()
+PADDING_MODES: KeysView[str] = PADDING_REGISTRY.keys()
 PERMUTE_POINTS: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 # PosENet (posenc.position_maps, posenc.feature_cache, posenc.readouts, posenc.tasks.posenet)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from posenc.backbones import _body_and_taps
+from posenc.registry import backbone_entry
 from posenc.checkpointing import atomic_save
 from posenc.data.natural import TRAIN_PHOTOS, natural_crops
 from posenc.padding import PaddingSpec
@@ -34,7 +34,7 @@ def train_photo_id(
     """Train ``name``'s conv body (+ GAP + linear, dropped afterwards) on photo identity; return
     its state dict under torchvision's keys and the per-step training loss."""
     torch.manual_seed(seed)
-    body, _ = _body_and_taps(name, None, False)
+    body, _ = backbone_entry(name).build(None, False)
     PaddingSpec(padding).apply(body)
     width = [m for m in body.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
     model = nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, len(TRAIN_PHOTOS)))

@@ -26,6 +26,7 @@ import torch.nn as nn
 from posenc.backbones import ExtractorBackbone, check_taps, load_run_backbone, run_checkpoint
 from posenc.errors import PosencError
 from posenc.padding import PaddingSpec
+from posenc.registry import padding_entry
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -82,8 +83,8 @@ def build_timm_backbone(
                           "dir / .ckpt of this backbone")
     all_taps = [f"f{i + 1}" for i in range(len(model.feature_info))]
     taps = check_taps(taps, all_taps, f"tap of timm/{name}")
-    if padding.name == "none_shrink":
-        raise PosencError(f"padding=none_shrink does not fit timm/{name}: its stages expect their own map sizes; "
+    if padding_entry(padding.name).shrinks:
+        raise PosencError(f"padding={padding.name} does not fit timm/{name}: its stages expect their own map sizes; "
                           "use padding=none")
     report: dict[str, int] = {}
     padding.apply(model, report)

@@ -32,9 +32,9 @@ from posenc.backbones import TappedBackbone
 from posenc.checkpointing import atomic_save, safe_load
 from posenc.errors import PosencError, check_choice
 from posenc.receptive_field import check_context, context_margin, reference_crop, tap_geometries
+from posenc.registry import padding_entry
 
 REFERENCE_CACHES: tuple[str, ...] = ("disk", "off")
-SAME_INTERIOR = ("zeros", "reflect", "replicate", "circular", "partial")
 
 
 class PPPTask(L.LightningModule):
@@ -101,7 +101,7 @@ class PPPTask(L.LightningModule):
         for name, tensor in self.backbone.state_dict().items():
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        interior = "conv" if self.backbone.padding in SAME_INTERIOR else self.backbone.padding
+        interior = "conv" if padding_entry(self.backbone.padding).same_interior else self.backbone.padding
         h.update(repr((self.backbone.name, interior, self.layers, self.image_size, self.margin, dm.context_size,
                        dm.num_test, dm.seed, dm.min_scale, dm.source,
                        [(g.size, g.jump, g.start) for g in self.geometries.values()])).encode())
