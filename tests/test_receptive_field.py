@@ -230,3 +230,55 @@ def test_reference_crop() -> None:
         reference_crop(tap, 6, 4, (3, 3))
     with pytest.raises(PosencError, match="does not fit"):
         reference_crop(tap, 8, 4, (9, 9))
+
+
+# -- measured geometry: any backbone (timm, a user's module) -----------------------------------------
+@pytest.mark.parametrize("name", ["tiny", "resnet18", "resnet18_cifar"])
+def test_measured_geometry_equals_the_derived_one(name: str) -> None:
+    """The measurement used for backbones that are not a plain sequence of stages gives exactly
+    the geometry the recursion derives where both apply (residual blocks included)."""
+    from posenc.receptive_field import measured_geometries
+
+    backbone = build_backbone(name)
+    assert measured_geometries(backbone) == tap_geometries(backbone)
+
+
+def test_measured_geometry_gives_a_padding_free_reference_on_timm() -> None:
+    """On a timm ResNet-D the context margin from the measured geometry makes the crop's
+    reference features independent of anything beyond the context: the same window of the
+    context's taps, with the context set inside a wider frame of other pixels, is bit-identical."""
+    timm = pytest.importorskip("timm")  # noqa: F841
+    from posenc.timm_backbone import build_timm_backbone
+
+    torch.manual_seed(0)
+    backbone = build_timm_backbone("resnet50d", taps=["f1", "f2", "f3"]).double()
+    crop = 32
+    margin = context_margin(backbone, crop)
+    geometries = tap_geometries(backbone)
+    assert margin > geometries["f3"].radius  # the f3 field (95 px) does not fit the crop
+    context = torch.rand(1, 3, crop + 2 * margin, crop + 2 * margin, dtype=torch.float64)
+    frame = 64  # a multiple of every jump: the window stays aligned
+    framed = torch.rand(1, 3, context.shape[-1] + 2 * frame, context.shape[-1] + 2 * frame, dtype=torch.float64)
+    framed[..., frame:-frame, frame:-frame] = context
+    with torch.no_grad():
+        plain, wide = backbone(context), backbone(framed)
+        crops = backbone(context[..., margin:-margin, margin:-margin])
+    for tap, a, b, c in zip(backbone.tap_names, plain, wide, crops):
+        jump = geometries[tap].jump
+        size = tuple(c.shape[-2:])
+        ref = reference_crop(a, margin, jump, size)
+        assert torch.equal(ref, reference_crop(b, margin + frame, jump, size)), tap
+        assert not torch.allclose(ref, c), tap  # the crop's own features do see padding
+
+
+@pytest.mark.parametrize(("name", "why"), [("mobilenetv3_small_100", "depends on input column"),
+                                           ("resnetv2_50x1_bit", "depends on every pixel")])
+def test_ops_over_the_whole_map_are_refused_in_one_line(name: str, why: str) -> None:
+    """Squeeze-excitation (MobileNetV3) and GroupNorm (BiT) make a unit depend on every pixel:
+    no padding-free reference exists, said in one line."""
+    pytest.importorskip("timm")
+    from posenc.timm_backbone import build_timm_backbone
+
+    with pytest.raises(PosencError, match=why) as info:
+        tap_geometries(build_timm_backbone(name, taps=["f2"]))
+    assert "\n" not in str(info.value)

@@ -123,12 +123,29 @@ def test_posenet_and_location_cls_run_on_a_timm_backbone(run_tiny):
     assert 0 <= trained["test/accuracy"] <= 1
 
 
+def test_ppp_runs_on_a_timm_backbone(tmp_path):
+    """PPP (Lin et al. ICML 2023) on timm's ResNet-D, whose receptive fields are measured: zero
+    padding leaves a pattern, strongest at the border, the run contract holds."""
+    from conftest import compose_run
+    from posenc.training import run
+
+    common = ["task=ppp", "backbone=timm", "backbone.name=resnet50d", "backbone.taps=[f1,f2]", "data.image_size=32",
+              "data.num_test=8", "data.batch_size=4", "callbacks.progress=null", f"paths.cache_dir={tmp_path / 'c'}"]
+    zeros = run(compose_run([*common, "padding=zeros"], tmp_path / "zeros"))
+    assert zeros["status"] == "completed" and zeros["backbone"] == "timm"
+    for layer in ("f1", "f2"):
+        assert zeros[f"ppp/{layer}/snr"] > 1e-3, layer
+        profile = zeros[f"ppp/{layer}/border_profile"]
+        assert profile[0] == max(profile), layer
+    assert (tmp_path / "zeros" / "figures" / "ppp.png").is_file()
+
+
 def test_what_cannot_work_on_timm_refuses_in_one_line():
     from posenc.receptive_field import tap_geometries
     from posenc.timm_backbone import build_timm_backbone
 
-    with pytest.raises(PosencError, match="is not a plain sequence of stages"):
-        tap_geometries(build_timm_backbone("resnet18"))
+    with pytest.raises(PosencError, match="readout.permute_at=3 is not valid for backbone timm/resnet18"):
+        build_timm_backbone("resnet18").set_channel_permutation(3)
     with pytest.raises(PosencError, match="padding=reflect cannot convert conv_stem \\(Conv2dSame\\)"):
         build_timm_backbone("tf_efficientnet_b0", padding="reflect")
     with pytest.raises(PosencError, match="unknown timm model 'resnet_nonexistent'"):

@@ -244,6 +244,7 @@ class TappedBackbone(nn.Module):
         self.requires_grad_(self.trainable)
         self.train(self.trainable)
         self.permute_at: int | None = None  # PermuteNet: see set_channel_permutation
+        self._strides: list[int] | None = None if body is not None else [1]
         self._permuted_module: str | None = None
 
     def set_channel_permutation(self, permute_at: int | None) -> None:
@@ -285,6 +286,17 @@ class TappedBackbone(nn.Module):
             raise PosencError(f"data.image_size={image_size} is too small for backbone {self.name}: its tap "
                               f"{self.tap_names[-1]} would have no pixels; valid: data.image_size >= {minimum}")
 
+    @property
+    def tap_strides(self) -> list[int]:
+        """Each tap's stride (input px per feature px): declared, else measured on a 256 px input."""
+        if self._strides is None:
+            shapes = self.tap_shapes(256)
+            if shapes is None:
+                raise PosencError(f"backbone {self.name} does not run on a 256 px input, so its taps' strides "
+                                  "cannot be measured")
+            self._strides = [max(1, round(256 / shape[-1])) for shape in shapes]
+        return self._strides
+
     def tap_shapes(self, image_size: int) -> list[tuple[int, ...]] | None:
         """The taps' shapes for one ``image_size`` image (meta device); None when a layer refuses it."""
         try:
@@ -312,16 +324,19 @@ class ExtractorBackbone(TappedBackbone):
     """A feature extractor that is not a plain sequence of stages (a timm ``features_only`` model,
     torchvision's ``create_feature_extractor`` over a user's module) behind the same interface:
     ``forward`` returns the taps in order, picked from what ``body`` returns by ``keys`` (indices
-    of a list, names of a dict). Analyses that walk the layers one by one (receptive field, PPP,
-    PermuteNet's permutation point) refuse it in one line."""
+    of a list, names of a dict); ``strides`` per tap (None: measured from the taps' shapes). Its
+    receptive fields are measured, not derived (:func:`posenc.receptive_field.measured_geometries`);
+    PermuteNet's permutation point, which sits between two stages, is refused in one line."""
 
     sequential = False
 
     def __init__(self, name: str, body: nn.Module, taps: Sequence[str], keys: Sequence[int | str],
                  channels: Sequence[int], padding: str, normalize: bool, trainable: bool,
-                 padding_report: dict[str, int]) -> None:
+                 padding_report: dict[str, int], strides: Sequence[int] | None = None) -> None:
         super().__init__(name, None, {t: t for t in taps}, padding, normalize, trainable)
         self.body, self.keys, self.tap_channels = body, list(keys), list(channels)
+        if strides is not None:
+            self._strides = list(strides)
         self.padding_report = dict(padding_report)
         self.requires_grad_(self.trainable)
         self.train(self.trainable)

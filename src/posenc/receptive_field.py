@@ -20,18 +20,31 @@ padded at any layer sits at an index < 0 or >= the map's size, whose own recepti
 same recursion) pokes out of the image, and it would be part of the unit's receptive field.
 Leaf modules are walked in registration order, which is the forward order of VGG's ``features``
 and of torchvision's ResNet blocks; a block's ``downsample`` shortcut (a strided 1x1 conv, whose
-receptive field lies inside the main path's) is skipped. :class:`~posenc.padding.UpsampledValidConv2d`
+receptive field lies inside the main path's) is skipped.
+
+A backbone that is not a plain sequence of stages (a timm model, a user's module: an
+:class:`~posenc.backbones.ExtractorBackbone`) has its geometry measured instead
+(:func:`measured_geometries`): the support of the input gradient of its centre unit, on a copy
+whose weights are all made positive and whose max-pools average (so no path is cut off by a ReLU or
+an argmax), with the tap's declared stride as the jump; then checked with NaN, which every op
+propagates structurally (even through a zero weight or a saturated gate): a NaN column just
+outside the measured field, or at the input's edge, must not reach the unit. A unit that depends
+on pixels that far (squeeze-excitation, GroupNorm: ops over the whole map) has no padding-free
+reference; it is refused in one line, as is a field wider than 1024 px. :class:`~posenc.padding.UpsampledValidConv2d`
 (``padding=none``) is counted with its virtual padding: its bilinear resize keeps the map's size,
 so its geometry is that of the padded conv up to the interpolation's sub-pixel blur.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from posenc.errors import PosencError, invalid_value
@@ -176,13 +189,114 @@ def tap_modules(backbone: TappedBackbone) -> dict[str, list[nn.Module]]:
 
 
 def tap_geometries(backbone: TappedBackbone) -> dict[str, Geometry]:
-    """:func:`module_geometry` of each tap (``f1``..``f5``; the identity for the ``none`` backbone)."""
+    """:func:`module_geometry` of each tap (``f1``..``f5``; the identity for the ``none`` backbone);
+    :func:`measured_geometries` for a backbone that is not a plain sequence of stages."""
+    if not getattr(backbone, "sequential", True):
+        return measured_geometries(backbone)
     return {tap: module_geometry(modules) for tap, modules in tap_modules(backbone).items()}
 
 
 def tap_output_sizes(backbone: TappedBackbone, size: int) -> dict[str, int]:
-    """:func:`output_size` of each tap for a ``size`` px input."""
+    """:func:`output_size` of each tap for a ``size`` px input (by shape inference on the meta
+    device for a backbone that is not a plain sequence of stages)."""
+    if not getattr(backbone, "sequential", True):
+        shapes = backbone.tap_shapes(size)
+        if shapes is None:
+            raise PosencError(f"an input of {size} px is too small for backbone {backbone.name}")
+        return {tap: shape[-1] for tap, shape in zip(backbone.tap_names, shapes)}
     return {tap: output_size(modules, size) for tap, modules in tap_modules(backbone).items()}
+
+
+LARGEST_MEASURED_INPUT = 1024  # px: a receptive field that still touches its borders there counts as global
+
+
+def _average_instead_of_max(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=False) -> Tensor:
+    """``F.max_pool2d``'s window as an average: the same support, a gradient to every pixel of it."""
+    if dilation not in (1, (1, 1)) or return_indices:
+        raise PosencError("receptive field: a dilated or index-returning max-pool is not supported")
+    return F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad=True)
+
+
+def _dependency_probe(backbone: TappedBackbone) -> nn.Module:
+    """A float64 copy of ``backbone`` whose every parameter is positive and whose BatchNorms are the
+    identity up to their (positive) affine part: every input pixel a unit depends on structurally
+    gets a non-zero gradient."""
+    probe = copy.deepcopy(backbone).double().eval()
+    with torch.no_grad():
+        for param in probe.parameters():
+            param.abs_().add_(0.05)
+        for name, buffer in probe.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.zero_()
+            elif name.endswith("running_var"):
+                buffer.fill_(1.0)
+    return probe.requires_grad_(False)
+
+
+def measured_geometries(backbone: TappedBackbone) -> dict[str, Geometry]:
+    """Receptive field of each tap of any backbone, measured (see the module's docstring): the
+    support ``[lo, hi]`` of the centre unit ``c``'s input gradient gives ``size = hi - lo + 1`` and
+    ``start = (lo + hi) / 2 - c * jump``, with ``jump`` the tap's declared stride. The input grows
+    from 64 px until no support touches its border; at :data:`LARGEST_MEASURED_INPUT` px a tap
+    still touching it is refused."""
+    probe = _dependency_probe(backbone)
+    strides = backbone.tap_strides
+    side, found, measured_at = 64, {}, {}
+    generator = torch.Generator().manual_seed(0)
+    while len(found) < len(backbone.tap_names):
+        if side > LARGEST_MEASURED_INPUT:
+            tap = next(t for t in backbone.tap_names if t not in found)
+            raise PosencError(f"tap {tap} of backbone {backbone.name} depends on every pixel of a "
+                              f"{LARGEST_MEASURED_INPUT} px input (an op over the whole map, such as GroupNorm or "
+                              f"squeeze-excitation, or a receptive field wider than {LARGEST_MEASURED_INPUT} px): "
+                              "no padding-free reference exists; valid: layers with smaller receptive fields")
+        image = (torch.rand(1, 3, side, side, dtype=torch.float64, generator=generator) + 0.5).requires_grad_(True)
+        original = F.max_pool2d
+        F.max_pool2d = _average_instead_of_max  # nn.MaxPool2d (and timm's pools) look it up at call time
+        try:
+            with torch.enable_grad():
+                taps = probe(image)
+                for tap, features, jump in zip(backbone.tap_names, taps, strides):
+                    if tap in found:
+                        continue
+                    centre = features.shape[-1] // 2
+                    unit = features[0, :, features.shape[-2] // 2, centre].sum()
+                    (grad,) = torch.autograd.grad(unit, image, retain_graph=True)
+                    columns = grad[0].abs().sum(dim=(0, 1)).nonzero().flatten()
+                    lo, hi = int(columns.min()), int(columns.max())
+                    if lo > 0 and hi < side - 1:
+                        found[tap] = Geometry(hi - lo + 1, int(jump), (lo + hi) / 2 - centre * int(jump))
+                        measured_at[tap] = (side, lo, hi)
+        finally:
+            F.max_pool2d = original
+        side *= 2
+    for index, tap in enumerate(backbone.tap_names):
+        _check_with_nan(backbone, index, *measured_at[tap])
+    return {tap: found[tap] for tap in backbone.tap_names}
+
+
+def _check_with_nan(backbone: TappedBackbone, index: int, side: int, lo: int, hi: int) -> None:
+    """Refuse tap ``index`` if its centre unit depends on an input column outside ``[lo, hi]``
+    (NaN there reaches it), or does not depend on column ``lo`` (the measurement missed a path)."""
+    columns = sorted({0, lo - 1, hi + 1, side - 1} - {lo, hi}) + [lo]
+    dtype = next(backbone.parameters()).dtype
+    images = torch.rand(len(columns), 3, side, side, generator=torch.Generator().manual_seed(1)).to(dtype)
+    for row, column in enumerate(columns):
+        images[row, :, :, column] = float("nan")
+    with torch.no_grad():
+        features = copy.deepcopy(backbone).eval()(images)[index]
+    reached = features[:, :, features.shape[-2] // 2, features.shape[-1] // 2].isnan().any(dim=1).tolist()
+    tap = backbone.tap_names[index]
+    if any(reached[:-1]):
+        column = columns[reached.index(True)]
+        raise PosencError(f"tap {tap} of backbone {backbone.name} depends on input column {column}, outside its "
+                          f"receptive field [{lo}, {hi}] of a {side} px input: an op over the whole map (squeeze-"
+                          "excitation, GroupNorm, ...), so no padding-free reference exists; valid: a backbone "
+                          "without such ops")
+    if not reached[-1]:
+        raise PosencError(f"receptive field of tap {tap} of backbone {backbone.name} could not be measured "
+                          f"(column {lo} does not reach its centre unit)")
 
 
 def margin_needed(geometry: Geometry, crop_size: int, out: int) -> float:

@@ -76,9 +76,7 @@ def build_timm_backbone(
         model = timm.create_model(name, pretrained=False, features_only=True)
     except RuntimeError as exc:  # e.g. a ViT without feature hooks
         raise PosencError(f"timm model {name} has no features_only stages: {str(exc).splitlines()[0]}") from exc
-    if weights == "imagenet":
-        model = _with_imagenet_weights(timm, name, model, download)
-    elif weights is not None and run_checkpoint(weights) is None:
+    if weights is not None and weights != "imagenet" and run_checkpoint(weights) is None:
         raise PosencError(f"backbone.weights={weights} is not valid for timm: valid: null, imagenet, or a posenc run "
                           "dir / .ckpt of this backbone")
     all_taps = [f"f{i + 1}" for i in range(len(model.feature_info))]
@@ -86,20 +84,23 @@ def build_timm_backbone(
     if padding_entry(padding.name).shrinks:
         raise PosencError(f"padding={padding.name} does not fit timm/{name}: its stages expect their own map sizes; "
                           "use padding=none")
+    chosen = [all_taps.index(t) for t in all_taps if t in taps]
+    if chosen != list(range(len(all_taps))):  # timm stops the model after the deepest tap chosen
+        model = timm.create_model(name, pretrained=False, features_only=True, out_indices=chosen)
+    if weights == "imagenet":
+        model = _with_imagenet_weights(timm, name, model, download, chosen)
     report: dict[str, int] = {}
     padding.apply(model, report)
-    chosen = [t for t in all_taps if t in taps]
     info = model.feature_info
-    backbone = ExtractorBackbone(f"timm/{name}", model, chosen, [all_taps.index(t) for t in chosen],
-                                 [info.channels()[all_taps.index(t)] for t in chosen], padding.name, normalize,
-                                 trainable, report)
+    backbone = ExtractorBackbone(f"timm/{name}", model, [all_taps[i] for i in chosen], list(range(len(chosen))),
+                                 info.channels(), padding.name, normalize, trainable, report, info.reduction())
     ckpt = run_checkpoint(weights) if weights not in (None, "imagenet") else None
     if ckpt is not None:
         load_run_backbone(backbone, ckpt)
     return backbone
 
 
-def _with_imagenet_weights(timm, name: str, model: nn.Module, download: bool) -> nn.Module:
+def _with_imagenet_weights(timm, name: str, model: nn.Module, download: bool, out_indices: list[int]) -> nn.Module:
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     hub_id = cfg.get("hf_hub_id")
     if not hub_id:
@@ -109,4 +110,5 @@ def _with_imagenet_weights(timm, name: str, model: nn.Module, download: bool) ->
         raise PosencError(f"ImageNet weights for timm/{name} not found: put {WEIGHT_FILES[0]} of {hub_id} into "
                           f"{folder}, or set backbone.download=true when online")
     overlay = {"file": str(path)} if path is not None else {}
-    return timm.create_model(name, pretrained=True, features_only=True, pretrained_cfg_overlay=overlay)
+    return timm.create_model(name, pretrained=True, features_only=True, out_indices=out_indices,
+                             pretrained_cfg_overlay=overlay)
