@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 
 import posenc.config_schema  # noqa: F401 - registers the config schemas before Hydra composes
 from posenc.cli import AlreadyComplete, check_group_overrides, check_run_dir, resume_argv, with_output_dir
-from posenc.errors import PosencError, user_error
+from posenc.config_validation import user_error
+from posenc.errors import PosencError
 from posenc.training import run  # imported before Hydra sets up logging: Lightning keeps its own handler
 
 

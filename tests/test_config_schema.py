@@ -25,7 +25,8 @@ from conftest import CONF_DIR, ROOT, compose_run
 from posenc import config_schema as schema
 from posenc.cli import group_options
 from posenc.config_validation import validate
-from posenc.errors import PosencError, user_error
+from posenc.config_validation import user_error
+from posenc.errors import PosencError
 
 GROUPS = group_options(CONF_DIR)
 ALL_OPTIONS = [(g, o) for g, options in GROUPS.items() for o in options if not g.startswith("hydra")]
@@ -197,15 +198,23 @@ TARGETED = [s for s in [*schema.GROUP_SCHEMAS.values(), *schema.TARGET_SCHEMAS.v
 
 @pytest.mark.parametrize("schema_cls", TARGETED, ids=lambda s: s.__name__)
 def test_schema_fields_are_arguments_with_the_same_defaults(schema_cls):
+    """Every field is an argument of the target (its own or, through ``**kwargs``, a base class's,
+    as the config validator follows them); an argument the target names itself has the schema's
+    default (a forwarded one takes the schema's: that is the one copy)."""
     from hydra.utils import get_object
 
+    from posenc.config_validation import _target_parameters
+
     target = schema_cls._target_
-    params = inspect.signature(get_object(target)).parameters
+    params = _target_parameters("x", target)
+    own = inspect.signature(get_object(target)).parameters
+    assert params is not None, f"{target} takes **kwargs nobody names"
     fields = {f.name: f for f in dataclasses.fields(schema_cls) if not f.name.startswith("_")}
     assert set(fields) <= set(params), f"{schema_cls.__name__}: not arguments of {target}: {set(fields) - set(params)}"
     for name, f in fields.items():
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if default is dataclasses.MISSING or default == "???" or params[name].default is inspect.Parameter.empty:
+        if default is dataclasses.MISSING or default == "???" or name not in own or \
+                params[name].default is inspect.Parameter.empty:
             continue
         if isinstance(default, str) and default.startswith("${"):  # wiring to another group, not a value
             continue
@@ -226,9 +235,9 @@ def test_schema_fields_are_arguments_with_the_same_defaults(schema_cls):
     schema.GapLinearSchema, schema.FlattenLinearSchema, schema.PixelDecoderSchema,
 ], ids=lambda s: s.__name__)
 def test_posenc_schemas_cover_every_constructor_argument(schema_cls):
-    from hydra.utils import get_object
+    from posenc.config_validation import _target_parameters
 
-    params = set(inspect.signature(get_object(schema_cls._target_)).parameters)
+    params = set(_target_parameters("x", schema_cls._target_))
     params -= PASSED_BY_CODE.get(schema_cls.__name__, set())
     fields = {f.name for f in dataclasses.fields(schema_cls) if not f.name.startswith("_")}
     assert fields == params, f"{schema_cls.__name__} misses {params - fields}"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,18 @@ from omegaconf import DictConfig, open_dict
 
 import posenc.config_schema  # noqa: F401 - registers the config schemas before any compose
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _conf_dir() -> Path:
+    """The checkout's ``conf/`` (an editable install, tests, ``python train.py``), else the copy an
+    installed posenc ships as the package ``posenc.conf``."""
+    checkout = Path(__file__).resolve().parents[2] / "conf"
+    if (checkout / "train.yaml").is_file():
+        return checkout
+    return Path(str(importlib.resources.files("posenc.conf")))
+
+
+CONF_DIR = _conf_dir()
 
 
 def compose_run(overrides: Sequence[str], run_dir: Path, conf_dir: Path = CONF_DIR) -> DictConfig:

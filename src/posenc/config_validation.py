@@ -165,6 +165,8 @@ def _target_parameters(path: str, target: Any) -> dict[str, inspect.Parameter] |
         if not isinstance(exc.__cause__, (ModuleNotFoundError, AttributeError)):
             raise
         raise invalid_value(f"{path}._target_", target, "cannot import it") from exc
+    if inspect.isclass(obj):
+        return _init_parameters(obj)
     try:
         params = inspect.signature(obj).parameters
     except (TypeError, ValueError):
@@ -172,6 +174,28 @@ def _target_parameters(path: str, target: Any) -> dict[str, inspect.Parameter] |
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     return dict(params)
+
+
+def _init_parameters(cls: type) -> dict[str, inspect.Parameter] | None:
+    """The keyword arguments ``cls(...)`` accepts: its ``__init__``'s, and, where that takes
+    ``**kwargs`` (forwarded to ``super().__init__``), its bases' in MRO order; None when the
+    chain ends in ``**kwargs`` nobody names."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            signature = inspect.signature(init)
+        except (TypeError, ValueError):
+            return None
+        named = [p for p in signature.parameters.values() if p.name != "self"
+                 and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+        for p in named:
+            params.setdefault(p.name, p)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+            return params
+    return None
 
 
 def _check_arguments(node: DictConfig, path: str) -> None:
@@ -285,3 +309,19 @@ def compose_error(exc: ConfigCompositionException | OverrideParseException) -> P
         return PosencError(f"{first_line(exc)}; valid: {', '.join(exc.options)}")
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return PosencError(" ".join(lines[:2]) if lines else type(exc).__name__)
+
+
+def user_error(exc: BaseException) -> PosencError | None:
+    """The user's error behind ``exc``, as a ``PosencError`` with a one-line message, if any:
+    a ``PosencError`` (Hydra's ``instantiate`` wraps it), or a config Hydra could not compose
+    (a bad override, a wrong type, an unknown key), worded by ``posenc.config_validation``."""
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:  # a chain can loop (``raise e from e``)
+        visited.add(id(seen))
+        if isinstance(seen, PosencError):
+            return seen
+        if isinstance(seen, (ConfigCompositionException, OverrideParseException)):
+            return compose_error(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None

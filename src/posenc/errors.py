@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
+from hydra.errors import HydraException
 
 
 class PosencError(ValueError):
@@ -74,21 +74,3 @@ def argument_error(
     if given:
         return PosencError(f"{key} is not valid ({', '.join(f'{n}={v}' for n, v in given)}): {line}")
     return PosencError(f"{key} is not valid: {line}")
-
-
-def user_error(exc: BaseException) -> PosencError | None:
-    """The user's error behind ``exc``, as a ``PosencError`` with a one-line message, if any:
-    a ``PosencError`` (Hydra's ``instantiate`` wraps it), or a config Hydra could not compose
-    (a bad override, a wrong type, an unknown key), worded by ``posenc.config_validation``."""
-    seen: BaseException | None = exc
-    visited: set[int] = set()
-    while seen is not None and id(seen) not in visited:  # a chain can loop (``raise e from e``)
-        visited.add(id(seen))
-        if isinstance(seen, PosencError):
-            return seen
-        if isinstance(seen, (ConfigCompositionException, OverrideParseException)):
-            from posenc.config_validation import compose_error  # imports this module
-
-            return compose_error(seen)
-        seen = seen.__cause__ or seen.__context__
-    return None

@@ -1,10 +1,11 @@
-"""Console tables of a run's results: PosENet's (rows = test input, columns = target x SPC / MAE,
-like Table 1 of Islam et al. 2020) and the trainable tasks' (overall metrics, then per distance to
-the border), and the parsing of metric keys that sweep reports share."""
+"""Console tables of a run's results, built from its metric keys alone: a grid (``test/<row>/<column>/
+<metric>``: PosENet's input x target x SPC / MAE, like Table 1 of Islam et al. 2020) or the overall
+metrics, then per distance to the border; and the parsing of metric keys that sweep reports
+share. Which table a task shows is its own choice (``PosencTask.console_tables``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -67,7 +68,7 @@ def task_table(metrics: Mapping[str, Any], title: str = "Test metrics") -> Table
     return table
 
 
-def results_table(metrics: Mapping[str, Any], title: str = "PosENet readout (SPC / MAE)") -> Table:
+def grid_table(metrics: Mapping[str, Any], title: str = "Test metrics (SPC / MAE)") -> Table:
     cells: dict[str, dict[str, dict[str, float]]] = {}
     targets: list[str] = []
     for key, value in metrics.items():
@@ -104,10 +105,11 @@ def convergence_line(metrics: Mapping[str, Any]) -> str | None:
     return f"training: {metrics.get('train/steps')} steps, {state} ({worst}); curve in figures/loss_curve.png"
 
 
-def print_results(metrics: Mapping[str, Any]) -> None:
+def print_results(metrics: Mapping[str, Any], tables: Sequence[Table]) -> None:
+    """``tables`` (the task's ``console_tables``), then the convergence line."""
     console = Console(width=120)
-    table = task_table(metrics)
-    console.print(table if table is not None else results_table(metrics))
+    for table in tables:
+        console.print(table)
     line = convergence_line(metrics)
     if line is not None:
         console.print(line, highlight=False)

@@ -10,15 +10,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from posenc.backbones import RUN_CHECKPOINT
 from posenc.checkpointing import safe_load
-from posenc.errors import PosencError, user_error
+from posenc.compose import CONF_DIR
+from posenc.config_validation import user_error
+from posenc.errors import PosencError
 from posenc.run_contract import read_status
 
-TRAINED_TASKS = "location_cls, location_seg, semseg, saliency"
+
+
+def trained_tasks(conf_dir: Path = CONF_DIR) -> str:
+    """``a|b|c``: the options of the ``task`` group whose task trains a backbone and head of its own
+    (a :class:`~posenc.tasks.supervised.SupervisedTask`), read from ``conf/task``."""
+    from posenc.tasks.supervised import SupervisedTask
+
+    names = []
+    for path in sorted((conf_dir / "task").glob("*.yaml")):
+        target = OmegaConf.select(OmegaConf.load(path), "task._target_")
+        try:
+            if target and issubclass(get_class(target), SupervisedTask):
+                names.append(path.stem)
+        except (ImportError, ValueError, AttributeError, TypeError):
+            continue
+    return "|".join(names)
 
 
 @dataclass
@@ -39,7 +56,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     if not config.is_file() or not ckpt.is_file():
         missing = config.name if not config.is_file() else str(RUN_CHECKPOINT)
         raise PosencError(f"run dir {str(run_dir)!r} holds no trained model (no {missing}): expected the run dir of "
-                          f"`python train.py task=<{TRAINED_TASKS.replace(', ', '|')}>`")
+                          f"`python train.py task=<{trained_tasks()}>`")
     status = read_status(run_dir)
     if status is not None and status.get("status") != "completed":
         raise PosencError(f"run dir {str(run_dir)!r} ended {status.get('status')!r}"
@@ -58,7 +75,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         raise PosencError(f"cannot rebuild the run {run_dir}: {user}") from exc
     if not isinstance(task, SupervisedTask):
         raise PosencError(f"run dir {str(run_dir)!r} is a run of {type(task).__name__}, which trains no model of its "
-                          f"own to analyse; valid: a run of task={TRAINED_TASKS.replace(', ', '|')}")
+                          f"own to analyse; valid: a run of task={trained_tasks()}")
     task.attach_datamodule(datamodule)
     task.head = task.build_head()
     state = safe_load(ckpt).get("state_dict", {})

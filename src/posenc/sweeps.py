@@ -24,12 +24,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from posenc.cli import reserve_dir
 from posenc.compose import CONF_DIR
 from posenc.errors import PosencError
 from posenc.jsonio import read_json as _read_json
+from posenc.tasks.base import PosencTask
 from posenc.reporting import distance_curves, has_test_metrics, parse_distance_key, parse_task_key, parse_test_key
 
 COMPLETED, FAILED, RUNNING, MISSING = "completed", "failed", "running", "missing"
@@ -38,9 +40,6 @@ STATUS_NOTE = {RUNNING: "unfinished: status running (killed, or still running)",
                INTERRUPTED: "unfinished: interrupted (resume: python train.py --resume <job dir>)",
                PREEMPTED: "unfinished: preempted and requeued",
                MISSING: "never started: no job dir"}
-INPUT_ORDER = ("natural", "black", "white", "noise")
-TARGET_ORDER = ("H", "V", "G", "HS", "VS")
-METRIC_ORDER = ("spc", "mae")
 NOT_SWEPT = ("seed", "backbone.weights")  # varied within a row (seeds: cells are mean ± std over them)
 PROBE_DIR = "probe"  # a two-stage preset's second stage (padding_then_probe), inside the sweep dir
 
@@ -320,21 +319,45 @@ def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
     return [n for n in order if n in names] + sorted(names - set(order))
 
 
-def metric_layout(results: Sequence[JobResult]) -> tuple[list[str], list[str]]:
-    """The test inputs and targets found in the jobs' metrics, in the paper's order."""
+def task_class(result: JobResult) -> type[PosencTask] | None:
+    """The task class a job ran (``task._target_`` of the resolved ``config.yaml`` in its dir)."""
+    path = result.job_dir / "config.yaml" if result.job_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    target = OmegaConf.select(OmegaConf.load(path), "task._target_")
+    try:
+        cls = get_class(target) if target else None
+    except (ImportError, ValueError, AttributeError):  # a task of another version of posenc
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, PosencTask) else None
+
+
+def _task_orders(results: Sequence[JobResult]) -> tuple[list[str], list[list[str]]]:
+    """The ``metric_order`` and the ``grid_order`` levels the jobs' tasks declare, merged in order."""
+    classes = list(dict.fromkeys(c for r in results if (c := task_class(r)) is not None))
+    overall = list(dict.fromkeys(m for c in classes for m in c.metric_order))
+    grid: list[list[str]] = [[], [], []]
+    for c in classes:
+        for level, names in zip(grid, c.grid_order or ((), (), ())):
+            level.extend(n for n in names if n not in level)
+    return overall, grid
+
+
+def metric_layout(results: Sequence[JobResult]) -> tuple[list[str], list[str], list[str]]:
+    """The rows, columns and metrics of the ``test/<row>/<column>/<metric>`` grid keys in the jobs'
+    metrics (PosENet: inputs, targets, SPC / MAE), in the order their tasks declare."""
     parsed = [p for r in results for k in r.metrics if (p := parse_test_key(k))]
-    return _ordered({p[0] for p in parsed}, INPUT_ORDER), _ordered({p[1] for p in parsed}, TARGET_ORDER)
-
-
-TASK_METRIC_ORDER = ("accuracy", "chance", "miou", "pixel_acc", "max_f", "mae", "s_measure")
+    _, order = _task_orders(results)
+    return [_ordered({p[level] for p in parsed}, order[level]) for level in range(3)]  # type: ignore[return-value]
 
 
 def task_layout(results: Sequence[JobResult]) -> tuple[list[str], list[str], list[str]]:
-    """The trainable tasks' overall metrics, distance bins and per-bin metrics in the jobs."""
+    """The tasks' overall metrics, distance bins and per-bin metrics in the jobs."""
     keys = {k for r in results for k in r.metrics}
-    overall = _ordered({m for k in keys if (m := parse_task_key(k))}, TASK_METRIC_ORDER)
+    order, _ = _task_orders(results)
+    overall = _ordered({m for k in keys if (m := parse_task_key(k))}, order)
     parsed = [p for k in keys if (p := parse_distance_key(k))]
-    return overall, sorted({b for b, _ in parsed}), _ordered({m for _, m in parsed}, TASK_METRIC_ORDER)
+    return overall, sorted({b for b, _ in parsed}), _ordered({m for _, m in parsed}, order)
 
 
 def task_tables(rows: Sequence[Row], results: Sequence[JobResult], pivot: str | None = None) -> list[str]:
@@ -368,20 +391,14 @@ def task_tables(rows: Sequence[Row], results: Sequence[JobResult], pivot: str | 
     return lines
 
 
-def ppp_timing(results: Sequence[JobResult]) -> list[str]:
-    """Markdown: the PPP runs' wall time against the forward passes they needed (crops and
-    contexts; a context pass served by the reference cache costs nothing)."""
-    runs = [r for r in results if r.completed and "ppp/time/crops_s" in r.metrics]
-    if not runs:
-        return []
-    crops = sum(float(r.metrics["ppp/time/crops_s"]) for r in runs)
-    contexts = sum(float(r.metrics["ppp/time/contexts_s"]) for r in runs)
-    cached = sum(bool(r.metrics.get("ppp/reference_cached")) for r in runs)
-    wall = sum(r.wall_time_s or 0.0 for r in runs)
-    return ["## PPP wall time", "",
-            f"{len(runs)} PPP runs: {wall:.1f} s of run wall time, of which forward passes {crops:.1f} s over the "
-            f"crops and {contexts:.1f} s over the contexts; {cached} of {len(runs)} runs reused a cached reference "
-            f"(one context pass per weights and geometry).", ""]
+def task_sections(results: Sequence[JobResult]) -> list[str]:
+    """Each task's own lines about its completed jobs (``PosencTask.sweep_sections``)."""
+    by_class: dict[type[PosencTask], list[JobResult]] = {}
+    for r in results:
+        if r.completed and (cls := task_class(r)) is not None:
+            by_class.setdefault(cls, []).append(r)
+    return [line for cls, jobs in by_class.items()
+            for line in cls.sweep_sections([j.metrics for j in jobs], [j.wall_time_s or 0.0 for j in jobs])]
 
 
 def format_cell(mean: float | None, std: float | None) -> str:
@@ -402,26 +419,26 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", 
     """Markdown: per test input a table (rows = swept values, columns = target x SPC / MAE,
     n and status), then the jobs that did not complete with their errors."""
     rows = build_rows(results, pivot)
-    inputs, targets = metric_layout([r for r in results if r.completed])
+    inputs, targets, grid_metrics = metric_layout([r for r in results if r.completed])
     counts = Counter(r.status for r in results)
     seeds = {override_dict(r.overrides).get("seed") for r in results}
     lines = [f"# {title}", "",
              f"{len(results)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
              + ("Cells: mean ± sample std (ddof=1) over the seeds of a row; n = completed seeds."
                 if len(seeds) > 1 else "n = completed jobs of a row."), ""]
-    header = ["row", "n", "status"] + [f"{t} {m.upper()}" for t in targets for m in METRIC_ORDER]
+    header = ["row", "n", "status"] + [f"{t} {m.upper()}" for t in targets for m in grid_metrics]
     task_lines = task_tables(rows, results, pivot)
     lines += task_lines
     values = pivot_values([r for r in results if r.completed], pivot)
     wheres: list[dict[str, str]] = [{pivot: v} for v in values] if pivot and values else [{}]
     if pivot and values:
-        header = ["row", "n", "status"] + [f"{t} {m.upper()} ({w[pivot]})" for t in targets for m in METRIC_ORDER
+        header = ["row", "n", "status"] + [f"{t} {m.upper()} ({w[pivot]})" for t in targets for m in grid_metrics
                                            for w in wheres]
     for name in inputs:
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             cells = [format_cell(*row.stats(f"test/{name}/{t}/{m}", w)[:2]) if row.done else ""
-                     for t in targets for m in METRIC_ORDER for w in wheres]
+                     for t in targets for m in grid_metrics for w in wheres]
             lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
                                                                      _status_cell(row), *cells]) + " |")
         lines.append("")
@@ -429,7 +446,7 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", 
         lines += ["No completed jobs: no metrics to tabulate.", ""]
         lines += ["| row | status |", "|---|---|"]
         lines += [f"| {_md_escape(row.label)} | {_md_escape(_status_cell(row))} |" for row in rows] + [""]
-    lines += ppp_timing(results)
+    lines += task_sections(results)
     labels = {id(j): row.label for row in rows for j in row.jobs}
     bad = [r for r in results if not r.completed]
     if bad:
@@ -452,8 +469,8 @@ def write_csv(path: Path, results: Sequence[JobResult]) -> Path:
     override_keys = list(dict.fromkeys(k for r in results for k in override_dict(r.overrides)))
     metric_keys = {k for r in results for k, v in r.metrics.items() if not isinstance(v, (list, dict))}  # no curves
     tests = [k for k in metric_keys if parse_test_key(k)]
-    inputs, targets = metric_layout(results)
-    ordered_tests = [f"test/{i}/{t}/{m}" for i in inputs for t in targets for m in METRIC_ORDER]
+    inputs, targets, grid_metrics = metric_layout(results)
+    ordered_tests = [f"test/{i}/{t}/{m}" for i in inputs for t in targets for m in grid_metrics]
     ordered_tests = [k for k in ordered_tests if k in metric_keys] + sorted(set(tests) - set(ordered_tests))
     metric_cols = ordered_tests + sorted(metric_keys - set(tests))
     taken = set(base) | set(override_keys)
@@ -547,7 +564,7 @@ def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | No
     md.write_text(markdown_report(results, title, pivot))
     paths.append(md)
     rows = build_rows(results, pivot)
-    inputs, targets = metric_layout([r for r in results if r.completed])
+    inputs, targets, _ = metric_layout([r for r in results if r.completed])
     for name in inputs:
         paths.append(plot_spc(sweep_dir / f"results_{_slug(name)}_spc.png", rows, name, targets))
     curves = plot_distance_curves(sweep_dir / "results_by_distance.png", rows, pivot)

@@ -22,11 +22,12 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from posenc.checkpointing import LAST, AtomicCheckpointIO, safe_load
-from posenc.config_validation import validate
+from posenc.config_validation import user_error, validate
 from posenc.convergence import TrainingDiverged
-from posenc.errors import PosencError, argument_error, invalid_value, user_error
+from posenc.errors import PosencError, argument_error, invalid_value
 from posenc.interruption import Interruption, RunInterrupted, requeue_slurm_job, under_slurm
 from posenc.reporting import print_results
+from posenc.tasks.base import PosencTask
 from posenc.run_contract import (claim_run_dir, flat_metrics, mark_metrics, read_status, save_resolved_config,
                                  write_json, write_status)
 
@@ -162,8 +163,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | 
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in metrics.json
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
-    if hasattr(task, "check_data"):  # task-and-data mismatches fail here, in one line, before the Trainer starts
-        task.check_data(datamodule)
+    if not isinstance(task, PosencTask):
+        raise invalid_value("task._target_", cfg.task.get("_target_"), f"builds a {type(task).__name__}; valid: a "
+                            "subclass of posenc.tasks.base.PosencTask (docs/extending.md)")
+    task.check_data(datamodule)  # task-and-data mismatches fail here, in one line, before the Trainer starts
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     try:
@@ -178,7 +181,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | 
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        if getattr(task, "trains", True):  # task=ppp only measures: its test pass is the whole run
+        if task.trains:  # a measurement (PPP) has no fit: its test pass is the whole run
             try:
                 trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
             except RuntimeError as exc:
@@ -190,7 +193,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | 
     finally:
         finish_loggers(loggers)
     merged = {k: v for result in results for k, v in result.items()}
-    for part in [*callbacks, task]:  # the loss curve and convergence flag (posenc.convergence); PPP's curves
+    for part in [*callbacks, task]:  # the loss curve and convergence flag (posenc.convergence); the task's own
         merged.update(getattr(part, "summary", {}))
     converted = getattr(getattr(task, "backbone", None), "padding_report", {})  # convs converted per class
     merged.update({f"padding/converted/{cls}": count for cls, count in converted.items()})
@@ -199,6 +202,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | 
     metrics = flat_metrics(merged, cfg, choices, {"status": "completed"})
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
+        print_results(metrics, task.console_tables(metrics))
     return metrics
 
 
@@ -248,7 +252,6 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             lock.unlink(missing_ok=True)
     if rank_zero:
         write_status(run_dir, "completed", wall_time_s=round(time.time() - start, 2), **resumed)
-        print_results(metrics)
         print(run_dir)
     return metrics
 

@@ -11,6 +11,8 @@ holds the receptive field of its deepest layer (``posenc.receptive_field``); the
 
 from __future__ import annotations
 
+from typing import Any
+
 from posenc.data.datamodule import IndexedImages, SeededDataModule, check_sizes
 from posenc.data.natural import available_photos, natural_crops
 from posenc.errors import PosencError, check_choice, invalid_value
@@ -24,24 +26,23 @@ class ContextDataModule(SeededDataModule):
     def __init__(
         self,
         source: str = "natural",
-        num_test: int = 64,
-        image_size: int = 64,
         context_size: int | None = None,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        seed: int = 0,
         min_scale: float = 0.5,
         num_train: int = 0,
+        num_val: int = 0,
+        **kwargs: Any,
     ) -> None:
-        """``num_train`` is accepted for the run contract and must be 0: nothing is trained."""
-        super().__init__(batch_size, num_workers, seed)
+        """``num_train`` is accepted for the run contract and must be 0: nothing is trained; sizes
+        and loader options: :class:`SeededDataModule`."""
+        super().__init__(num_train=num_train, num_val=num_val, **kwargs)
+        num_test, image_size, batch_size = self.num_test, self.image_size, self.batch_size
         check_choice("data.source", source, CONTEXT_SOURCES)
         if num_train:
             raise invalid_value("data.num_train", num_train, "expected 0: task=ppp trains nothing")
         check_sizes(1, 0, num_test, batch_size=(batch_size, 1))
         if context_size is not None and context_size < image_size:
             raise invalid_value("data.context_size", context_size, f"expected null or >= data.image_size={image_size}")
-        self.source, self.num_test, self.image_size = source, int(num_test), int(image_size)
+        self.source = source
         self.context_size, self.min_scale = context_size, float(min_scale)
 
     def prepare(self, context_size: int) -> None:

@@ -250,10 +250,15 @@ def check_fits_in_memory(image_size: int, num_images: int) -> None:
 class SeededDataModule(L.LightningDataModule):
     """What every posenc datamodule shares: seeded, resumable shuffling (:class:`EpochShuffleSampler`)
     and loaders over ``train_set`` / ``val_set`` (optional, the held-out set the convergence flag
-    watches) / ``test_sets`` (name -> dataset, one test loader each)."""
+    watches) / ``test_sets`` (name -> dataset, one test loader each); and the run contract's sizes.
+    Subclasses take their own arguments and pass these on as ``**kwargs`` (the config validator
+    follows the chain); the defaults a config uses are its schema's (posenc.config_schema)."""
 
-    def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
+    def __init__(self, num_train: int = 256, num_val: int = 32, num_test: int = 32, image_size: int = 64,
+                 batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
+        self.num_train, self.num_val, self.num_test = int(num_train), int(num_val), int(num_test)
+        self.image_size = int(image_size)
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -292,17 +297,14 @@ class PositionDataModule(SeededDataModule):
         test_dir: str | None = None,
         test_inputs: Sequence[str] = TEST_INPUTS,
         synthetic_source: str = "generated",
-        num_train: int = 256,
-        num_test: int = 32,
-        num_val: int = 32,
-        image_size: int = 224,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
         min_scale: float = 0.3,
         canvas: dict[str, Any] | CanvasFrame | None = None,
+        image_size: int = 224,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed)
+        """The image sources and the canvas frame; sizes and loader options: :class:`SeededDataModule`."""
+        super().__init__(image_size=image_size, **kwargs)
+        num_train, num_val, num_test, batch_size = self.num_train, self.num_val, self.num_test, self.batch_size
         check_choice("data.source", source, SOURCES)
         frame = canvas if isinstance(canvas, CanvasFrame) else CanvasFrame(**dict(canvas or {}))
         check_frame(int(image_size), frame.margin)
@@ -323,8 +325,6 @@ class PositionDataModule(SeededDataModule):
         self.source, self.train_dir, self.test_dir = source, train_dir, test_dir
         self.test_inputs = list(test_inputs)
         self.synthetic_source = synthetic_source
-        self.num_train, self.num_test, self.image_size = int(num_train), int(num_test), int(image_size)
-        self.num_val = int(num_val)
         self.min_scale = min_scale
         self.frame = frame if frame.margin else None
         self.train_features: torch.Tensor | np.ndarray | None = None

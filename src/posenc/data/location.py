@@ -63,16 +63,13 @@ class CanvasDataModule(SeededDataModule):
         source: str = "shapes",
         canvas: dict[str, Any] | CanvasSpec | None = None,
         data_dir: str | None = None,
-        num_train: int = 1024,
-        num_val: int = 128,
-        num_test: int = 256,
-        image_size: int = 96,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
         device: str = "auto",
+        image_size: int = 96,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed)
+        """The patches, the canvas and where to build it; sizes and loader options: :class:`SeededDataModule`."""
+        super().__init__(image_size=image_size, **kwargs)
+        num_train, num_val, num_test, batch_size = self.num_train, self.num_val, self.num_test, self.batch_size
         check_choice("data.source", source, PATCH_SOURCES)
         spec = canvas if isinstance(canvas, CanvasSpec) else CanvasSpec(**dict(canvas or {}))
         check_choice("data.canvas.fill", spec.fill, CANVAS_FILLS)
@@ -84,8 +81,7 @@ class CanvasDataModule(SeededDataModule):
                 raise PosencError("data.source=cifar10 needs data.data_dir=<folder holding cifar-10-batches-py/>")
             check_cifar10(data_dir)  # a missing file is named now, not after the Trainer has started
         self.source, self.spec, self.data_dir = source, spec, data_dir
-        self.num_train, self.num_val, self.num_test = int(num_train), int(num_val), int(num_test)
-        self.image_size, self.device_name = int(image_size), device
+        self.device_name = device
         self.num_cells = spec.cells_per_side ** 2
         self.num_patch_classes: int | None = None
         self.class_names: list[str] = []

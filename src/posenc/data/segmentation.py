@@ -11,6 +11,8 @@ another set than the one trained on (e.g. train ``duts``, test ``ecssd``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch.utils.data import Dataset
 
 from posenc.choices import SEGMENTATION_SOURCES  # noqa: F401 - the valid values live there
@@ -48,16 +50,13 @@ class SegmentationDataModule(SeededDataModule):
         test_source: str | None = None,
         data_dir: str | None = None,
         test_dir: str | None = None,
-        num_train: int = 1024,
-        num_val: int = 128,
-        num_test: int = 256,
-        image_size: int = 64,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
         max_objects: int = 3,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed)
+        """The sources and their folders; sizes and loader options: :class:`SeededDataModule`."""
+        super().__init__(**kwargs)
+        num_train, num_val, num_test, image_size = self.num_train, self.num_val, self.num_test, self.image_size
+        batch_size = self.batch_size
         test_source = test_source or source
         check_choice("data.source", source, SEGMENTATION_SOURCES)
         check_choice("data.test_source", test_source, SEGMENTATION_SOURCES)
@@ -73,8 +72,7 @@ class SegmentationDataModule(SeededDataModule):
                 raise PosencError(f"data.source={name} needs data.data_dir=<its dataset root>")
         self.source, self.test_source = source, test_source
         self.data_dir, self.test_dir = data_dir, test_dir or data_dir
-        self.num_train, self.num_val, self.num_test = int(num_train), int(num_val), int(num_test)
-        self.image_size, self.max_objects = int(image_size), int(max_objects)
+        self.max_objects = int(max_objects)
         self.num_classes = NUM_CLASSES[source]
         self.ignore_index = 255
         for name, folder, split in ((source, self.data_dir, "train"), (test_source, self.test_dir, "test")):

@@ -59,22 +59,22 @@ def pooled_latent(taps: list[torch.Tensor]) -> torch.Tensor:
 class LocationClassificationTask(SupervisedTask):
     """Classify the location (and / or class) of a pasted patch from pooled features."""
 
+    metric_order = ("accuracy", "chance")
+
     def __init__(
         self,
         backbone: TappedBackbone,
         head: Callable[..., nn.Module],
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: Callable[..., Any] | None = None,
         label: str = "location",
         image_size: int = 96,
-        max_steps: int = -1,
-        max_epochs: int | None = None,
-        channels_last: bool = False,
         augment: str = "none",
         shift: int = 8,
         consistency_weight: float = 0.0,
         distance_bands: int = 4,
+        **kwargs: Any,
     ) -> None:
+        """The label, the shift augmentation and its latent consistency (ICCV 2021), the bands of
+        the free placement's distance metrics; the other arguments are :class:`SupervisedTask`'s."""
         check_choice("task.label", label, LABEL_MODES)
         check_choice("task.augment", augment, AUGMENTS)
         shifted = augment == "shift" or label == "class"  # training views, or the test's invariance metrics
@@ -89,7 +89,7 @@ class LocationClassificationTask(SupervisedTask):
         if augment == "shift" and label != "class":
             raise PosencError(f"task.augment=shift moves the patch across cells, so the label must not depend on "
                               f"where it is: got task.label={label}; valid: task.label=class")
-        super().__init__(backbone, head, optimizer, scheduler, image_size, max_steps, max_epochs, channels_last)
+        super().__init__(backbone, head, image_size=image_size, **kwargs)
         self.label, self.augment, self.shift = label, augment, shift
         self.consistency_weight, self.distance_bands = float(consistency_weight), distance_bands
 

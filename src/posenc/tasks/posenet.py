@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn as nn
 from lightning.pytorch.loggers import WandbLogger
@@ -27,15 +26,19 @@ from posenc.feature_cache import cache_key, cached_features, module_digest
 from posenc.figures import prediction_grid, save_figure
 from posenc.losses import UpsampledMSE
 from posenc.metrics import mae_per_image, spearman_per_image
+from posenc.choices import TEST_INPUTS
 from posenc.position_maps import TARGETS, make_targets
+from posenc.tasks.base import PosencTask
 from posenc.readouts import PosENetReadout, resize_and_concat
 from posenc.errors import PosencError, check_choice
 
 
 
 
-class PosENetTask(L.LightningModule):
+class PosENetTask(PosencTask):
     """Train one readout per target map on frozen features; test SPC / MAE per input type."""
+
+    grid_order = (TEST_INPUTS, TARGETS, ("spc", "mae"))  # Table 1 of Islam et al. 2020: input x target x metric
 
     def __init__(
         self,

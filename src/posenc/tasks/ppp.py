@@ -21,9 +21,9 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
@@ -33,11 +33,12 @@ from posenc.checkpointing import atomic_save, safe_load
 from posenc.errors import PosencError, check_choice
 from posenc.receptive_field import check_context, context_margin, reference_crop, tap_geometries
 from posenc.registry import padding_entry
+from posenc.tasks.base import PosencTask
 
 REFERENCE_CACHES: tuple[str, ...] = ("disk", "off")
 
 
-class PPPTask(L.LightningModule):
+class PPPTask(PosencTask):
     """Measure the PPP of every (or the chosen) tap of a frozen backbone."""
 
     trains = False  # posenc.training skips fit: a test pass is the whole measurement
@@ -175,3 +176,17 @@ class PPPTask(L.LightningModule):
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image("ppp/heatmaps", [str(path)])
+
+    @classmethod
+    def sweep_sections(cls, metrics: Sequence[Mapping[str, Any]], wall_times: Sequence[float]) -> list[str]:
+        """The PPP runs' wall time against the forward passes they needed (crops and contexts; a
+        context pass served by the reference cache costs nothing)."""
+        if not metrics:
+            return []
+        crops = sum(float(m.get("ppp/time/crops_s", 0.0)) for m in metrics)
+        contexts = sum(float(m.get("ppp/time/contexts_s", 0.0)) for m in metrics)
+        cached = sum(bool(m.get("ppp/reference_cached")) for m in metrics)
+        return ["## PPP wall time", "",
+                f"{len(metrics)} PPP runs: {sum(wall_times):.1f} s of run wall time, of which forward passes "
+                f"{crops:.1f} s over the crops and {contexts:.1f} s over the contexts; {cached} of {len(metrics)} "
+                "runs reused a cached reference (one context pass per weights and geometry).", ""]

@@ -19,6 +19,8 @@ from posenc.tasks.segmentation import IGNORE_INDEX, SegmentationTask
 class SaliencyTask(SegmentationTask):
     """Foreground probability per pixel; ``mask > 0`` is salient, 255 ignored."""
 
+    metric_order = ("max_f", "mae", "s_measure", "pixel_acc")
+
     def num_outputs(self) -> int:
         return 1
 

@@ -31,22 +31,14 @@ class SegmentationTask(SupervisedTask):
     """Semantic segmentation; subclasses say where targets and distance bins come from."""
 
     head_kind = "segmentation"
+    metric_order = ("miou", "pixel_acc")
     needs_data = ("num_classes", "data=shapes|voc|duts (segmentation masks)")
 
-    def __init__(
-        self,
-        backbone: TappedBackbone,
-        head: Callable[..., nn.Module],
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: Callable[..., Any] | None = None,
-        distance_bands: int = 4,
-        image_size: int = 64,
-        max_steps: int = -1,
-        max_epochs: int | None = None,
-        channels_last: bool = False,
-    ) -> None:
-        """``distance_bands``: equal bands of distance to the border the metrics are split into."""
-        super().__init__(backbone, head, optimizer, scheduler, image_size, max_steps, max_epochs, channels_last)
+    def __init__(self, backbone: TappedBackbone, head: Callable[..., nn.Module], distance_bands: int = 4,
+                 image_size: int = 64, **kwargs: Any) -> None:
+        """``distance_bands``: equal bands of distance to the border the metrics are split into; the
+        other arguments are :class:`SupervisedTask`'s."""
+        super().__init__(backbone, head, image_size=image_size, **kwargs)
         band_edges(self.image_size, distance_bands)  # one-line error when the bands do not fit the image
         fuse_at = getattr(head, "keywords", {}).get("fuse_at")
         if isinstance(fuse_at, int) and not 0 <= fuse_at < len(backbone.tap_names):

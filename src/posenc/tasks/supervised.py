@@ -26,9 +26,10 @@ from posenc.backbones import TappedBackbone
 from posenc.checkpointing import atomic_save
 from posenc.errors import PosencError
 from posenc.figures import by_distance_figure, save_figure
+from posenc.tasks.base import PosencTask
 
 
-class SupervisedTask(L.LightningModule):
+class SupervisedTask(PosencTask):
     """Backbone + head trained on ``batch["image"]``; subclasses define targets, loss and metrics."""
 
     head_kind = "classification"  # which heads fit: their ``kind`` attribute (posenc.heads)
