@@ -1,5 +1,4 @@
-"""Any timm CNN as a posenc backbone: ``backbone=timm backbone.name=<model>`` (timm 1.x, an
-optional dependency: ``pip install posenc[timm]``).
+"""Any timm CNN as a posenc backbone: ``backbone=timm backbone.name=<model>`` (timm 1.x).
 
 The model is built by timm with ``features_only=True``: its taps ``f1..fN`` are the stages timm's
 ``feature_info`` declares, with the channels and strides it declares (``FeatureInfo.channels()`` /
@@ -34,8 +33,8 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 def _timm():
     try:
         import timm
-    except ImportError:  # pragma: no cover - timm ships with the dev extras
-        raise PosencError("backbone=timm needs timm: pip install 'posenc[timm]'") from None
+    except ImportError:  # pragma: no cover - a dependency of posenc
+        raise PosencError("backbone=timm needs timm: pip install 'timm>=1.0,<2'") from None
     return timm
 
 

@@ -77,7 +77,7 @@ class SegmentationDataModule(SeededDataModule):
         self.ignore_index = 255
         for name, folder, split in ((source, self.data_dir, "train"), (test_source, self.test_dir, "test")):
             if name != "shapes":  # list the files now: a missing one is named before the Trainer starts
-                self._available(name, folder, split, seed)
+                self._available(name, folder, split, self.seed)
 
     def _split(self, name: str, folder: str | None, split: str, num: int, seed: int) -> Dataset:
         if name == "shapes":
