@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-from posenc.cli import OneLineParser, check_group_overrides, output_root
-from posenc.compose import CONF_DIR
-from posenc.errors import PosencError, invalid_choice
-from posenc.sweeps import (
+from posenc.core.cli import OneLineParser, check_group_overrides, output_root
+from posenc.core.compose import CONF_DIR
+from posenc.core.errors import PosencError, invalid_choice
+from posenc.core.sweeps import (
     COMPLETED,
     PROBE_DIR,
     collect,

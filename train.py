@@ -15,11 +15,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import posenc.config_schema  # noqa: F401 - registers the config schemas before Hydra composes
-from posenc.cli import AlreadyComplete, check_group_overrides, check_run_dir, resume_argv, with_output_dir
-from posenc.config_validation import user_error
-from posenc.errors import PosencError
-from posenc.training import run  # imported before Hydra sets up logging: Lightning keeps its own handler
+import posenc.core.config_schema  # noqa: F401 - registers the config schemas before Hydra composes
+from posenc.core.cli import AlreadyComplete, check_group_overrides, check_run_dir, resume_argv, with_output_dir
+from posenc.core.config_validation import user_error
+from posenc.core.errors import PosencError
+from posenc.core.training import run  # imported before Hydra sets up logging: Lightning keeps its own handler
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

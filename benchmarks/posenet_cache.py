@@ -21,8 +21,8 @@ import torch
 from hydra.utils import instantiate
 
 from common import add_data_arguments
-from posenc.compose import compose_run
-from posenc.training import run
+from posenc.core.compose import compose_run
+from posenc.core.training import run
 
 
 def timed_run(overrides: list[str], run_dir: Path) -> tuple[float, dict]:

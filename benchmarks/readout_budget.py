@@ -3,10 +3,10 @@
 Runs the PosENet task at several step budgets on the same cached features (``feature_cache=disk``:
 the backbone runs once), for a random-init backbone and for a trained one, and prints per budget
 the natural-image SPC / MAE of every target, the final training loss and the convergence flag of
-:mod:`posenc.convergence`. The default budget is the smallest one after which doubling the steps
+:mod:`posenc.core.convergence`. The default budget is the smallest one after which doubling the steps
 changes no natural SPC by more than 0.02 on both backbones.
 
-Without ImageNet weights, "trained" means :mod:`posenc.proxy_weights` (the backbone trained to
+Without ImageNet weights, "trained" means :mod:`posenc.models.proxy_weights` (the backbone trained to
 tell which bundled photo a crop comes from); give a real file with ``--weights``.
 
     python benchmarks/readout_budget.py --backbone vgg16 --steps 120 250 500 1000 2000 3000
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from common import add_data_arguments
-from posenc.compose import compose_run
-from posenc.proxy_weights import save_photo_id_weights
-from posenc.training import run
+from posenc.core.compose import compose_run
+from posenc.models.proxy_weights import save_photo_id_weights
+from posenc.core.training import run
 
 
 def budget_row(overrides: list[str], steps: int, run_dir: Path) -> tuple[dict, float]:

@@ -43,7 +43,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from posenc.compose import compose_run
+from posenc.core.compose import compose_run
 
 PRECISIONS = {"32": "32-true", "bf16-mixed": "bf16-mixed"}
 
@@ -95,7 +95,7 @@ def posenc_run(
     cfg: DictConfig, args: argparse.Namespace, run_dir: Path
 ) -> tuple[tuple[float, float], float, list[float]]:
     """``((timed wall, CPU seconds), whole fit seconds, per-step losses)`` of the run through the
-    framework, built as :func:`posenc.training.train` builds it."""
+    framework, built as :func:`posenc.core.training.train` builds it."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
@@ -107,7 +107,7 @@ def posenc_run(
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule)
     fit_s = time.perf_counter() - start
-    curve = next(c for c in callbacks if hasattr(c, "history"))  # posenc.convergence.LossCurve
+    curve = next(c for c in callbacks if hasattr(c, "history"))  # posenc.core.convergence.LossCurve
     return window(step_clock.times), fit_s, curve.curves()["loss"]
 
 

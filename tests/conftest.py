@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from posenc.compose import CONF_DIR, compose_run  # noqa: F401 - re-exported for the tests
+from posenc.core.compose import CONF_DIR, compose_run  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +32,8 @@ TINY = [
 
 @pytest.fixture
 def run_tiny(tmp_path: Path):
-    """Run ``posenc.training.run`` on the tiny config plus ``overrides``; returns metrics."""
-    from posenc.training import run
+    """Run ``posenc.core.training.run`` on the tiny config plus ``overrides``; returns metrics."""
+    from posenc.core.training import run
 
     def _run(*overrides: str, name: str = "run") -> dict:
         cfg = compose_run([*TINY, *overrides], tmp_path / name)
@@ -48,7 +48,7 @@ def run_tiny(tmp_path: Path):
 def cached_run(tmp_root: str, *overrides: str) -> dict:
     """Metrics of one composed run, trained once per worker and shared by the effect tests of a
     module (``tmp_root`` from a module-scoped ``tmp_path_factory`` dir)."""
-    from posenc.training import run
+    from posenc.core.training import run
 
     # a readable run dir name, short enough for any file system: the last overrides + a digest of all
     name = "_".join(o.replace("=", "-").replace(".", "-") for o in overrides[-2:]) or "default"

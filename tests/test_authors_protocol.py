@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from conftest import compose_run
-from posenc.schedules import milestones_at
+from posenc.core.schedules import milestones_at
 
 SIZE = 112
 TARGETS = ["H", "V", "G"]

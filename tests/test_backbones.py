@@ -1,4 +1,4 @@
-"""Tests for posenc.backbones: frozen multi-level feature extractors (PosENet, Islam et al. 2020).
+"""Tests for posenc.models.backbones: frozen multi-level feature extractors (PosENet, Islam et al. 2020).
 
 Taps are checked against torchvision's own layer stacks (``vgg.make_layers`` / ``resnet``) with the
 same weights, not only by shape; weight loading is checked bit-exactly against state dicts written
@@ -17,9 +17,9 @@ import torchvision
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from posenc.backbones import BACKBONES, TappedBackbone, build_backbone, imagenet_weights_file
-from posenc.errors import PosencError
-from posenc.registry import BACKBONE_REGISTRY, register_backbone
+from posenc.models.backbones import BACKBONES, TappedBackbone, build_backbone, imagenet_weights_file
+from posenc.core.errors import PosencError
+from posenc.core.registry import BACKBONE_REGISTRY, register_backbone
 
 SIDE = 64
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -421,9 +421,9 @@ def test_weights_file_that_is_not_a_dict_is_a_posenc_error(tmp_path: Path) -> No
 
 def test_a_registered_backbone_is_valid_everywhere_at_once() -> None:
     """register_backbone adds a name the schema's choices, the builder and the errors all accept."""
-    from posenc.config_schema import BackboneSchema
+    from posenc.core.config_schema import BackboneSchema
 
-    register_backbone("tiny_wide", "posenc.backbones:tiny_vgg", (32, 32, 64, 64, 96), (1, 2, 4, 8, 16), imagenet=False)
+    register_backbone("tiny_wide", "posenc.models.backbones:tiny_vgg", (32, 32, 64, 64, 96), (1, 2, 4, 8, 16), imagenet=False)
     try:
         assert "tiny_wide" in BACKBONES
         assert "tiny_wide" in BackboneSchema.__dataclass_fields__["name"].metadata["choices"]

@@ -36,7 +36,7 @@ IN_RUN = {  # overrides -> the start of the one line
 
 @pytest.mark.parametrize("case", sorted(IN_RUN))
 def test_one_line_before_anything_is_built(tmp_path, capsys, case):
-    from posenc.training import run
+    from posenc.core.training import run
 
     overrides, message = IN_RUN[case]
     cfg = compose_run([*TINY, *overrides], tmp_path / "r")
@@ -70,7 +70,7 @@ def test_command_line_mistakes_are_one_line(args, message):
 def test_analysis_command_mistakes_are_one_line(tmp_path, args, message):
     run_dir = tmp_path / "not_a_run"
     run_dir.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "posenc.analysis.attack", str(run_dir), *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "posenc.tools.attack", str(run_dir), *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
@@ -78,7 +78,7 @@ def test_analysis_command_mistakes_are_one_line(tmp_path, args, message):
 
 
 def test_ppp_with_no_layers_is_refused(tmp_path, capsys):
-    from posenc.training import run
+    from posenc.core.training import run
 
     cfg = compose_run(["task=ppp", "backbone=tiny", "data.image_size=32", "data.num_test=4", "task.layers=[]",
                        "callbacks.progress=null"], tmp_path / "r")

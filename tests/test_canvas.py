@@ -32,7 +32,7 @@ from posenc.data.patches import (
     split_generator,
 )
 from posenc.data.shapes import render_scene, sample_scene_objects, shape_scenes
-from posenc.errors import PosencError
+from posenc.core.errors import PosencError
 
 
 def _gen(seed: int = 0) -> torch.Generator:

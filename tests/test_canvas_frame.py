@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from posenc.data.canvas import frame_on_canvas
 from posenc.data.datamodule import CanvasFrame, PositionDataModule
-from posenc.errors import PosencError
+from posenc.core.errors import PosencError
 
 
 def _ring(size: int, margin: int) -> torch.Tensor:

@@ -27,8 +27,8 @@ from posenc.analysis.channels import (
     scores_figure,
     zero_channels,
 )
-from posenc.errors import PosencError
-from posenc.figures import save_figure
+from posenc.core.errors import PosencError
+from posenc.core.figures import save_figure
 
 LEFT_CHANNEL = 3  # the one left-biased channel of the hand-built model
 NUM_FEATURES = 6

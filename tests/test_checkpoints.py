@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose_run
-from posenc.errors import PosencError
+from posenc.core.errors import PosencError
 
 
 def tiny_task(tmp_path, seed: int):

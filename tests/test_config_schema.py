@@ -1,7 +1,7 @@
 """Typed config schemas: every bad value is one line naming key, value and what is expected.
 
 Wrong types and unknown keys fail while Hydra composes; ranges, choices, the keys of ``_target_``
-nodes and loosely typed nodes fail in ``posenc.config_validation.validate`` before anything is
+nodes and loosely typed nodes fail in ``posenc.core.config_validation.validate`` before anything is
 built; a value Lightning refuses fails when the Trainer is built. ``train.py`` exits 2 with one
 line on stderr for all of them.
 """
@@ -22,11 +22,11 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
 from conftest import CONF_DIR, ROOT, compose_run
-from posenc import config_schema as schema
-from posenc.cli import group_options
-from posenc.config_validation import validate
-from posenc.config_validation import user_error
-from posenc.errors import PosencError
+from posenc.core import config_schema as schema
+from posenc.core.cli import group_options
+from posenc.core.config_validation import validate
+from posenc.core.config_validation import user_error
+from posenc.core.errors import PosencError
 
 GROUPS = group_options(CONF_DIR)
 ALL_OPTIONS = [(g, o) for g, options in GROUPS.items() for o in options if not g.startswith("hydra")]
@@ -156,7 +156,7 @@ def test_bad_values_name_key_value_and_expectation(tmp_path, override, names):
 
 
 def test_a_bad_job_of_a_multirun_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    from posenc.training import run
+    from posenc.core.training import run
 
     cfg = compose_run(["backbone=tiny", "data.num_train=0"], tmp_path / "job")
     with read_write(HydraConfig.get()):
@@ -170,19 +170,19 @@ def test_a_bad_job_of_a_multirun_is_recorded_and_the_sweep_goes_on(tmp_path, mon
 
 # -- the schemas match the code they configure ---------------------------------------------------
 def test_choices_are_the_codes_own():
-    """The schemas and the code hold the very same tuples (posenc.choices), not equal copies."""
+    """The schemas and the code hold the very same tuples (posenc.core.choices), not equal copies."""
     import importlib
 
-    uses = {"BACKBONES": "backbones", "TAP_NAMES": "backbones", "PADDING_MODES": "padding",
-            "TARGETS": "position_maps", "TARGET_SOURCES": "position_maps", "STRIPE_RANGES": "position_maps",
-            "CACHE_MODES": "feature_cache", "CACHE_DTYPES": "feature_cache", "KERNEL_SIZES": "readouts",
-            "DEPTHS": "readouts", "DATA_SOURCES": "data.datamodule:SOURCES", "TEST_INPUTS": "data.datamodule",
+    uses = {"BACKBONES": "models.backbones", "TAP_NAMES": "models.backbones", "PADDING_MODES": "models.padding",
+            "TARGETS": "data.position_maps", "TARGET_SOURCES": "data.position_maps",
+            "STRIPE_RANGES": "data.position_maps", "CACHE_MODES": "data.feature_cache",
+            "CACHE_DTYPES": "data.feature_cache", "KERNEL_SIZES": "models.readouts", "DEPTHS": "models.readouts", "DATA_SOURCES": "data.datamodule:SOURCES", "TEST_INPUTS": "data.datamodule",
             "SYNTHETIC_SOURCES": "data.synthetic", "AUTOCAST": "tasks.posenet", "PATCH_SOURCES": "data.patches",
             "CANVAS_FILLS": "data.canvas", "LABEL_MODES": "data.canvas", "SEGMENTATION_SOURCES": "data.segmentation"}
     for name, where in uses.items():
         module, _, attr = where.partition(":")
         assert getattr(schema, name) is getattr(importlib.import_module(f"posenc.{module}"), attr or name), name
-    from posenc import feature_cache
+    from posenc.data import feature_cache
 
     assert tuple(feature_cache.NUMPY_DTYPES) == schema.CACHE_DTYPES
 
@@ -203,7 +203,7 @@ def test_schema_fields_are_arguments_with_the_same_defaults(schema_cls):
     default (a forwarded one takes the schema's: that is the one copy)."""
     from hydra.utils import get_object
 
-    from posenc.config_validation import _target_parameters
+    from posenc.core.config_validation import _target_parameters
 
     target = schema_cls._target_
     params = _target_parameters("x", target)
@@ -235,7 +235,7 @@ def test_schema_fields_are_arguments_with_the_same_defaults(schema_cls):
     schema.GapLinearSchema, schema.FlattenLinearSchema, schema.PixelDecoderSchema,
 ], ids=lambda s: s.__name__)
 def test_posenc_schemas_cover_every_constructor_argument(schema_cls):
-    from posenc.config_validation import _target_parameters
+    from posenc.core.config_validation import _target_parameters
 
     params = set(_target_parameters("x", schema_cls._target_))
     params -= PASSED_BY_CODE.get(schema_cls.__name__, set())
@@ -244,7 +244,7 @@ def test_posenc_schemas_cover_every_constructor_argument(schema_cls):
 
 
 def test_schemas_are_not_options_of_the_user_facing_groups(tmp_path):
-    assert schema.SCHEMA_GROUP not in GROUPS  # posenc.cli lists conf/ only
+    assert schema.SCHEMA_GROUP not in GROUPS  # posenc.core.cli lists conf/ only
     with pytest.raises(MissingConfigException):
         compose_run(["backbone=backbone"], tmp_path)
 
@@ -256,7 +256,7 @@ def test_nested_canvas_schema_matches_the_canvas_spec():
 
 
 @pytest.mark.parametrize(("overrides", "steps"), [
-    ([], 1000),                                        # random init (posenc.budgets)
+    ([], 1000),                                        # random init (posenc.core.budgets)
     (["backbone.weights=imagenet"], 3000),             # trained weights need more readout steps
     (["backbone=none"], 1000),
     (["backbone.weights=imagenet", "task.max_steps=50"], 50),  # an override wins
@@ -267,12 +267,12 @@ def test_the_readout_budget_follows_the_weights(overrides, steps, tmp_path):
 
 
 def test_no_module_copies_a_choice_list():
-    """posenc.choices (and posenc.registry, the names of backbones and paddings) hold every list of
+    """posenc.core.choices (and posenc.core.registry, the names of backbones and paddings) hold every list of
     valid values once; no module defines its own copy."""
     import re
 
     from conftest import ROOT
-    from posenc import choices
+    from posenc.core import choices
 
     names = [n for n in vars(choices) if n.isupper()]
     copies = [f"{p.relative_to(ROOT)}: {n}" for p in (ROOT / "src" / "posenc").rglob("*.py")

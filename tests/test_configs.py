@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import CONF_DIR, compose_run
-from posenc.cli import group_options
+from posenc.core.cli import group_options
 
 GROUPS = group_options(CONF_DIR)
 ALL_OPTIONS = [(g, o) for g, options in GROUPS.items() for o in options if not g.startswith("hydra")]
@@ -44,7 +44,7 @@ def test_every_option_composes(tmp_path, group, option):
 
 @pytest.mark.parametrize("backbone", sorted(GROUPS["backbone"]))
 def test_every_backbone_runs(tmp_path, backbone):
-    from posenc.training import run
+    from posenc.core.training import run
 
     metrics = run(compose_run([f"backbone={backbone}", "data.image_size=32", *SMALL], tmp_path / "r"))
     assert metrics["backbone"] == backbone
@@ -53,7 +53,7 @@ def test_every_backbone_runs(tmp_path, backbone):
 
 @pytest.mark.parametrize("padding", sorted(GROUPS["padding"]))
 def test_every_padding_runs(tmp_path, padding):
-    from posenc.training import run
+    from posenc.core.training import run
 
     size = 140 if padding == "none_shrink" else 48  # 140: minimum of tiny without padding
     metrics = run(compose_run(["backbone=tiny", f"padding={padding}", f"data.image_size={size}", *SMALL],
@@ -62,7 +62,7 @@ def test_every_padding_runs(tmp_path, padding):
 
 
 def test_wandb_logger_runs_offline_and_keeps_the_csv_copy(tmp_path, monkeypatch):
-    from posenc.training import run
+    from posenc.core.training import run
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = tmp_path / "r"

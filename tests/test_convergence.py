@@ -1,4 +1,4 @@
-"""The loss curve and convergence flag every run records (posenc.convergence), and the PosENet
+"""The loss curve and convergence flag every run records (posenc.core.convergence), and the PosENet
 readout's default budget: converged on a trained-like backbone, where doubling it changes nothing."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import compose_run
-from posenc.convergence import (
+from posenc.core.convergence import (
     LossCurve, constant_lr_phases, convergence, downsample, relative_decrease, window_steps,
 )
-from posenc.errors import PosencError
-from posenc.proxy_weights import save_photo_id_weights
+from posenc.core.errors import PosencError
+from posenc.models.proxy_weights import save_photo_id_weights
 
 
 # ----------------------------------------------------------------------------- the criterion
@@ -85,7 +85,7 @@ def test_loss_curve_state_survives_a_checkpoint() -> None:
 
 # ----------------------------------------------------------------------------- in a run
 def test_every_run_records_its_curve_and_flags_a_short_budget(run_tiny, tmp_path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="posenc.convergence"):
+    with caplog.at_level(logging.WARNING, logger="posenc.core.convergence"):
         metrics = run_tiny("task.max_steps=6", "trainer.max_epochs=null", "task.targets=[H,V]", name="short")
     run_dir = tmp_path / "short"
     assert (run_dir / "figures" / "loss_curve.png").stat().st_size > 1000
@@ -107,7 +107,7 @@ def test_every_run_records_its_curve_and_flags_a_short_budget(run_tiny, tmp_path
 @pytest.fixture(scope="module")
 def trained_tiny(tmp_path_factory) -> str:
     """The tiny backbone trained for 200 Adam steps to tell which bundled photo a 64-px crop
-    comes from: its features are not the easy random-init ones (posenc.proxy_weights)."""
+    comes from: its features are not the easy random-init ones (posenc.models.proxy_weights)."""
     path = tmp_path_factory.mktemp("weights") / "tiny_photo_id.pth"
     return str(save_photo_id_weights(path, name="tiny", steps=200, image_size=64, lr=1e-3))
 
@@ -118,7 +118,7 @@ def test_the_flag_agrees_with_doubling_the_budget(case, trained_tiny, tmp_path) 
 
     * ``random``: random init at its default budget (1000 steps) is converged and no natural SPC
       moves by more than 0.02 when it is doubled (measured: <= .014).
-    * ``trained``: the proxy-trained tiny at the trained default (3000 steps, posenc.budgets):
+    * ``trained``: the proxy-trained tiny at the trained default (3000 steps, posenc.core.budgets):
       doubling moves no SPC by more than 0.02 (measured: H/V/G <= .014, and <= .009 on a later
       install), and its largest held-out change stays within 2.5% (the flag's tolerance is 2%:
       measured -0.7% on one install and -2.0%, a hair over, on a fresh one where the previous
@@ -131,7 +131,7 @@ def test_the_flag_agrees_with_doubling_the_budget(case, trained_tiny, tmp_path) 
       <= .008), so the loss, which the flag reads, is what doubling is checked on here. At 1000
       steps the verdict depends on the install (HS .21 -> .77 on one; on another H/V/G
       converged and HS / VS flat on a plateau), so the short case sits well below it."""
-    from posenc.training import run
+    from posenc.core.training import run
 
     base = ["backbone=tiny", "data.image_size=64", "data.test_inputs=[natural]", "callbacks.progress=null"]
     if case != "random":
@@ -163,7 +163,7 @@ def test_the_flag_agrees_with_doubling_the_budget(case, trained_tiny, tmp_path) 
 
 
 def test_a_loss_below_the_task_floor_is_converged_though_it_keeps_halving():
-    from posenc.convergence import convergence
+    from posenc.core.convergence import convergence
 
     halving = {"loss": [1e-3 * 0.5 ** (i / 10) for i in range(200)]}  # -50% every 10 steps, near zero
     assert not convergence(halving)["train/converged"]

@@ -20,7 +20,7 @@ from posenc.analysis.distance import (
     pixel_distance,
     ring_of_cell,
 )
-from posenc.errors import PosencError
+from posenc.core.errors import PosencError
 
 
 def test_pixel_distance_literal() -> None:

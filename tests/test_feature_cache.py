@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from posenc.feature_cache import cache_key, cached_features
+from posenc.data.feature_cache import cache_key, cached_features
 from posenc.data.datamodule import IndexedImages
 
 KEYS = [f"test/{i}/{t}/{m}" for i in ("natural", "noise") for t in ("H", "V", "HS") for m in ("spc", "mae")]

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import compose_run
-from posenc.augment import random_shift
-from posenc.backbones import build_backbone
-from posenc.errors import PosencError
-from posenc.heads import GapLinearHead, GapNetHead
+from posenc.data.augment import random_shift
+from posenc.models.backbones import build_backbone
+from posenc.core.errors import PosencError
+from posenc.models.heads import GapLinearHead, GapNetHead
 
 QUIET = ["callbacks.progress=null"]
 
@@ -80,7 +80,7 @@ def test_a_shift_moves_each_image_by_its_own_offset_and_repeats_the_edge():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A small semseg run and a small location_cls run (tiny backbone, a few steps)."""
-    from posenc.training import run
+    from posenc.core.training import run
 
     root = tmp_path_factory.mktemp("trained")
     scenes = ["task=semseg", "data.image_size=32", "data.num_train=32", "data.num_val=0", "data.num_test=24",
@@ -93,7 +93,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_rank_channels_of_a_trained_run_writes_the_rankings(trained, capsys):
-    from posenc.analysis.rank_channels import main
+    from posenc.tools.rank_channels import main
 
     assert main([str(trained["location_cls"]), "--layer", "f4"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -108,7 +108,7 @@ def test_rank_channels_of_a_trained_run_writes_the_rankings(trained, capsys):
 
 
 def test_the_attack_on_a_trained_segmentation_run(trained, capsys):
-    from posenc.analysis.attack import main
+    from posenc.tools.attack import main
 
     args = [str(trained["semseg"]), "--counts", "1,8,32", "--draws", "2", "--seed", "3"]
     assert main(args) == 0
@@ -132,7 +132,7 @@ def test_the_attack_on_a_trained_segmentation_run(trained, capsys):
 def test_bad_analysis_input_is_one_line(trained, tmp_path, capsys, module, args, words):
     import importlib
 
-    main = importlib.import_module(f"posenc.analysis.{module}").main
+    main = importlib.import_module(f"posenc.tools.{module}").main
     paths = {"empty": tmp_path, **{k: str(v) for k, v in trained.items()}}
     assert main([a.format(**paths) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,4 +1,4 @@
-"""Heads of the padding study's tasks add no position of their own (posenc.heads), and the
+"""Heads of the padding study's tasks add no position of their own (posenc.models.heads), and the
 CIFAR-style ResNet18 is the authors' shape with every padding applied."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from posenc.backbones import build_backbone
-from posenc.errors import PosencError
-from posenc.heads import FlattenLinearHead, GapLinearHead, PixelDecoder
+from posenc.models.backbones import build_backbone
+from posenc.core.errors import PosencError
+from posenc.models.heads import FlattenLinearHead, GapLinearHead, PixelDecoder
 
 
 def taps(seed: int = 0) -> list[torch.Tensor]:

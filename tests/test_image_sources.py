@@ -24,7 +24,7 @@ from posenc.data.natural import (
     natural_crops,
 )
 from posenc.data.synthetic import SYNTHETIC_INPUTS, synthetic_images
-from posenc.errors import PosencError
+from posenc.core.errors import PosencError
 
 # --------------------------------------------------------------------------- natural photos
 

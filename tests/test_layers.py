@@ -1,5 +1,6 @@
-"""The import graph of posenc: no cycle, and no module imports a layer above its own (models,
-data and analyses never import the tasks or the run machinery that drives them)."""
+"""The import graph of posenc: no cycle, every module in a layer folder (core, models, data,
+analysis, tasks, tools), and no module importing a layer above its own: models, data and analyses
+never import the tasks, the tasks never the run machinery that drives them."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import ast
 from conftest import ROOT
 
 PACKAGE = ROOT / "src" / "posenc"
-# command-line tools over finished runs (python -m ...): they sit above the run layer, though they
-# still live in analysis/ (issue 17's folder split is not done)
-TOOLS = ("posenc.analysis.rank_channels", "posenc.analysis.attack")
-RUN_LAYER = ("posenc.tasks", "posenc.training", "posenc.sweeps", "posenc.cli", "posenc.runs", "posenc.reporting")
-BELOW_THE_TASKS = ("posenc.backbones", "posenc.padding", "posenc.registry", "posenc.choices", "posenc.readouts",
-                   "posenc.heads", "posenc.receptive_field", "posenc.permutation", "posenc.timm_backbone",
-                   "posenc.module_backbone", "posenc.data", "posenc.analysis", "posenc.position_maps",
-                   "posenc.errors", "posenc.config_schema", "posenc.config_validation")
+# the layers, bottom to top: a module may import its own layer and the ones below it
+LAYERS = (("posenc.core.registry", "posenc.core.choices", "posenc.core.errors", "posenc.core.jsonio"),
+          ("posenc.core",), ("posenc.models", "posenc.data", "posenc.analysis"), ("posenc.tasks",),
+          ("posenc.core.training", "posenc.core.sweeps", "posenc.core.cli"),
+          ("posenc.tools",))
+
+
+def layer_of(module: str) -> int:
+    """The highest layer whose prefix names ``module`` (the run machinery in core/ sits above the tasks)."""
+    found = [i for i, prefixes in enumerate(LAYERS) for p in prefixes if module == p or module.startswith(p + ".")]
+    return max(found) if found else 0
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -51,8 +55,12 @@ def test_no_import_cycle() -> None:
             visit(module, [module])
 
 
-def test_models_data_and_analyses_do_not_import_the_run_layer() -> None:
+def test_no_module_imports_a_layer_above_its_own() -> None:
     graph = import_graph()
-    upward = sorted(f"{m} imports {d}" for m, deps in graph.items() if m.startswith(BELOW_THE_TASKS)
-                    and m not in TOOLS for d in deps if d.startswith(RUN_LAYER))
+    upward = sorted(f"{m} imports {d}" for m, deps in graph.items() for d in deps if layer_of(d) > layer_of(m))
     assert upward == []
+
+
+def test_every_module_lives_in_a_layer_folder() -> None:
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert loose == []

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from posenc.backbones import build_backbone
-from posenc.heads import GapLinearHead
+from posenc.models.backbones import build_backbone
+from posenc.models.heads import GapLinearHead
 from posenc.tasks.location_cls import LocationClassificationTask
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from posenc.losses import UpsampledMSE, interpolation_matrix
-from posenc.position_maps import make_targets
+from posenc.models.losses import UpsampledMSE, interpolation_matrix
+from posenc.data.position_maps import make_targets
 
 
 def test_interpolation_matrix_is_torch_bilinear_along_an_axis():

@@ -1,4 +1,4 @@
-"""Tests for posenc.metrics: tie-aware ranks, per-image Spearman (SPC) and MAE of PosENet,
+"""Tests for posenc.analysis.metrics: tie-aware ranks, per-image Spearman (SPC) and MAE of PosENet,
 checked against scipy.stats (rankdata / spearmanr) and numpy."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy.stats import rankdata, spearmanr
 
-from posenc.metrics import CONSTANT_ATOL, average_ranks, mae_per_image, pearson_rows, spearman_per_image
-from posenc.position_maps import make_target
+from posenc.analysis.metrics import CONSTANT_ATOL, average_ranks, mae_per_image, pearson_rows, spearman_per_image
+from posenc.data.position_maps import make_target
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -3,6 +3,7 @@ as the package posenc.conf, and posenc composes from that copy when there is no 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,7 +13,14 @@ from conftest import ROOT
 
 
 def test_an_installed_wheel_composes_from_its_own_configs(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", str(ROOT),
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    source = tmp_path / "source"  # a copy: setuptools builds in-tree, and the checkout stays clean
+    for name in tracked:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", str(source),
                     "-w", str(tmp_path / "wheel")], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "wheel").glob("posenc-*.whl")
     with zipfile.ZipFile(wheel) as archive:
@@ -21,7 +29,7 @@ def test_an_installed_wheel_composes_from_its_own_configs(tmp_path: Path) -> Non
     in_checkout = {str(p.relative_to(ROOT / "conf")) for p in (ROOT / "conf").rglob("*") if p.is_file()
                    and "__pycache__" not in p.parts}
     assert shipped == in_checkout
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from posenc.compose import CONF_DIR, compose_run; "
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from posenc.core.compose import CONF_DIR, compose_run; "
              "cfg = compose_run(['backbone=resnet18', 'padding=reflect'], sys.argv[2]); "
              "print(CONF_DIR); print(cfg.backbone.name, cfg.backbone.padding.name)")
     out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "site"), str(tmp_path / "run")],

@@ -1,4 +1,4 @@
-"""Tests for posenc.padding (padding schemes of Islam et al., ICLR 2020 / IJCV 2024)."""
+"""Tests for posenc.models.padding (padding schemes of Islam et al., ICLR 2020 / IJCV 2024)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet18, vgg16
 
-from posenc.errors import PosencError
-from posenc.padding import (
+from posenc.core.errors import PosencError
+from posenc.models.padding import (
     PADDING_MODES,
     PaddingSpec,
     PartialConv2d,

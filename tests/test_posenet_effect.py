@@ -23,7 +23,7 @@ import pytest
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     from conftest import TINY, compose_run
-    from posenc.training import run
+    from posenc.core.training import run
 
     root = tmp_path_factory.mktemp("effect")
     out = {}

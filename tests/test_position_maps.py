@@ -1,4 +1,4 @@
-"""Tests for posenc.position_maps against the authors' published PosENet target PNGs
+"""Tests for posenc.data.position_maps against the authors' published PosENet target PNGs
 (Islam, Jia, Bruce, ICLR 2020): H, V, G bit-exact at 256, stripes by rank correlation.
 
 The PNGs are the copies vendored in ``posenc.assets``; each is first checked against the SHA-256 of
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.stats import spearmanr
 
-from posenc.errors import PosencError
-from posenc.position_maps import OFFICIAL_FILES, TARGETS, make_target, make_targets
+from posenc.core.errors import PosencError
+from posenc.data.position_maps import OFFICIAL_FILES, TARGETS, make_target, make_targets
 
 PNG = {"H": "gt_hor.png", "V": "gt_ver.png", "G": "gt_gau.png", "HS": "gt_horstp.png", "VS": "gt_verstp.png"}
 # SHA-256 of the authors' published files (Islam, Jia, Bruce, ICLR 2020; MIT license;

@@ -17,7 +17,7 @@ SMALL = ["task=ppp", "backbone=tiny", "data.image_size=32", "data.num_test=8", "
 
 
 def run(tmp_path, name: str, *overrides: str) -> dict:
-    from posenc.training import run as run_job
+    from posenc.core.training import run as run_job
 
     metrics = run_job(compose_run([*SMALL, f"paths.cache_dir={tmp_path / 'cache'}", *overrides], tmp_path / name))
     assert metrics is not None and metrics["status"] == "completed"

@@ -1,4 +1,4 @@
-"""Tests for posenc.readouts: the PosENet readout (Islam et al., ICLR 2020, Sec. 3.2) and the
+"""Tests for posenc.models.readouts: the PosENet readout (Islam et al., ICLR 2020, Sec. 3.2) and the
 resize-and-concatenate of multi-level features (checked against a numpy bilinear reference)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from posenc.errors import PosencError
-from posenc.readouts import DEPTHS, KERNEL_SIZES, PosENetReadout, resize_and_concat
+from posenc.core.errors import PosencError
+from posenc.models.readouts import DEPTHS, KERNEL_SIZES, PosENetReadout, resize_and_concat
 
 
 def _x(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -229,7 +229,7 @@ def test_fused_heads_have_per_head_xavier_bounds() -> None:
 
 
 def test_global_batchnorm_without_ddp_is_batchnorm() -> None:
-    from posenc.readouts import GlobalBatchNorm2d
+    from posenc.models.readouts import GlobalBatchNorm2d
 
     torch.manual_seed(0)
     x = torch.randn(4, 3, 5, 5)
@@ -242,7 +242,7 @@ def test_global_batchnorm_without_ddp_is_batchnorm() -> None:
 def test_thin_conv_equals_conv2d_values_and_gradients(k: int, padding: int, cin: int, cout: int) -> None:
     """ThinConv2d (1x1 projection + shifted sums) is Conv2d: same outputs, same gradients for the
     weights, bias and input, channels-last or not (the last case is wide: plain Conv2d)."""
-    from posenc.readouts import ThinConv2d
+    from posenc.models.readouts import ThinConv2d
 
     torch.manual_seed(0)
     thin = ThinConv2d(cin, cout, k, padding=padding).double()

@@ -33,7 +33,7 @@ from posenc.data.segmentation_sets import (
     saliency_dataset,
     voc_segmentation,
 )
-from posenc.errors import PosencError
+from posenc.core.errors import PosencError
 
 S = 8  # a multiple of 4: the fixture rectangle lands on rows/columns [2, 6)
 BOX = (slice(S // 4, 3 * S // 4), slice(S // 4, 3 * S // 4))

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from posenc.backbones import TappedBackbone, build_backbone
-from posenc.errors import PosencError
-from posenc.receptive_field import (
+from posenc.models.backbones import TappedBackbone, build_backbone
+from posenc.core.errors import PosencError
+from posenc.models.receptive_field import (
     Geometry,
     check_context,
     context_margin,
@@ -237,7 +237,7 @@ def test_reference_crop() -> None:
 def test_measured_geometry_equals_the_derived_one(name: str) -> None:
     """The measurement used for backbones that are not a plain sequence of stages gives exactly
     the geometry the recursion derives where both apply (residual blocks included)."""
-    from posenc.receptive_field import measured_geometries
+    from posenc.models.receptive_field import measured_geometries
 
     backbone = build_backbone(name)
     assert measured_geometries(backbone) == tap_geometries(backbone)
@@ -248,7 +248,7 @@ def test_measured_geometry_gives_a_padding_free_reference_on_timm() -> None:
     reference features independent of anything beyond the context: the same window of the
     context's taps, with the context set inside a wider frame of other pixels, is bit-identical."""
     timm = pytest.importorskip("timm")  # noqa: F841
-    from posenc.timm_backbone import build_timm_backbone
+    from posenc.models.timm_backbone import build_timm_backbone
 
     torch.manual_seed(0)
     backbone = build_timm_backbone("resnet50d", taps=["f1", "f2", "f3"]).double()
@@ -277,7 +277,7 @@ def test_ops_over_the_whole_map_are_refused_in_one_line(name: str, why: str) -> 
     """Squeeze-excitation (MobileNetV3) and GroupNorm (BiT) make a unit depend on every pixel:
     no padding-free reference exists, said in one line."""
     pytest.importorskip("timm")
-    from posenc.timm_backbone import build_timm_backbone
+    from posenc.models.timm_backbone import build_timm_backbone
 
     with pytest.raises(PosencError, match=why) as info:
         tap_geometries(build_timm_backbone(name, taps=["f2"]))

@@ -103,8 +103,8 @@ def test_slurm_preemption_requeues_and_the_requeued_job_resumes_the_run_dir(tmp_
 
 
 def test_disk_full_at_the_final_checkpoint_fails_in_one_line_and_keeps_the_previous(tmp_path, monkeypatch, capsys):
-    import posenc.checkpointing as checkpointing
-    from posenc.training import run
+    import posenc.core.checkpointing as checkpointing
+    from posenc.core.training import run
 
     saves = []
     real_save = torch.save
@@ -170,8 +170,8 @@ def test_a_run_dir_holds_one_run_and_a_completed_run_is_not_resumed(tmp_path):
 
 
 def test_a_live_run_holds_its_dir_and_a_dead_one_does_not(tmp_path):
-    from posenc.errors import PosencError
-    from posenc.run_contract import LOCK, claim_run_dir
+    from posenc.core.errors import PosencError
+    from posenc.core.run_contract import LOCK, claim_run_dir
 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

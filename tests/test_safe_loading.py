@@ -70,7 +70,7 @@ def assert_refused(proc: subprocess.CompletedProcess, marker: Path, path: Path) 
 @pytest.mark.parametrize("tool", ["rank_channels", "attack"])
 def test_the_analysis_commands_refuse_a_payload_checkpoint(payload_run, tool):
     run_dir, marker = payload_run
-    proc = run_cmd("-m", f"posenc.analysis.{tool}", str(run_dir), "--layer", "f3")
+    proc = run_cmd("-m", f"posenc.tools.{tool}", str(run_dir), "--layer", "f3")
     assert_refused(proc, marker, run_dir / "checkpoints" / "last.ckpt")
 
 
@@ -97,8 +97,8 @@ def test_backbone_weights_refuse_a_payload(payload_run, tmp_path, form):
 
 
 def test_a_payload_in_the_ppp_reference_cache_is_refused(tmp_path):
-    from posenc.checkpointing import safe_load
-    from posenc.errors import PosencError
+    from posenc.core.checkpointing import safe_load
+    from posenc.core.errors import PosencError
 
     marker = tmp_path / "PWNED"
     path = plant(tmp_path / "reference.pt", marker)

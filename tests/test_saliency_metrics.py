@@ -18,7 +18,7 @@ from posenc.analysis.saliency import (
     max_f_measure,
     s_measure,
 )
-from posenc.errors import PosencError
+from posenc.core.errors import PosencError
 
 
 def t(rows: list) -> torch.Tensor:

@@ -16,7 +16,7 @@ import pytest
 from hydra.utils import instantiate
 
 from conftest import ROOT, compose_run
-from posenc.cli import with_output_dir
+from posenc.core.cli import with_output_dir
 
 SMALL = ["backbone=tiny", "data.image_size=32", "data.num_train=16", "data.num_test=8", "callbacks.progress=null"]
 TEST_KEYS = [f"test/{i}/{t}/{m}" for i in ("natural", "white", "noise") for t in ("H", "V", "G", "HS", "VS")
@@ -147,7 +147,7 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, case):
 def test_wandb_run_carries_group_tags_job_type_and_stays_offline(tmp_path, monkeypatch):
     from hydra.core.hydra_config import HydraConfig
 
-    from posenc.training import wandb_settings
+    from posenc.core.training import wandb_settings
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_run(["logger=wandb", "logger.wandb.offline=false", "sweep=padding_study",

@@ -15,7 +15,7 @@ import pytest
 from conftest import CONF_DIR, ROOT, compose_run
 from omegaconf import OmegaConf
 
-from posenc.sweeps import (
+from posenc.core.sweeps import (
     COMPLETED,
     FAILED,
     MISSING,
@@ -156,7 +156,7 @@ def test_mean_and_std_over_seeds(tmp_path):
 def test_distance_curves_of_tasks_with_different_bins_get_their_own_panels(tmp_path):
     """border_study mixes grid rings (location_cls) with pixel bands (saliency) under one metric
     name; collect draws them in separate panels instead of failing (it did, on the real sweep)."""
-    from posenc.sweeps import build_rows, plot_distance_curves
+    from posenc.core.sweeps import build_rows, plot_distance_curves
 
     sweep = fake_multirun(tmp_path / "s", ["task=location_cls,saliency"])
     rings = {"test/by_distance/ring0/accuracy": 0.5, "test/by_distance/ring1/accuracy": 0.9}
@@ -191,7 +191,7 @@ def test_a_pivot_key_becomes_columns_of_the_task_table(tmp_path):
 
 def test_several_probes_at_init_and_trained(tmp_path):
     """ppp_artifact's second stage: every probe on every trained backbone and on its init weights."""
-    from posenc.sweeps import probe_jobs
+    from posenc.core.sweeps import probe_jobs
 
     sweep = fake_multirun(tmp_path / "s", ["padding=zeros,circular"])
     cfg = OmegaConf.load(sweep / "multirun.yaml")

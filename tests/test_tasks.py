@@ -28,7 +28,7 @@ BINS = {"location_cls": ["ring0", "ring1"], "location_seg": ["ring0", "ring1"],
 
 
 def run(tmp_path: Path, *overrides: str) -> dict:
-    from posenc.training import run as run_job
+    from posenc.core.training import run as run_job
 
     metrics = run_job(compose_run(list(overrides), tmp_path))
     assert metrics is not None
@@ -61,7 +61,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_a_trainable_one_learns(tmp_path
     overrides = ["task=location_cls", f"backbone.trainable={str(trainable).lower()}", *CANVAS]
     run(tmp_path / "r", *overrides)
     cfg = compose_run(overrides, tmp_path / "init")
-    L.seed_everything(cfg.seed, verbose=False)  # as posenc.training.train does before building
+    L.seed_everything(cfg.seed, verbose=False)  # as posenc.core.training.train does before building
     instantiate(cfg.data)
     initial = instantiate(cfg.task)
     assert initial.backbone.training is trainable and all(p.requires_grad is trainable

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from posenc.errors import PosencError
-from posenc.padding import PaddingRefused, convert_padding
+from posenc.core.errors import PosencError
+from posenc.models.padding import PaddingRefused, convert_padding
 
 timm = pytest.importorskip("timm")
 
@@ -98,7 +98,7 @@ def test_bit_keeps_weight_standardisation_under_every_scheme():
 
 
 def test_taps_and_channels_come_from_feature_info():
-    from posenc.timm_backbone import build_timm_backbone
+    from posenc.models.timm_backbone import build_timm_backbone
 
     for name in ("convnext_atto", "regnetx_002"):
         backbone = build_timm_backbone(name)
@@ -127,7 +127,7 @@ def test_ppp_runs_on_a_timm_backbone(tmp_path):
     """PPP (Lin et al. ICML 2023) on timm's ResNet-D, whose receptive fields are measured: zero
     padding leaves a pattern, strongest at the border, the run contract holds."""
     from conftest import compose_run
-    from posenc.training import run
+    from posenc.core.training import run
 
     common = ["task=ppp", "backbone=timm", "backbone.name=resnet50d", "backbone.taps=[f1,f2]", "data.image_size=32",
               "data.num_test=8", "data.batch_size=4", "callbacks.progress=null", f"paths.cache_dir={tmp_path / 'c'}"]
@@ -141,8 +141,8 @@ def test_ppp_runs_on_a_timm_backbone(tmp_path):
 
 
 def test_what_cannot_work_on_timm_refuses_in_one_line():
-    from posenc.receptive_field import tap_geometries
-    from posenc.timm_backbone import build_timm_backbone
+    from posenc.models.receptive_field import tap_geometries
+    from posenc.models.timm_backbone import build_timm_backbone
 
     with pytest.raises(PosencError, match="readout.permute_at=3 is not valid for backbone timm/resnet18"):
         build_timm_backbone("resnet18").set_channel_permutation(3)
@@ -155,7 +155,7 @@ def test_what_cannot_work_on_timm_refuses_in_one_line():
 def test_imagenet_weights_come_from_the_hugging_face_cache(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    from posenc.timm_backbone import build_timm_backbone
+    from posenc.models.timm_backbone import build_timm_backbone
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     hub_id = timm.create_model("resnet18", pretrained=False).pretrained_cfg["hf_hub_id"]
@@ -173,18 +173,18 @@ def test_imagenet_weights_come_from_the_hugging_face_cache(tmp_path, monkeypatch
 
 
 def test_a_user_module_runs_posenet_and_its_padding_is_swapped(run_tiny, tmp_path):
-    """``backbone=module``: the example model (posenc/example_model.py, shown in docs/reference.md), taps by module name."""
-    from posenc.module_backbone import build_module_backbone
+    """``backbone=module``: the example model (posenc/models/example_model.py, shown in docs/reference.md), taps by module name."""
+    from posenc.models.module_backbone import build_module_backbone
 
-    backbone = build_module_backbone("posenc.example_model.make_net", ["stage1", "stage3"], padding="circular")
+    backbone = build_module_backbone("posenc.models.example_model.make_net", ["stage1", "stage3"], padding="circular")
     assert backbone.tap_names == ["stage1", "stage3"] and backbone.tap_channels == [16, 32]
     assert backbone.padding_report == {"Conv2d": 3}
     assert [tuple(t.shape[1:]) for t in backbone(torch.rand(2, 3, 32, 32))] == [(16, 16, 16), (32, 8, 8)]
-    metrics = run_tiny("backbone=module", "backbone.target=posenc.example_model.make_net",
+    metrics = run_tiny("backbone=module", "backbone.target=posenc.models.example_model.make_net",
                        "backbone.taps=[stage1,stage2,stage3]", "task.max_steps=40", name="module")
     assert metrics["backbone"] == "module" and "padding/converted/Conv2d" not in metrics  # zeros: nothing converted
     assert metrics["test/natural/H/spc"] > 0.25  # measured .40 at 40 steps; PosENet alone on RGB reads ~.05
-    with pytest.raises(PosencError, match="unknown tap \\(a module of posenc.example_model.make_net\\) 'stage9'"):
-        build_module_backbone("posenc.example_model.make_net", ["stage9"])
+    with pytest.raises(PosencError, match="unknown tap \\(a module of posenc.models.example_model.make_net\\) 'stage9'"):
+        build_module_backbone("posenc.models.example_model.make_net", ["stage9"])
     with pytest.raises(PosencError, match="cannot import no_such_package"):
         build_module_backbone("no_such_package.make", ["x"])

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from posenc.analysis.distance import confusion_per_bin, miou_per_bin
-from posenc.errors import PosencError, invalid_value
+from posenc.core.errors import PosencError, invalid_value
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from posenc.errors import invalid_value
+from posenc.core.errors import invalid_value
 
 
 def _check_positive(key: str, value: int) -> None:

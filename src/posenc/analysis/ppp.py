@@ -3,7 +3,7 @@ of Position-Information Pattern Through the Mist of Image Features"), and its st
 
 Definition (ours; the paper published no code): a crop ``x`` is cut from the centre of a larger
 real image, its context, with a margin of at least the receptive-field radius of every tap,
-aligned to the largest jump (:func:`posenc.receptive_field.context_margin`). The context's tap
+aligned to the largest jump (:func:`posenc.models.receptive_field.context_margin`). The context's tap
 cropped to ``x``'s footprint is ``x``'s padding-free reference. The PPP of a tap is the mean over
 N images of (``x``'s features with the padding under test - the reference). Its strength:
 
@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from posenc.analysis.distance import pixel_distance
-from posenc.errors import PosencError, invalid_value
-from posenc.receptive_field import check_context, reference_crop
+from posenc.core.errors import PosencError, invalid_value
+from posenc.models.receptive_field import check_context, reference_crop
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 def crop_center(contexts: Tensor, margin: int, crop_size: int) -> Tensor:
     """The crops ``x`` of ``contexts`` ``[..., H, W]``: the ``crop_size`` square ``margin`` px from
     their top-left corner, i.e. their centre when ``H = W = crop_size + 2 * margin`` (where
-    :func:`~posenc.receptive_field.reference_crop` of the contexts' taps finds the crops' footprint).
+    :func:`~posenc.models.receptive_field.reference_crop` of the contexts' taps finds the crops' footprint).
     Contexts smaller than that are a one-line PosencError."""
     check_context(min(contexts.shape[-2:]), crop_size, margin, f"PPP of {crop_size} px crops with margin {margin}")
     return contexts[..., margin: margin + crop_size, margin: margin + crop_size]

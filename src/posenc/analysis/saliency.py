@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from posenc.errors import PosencError, invalid_value
+from posenc.core.errors import PosencError, invalid_value
 
 BETA2 = 0.3  # beta^2 of the F-measure (Achanta et al. 2009), weighting precision over recall
 S_ALPHA = 0.5  # alpha of S = alpha * S_o + (1 - alpha) * S_r (Fan et al. 2017)

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from posenc.choices import CANVAS_FILLS, LABEL_MODES  # noqa: F401 - the valid values live there
+from posenc.core.choices import CANVAS_FILLS, LABEL_MODES  # noqa: F401 - the valid values live there
 from posenc.data.patches import Patches
-from posenc.errors import PosencError, check_choice, invalid_value
+from posenc.core.errors import PosencError, check_choice, invalid_value
 
 DEFAULT_LOCATION_GRID = 3
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from posenc.errors import PosencError
+from posenc.core.errors import PosencError
 
 BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -5,7 +5,7 @@ computed from real pixels around it.
 Each context is a random square crop of a photo bundled in the scikit-image / scikit-learn wheels
 (all of them: nothing is trained), resized to ``context_size``; the crop ``x`` of ``image_size`` px
 sits at its centre. ``context_size: null`` lets the task choose: the smallest size whose margin
-holds the receptive field of its deepest layer (``posenc.receptive_field``); the task calls
+holds the receptive field of its deepest layer (``posenc.models.receptive_field``); the task calls
 :meth:`ContextDataModule.prepare` from its ``setup``, before the test loader is built.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from posenc.data.datamodule import IndexedImages, SeededDataModule, check_sizes
 from posenc.data.natural import available_photos, natural_crops
-from posenc.errors import PosencError, check_choice, invalid_value
+from posenc.core.errors import PosencError, check_choice, invalid_value
 
 CONTEXT_SOURCES: tuple[str, ...] = ("natural",)
 

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from posenc.data.images import read_rgb
-from posenc.errors import PosencError
+from posenc.core.errors import PosencError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 

@@ -8,7 +8,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from posenc.errors import PosencError
+from posenc.core.errors import PosencError
 
 READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 

@@ -19,7 +19,7 @@ from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, cell_size, c
 from posenc.data.cifar import check_cifar10
 from posenc.data.datamodule import SeededDataModule, TensorDictDataset, check_sizes
 from posenc.data.patches import PATCH_SOURCES, make_patches
-from posenc.errors import PosencError, check_choice
+from posenc.core.errors import PosencError, check_choice
 
 
 @dataclass(frozen=True)

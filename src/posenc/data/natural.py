@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from posenc.data.images import read_rgb
-from posenc.errors import PosencError, check_choice
+from posenc.core.errors import PosencError, check_choice
 
 # name -> (package whose directory holds it, file path relative to that directory)
 _PHOTO_FILES: dict[str, tuple[str, str]] = {

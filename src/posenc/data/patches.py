@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from posenc.choices import PATCH_SOURCES  # noqa: F401 - the valid values live there
+from posenc.core.choices import PATCH_SOURCES  # noqa: F401 - the valid values live there
 from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
-from posenc.errors import PosencError, check_choice, invalid_value
+from posenc.core.errors import PosencError, check_choice, invalid_value
 
 # Shape classes; a shape's class index is its position here (semantic label = index + 1).
 SHAPE_CLASSES: tuple[str, ...] = ("disk", "square", "triangle", "cross", "ring")

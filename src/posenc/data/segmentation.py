@@ -15,11 +15,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from posenc.choices import SEGMENTATION_SOURCES  # noqa: F401 - the valid values live there
+from posenc.core.choices import SEGMENTATION_SOURCES  # noqa: F401 - the valid values live there
 from posenc.data.datamodule import IndexedImages, SeededDataModule, TensorDictDataset, check_sizes
 from posenc.data.segmentation_sets import SALIENCY_SETS, saliency_dataset, voc_segmentation
 from posenc.data.shapes import NUM_SEMANTIC_CLASSES, shape_scenes
-from posenc.errors import PosencError, check_choice
+from posenc.core.errors import PosencError, check_choice
 
 NUM_CLASSES = {"shapes": NUM_SEMANTIC_CLASSES, "voc": 21, **{name: 2 for name in SALIENCY_SETS}}
 TEST_ONLY = ("ecssd", "pascal_s")  # published as test sets: no training split

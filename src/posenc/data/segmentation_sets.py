@@ -17,10 +17,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import VOCSegmentation
 
-from posenc.choices import SALIENCY_SETS  # noqa: F401 - the valid values live there
+from posenc.core.choices import SALIENCY_SETS  # noqa: F401 - the valid values live there
 from posenc.data.folder import IMAGE_EXTENSIONS, _image_files, read_image
 from posenc.data.images import READ_ERRORS
-from posenc.errors import PosencError, check_choice
+from posenc.core.errors import PosencError, check_choice
 
 Sample = dict[str, torch.Tensor]
 

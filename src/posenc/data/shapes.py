@@ -24,7 +24,7 @@ from posenc.data.patches import (
     render_shapes,
     split_generator,
 )
-from posenc.errors import invalid_value
+from posenc.core.errors import invalid_value
 
 __all__ = [
     "SHAPE_CLASSES",

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from posenc.choices import SYNTHETIC_INPUTS, SYNTHETIC_SOURCES  # noqa: F401 - the valid values live there
+from posenc.core.choices import SYNTHETIC_INPUTS, SYNTHETIC_SOURCES  # noqa: F401 - the valid values live there
 from posenc.data.images import read_rgb
-from posenc.errors import PosencError, check_choice
+from posenc.core.errors import PosencError, check_choice
 
 NOISE_MEAN = 127.5
 NOISE_STD = 50.0

@@ -6,7 +6,7 @@ classes), its class (``class``) or both (``class_and_location``, g^2 x classes).
 only come through the backbone, i.e. from its padding; ``flatten_linear`` is the positive control.
 
 Translation invariance (ICCV 2021, Sec. "translation invariance"): ``augment=shift`` feeds two
-randomly shifted views of every image (posenc.augment) through the same encoder; the loss is the
+randomly shifted views of every image (posenc.data.augment) through the same encoder; the loss is the
 cross-entropy on both views (their mean) plus ``consistency_weight`` (lambda) x the MSE between the
 two views' pooled latents (global average pooling of the last tap, the GAP heads' input). The
 paper publishes neither lambda nor an invariance metric; ours (docs/global_pooling.md), measured on
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from posenc.choices import AUGMENTS  # noqa: F401 - the valid values live there
+from posenc.core.choices import AUGMENTS  # noqa: F401 - the valid values live there
 from posenc.analysis.distance import (
     BinnedMean,
     band_edges,
@@ -42,10 +42,10 @@ from posenc.analysis.distance import (
     object_distance,
     ring_of_cell,
 )
-from posenc.augment import random_shift
-from posenc.backbones import TappedBackbone
+from posenc.data.augment import random_shift
+from posenc.models.backbones import TappedBackbone
 from posenc.data.canvas import LABEL_MODES, location_class_label, split_class_and_location
-from posenc.errors import PosencError, check_choice, invalid_value
+from posenc.core.errors import PosencError, check_choice, invalid_value
 from posenc.tasks.supervised import SupervisedTask
 
 JOINT_PARTS: tuple[str, ...] = ("location", "class")  # the halves of a class_and_location label

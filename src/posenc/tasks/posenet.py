@@ -20,17 +20,17 @@ import torch.nn as nn
 from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
-from posenc.choices import AUTOCAST  # noqa: F401 - the valid values live there
-from posenc.backbones import TappedBackbone
-from posenc.feature_cache import cache_key, cached_features, module_digest
-from posenc.figures import prediction_grid, save_figure
-from posenc.losses import UpsampledMSE
-from posenc.metrics import mae_per_image, spearman_per_image
-from posenc.choices import TEST_INPUTS
-from posenc.position_maps import TARGETS, make_targets
+from posenc.core.choices import AUTOCAST  # noqa: F401 - the valid values live there
+from posenc.models.backbones import TappedBackbone
+from posenc.data.feature_cache import cache_key, cached_features, module_digest
+from posenc.core.figures import prediction_grid, save_figure
+from posenc.models.losses import UpsampledMSE
+from posenc.analysis.metrics import mae_per_image, spearman_per_image
+from posenc.core.choices import TEST_INPUTS
+from posenc.data.position_maps import TARGETS, make_targets
 from posenc.tasks.base import PosencTask
-from posenc.readouts import PosENetReadout, resize_and_concat
-from posenc.errors import PosencError, check_choice
+from posenc.models.readouts import PosENetReadout, resize_and_concat
+from posenc.core.errors import PosencError, check_choice
 
 
 
@@ -175,7 +175,7 @@ class PosENetTask(PosencTask):
 
     def configure_optimizers(self) -> Any:
         """The optimizer over the readout; the scheduler factory gets the run's optimizer-step
-        count (``total_steps``, e.g. :func:`posenc.schedules.multistep_at_fractions`)."""
+        count (``total_steps``, e.g. :func:`posenc.core.schedules.multistep_at_fractions`)."""
         optimizer = self.optimizer_factory(params=self.readout.parameters())
         if self.scheduler_factory is None:
             return optimizer

@@ -3,7 +3,7 @@ definition (docs/ppp.md; posenc.analysis.ppp): nothing is trained.
 
 For every context image X of the test set, the crop x at its centre goes through the backbone with
 the padding under test, and X goes through it too; X's features cropped to x's footprint are the
-padding-free reference (the margin holds every layer's receptive field, posenc.receptive_field).
+padding-free reference (the margin holds every layer's receptive field, posenc.models.receptive_field).
 Per layer, PPP = mean over images of (features of x - reference); its SNR against the image-to-image
 variance of the reference, its profile against the distance to the border and a heatmap are
 reported (``ppp/<layer>/snr``, ``ppp/<layer>/border_profile``, ``figures/ppp.png``).
@@ -28,11 +28,11 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from posenc.analysis.ppp import crop_center, ppp_from_moments, ppp_figure
-from posenc.backbones import TappedBackbone
-from posenc.checkpointing import atomic_save, safe_load
-from posenc.errors import PosencError, check_choice
-from posenc.receptive_field import check_context, context_margin, reference_crop, tap_geometries
-from posenc.registry import padding_entry
+from posenc.models.backbones import TappedBackbone
+from posenc.core.checkpointing import atomic_save, safe_load
+from posenc.core.errors import PosencError, check_choice
+from posenc.models.receptive_field import check_context, context_margin, reference_crop, tap_geometries
+from posenc.core.registry import padding_entry
 from posenc.tasks.base import PosencTask
 
 REFERENCE_CACHES: tuple[str, ...] = ("disk", "off")
@@ -41,7 +41,7 @@ REFERENCE_CACHES: tuple[str, ...] = ("disk", "off")
 class PPPTask(PosencTask):
     """Measure the PPP of every (or the chosen) tap of a frozen backbone."""
 
-    trains = False  # posenc.training skips fit: a test pass is the whole measurement
+    trains = False  # posenc.core.training skips fit: a test pass is the whole measurement
 
     def __init__(
         self,
@@ -170,7 +170,7 @@ class PPPTask(PosencTask):
     def on_test_end(self) -> None:
         if not self.trainer.is_global_zero or not self.heatmaps:
             return
-        from posenc.figures import save_figure
+        from posenc.core.figures import save_figure
 
         path = save_figure(ppp_figure(self.heatmaps, self.profiles), Path(self.trainer.default_root_dir) / "figures" / "ppp.png")
         for logger in self.loggers:

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from posenc.analysis.distance import BinnedConfusion, band_edges, band_of_pixels, bin_names_bands
-from posenc.backbones import TappedBackbone
-from posenc.figures import save_figure, segmentation_preview
-from posenc.errors import PosencError
+from posenc.models.backbones import TappedBackbone
+from posenc.core.figures import save_figure, segmentation_preview
+from posenc.core.errors import PosencError
 from posenc.tasks.supervised import SupervisedTask
 
 IGNORE_INDEX = 255

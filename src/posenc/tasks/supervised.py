@@ -4,7 +4,7 @@ and Predictions"): a backbone (any ``backbone=`` and ``padding=``; trained with 
 
 The head is built in ``setup`` once the datamodule says how many classes there are and a dry run
 of the backbone gives the taps' shapes. Every step returns its loss for the loss curve and the
-convergence flag (:mod:`posenc.convergence`); the held-out set logs ``val/loss``. Test metrics are
+convergence flag (:mod:`posenc.core.convergence`); the held-out set logs ``val/loss``. Test metrics are
 torchmetrics objects (synchronised across DDP ranks); every task also reports them per distance to
 the image border (``test/by_distance/<bin>/<metric>``, :mod:`posenc.analysis.distance`) and draws
 that curve (``figures/by_distance.png``).
@@ -22,18 +22,18 @@ import torch
 import torch.nn as nn
 from lightning.pytorch.loggers import WandbLogger
 
-from posenc.backbones import TappedBackbone
-from posenc.checkpointing import atomic_save
-from posenc.errors import PosencError
-from posenc.figures import by_distance_figure, save_figure
+from posenc.models.backbones import TappedBackbone
+from posenc.core.checkpointing import atomic_save
+from posenc.core.errors import PosencError
+from posenc.core.figures import by_distance_figure, save_figure
 from posenc.tasks.base import PosencTask
 
 
 class SupervisedTask(PosencTask):
     """Backbone + head trained on ``batch["image"]``; subclasses define targets, loss and metrics."""
 
-    head_kind = "classification"  # which heads fit: their ``kind`` attribute (posenc.heads)
-    converged_loss = 0.01  # cross-entropy (nats) at which nothing is left to learn (posenc.convergence)
+    head_kind = "classification"  # which heads fit: their ``kind`` attribute (posenc.models.heads)
+    converged_loss = 0.01  # cross-entropy (nats) at which nothing is left to learn (posenc.core.convergence)
 
     def __init__(
         self,
@@ -75,7 +75,7 @@ class SupervisedTask(PosencTask):
     @property
     def datamodule(self) -> Any:
         """The attached Trainer's datamodule, else the one given to :meth:`attach_datamodule`
-        (analyses of a finished run without a Trainer: posenc.runs)."""
+        (analyses of a finished run without a Trainer: posenc.tools.runs)."""
         if self._trainer is not None:
             return self._trainer.datamodule
         return getattr(self, "_offline_datamodule", None)
@@ -130,7 +130,7 @@ class SupervisedTask(PosencTask):
         self.backbone.train(was_training)
         head = self.head_factory(tap_channels=[t.shape[1] for t in taps],
                                  tap_sizes=[tuple(t.shape[-2:]) for t in taps], num_classes=self.num_outputs())
-        # PermuteNet: the head's permutation acts inside the backbone (posenc.permutation)
+        # PermuteNet: the head's permutation acts inside the backbone (posenc.models.permutation)
         self.backbone.set_channel_permutation(getattr(head, "permute_at", None))
         return head.to(self.device)
 
@@ -163,7 +163,7 @@ class SupervisedTask(PosencTask):
         return {"loss": loss}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """The held-out loss the convergence flag watches (posenc.convergence)."""
+        """The held-out loss the convergence flag watches (posenc.core.convergence)."""
         loss = self.loss(self(batch["image"]), self.targets(batch))
         self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["image"]), sync_dist=True)
 

@@ -1,0 +1,38 @@
+"""The valid values of every string (and small-int) option, in one torch-free module: the config
+schemas (:mod:`posenc.core.config_schema`, imported before the command line is read) and the code that
+acts on the values both import them from here, so no list is ever copied."""
+
+from __future__ import annotations
+
+from collections.abc import KeysView
+
+from posenc.core.registry import BACKBONE_REGISTRY, PADDING_REGISTRY, TAP_NAMES  # noqa: F401 - TAP_NAMES re-exported
+
+# backbones and padding: live views of posenc.core.registry (a registered name is valid everywhere at once)
+BACKBONES: KeysView[str] = BACKBONE_REGISTRY.keys()
+PADDING_MODES: KeysView[str] = PADDING_REGISTRY.keys()
+PERMUTE_POINTS: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+# PosENet (posenc.data.position_maps, posenc.data.feature_cache, posenc.models.readouts, posenc.tasks.posenet)
+TARGETS: tuple[str, ...] = ("H", "V", "G", "HS", "VS")
+TARGET_SOURCES: tuple[str, ...] = ("formula", "official")
+STRIPE_RANGES: tuple[str, ...] = ("unit", "signed")
+CACHE_MODES: tuple[str, ...] = ("memory", "disk", "off")
+CACHE_DTYPES: tuple[str, ...] = ("float32", "float16")
+AUTOCAST: tuple[str | None, ...] = (None, "bf16")
+KERNEL_SIZES: tuple[int, ...] = (1, 3, 5, 7)
+DEPTHS: tuple[int, ...] = (1, 2, 3)
+
+# data (posenc.data.*)
+SOURCES: tuple[str, ...] = ("natural", "folder")
+SYNTHETIC_INPUTS: tuple[str, ...] = ("black", "white", "noise")
+TEST_INPUTS: tuple[str, ...] = ("natural", *SYNTHETIC_INPUTS)
+SYNTHETIC_SOURCES: tuple[str, ...] = ("generated", "official")
+PATCH_SOURCES: tuple[str, ...] = ("digits", "photos", "shapes", "cifar10")
+CANVAS_FILLS: tuple[str, ...] = ("black", "white", "mean", "noise")
+LABEL_MODES: tuple[str, ...] = ("location", "class", "class_and_location")
+SALIENCY_SETS: tuple[str, ...] = ("duts", "ecssd", "pascal_s")
+SEGMENTATION_SOURCES: tuple[str, ...] = ("shapes", "voc", *SALIENCY_SETS)
+
+# the padding study's tasks (posenc.tasks.location_cls)
+AUGMENTS: tuple[str, ...] = ("none", "shift")

@@ -1,0 +1,176 @@
+"""Command-line checks run before Hydra composes the config, so that a bad option gives one
+line (``unknown backbone 'vgg'; valid: ...``) instead of Hydra's multi-line report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+from omegaconf import OmegaConf
+
+from posenc.core.compose import CONF_DIR
+from posenc.core.errors import PosencError, invalid_choice
+from posenc.core.jsonio import read_json
+
+_SIMPLE_VALUES = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
+# Options of hydra/launcher that come from Hydra and hydra-submitit-launcher, not from conf/.
+HYDRA_LAUNCHERS = {"hydra/launcher": ["basic", "submitit_local", "submitit_slurm"]}
+
+
+def group_options(conf_dir: Path) -> dict[str, list[str]]:
+    """Config groups (sub-folders of ``conf_dir``, nested ones as ``a/b``) and their options."""
+    groups: dict[str, list[str]] = {}
+    for config_file in sorted(conf_dir.rglob("*.yaml")):
+        group = config_file.parent.relative_to(conf_dir).as_posix()
+        if group != ".":
+            groups.setdefault(group, []).append(config_file.stem)
+    return groups
+
+
+def check_group_overrides(
+    argv: Sequence[str], conf_dir: Path = CONF_DIR, builtin: dict[str, list[str]] = HYDRA_LAUNCHERS
+) -> None:
+    """Raise ``PosencError`` for ``group=option`` arguments naming an option that does not exist.
+
+    Plain values and comma lists are checked; sweep functions (``choice(...)``, ``glob(...)``)
+    and ``key.sub=value`` overrides are left to Hydra.
+    """
+    groups = group_options(conf_dir)
+    for group, options in builtin.items():
+        groups.setdefault(group, []).extend(options)
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if not key:
+            raise PosencError(f"{arg!r} is not valid: an override names its key, key=value (e.g. data.image_size=32)")
+        if key not in groups or not _SIMPLE_VALUES.match(value):
+            continue
+        for option in value.split(","):
+            if option not in groups[key]:
+                raise invalid_choice(key, option, sorted(set(groups[key])))
+
+
+def _override_value(argv: Sequence[str], key: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == key and "=" in a]
+    return values[-1] if values else None
+
+
+def output_root(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> Path:
+    """``paths.output_root`` as the run will see it: the last override, else ``train.yaml``'s."""
+    given = _override_value(argv, "paths.output_root")
+    if given is not None:
+        return Path(given.strip("'\""))
+    default = OmegaConf.select(OmegaConf.load(conf_dir / "train.yaml"), "paths.output_root", default="outputs")
+    return Path(str(default) if "${" not in str(default) else "outputs")
+
+
+def reserve_dir(parent: Path, stem: str) -> Path:
+    """Create ``parent/stem`` (or ``stem_1``, ``stem_2``, ...) with an exclusive ``mkdir``: two
+    processes started in the same second never get the same directory."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        path = parent / (stem if n == 0 else f"{stem}_{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot reserve a directory under {parent}")
+
+
+def with_output_dir(argv: Sequence[str], now: datetime) -> list[str]:
+    """Add ``hydra.run.dir`` / ``hydra.sweep.dir`` naming a freshly reserved, unique directory
+    under ``paths.output_root`` (``runs/`` or ``multirun/``), unless the command line sets one."""
+    argv = list(argv)
+    multirun = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if _override_value(argv, key) is not None or any(a in argv for a in ("--help", "-h", "--cfg", "-c", "--info")):
+        return argv
+    requeued = None if multirun else slurm_run_dir(argv)
+    if requeued is not None:  # the run a preempted job started: it resumes from its checkpoint
+        return [*argv, f"{key}={requeued}"]
+    path = reserve_dir(output_root(argv) / ("multirun" if multirun else "runs"), now.strftime("%Y-%m-%d_%H-%M-%S"))
+    return [*argv, f"{key}={path}"]
+
+
+class AlreadyComplete(Exception):
+    """``--resume`` of a run that completed: nothing to do (``train.py`` says so and exits 0)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        super().__init__(f"run {run_dir} is complete: nothing to resume (its metrics.json is final)")
+
+
+def resume_argv(run_dir: Path) -> list[str]:
+    """Overrides that continue the run in ``run_dir`` from its ``checkpoints/last.ckpt``; raises
+    :class:`AlreadyComplete` for a completed run, which is left untouched."""
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        raise PosencError(f"cannot resume {run_dir}: {overrides_file} not found (not a posenc run dir)")
+    if (read_json(run_dir / "status.json") or {}).get("status") == "completed":
+        raise AlreadyComplete(run_dir)
+    overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or []
+                 if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")]
+    return [*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
+
+
+def _child_rank() -> bool:
+    """A DDP child process (Lightning re-runs the command line with the parent's run dir)."""
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def check_run_dir(argv: Sequence[str]) -> None:
+    """Refuse, before Hydra writes into it, an explicit ``hydra.run.dir`` that already holds a run
+    (``status.json``), unless the command resumes it (``ckpt_path``): a second run would overwrite
+    the first one's ``.hydra`` overrides and mix its files with the first one's."""
+    given = _override_value(argv, "hydra.run.dir")
+    if given is None or "-m" in argv or "--multirun" in argv or _child_rank():
+        return
+    if not given.strip("'\""):
+        raise PosencError("hydra.run.dir='' is not valid: expected a directory (leave it unset for a fresh one)")
+    run_dir = Path(given.strip("'\"")).expanduser()
+    if (run_dir / "status.json").exists() and _override_value(argv, "ckpt_path") is None:
+        raise PosencError(f"hydra.run.dir={run_dir} already holds a run; valid: a dir of its own, or resume that "
+                          f"run: python train.py --resume {run_dir}")
+
+
+def slurm_run_dir(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Path | None:
+    """The run dir a requeued SLURM job continues: the one whose ``status.json`` records this job
+    id and says it was preempted (posenc.core.interruption), under the output root's ``runs/``."""
+    job, restarts = env.get("SLURM_JOB_ID"), env.get("SLURM_RESTART_COUNT", "0")
+    if not job or restarts in ("", "0"):
+        return None
+    runs = output_root(argv) / "runs"
+    for status_file in sorted(runs.glob("*/status.json")) if runs.is_dir() else []:
+        status = read_json(status_file) or {}
+        if status.get("slurm_job_id") == job and status.get("status") in ("preempted", "interrupted"):
+            return status_file.parent
+    return None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``error: ...``, exit 2), like every posenc error;
+    ``--help`` still shows the full usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: expected an int >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not valid: expected an int >= 1")
+    return value

@@ -1,0 +1,44 @@
+"""Compose the project's Hydra config in-process (tests, benchmarks, notebooks) exactly as
+``python train.py`` would, with Hydra's runtime set so ``${hydra:...}`` interpolations resolve."""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import posenc.core.config_schema  # noqa: F401 - registers the config schemas before any compose
+
+
+
+def _conf_dir() -> Path:
+    """The checkout's ``conf/`` (an editable install, tests, ``python train.py``), else the copy an
+    installed posenc ships as the package ``posenc.conf``."""
+    checkout = Path(__file__).resolve().parents[3] / "conf"
+    if (checkout / "train.yaml").is_file():
+        return checkout
+    return Path(str(importlib.resources.files("posenc.conf")))
+
+
+CONF_DIR = _conf_dir()
+
+
+def compose_run(overrides: Sequence[str], run_dir: Path, conf_dir: Path = CONF_DIR) -> DictConfig:
+    """The ``train`` config for ``overrides``, as the task function of a run in ``run_dir`` sees it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.paths.output_root = str(run_dir.parent)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # a real task function sees the config without it
+    return cfg

@@ -1,0 +1,563 @@
+"""Typed schemas of every config group (Hydra structured configs), registered in Hydra's
+ConfigStore under ``schema/<group>``.
+
+Each YAML of ``conf/<group>/`` inherits its group's schema through its defaults list
+(``- /schema/<group>@_here_``), so OmegaConf converts and type-checks every value and rejects
+unknown keys while Hydra composes. ``schema/`` is a group of its own (Hydra's ``--help`` lists
+it), not an option of the user-facing groups: ``backbone=<schema>`` is never offered, and the
+options are still exactly the YAMLs of ``conf/``.
+
+Ranges and choices, which OmegaConf cannot express, sit in each field's metadata
+(``ge``/``gt``/``le``/``lt``, ``choices``, ``also`` = extra valid values outside the range,
+``items`` = rules for each list entry); :mod:`posenc.core.config_validation` checks them before
+anything is built. Field defaults are the defaults of the ``_target_`` they configure
+(``tests/test_config_schema.py`` checks that against the signatures), so a field the YAML
+leaves out changes nothing.
+
+The choices come from :mod:`posenc.core.choices`, torch-free, which the code that acts on them imports
+too: this module is imported by every entry point before the command line is read, and one list
+serves both.
+
+Importing this module registers the schemas. ``train.py`` and ``posenc.core.compose`` (tests,
+benchmarks) import it before they compose; ``sweep.py`` gets it through ``posenc.core.cli`` and only
+composes in its ``train.py`` child.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+import posenc.core.budgets  # noqa: F401 - registers ${readout_steps:...}, which conf/task/posenet.yaml uses
+
+from posenc.core.choices import (AUGMENTS, AUTOCAST, BACKBONES, CACHE_DTYPES, CACHE_MODES, CANVAS_FILLS, DEPTHS,  # noqa: E402
+                            KERNEL_SIZES, LABEL_MODES, PADDING_MODES, PATCH_SOURCES, PERMUTE_POINTS,
+                            SEGMENTATION_SOURCES, STRIPE_RANGES, SYNTHETIC_SOURCES, TAP_NAMES, TARGET_SOURCES,
+                            TARGETS, TEST_INPUTS)
+from posenc.core.choices import SOURCES as DATA_SOURCES  # noqa: E402
+
+SCHEMA_GROUP = "schema"
+
+
+def spec(default: Any = MISSING, **rules: Any) -> Any:
+    """A dataclass field with ``default`` (lists and dicts copied per instance) and its value
+    rules as metadata, e.g. ``spec(224, ge=8)``, ``spec(3, choices=(1, 3, 5, 7))``."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+# -- backbone / padding ---------------------------------------------------------------------
+@dataclass
+class PaddingSchema:
+    _target_: str = "posenc.models.padding.PaddingSpec"
+    name: str = spec(MISSING, choices=PADDING_MODES)
+
+
+@dataclass
+class BackboneSchema:
+    """``backbone=<torchvision name>``: every default lives here, so ``conf/backbone/<name>.yaml``
+    states only its ``name`` (detectron2's rule: a config says what differs from its base)."""
+
+    _target_: str = "posenc.models.backbones.build_backbone"
+    name: str = spec("vgg16", choices=BACKBONES)
+    padding: Any = "${padding}"  # the padding group's node (or a scheme's name)
+    # null (random init) | imagenet ($TORCH_HOME/hub/checkpoints) | /path/to/state_dict.pth | a posenc run dir or .ckpt
+    weights: Optional[str] = None
+    taps: Optional[List[str]] = spec(list(TAP_NAMES), items={"choices": TAP_NAMES})
+    normalize: bool = False  # ImageNet mean/std; the authors' code feeds [0, 1] images
+    download: bool = False  # true: let torchvision download imagenet weights when online
+    trainable: bool = False  # train with the task (the padding study's tasks set it; PosENet keeps it frozen)
+
+
+@dataclass
+class TimmBackboneSchema:
+    """``backbone=timm``: any timm CNN with ``features_only`` stages (posenc.models.timm_backbone); its
+    model name is checked against ``timm.list_models()`` when built."""
+
+    _target_: str = "posenc.models.timm_backbone.build_timm_backbone"
+    name: str = "resnet18"  # any name of timm.list_models() with features_only support
+    padding: Any = "${padding}"
+    # null (random init) | imagenet (the Hugging Face cache; downloads only with download=true) | a posenc run
+    weights: Optional[str] = None
+    taps: Optional[List[str]] = None  # null: every stage timm declares (f1..fN)
+    normalize: bool = False
+    download: bool = False
+    trainable: bool = False
+
+
+@dataclass
+class ModuleBackboneSchema:
+    """``backbone=module``: a user's ``nn.Module`` from a factory (posenc.models.module_backbone)."""
+
+    _target_: str = "posenc.models.module_backbone.build_module_backbone"
+    target: str = "posenc.models.example_model.make_net"  # dotted path of a factory returning an nn.Module
+    taps: List[str] = field(default_factory=lambda: ["stage1", "stage2", "stage3"])  # its module names
+    kwargs: Optional[Any] = None  # the factory's keyword arguments
+    padding: Any = "${padding}"
+    weights: Optional[str] = None
+    normalize: bool = False
+    trainable: bool = False
+
+
+# -- task / readout (posenet) ---------------------------------------------------------------
+@dataclass
+class ReadoutSchema:
+    _target_: str = "posenc.models.readouts.PosENetReadout"
+    _partial_: bool = True  # the task supplies in_channels and num_maps
+    kernel_size: int = spec(3, choices=KERNEL_SIZES)
+    depth: int = spec(1, choices=DEPTHS)
+    padding: int = spec(0, ge=0)
+    feature_size: int = spec(28, ge=1)
+    sigmoid: bool = True
+    align_corners: bool = True
+
+
+@dataclass
+class PosENetTaskSchema:
+    _target_: str = "posenc.tasks.posenet.PosENetTask"
+    backbone: Any = MISSING  # ${backbone}
+    readout: Any = MISSING  # ${readout}
+    # A partial optimizer / lr-schedule node with any _target_: loosely typed here, checked by
+    # target in posenc.core.config_validation (TARGET_SCHEMAS below, and the target's signature).
+    optimizer: Any = MISSING
+    scheduler: Optional[Any] = None
+    image_size: int = spec(224, ge=8)
+    targets: List[str] = spec(list(TARGETS), items={"choices": TARGETS})
+    target_source: str = spec("formula", choices=TARGET_SOURCES)
+    stripe_range: str = spec("unit", choices=STRIPE_RANGES)
+    feature_cache: str = spec("memory", choices=CACHE_MODES)
+    cache_dtype: str = spec("float32", choices=CACHE_DTYPES)
+    cache_dir: str = "outputs/.feature_cache"
+    max_steps: int = spec(-1, ge=1, also=(-1,))  # -1: no step cap
+    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))  # null / -1: no epoch cap
+    channels_last: bool = False  # run the frozen backbone channels-last
+    autocast: Optional[str] = spec(None, choices=AUTOCAST)  # null | bf16: the backbone under autocast
+
+
+@dataclass
+class SupervisedTaskSchema:
+    """The trainable tasks (posenc.tasks.supervised): backbone + head trained end to end."""
+
+    _target_: str = MISSING
+    backbone: Any = MISSING  # ${backbone}
+    head: Any = MISSING  # ${readout}
+    optimizer: Any = MISSING
+    scheduler: Optional[Any] = None
+    image_size: int = spec(96, ge=8)
+    max_steps: int = spec(-1, ge=1, also=(-1,))
+    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))
+    channels_last: bool = False
+
+
+@dataclass
+class LocationClsTaskSchema(SupervisedTaskSchema):
+    _target_: str = "posenc.tasks.location_cls.LocationClassificationTask"
+    label: str = spec("location", choices=LABEL_MODES)
+    augment: str = spec("none", choices=AUGMENTS)  # shift: two shifted views per image (ICCV 2021)
+    shift: int = spec(8, ge=1)  # pixels: the largest shift, in training and in the test's invariance metrics
+    consistency_weight: float = spec(0.0, ge=0)  # lambda of the latent-consistency MSE
+    distance_bands: int = spec(4, ge=1)  # free placement: bands of the object's distance to the border
+
+
+@dataclass
+class SegmentationTaskSchema(SupervisedTaskSchema):
+    """``task=semseg | location_seg | saliency`` (one signature, posenc.tasks.segmentation)."""
+
+    _target_: str = "posenc.tasks.semseg.SemanticSegmentationTask"
+    image_size: int = spec(64, ge=8)
+    distance_bands: int = spec(4, ge=1)
+
+
+@dataclass
+class FlattenLinearSchema:
+    _target_: str = "posenc.models.heads.FlattenLinearHead"
+    _partial_: bool = True  # the task supplies tap shapes and the number of classes
+    dropout: float = spec(0.0, ge=0, lt=1)
+
+
+@dataclass
+class PPPTaskSchema:
+    """``task=ppp`` (posenc.tasks.ppp): PPP of a frozen backbone, nothing trained."""
+
+    _target_: str = "posenc.tasks.ppp.PPPTask"
+    backbone: Any = MISSING  # ${backbone}
+    image_size: int = spec(64, ge=8)
+    layers: Optional[List[str]] = spec(None, items={"choices": TAP_NAMES})
+    reference_cache: str = spec("disk", choices=("disk", "off"))
+    cache_dir: str = "outputs/.feature_cache"
+    max_steps: int = spec(-1, ge=1, also=(-1,))
+    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))
+
+
+@dataclass
+class GapLinearSchema(FlattenLinearSchema):
+    _target_: str = "posenc.models.heads.GapLinearHead"
+    permute_at: Optional[int] = spec(None, choices=PERMUTE_POINTS)  # PermuteNet (posenc.models.permutation)
+
+
+@dataclass
+class GapPermuteSchema(GapLinearSchema):
+    """``readout=gap_permute``: ``gap_linear`` that always permutes (``permute_at`` not null)."""
+
+    _target_: str = "posenc.models.heads.GapPermuteHead"
+    permute_at: int = spec(5, choices=PERMUTE_POINTS)
+
+
+@dataclass
+class GapNetSchema:
+    _target_: str = "posenc.models.heads.GapNetHead"
+    _partial_: bool = True
+    kernel_size: int = spec(3, ge=1)
+    padding: int = spec(0, ge=0)
+    permute_at: Optional[int] = spec(None, choices=PERMUTE_POINTS)
+
+
+@dataclass
+class PixelDecoderSchema:
+    _target_: str = "posenc.models.heads.PixelDecoder"
+    _partial_: bool = True
+    width: int = spec(64, ge=1)
+    fuse_at: int = spec(1, ge=0)
+
+
+@dataclass
+class AdamSchema:
+    """``torch.optim.Adam`` as a partial (the task passes ``params``)."""
+
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = spec(1e-3, gt=0)
+    betas: List[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1})
+    eps: float = spec(1e-8, gt=0)
+    weight_decay: float = spec(0.0, ge=0)
+    amsgrad: bool = False
+    foreach: Optional[bool] = None
+    maximize: bool = False
+    capturable: bool = False
+    differentiable: bool = False
+    fused: Optional[bool] = None
+
+
+@dataclass
+class SGDSchema:
+    """``torch.optim.SGD`` as a partial (the task passes ``params``)."""
+
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = spec(1e-3, gt=0)
+    momentum: float = spec(0.0, ge=0)
+    dampening: float = 0.0
+    weight_decay: float = spec(0.0, ge=0)
+    nesterov: bool = False
+    maximize: bool = False
+    foreach: Optional[bool] = None
+    differentiable: bool = False
+    fused: Optional[bool] = None
+
+
+@dataclass
+class MultistepAtFractionsSchema:
+    """``posenc.core.schedules.multistep_at_fractions`` as a partial (the task passes ``optimizer``
+    and ``total_steps``)."""
+
+    _target_: str = "posenc.core.schedules.multistep_at_fractions"
+    _partial_: bool = True
+    fractions: List[float] = spec([2 / 3], items={"gt": 0, "lt": 1})
+    gamma: float = spec(0.1, gt=0)
+
+
+# -- data -----------------------------------------------------------------------------------
+@dataclass
+class FrameSchema:
+    """``data.canvas`` of ``data=natural|folder`` (posenc.data.datamodule.CanvasFrame)."""
+
+    fill: str = spec("black", choices=CANVAS_FILLS)
+    margin: int = spec(0, ge=0)  # px of canvas around every image (shrunk to fit); 0: no canvas
+
+
+@dataclass
+class DataSchema:
+    """``data=natural`` and ``data=folder`` (one datamodule, two sources)."""
+
+    _target_: str = "posenc.data.datamodule.PositionDataModule"
+    source: str = spec("natural", choices=DATA_SOURCES)
+    train_dir: Optional[str] = None
+    test_dir: Optional[str] = None
+    test_inputs: List[str] = spec(list(TEST_INPUTS), items={"choices": TEST_INPUTS})
+    synthetic_source: str = spec("generated", choices=SYNTHETIC_SOURCES)
+    num_train: int = spec(256, ge=1)
+    num_test: int = spec(32, ge=1)
+    num_val: int = spec(32, ge=0)
+    image_size: int = spec(224, ge=8)
+    batch_size: int = spec(32, ge=1)
+    num_workers: int = spec(0, ge=0)
+    seed: int = 0
+    min_scale: float = spec(0.3, gt=0, le=1)
+    canvas: FrameSchema = field(default_factory=FrameSchema)
+
+
+@dataclass
+class CanvasSchema:
+    """``data.canvas`` (posenc.data.location.CanvasSpec)."""
+
+    fill: str = spec("black", choices=CANVAS_FILLS)
+    grid: Optional[int] = spec(3, ge=1)  # null: free placement at any pixel offset
+    patch_size: Optional[int] = spec(None, ge=1)  # null: one grid cell; smaller: centred in its cell
+    location_grid: int = spec(3, ge=1)  # cells of a free placement's location label
+    object_only: bool = False
+
+
+@dataclass
+class CanvasDataSchema:
+    """``data=canvas``: patches pasted into canvases (location_cls / location_seg)."""
+
+    _target_: str = "posenc.data.location.CanvasDataModule"
+    source: str = spec("shapes", choices=PATCH_SOURCES)
+    canvas: CanvasSchema = field(default_factory=CanvasSchema)
+    data_dir: Optional[str] = None
+    num_train: int = spec(1024, ge=1)
+    num_val: int = spec(128, ge=0)
+    num_test: int = spec(256, ge=1)
+    image_size: int = spec(96, ge=8)
+    batch_size: int = spec(32, ge=1)
+    num_workers: int = spec(0, ge=0)
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class ContextDataSchema:
+    """``data=contexts``: real images around the crops PPP measures (task=ppp)."""
+
+    _target_: str = "posenc.data.contexts.ContextDataModule"
+    source: str = spec("natural", choices=("natural",))
+    num_train: int = spec(0, choices=(0,))  # nothing is trained
+    num_test: int = spec(64, ge=1)
+    image_size: int = spec(64, ge=8)
+    context_size: Optional[int] = spec(None, ge=8)
+    batch_size: int = spec(16, ge=1)
+    num_workers: int = spec(0, ge=0)
+    seed: int = 0
+    min_scale: float = spec(0.5, gt=0, le=1)
+
+
+@dataclass
+class SegmentationDataSchema:
+    """``data=shapes | voc | duts``: images with per-pixel labels (semseg / saliency)."""
+
+    _target_: str = "posenc.data.segmentation.SegmentationDataModule"
+    source: str = spec("shapes", choices=SEGMENTATION_SOURCES)
+    test_source: Optional[str] = spec(None, choices=SEGMENTATION_SOURCES)
+    data_dir: Optional[str] = None
+    test_dir: Optional[str] = None
+    num_train: int = spec(1024, ge=1)
+    num_val: int = spec(128, ge=0)
+    num_test: int = spec(256, ge=1)
+    image_size: int = spec(64, ge=8)
+    batch_size: int = spec(32, ge=1)
+    num_workers: int = spec(0, ge=0)
+    seed: int = 0
+    max_objects: int = spec(3, ge=1)
+
+
+# -- trainer --------------------------------------------------------------------------------
+@dataclass
+class TrainerSchema:
+    """The common ``lightning.pytorch.Trainer`` arguments, with Lightning's defaults; ``Any``
+    where Lightning accepts several types (``devices=2|"auto"|[0, 1]``; ``limit_*`` batches as an
+    int count or a float fraction, which a float field would blur). Lightning checks the values it
+    knows best (devices, strategy, precision) when the Trainer is built; a rarer argument is added
+    with ``+trainer.<name>=<value>`` and checked against the Trainer's signature."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: Any = "auto"
+    strategy: Any = "auto"
+    devices: Any = "auto"
+    num_nodes: int = spec(1, ge=1)
+    precision: Any = None
+    fast_dev_run: Any = False
+    max_epochs: Optional[int] = spec(None, ge=-1)
+    min_epochs: Optional[int] = spec(None, ge=0)
+    max_steps: int = spec(-1, ge=-1)
+    min_steps: Optional[int] = spec(None, ge=0)
+    max_time: Any = None
+    limit_train_batches: Any = spec(None, ge=0)
+    limit_val_batches: Any = spec(None, ge=0)
+    limit_test_batches: Any = spec(None, ge=0)
+    limit_predict_batches: Any = spec(None, ge=0)
+    overfit_batches: Any = spec(0.0, ge=0)
+    val_check_interval: Any = spec(None, gt=0)  # steps (int) or a fraction of an epoch (float)
+    check_val_every_n_epoch: Optional[int] = spec(1, ge=1)
+    num_sanity_val_steps: Optional[int] = spec(None, ge=-1)
+    log_every_n_steps: Optional[int] = spec(None, ge=1)
+    enable_checkpointing: Optional[bool] = None
+    enable_progress_bar: Optional[bool] = None
+    enable_model_summary: Optional[bool] = None
+    accumulate_grad_batches: int = spec(1, ge=1)
+    gradient_clip_val: Optional[float] = spec(None, ge=0)
+    gradient_clip_algorithm: Optional[str] = spec(None, choices=("norm", "value"))
+    deterministic: Any = spec(None, choices=(True, False, "warn"))
+    benchmark: Optional[bool] = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: Optional[str] = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = spec(0, ge=0)
+    default_root_dir: Optional[str] = None  # set by posenc.core.training to the run dir
+
+
+# -- logger / callbacks ---------------------------------------------------------------------
+@dataclass
+class CSVLoggerSchema:
+    _target_: str = "lightning.pytorch.loggers.CSVLogger"
+    save_dir: str = MISSING
+    name: Optional[str] = "lightning_logs"
+    version: Any = None  # int | str | null
+    prefix: str = ""
+    flush_logs_every_n_steps: int = spec(100, ge=1)
+
+
+@dataclass
+class WandbLoggerSchema:
+    _target_: str = "lightning.pytorch.loggers.WandbLogger"
+    project: Optional[str] = None
+    name: Optional[str] = None
+    save_dir: str = "."
+    offline: bool = False
+    log_model: Any = spec(False, choices=(True, False, "all"))
+    prefix: str = ""
+    # passed on to wandb.init
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    job_type: Optional[str] = None
+    tags: Optional[List[str]] = None
+    notes: Optional[str] = None
+
+
+@dataclass
+class LoggerSchema:
+    """``logger=csv``: the CSV copy alone (set it to null to drop it). Entries default to
+    MISSING, which a merge never writes over a value: the schema can come after ``csv``."""
+
+    csv: Optional[CSVLoggerSchema] = MISSING
+
+
+@dataclass
+class WandbAndCSVLoggerSchema(LoggerSchema):
+    """``logger=wandb``: W&B plus the CSV copy. A subclass rather than an optional ``wandb``
+    field of :class:`LoggerSchema`, so that with ``logger=csv`` a ``logger.wandb.*`` override is
+    an unknown key, not a key of a null node (which OmegaConf fails on with an assertion)."""
+
+    wandb: Optional[WandbLoggerSchema] = MISSING
+
+
+@dataclass
+class RunCheckpointSchema:
+    """``checkpoints/last.ckpt``, written atomically every ``every_n_steps`` optimizer steps and
+    every ``every_n_epochs`` epochs (0: not on that schedule), on SIGTERM / SIGINT and at the end."""
+
+    _target_: str = "posenc.core.checkpointing.RunCheckpoint"
+    dirpath: str = MISSING
+    every_n_steps: int = spec(200, ge=0)
+    every_n_epochs: int = spec(1, ge=0)
+
+
+@dataclass
+class LossCurveSchema:
+    _target_: str = "posenc.core.convergence.LossCurve"
+    window: float = spec(0.1, gt=0, le=0.5)
+    tol: float = spec(0.02, gt=0)
+
+
+@dataclass
+class CallbacksSchema:
+    """``callbacks=default``; set an entry to null to drop it (``callbacks.progress=null``).
+    The progress bar and the run-contract callback are loosely typed (any progress bar class)."""
+
+    # loss_curve first: a non-finite loss stops the run before a checkpoint of that step is written
+    loss_curve: Optional[LossCurveSchema] = None
+    checkpoint: Optional[RunCheckpointSchema] = None
+    progress: Optional[Any] = None
+    run_contract: Optional[Any] = None
+
+
+# -- the train config -------------------------------------------------------------------------
+@dataclass
+class PathsSchema:
+    output_root: str = "outputs"
+    cache_dir: str = "${paths.output_root}/.feature_cache"
+
+
+@dataclass
+class TrainSchema:
+    """``conf/train.yaml``. The groups are typed by their own schemas (their YAMLs inherit
+    them); here they are only declared."""
+
+    backbone: Any = MISSING
+    padding: Any = MISSING
+    task: Any = MISSING
+    readout: Any = MISSING
+    data: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+    callbacks: Any = MISSING
+    seed: int = 0
+    sweep_name: Optional[str] = None  # set by sweep presets; W&B group of their runs
+    ckpt_path: Optional[str] = None  # last | /path/to/file.ckpt
+    probe: Optional[Any] = None  # presets: sweep.py's second stage, one override list or a list of them
+    probe_init: bool = False  # presets: also probe every trained backbone at initialisation
+    probe_stage: Optional[str] = spec(None, choices=("init", "trained"))  # set by sweep.py on probe runs
+    pivot: Optional[str] = None  # set by presets: the swept key whose values become report columns
+    paths: PathsSchema = field(default_factory=PathsSchema)
+
+
+# Schemas of the group configs, by the name they are stored under (``schema/<name>``).
+GROUP_SCHEMAS: dict[str, type] = {
+    "train": TrainSchema,
+    "backbone": BackboneSchema,
+    "backbone_timm": TimmBackboneSchema,
+    "backbone_module": ModuleBackboneSchema,
+    "padding": PaddingSchema,
+    "task_posenet": PosENetTaskSchema,
+    "task_location_cls": LocationClsTaskSchema,
+    "task_segmentation": SegmentationTaskSchema,
+    "task_ppp": PPPTaskSchema,
+    "readout_posenet": ReadoutSchema,
+    "readout_gap_linear": GapLinearSchema,
+    "readout_flatten_linear": FlattenLinearSchema,
+    "readout_gap_permute": GapPermuteSchema,
+    "readout_gapnet": GapNetSchema,
+    "readout_pixel_decoder": PixelDecoderSchema,
+    "data": DataSchema,
+    "data_canvas": CanvasDataSchema,
+    "data_segmentation": SegmentationDataSchema,
+    "data_contexts": ContextDataSchema,
+    "trainer": TrainerSchema,
+    "logger": LoggerSchema,
+    "logger_wandb": WandbAndCSVLoggerSchema,
+    "callbacks": CallbacksSchema,
+}
+
+# Schemas of loosely typed nodes (any ``_target_`` allowed), applied by their ``_target_``.
+TARGET_SCHEMAS: dict[str, type] = {
+    "torch.optim.SGD": SGDSchema,
+    "torch.optim.Adam": AdamSchema,
+    "posenc.core.schedules.multistep_at_fractions": MultistepAtFractionsSchema,
+}
+
+
+def register() -> None:
+    """Store every group schema as ``schema/<name>`` in Hydra's ConfigStore (idempotent)."""
+    store = ConfigStore.instance()
+    for name, schema in GROUP_SCHEMAS.items():
+        store.store(group=SCHEMA_GROUP, name=name, node=schema)
+
+
+register()

@@ -1,0 +1,573 @@
+"""Sweeps: named presets (``conf/sweep/``), and collecting a Hydra multirun's job dirs into
+reports (``results.csv``, ``results.md``, SPC bar charts for PosENet, and for the trainable tasks a
+table of their metrics per row plus the rows' distance-to-border curves overlaid in one figure).
+Pure functions, no Trainer needed.
+
+Every job Hydra's basic sweeper would launch (reconstructed from the sweep dir's
+``multirun.yaml``) appears exactly once in :func:`collect`: matched to its job dir by its
+overrides, or ``missing`` when it never started. Job dirs matching no expected job are kept too.
+
+In the tables, cells over several seeds are ``mean ± std`` with the *sample* standard deviation
+(``ddof=1``); a row with one value shows the value alone. ``n`` counts the completed jobs of a row.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from posenc.core.cli import reserve_dir
+from posenc.core.compose import CONF_DIR
+from posenc.core.errors import PosencError
+from posenc.core.jsonio import read_json as _read_json
+from posenc.tasks.base import PosencTask
+from posenc.core.reporting import distance_curves, has_test_metrics, parse_distance_key, parse_task_key, parse_test_key
+
+COMPLETED, FAILED, RUNNING, MISSING = "completed", "failed", "running", "missing"
+INTERRUPTED, PREEMPTED = "interrupted", "preempted"  # stopped by a signal, with a checkpoint (posenc.core.interruption)
+STATUS_NOTE = {RUNNING: "unfinished: status running (killed, or still running)",
+               INTERRUPTED: "unfinished: interrupted (resume: python train.py --resume <job dir>)",
+               PREEMPTED: "unfinished: preempted and requeued",
+               MISSING: "never started: no job dir"}
+NOT_SWEPT = ("seed", "backbone.weights")  # varied within a row (seeds: cells are mean ± std over them)
+PROBE_DIR = "probe"  # a two-stage preset's second stage (padding_then_probe), inside the sweep dir
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def list_presets(conf_dir: Path = CONF_DIR) -> dict[str, str]:
+    """Sweep presets in ``conf_dir/sweep`` -> their description (first comment after the
+    ``# @package`` line)."""
+    presets: dict[str, str] = {}
+    for path in sorted((Path(conf_dir) / "sweep").glob("*.yaml")):
+        comments = [line.lstrip("#").strip() for line in path.read_text().splitlines()
+                    if line.startswith("#") and not line.startswith("# @package")]
+        presets[path.stem] = comments[0] if comments else ""
+    return presets
+
+
+def reserve_sweep_dir(output_root: Path, name: str, now: datetime | None = None) -> Path:
+    """Create and return a fresh ``<output_root>/sweeps/<name>/<timestamp>[_k]`` (an exclusive
+    mkdir, so two sweeps started in the same second get different dirs)."""
+    stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+    return reserve_dir(Path(output_root) / "sweeps" / name, stamp).resolve()
+
+
+# ----------------------------------------------------------------------------- expected jobs
+
+
+def expand_overrides(params: Mapping[str, Any], overrides: Sequence[str]) -> list[list[str]]:
+    """The override lists Hydra's basic sweeper launches for sweeper ``params`` plus the
+    command-line ``overrides`` (which replace a param of the same key), in launch order."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(overrides)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def _load_multirun(sweep_dir: Path) -> Any | None:
+    path = Path(sweep_dir) / "multirun.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
+def expected_jobs(sweep_dir: Path) -> list[list[str]]:
+    """The override lists of the jobs of ``sweep_dir``, rebuilt from its ``multirun.yaml``
+    (``hydra.overrides.task`` + ``hydra.sweeper.params``); ``[]`` when it has none."""
+    cfg = _load_multirun(sweep_dir)
+    if cfg is None:
+        return []
+    sweeper = OmegaConf.select(cfg, "hydra.sweeper", default=None)
+    target = OmegaConf.select(sweeper, "_target_", default="") if sweeper is not None else ""
+    if target and not target.endswith("BasicSweeper"):
+        raise PosencError(f"cannot rebuild the jobs of {sweep_dir}: sweeper {target} is not Hydra's basic sweeper")
+    params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper is not None and sweeper.get("params") else {}
+    task = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [], resolve=False)
+    try:
+        return expand_overrides(params, task)
+    except Exception as exc:  # e.g. glob() sweeps need Hydra's config loader
+        raise PosencError(f"cannot rebuild the jobs of {sweep_dir}: {exc}") from exc
+
+
+INIT_CHECKPOINT = Path("checkpoints") / "init.ckpt"  # a trainable task's backbone before training
+
+
+def probe_settings(sweep_dir: Path) -> tuple[list[list[str]], bool]:
+    """``(probes, init)`` of a two-stage preset: its ``probe:`` (one override list, or a list of
+    them) and ``probe_init:`` (also probe every job's backbone at initialisation)."""
+    cfg = _load_multirun(sweep_dir)
+    probe = OmegaConf.select(cfg, "probe", default=None) if cfg is not None else None
+    if not probe:
+        return [], False
+    probe = OmegaConf.to_container(probe, resolve=False)
+    probes = [list(p) for p in probe] if all(isinstance(p, list) for p in probe) else [list(probe)]
+    return [[str(o) for o in p] for p in probes], bool(OmegaConf.select(cfg, "probe_init", default=False))
+
+
+def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[list[str]]:
+    """The second stage of a two-stage preset (``probe:`` in its config, e.g. padding_then_probe,
+    ppp_artifact): for every completed job and every probe, a run on the backbone that job trained
+    (same backbone, padding and seed; ``backbone.weights=<job dir>``, ``probe_stage=trained``) and,
+    with ``probe_init: true``, on the same backbone at initialisation (the job's
+    ``checkpoints/init.ckpt``, ``probe_stage=init``), run into ``<sweep_dir>/probe/<job>[_<k>][_init]``.
+    ``[]`` when the preset has no probe stage."""
+    probes, init = probe_settings(sweep_dir)
+    jobs = []
+    for r in results:
+        if not r.completed or r.job_dir is None:
+            continue
+        m = r.metrics
+        stages = [("trained", str(r.job_dir))] + ([("init", str(r.job_dir / INIT_CHECKPOINT))] if init else [])
+        for k, probe in enumerate(probes):
+            for stage, weights in stages:
+                name = r.name + (f"_{k}" if len(probes) > 1 else "") + ("_init" if stage == "init" else "")
+                jobs.append([*probe, f"backbone={m['backbone']}", f"padding={m['padding']}", f"seed={m['seed']}",
+                             f"backbone.weights={weights}", "backbone.trainable=false",
+                             *([f"probe_stage={stage}"] if init else []),
+                             f"hydra.run.dir={Path(sweep_dir) / PROBE_DIR / name}"])
+    return jobs
+
+
+# ----------------------------------------------------------------------------- collect
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One job of a sweep: its dir (None when it never started), overrides, status
+    (completed / failed / running / missing), one-line error, and ``metrics.json``."""
+
+    job_dir: Path | None
+    overrides: list[str]
+    status: str
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    expected: bool = True  # False: a job dir that matches none of multirun.yaml's jobs
+    wall_time_s: float | None = None  # status.json's, for a completed job
+
+    @property
+    def name(self) -> str:
+        """The job dir's name (Hydra's job number), ``""`` when there is none."""
+        return self.job_dir.name if self.job_dir is not None else ""
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+
+def override_dict(overrides: Iterable[str]) -> dict[str, str]:
+    """``["a=1", "b.c=x"]`` -> ``{"a": "1", "b.c": "x"}`` (a bare ``~key`` maps to ``""``)."""
+    pairs = (o.split("=", 1) if "=" in o else (o, "") for o in overrides)
+    return {k: v for k, v in pairs}
+
+
+def _job_overrides(job_dir: Path) -> list[str] | None:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path))]
+
+
+def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool = True) -> JobResult:
+    """The :class:`JobResult` of one job dir, from its ``status.json`` and ``metrics.json``."""
+    overrides = _job_overrides(job_dir) if overrides is None else overrides
+    metrics = _read_json(job_dir / "metrics.json") or {}
+    status_path = job_dir / "status.json"
+    data = _read_json(status_path)
+    if data is None:
+        status, error = (FAILED, "status.json unreadable") if status_path.exists() else (RUNNING, STATUS_NOTE[RUNNING])
+    else:
+        status, error = str(data.get("status")), data.get("error")
+        if status in (RUNNING, INTERRUPTED, PREEMPTED):
+            error = error or STATUS_NOTE[status]
+        elif status == COMPLETED and not has_test_metrics(metrics):
+            status, error = FAILED, "status completed but metrics.json has no test metrics"
+        elif status not in (COMPLETED, FAILED):
+            status, error = FAILED, f"unknown status {status!r} in status.json"
+        elif status == FAILED and not error:
+            error = "failed (no error recorded)"
+    wall = data.get("wall_time_s") if data is not None else None
+    return JobResult(job_dir, list(overrides or []), status, error, metrics, expected,
+                     float(wall) if isinstance(wall, (int, float)) else None)
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    dirs = [p for p in Path(sweep_dir).iterdir()
+            if p.is_dir() and any((p / f).exists() for f in (".hydra", "status.json", "metrics.json"))]
+    return sorted(dirs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
+
+
+def collect(sweep_dir: Path) -> list[JobResult]:
+    """Every expected job of ``sweep_dir`` once, in launch order (``missing`` when it has no
+    dir), then the job dirs that match no expected job."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise PosencError(f"no sweep dir {str(sweep_dir)!r}")
+    expected = expected_jobs(sweep_dir)
+    dirs = _job_dirs(sweep_dir)
+    if not expected and not dirs:
+        raise PosencError(f"not a sweep dir {str(sweep_dir)!r}: no multirun.yaml and no job dirs")
+    by_key: dict[tuple[str, ...], list[tuple[Path, list[str]]]] = {}
+    unknown: dict[str, Path] = {}  # job dirs without .hydra/overrides.yaml, by job number
+    for d in dirs:
+        overrides = _job_overrides(d)
+        if overrides is None:
+            unknown[d.name] = d
+        else:
+            by_key.setdefault(tuple(sorted(overrides)), []).append((d, overrides))
+    results = []
+    for num, job in enumerate(expected):
+        candidates = by_key.get(tuple(sorted(job)))
+        if candidates:
+            results.append(read_job(*candidates.pop(0)))
+        elif str(num) in unknown:  # killed before Hydra wrote its overrides: match by job number
+            results.append(read_job(unknown.pop(str(num)), job))
+        else:
+            results.append(JobResult(None, list(job), MISSING, STATUS_NOTE[MISSING]))
+    leftovers = [d for pairs in by_key.values() for d, _ in pairs] + list(unknown.values())
+    results += [read_job(d, expected=False) for d in sorted(leftovers, key=lambda p: dirs.index(p))]
+    return results
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Row:
+    """One distinct combination of swept values and its jobs (one per seed)."""
+
+    label: str
+    jobs: list[JobResult]
+    values: dict[str, str] = field(default_factory=dict)  # swept key -> value
+
+    @property
+    def done(self) -> list[JobResult]:
+        return [j for j in self.jobs if j.completed]
+
+    @property
+    def status(self) -> str:
+        counts = Counter(j.status for j in self.jobs)
+        return next(iter(counts)) if len(counts) == 1 else ", ".join(f"{n} {s}" for s, n in counts.items())
+
+    @property
+    def error(self) -> str | None:
+        return next((j.error for j in self.jobs if not j.completed and j.error), None)
+
+    def stats(self, key: str, where: Mapping[str, str] | None = None) -> tuple[float | None, float | None, int]:
+        """Mean, sample std (``ddof=1``; None for fewer than 2 values) and n of ``key`` over
+        the completed jobs (those whose overrides match ``where``, e.g. a pivot's value)."""
+        jobs = [j for j in self.done
+                if not where or all(override_dict(j.overrides).get(k) == v for k, v in where.items())]
+        values = [float(v) for j in jobs if isinstance(v := j.metrics.get(key), (int, float))
+                  and not isinstance(v, bool) and math.isfinite(v)]
+        return mean_std(values)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None, int]:
+    """``(mean, sample std with ddof=1, n)``; std is None for n < 2, mean None for n = 0."""
+    n = len(values)
+    mean = statistics.fmean(values) if n else None
+    return mean, (statistics.stdev(values) if n > 1 else None), n
+
+
+def swept_keys(results: Sequence[JobResult], pivot: str | None = None) -> list[str]:
+    """Override keys whose values differ between jobs (absent counts as a value), ``seed`` and
+    the ``pivot`` excluded, in the order they first appear."""
+    dicts = [override_dict(r.overrides) for r in results if r.overrides]
+    keys = list(dict.fromkeys(k for d in dicts for k in d))
+    return [k for k in keys if k not in NOT_SWEPT and k != pivot and len({d.get(k) for d in dicts}) > 1]
+
+
+def pivot_values(results: Sequence[JobResult], pivot: str | None) -> list[str]:
+    """The values the ``pivot`` key takes over the jobs, in launch order (``[]`` without a pivot)."""
+    if not pivot:
+        return []
+    return list(dict.fromkeys(v for r in results if (v := override_dict(r.overrides).get(pivot)) is not None))
+
+
+def build_rows(results: Sequence[JobResult], pivot: str | None = None) -> list[Row]:
+    """Rows = distinct swept-value combinations (label ``key=value key=value``), in order of
+    first appearance; a job dir without overrides gets a row of its own. The ``pivot`` key (a
+    preset's ``pivot:``, e.g. ``task.label`` in ``channel_order``) spreads into columns instead."""
+    keys = swept_keys(results, pivot)
+    rows: dict[str, Row] = {}
+    for r in results:
+        if r.overrides:
+            overrides = override_dict(r.overrides)
+            values = {k: overrides.get(k, "—") for k in keys}
+            label = " ".join(f"{k}={v}" for k, v in values.items()) or "all"
+        else:
+            values, label = {}, f"job {r.name} (no overrides)"
+        rows.setdefault(label, Row(label, [], values)).jobs.append(r)
+    return list(rows.values())
+
+
+def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
+    names = set(names)
+    return [n for n in order if n in names] + sorted(names - set(order))
+
+
+def task_class(result: JobResult) -> type[PosencTask] | None:
+    """The task class a job ran (``task._target_`` of the resolved ``config.yaml`` in its dir)."""
+    path = result.job_dir / "config.yaml" if result.job_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    target = OmegaConf.select(OmegaConf.load(path), "task._target_")
+    try:
+        cls = get_class(target) if target else None
+    except (ImportError, ValueError, AttributeError):  # a task of another version of posenc
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, PosencTask) else None
+
+
+def _task_orders(results: Sequence[JobResult]) -> tuple[list[str], list[list[str]]]:
+    """The ``metric_order`` and the ``grid_order`` levels the jobs' tasks declare, merged in order."""
+    classes = list(dict.fromkeys(c for r in results if (c := task_class(r)) is not None))
+    overall = list(dict.fromkeys(m for c in classes for m in c.metric_order))
+    grid: list[list[str]] = [[], [], []]
+    for c in classes:
+        for level, names in zip(grid, c.grid_order or ((), (), ())):
+            level.extend(n for n in names if n not in level)
+    return overall, grid
+
+
+def metric_layout(results: Sequence[JobResult]) -> tuple[list[str], list[str], list[str]]:
+    """The rows, columns and metrics of the ``test/<row>/<column>/<metric>`` grid keys in the jobs'
+    metrics (PosENet: inputs, targets, SPC / MAE), in the order their tasks declare."""
+    parsed = [p for r in results for k in r.metrics if (p := parse_test_key(k))]
+    _, order = _task_orders(results)
+    return [_ordered({p[level] for p in parsed}, order[level]) for level in range(3)]  # type: ignore[return-value]
+
+
+def task_layout(results: Sequence[JobResult]) -> tuple[list[str], list[str], list[str]]:
+    """The tasks' overall metrics, distance bins and per-bin metrics in the jobs."""
+    keys = {k for r in results for k in r.metrics}
+    order, _ = _task_orders(results)
+    overall = _ordered({m for k in keys if (m := parse_task_key(k))}, order)
+    parsed = [p for k in keys if (p := parse_distance_key(k))]
+    return overall, sorted({b for b, _ in parsed}), _ordered({m for _, m in parsed}, order)
+
+
+def task_tables(rows: Sequence[Row], results: Sequence[JobResult], pivot: str | None = None) -> list[str]:
+    """Markdown: rows x overall metrics, then per binned metric rows x distance bins; with a
+    ``pivot``, every column once per pivot value (``accuracy (location)``, ``accuracy (class)``)."""
+    done = [r for r in results if r.completed]
+    overall, bins, binned = task_layout(done)
+    if not overall and not bins:
+        return []
+    values = pivot_values(done, pivot)
+    wheres: list[dict[str, str]] = [{pivot: v} for v in values] if pivot and values else [{}]
+    lines: list[str] = []
+
+    def table(title: str, columns: list[str], key: Any) -> None:
+        spread = [(c, w) for c in columns for w in wheres
+                  if any(key(c) in j.metrics for j in done if not w or override_dict(j.overrides).get(pivot) == w[pivot])]
+        names = [f"{c} ({w[pivot]})" if w else c for c, w in spread]
+        header = ["row", "n", "status", *names]
+        lines.extend([f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
+        for row in rows:
+            cells = [format_cell(*row.stats(key(c), w)[:2]) if row.done else "" for c, w in spread]
+            lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
+                                                                     _status_cell(row), *cells]) + " |")
+        lines.append("")
+
+    if overall:
+        table("test metrics" + (f" (columns per {pivot})" if pivot else ""), overall, lambda m: f"test/{m}")
+    for metric in binned:
+        table(f"{metric} by distance to the border (bins nearest the border first)", bins,
+              lambda b, metric=metric: f"test/by_distance/{b}/{metric}")
+    return lines
+
+
+def task_sections(results: Sequence[JobResult]) -> list[str]:
+    """Each task's own lines about its completed jobs (``PosencTask.sweep_sections``)."""
+    by_class: dict[type[PosencTask], list[JobResult]] = {}
+    for r in results:
+        if r.completed and (cls := task_class(r)) is not None:
+            by_class.setdefault(cls, []).append(r)
+    return [line for cls, jobs in by_class.items()
+            for line in cls.sweep_sections([j.metrics for j in jobs], [j.wall_time_s or 0.0 for j in jobs])]
+
+
+def format_cell(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _status_cell(row: Row) -> str:
+    return row.status if row.error is None else f"{row.status}: {row.error}"
+
+
+def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", pivot: str | None = None) -> str:
+    """Markdown: per test input a table (rows = swept values, columns = target x SPC / MAE,
+    n and status), then the jobs that did not complete with their errors."""
+    rows = build_rows(results, pivot)
+    inputs, targets, grid_metrics = metric_layout([r for r in results if r.completed])
+    counts = Counter(r.status for r in results)
+    seeds = {override_dict(r.overrides).get("seed") for r in results}
+    lines = [f"# {title}", "",
+             f"{len(results)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
+             + ("Cells: mean ± sample std (ddof=1) over the seeds of a row; n = completed seeds."
+                if len(seeds) > 1 else "n = completed jobs of a row."), ""]
+    header = ["row", "n", "status"] + [f"{t} {m.upper()}" for t in targets for m in grid_metrics]
+    task_lines = task_tables(rows, results, pivot)
+    lines += task_lines
+    values = pivot_values([r for r in results if r.completed], pivot)
+    wheres: list[dict[str, str]] = [{pivot: v} for v in values] if pivot and values else [{}]
+    if pivot and values:
+        header = ["row", "n", "status"] + [f"{t} {m.upper()} ({w[pivot]})" for t in targets for m in grid_metrics
+                                           for w in wheres]
+    for name in inputs:
+        lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in rows:
+            cells = [format_cell(*row.stats(f"test/{name}/{t}/{m}", w)[:2]) if row.done else ""
+                     for t in targets for m in grid_metrics for w in wheres]
+            lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
+                                                                     _status_cell(row), *cells]) + " |")
+        lines.append("")
+    if not inputs and not task_lines:
+        lines += ["No completed jobs: no metrics to tabulate.", ""]
+        lines += ["| row | status |", "|---|---|"]
+        lines += [f"| {_md_escape(row.label)} | {_md_escape(_status_cell(row))} |" for row in rows] + [""]
+    lines += task_sections(results)
+    labels = {id(j): row.label for row in rows for j in row.jobs}
+    bad = [r for r in results if not r.completed]
+    if bad:
+        lines += ["## Jobs not completed", ""]
+        lines += [f"- job {r.name or '(no dir)'} `{labels[id(r)]}`: **{r.status}** — {r.error or ''}"
+                  for r in bad] + [""]
+    extra = [r for r in results if not r.expected]
+    if extra:
+        lines += ["Job dirs matching no job of multirun.yaml: " + ", ".join(r.name for r in extra), ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_csv(path: Path, results: Sequence[JobResult]) -> Path:
+    """One row per job: job, status, error, expected, every override key, every metric key
+    (a metric key clashing with an earlier column is written as ``metrics.<key>``)."""
+    base = ["job", "status", "error", "expected"]
+    override_keys = list(dict.fromkeys(k for r in results for k in override_dict(r.overrides)))
+    metric_keys = {k for r in results for k, v in r.metrics.items() if not isinstance(v, (list, dict))}  # no curves
+    tests = [k for k in metric_keys if parse_test_key(k)]
+    inputs, targets, grid_metrics = metric_layout(results)
+    ordered_tests = [f"test/{i}/{t}/{m}" for i in inputs for t in targets for m in grid_metrics]
+    ordered_tests = [k for k in ordered_tests if k in metric_keys] + sorted(set(tests) - set(ordered_tests))
+    metric_cols = ordered_tests + sorted(metric_keys - set(tests))
+    taken = set(base) | set(override_keys)
+    metric_names = {k: f"metrics.{k}" if k in taken else k for k in metric_cols}
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(base + override_keys + [metric_names[k] for k in metric_cols])
+        for r in results:
+            overrides = override_dict(r.overrides)
+            writer.writerow([r.name, r.status, r.error or "", str(r.expected).lower()]
+                            + [overrides.get(k, "") for k in override_keys]
+                            + ["" if r.metrics.get(k) is None else r.metrics[k] for k in metric_cols])
+    return Path(path)
+
+
+def plot_spc(path: Path, rows: Sequence[Row], name: str, targets: Sequence[str]) -> Path:
+    """Grouped bars: one group per row, one bar per target (SPC on test input ``name``), with
+    std error bars where a row has several seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / max(len(targets), 1)
+    fig, ax = plt.subplots(figsize=(min(40.0, max(6.0, 1.5 + 0.15 * len(rows) * max(1, len(targets)))), 5.0))
+    for j, target in enumerate(targets):
+        stats = [row.stats(f"test/{name}/{target}/spc") for row in rows]
+        means = [m if m is not None else 0.0 for m, _, _ in stats]
+        errs = [s if s is not None else 0.0 for _, s, _ in stats]
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(rows))]
+        ax.bar(xs, means, width, yerr=errs if any(errs) else None, capsize=2, label=target)
+    labels = [(" ".join(row.values.values()) if row.values else row.label) + ("" if row.done else f" ({row.status})")
+              for row in rows]
+    ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=30, ha="right")
+    keys = list(dict.fromkeys(k for row in rows for k in row.values))
+    ax.set_xlabel(" ".join(keys))
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_ylim(-1.0, 1.0)
+    ax.set_ylabel("SPC")
+    ax.set_title(f"SPC on {name} inputs")
+    ax.legend(fontsize=7, ncols=min(len(targets), 5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_distance_curves(path: Path, rows: Sequence[Row], pivot: str | None = None) -> Path | None:
+    """Every row's distance-to-border curves (mean over its seeds; one per pivot value) overlaid,
+    one panel per metric."""
+    from posenc.core.figures import by_distance_figure, save_figure
+
+    runs: dict[str, dict[str, list[float]]] = {}
+    bins: dict[str, list[str]] = {}
+    for row in rows:
+        for value in pivot_values(row.done, pivot) or [None]:
+            where = {pivot: value} if pivot and value is not None else None
+            jobs = [j for j in row.done if not where or override_dict(j.overrides).get(pivot) == value]
+            if not jobs:
+                continue
+            row_bins, _ = distance_curves(jobs[0].metrics)
+            label = (" ".join(row.values.values()) if row.values else row.label) + (f" ({value})" if where else "")
+            runs[label] = {}
+            for metric, names in row_bins.items():
+                # one panel per metric and set of bins: a sweep over tasks mixes grid rings with
+                # pixel bands under the same metric name (border_study: accuracy, miou)
+                panel = metric if bins.get(metric, names) == names else f"{metric} ({names[0]}..{names[-1]})"
+                bins.setdefault(panel, names)
+                values = [row.stats(f"test/by_distance/{b}/{metric}", where)[0] for b in names]
+                runs[label][panel] = [math.nan if v is None else v for v in values]
+    if not bins:
+        return None
+    return save_figure(by_distance_figure(bins, {}, runs), path)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", text)
+
+
+def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | None = None) -> list[Path]:
+    """Write ``results.csv``, ``results.md``, ``results_<input>_spc.png`` (PosENet: one per test
+    input with completed jobs) and ``results_by_distance.png`` (trainable tasks: every row's
+    distance-to-border curves) into ``sweep_dir``; return their paths."""
+    sweep_dir = Path(sweep_dir)
+    cfg = _load_multirun(sweep_dir)
+    sweep_name = OmegaConf.select(cfg, "sweep_name", default=None) if cfg is not None else None
+    pivot = pivot or (OmegaConf.select(cfg, "pivot", default=None) if cfg is not None else None)
+    title = f"Sweep {sweep_name}: {sweep_dir}" if sweep_name else f"Sweep {sweep_dir}"
+    paths = [write_csv(sweep_dir / "results.csv", results)]
+    md = sweep_dir / "results.md"
+    md.write_text(markdown_report(results, title, pivot))
+    paths.append(md)
+    rows = build_rows(results, pivot)
+    inputs, targets, _ = metric_layout([r for r in results if r.completed])
+    for name in inputs:
+        paths.append(plot_spc(sweep_dir / f"results_{_slug(name)}_spc.png", rows, name, targets))
+    curves = plot_distance_curves(sweep_dir / "results_by_distance.png", rows, pivot)
+    if curves is not None:
+        paths.append(curves)
+    return paths

@@ -1,0 +1,308 @@
+"""One run, straight through: compose -> fit -> test -> write the run contract."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from posenc.core.checkpointing import LAST, AtomicCheckpointIO, safe_load
+from posenc.core.config_validation import user_error, validate
+from posenc.core.convergence import TrainingDiverged
+from posenc.core.errors import PosencError, argument_error, invalid_value
+from posenc.core.interruption import Interruption, RunInterrupted, requeue_slurm_job, under_slurm
+from posenc.core.reporting import print_results
+from posenc.tasks.base import PosencTask
+from posenc.core.run_contract import (claim_run_dir, flat_metrics, mark_metrics, read_status, save_resolved_config,
+                                 write_json, write_status)
+
+log = logging.getLogger(__name__)
+
+# Expected and harmless here: the frozen backbone is in eval mode on purpose; Lightning's own
+# pytree deprecation notice is not ours to fix.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
+
+class _DropLightningTips(logging.Filter):
+    """Lightning advertises its cloud products on every run, as info records starting with
+    "💡 Tip:" (litlogger when no LitLogger is used, litmodels for checkpoints). Drop exactly those;
+    every other Lightning message and warning still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+# rank_zero_info logs through whichever of these Lightning's imports installed last
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropLightningTips())
+
+
+def is_rank_zero() -> bool:
+    return rank_zero_only.rank == 0
+
+
+def wandb_settings(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """Fill the W&B logger's ``group`` (sweep name, else the sweep dir's name) and honour
+    ``WANDB_MODE=offline|disabled`` over ``logger.wandb.offline``."""
+    if "wandb" not in cfg.logger or cfg.logger.wandb is None:
+        return
+    with open_dict(cfg):
+        if cfg.logger.wandb.get("group") is None:
+            sweep = cfg.get("sweep_name")
+            if sweep is None and hydra_cfg.mode == RunMode.MULTIRUN:
+                sweep = Path(hydra_cfg.sweep.dir).name
+            cfg.logger.wandb.group = sweep
+        if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+            cfg.logger.wandb.offline = True
+
+
+def finish_loggers(loggers: list[Any]) -> None:
+    """Close W&B runs so runs of a multirun never bleed into each other."""
+    for logger in loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish()
+
+
+def pin_argv_to_this_job(hydra_cfg: DictConfig) -> None:
+    """Lightning's DDP launcher starts ranks > 0 by re-running ``sys.argv`` plus
+    ``hydra.run.dir=<hydra.run.dir>``. In a multirun that argv would launch the whole sweep again
+    from every child, in a fresh run dir; so point argv at this job's own overrides, as a single
+    run, and ``hydra.run.dir`` at this job's dir."""
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
+@contextmanager
+def isolated_distributed_state(enabled: bool) -> Iterator[None]:
+    """Undo what a DDP job leaves in this process (``LOCAL_RANK``, ``MASTER_PORT``, ... in the
+    environment and the process group): with them, the next job of a multirun would believe it
+    is a child rank and wait for peers that never start."""
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        if enabled:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+            os.environ.clear()
+            os.environ.update(environ)
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, int | None]:
+    """The checkpoint ``ckpt_path`` names (``last``: this run dir's ``checkpoints/last.ckpt``),
+    checked before anything is built: it exists, loads without running code, and was written by a
+    run of this task, with the global step it holds; ``(None, None)`` for a fresh run. A requeued SLURM job resumes its preempted run dir."""
+    given = cfg.get("ckpt_path")
+    last = run_dir / "checkpoints" / LAST
+    if given is None and under_slurm() and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+        status = read_status(run_dir) or {}
+        if status.get("status") in ("preempted", "interrupted") and last.is_file():
+            given = "last"
+    if given is None:
+        return None, None
+    path = last if given == "last" else Path(str(given)).expanduser()
+    if not path.is_file():
+        if given == "last":
+            raise PosencError(f"cannot resume {run_dir}: it has no checkpoint ({path} is missing: the run stopped "
+                              "before its first one, see callbacks.checkpoint.every_n_steps); start it again")
+        raise invalid_value("ckpt_path", given, "no such file; valid: last (the run dir's checkpoints/last.ckpt) "
+                            "or the path of a .ckpt file")
+    header = safe_load(path)
+    if not isinstance(header, dict) or "state_dict" not in header:
+        raise invalid_value("ckpt_path", str(path), "not a Lightning checkpoint (no state_dict)")
+    written_by = (header.get("posenc") or {}).get("task")
+    expected = str(cfg.task.get("_target_", "")).rsplit(".", 1)[-1]
+    if written_by is not None and written_by != expected:
+        raise invalid_value("ckpt_path", str(path), f"a checkpoint of {written_by}; this run's task builds {expected}")
+    return path, int(header.get("global_step", 0))
+
+
+def trainer_plugins(cfg: DictConfig) -> list[Any]:
+    """Atomic checkpoint writes and code-free loads for every checkpoint the Trainer touches; under
+    SLURM, Lightning's auto-requeue is off because posenc.core.interruption requeues (after a checkpoint
+    and with the run's status recorded)."""
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if under_slurm() and SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+
+
+def fit_error(exc: BaseException, ckpt: Path | None) -> PosencError | None:
+    """A checkpoint that does not fit the model (Lightning's multi-line state-dict report) as one line."""
+    text = str(exc)
+    if ckpt is not None and isinstance(exc, RuntimeError) and "loading state_dict" in text:
+        detail = next((line.strip() for line in text.splitlines()[1:] if line.strip()), "")
+        return invalid_value("ckpt_path", str(ckpt), f"does not fit this run's model ({detail[:160]})")
+    return None
+
+
+def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | None = None) -> dict[str, Any]:
+    """Fit (from ``ckpt`` when resuming) and test the task of ``cfg``; write ``metrics.json`` into
+    ``run_dir``; return it."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in metrics.json
+    datamodule = instantiate(cfg.data)
+    task = instantiate(cfg.task)
+    if not isinstance(task, PosencTask):
+        raise invalid_value("task._target_", cfg.task.get("_target_"), f"builds a {type(task).__name__}; valid: a "
+                            "subclass of posenc.tasks.base.PosencTask (docs/extending.md)")
+    task.check_data(datamodule)  # task-and-data mismatches fail here, in one line, before the Trainer starts
+    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    try:
+        trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
+                              plugins=trainer_plugins(cfg))
+    except Exception as exc:  # Lightning refusing an argument (devices=0, precision=7): the user's error
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        raise (user_error(exc) or argument_error("trainer", cfg.trainer, exc, overrides)) from exc
+    interruption = Interruption.active
+    if interruption is not None:
+        interruption.trainer = trainer
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if task.trains:  # a measurement (PPP) has no fit: its test pass is the whole run
+            try:
+                trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+            except RuntimeError as exc:
+                mismatch = fit_error(exc, ckpt)
+                if mismatch is None:
+                    raise
+                raise mismatch from exc
+        results = trainer.test(task, datamodule=datamodule, verbose=False)
+    finally:
+        finish_loggers(loggers)
+    merged = {k: v for result in results for k, v in result.items()}
+    for part in [*callbacks, task]:  # the loss curve and convergence flag (posenc.core.convergence); the task's own
+        merged.update(getattr(part, "summary", {}))
+    converted = getattr(getattr(task, "backbone", None), "padding_report", {})  # convs converted per class
+    merged.update({f"padding/converted/{cls}": count for cls, count in converted.items()})
+    if converted:
+        log.info("padding %s: %s", choices.get("padding"), ", ".join(f"{n} {c}" for c, n in converted.items()))
+    metrics = flat_metrics(merged, cfg, choices, {"status": "completed"})
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        print_results(metrics, task.console_tables(metrics))
+    return metrics
+
+
+def run(cfg: DictConfig) -> dict[str, Any] | None:
+    """Hydra task function: one run with its ending recorded in ``status.json`` (and ``metrics.json``):
+    ``completed``; ``failed`` with the error line (``error.log``: the traceback; a diverged run keeps
+    no metric); ``interrupted`` by SIGTERM / SIGINT with a checkpoint (``preempted`` when SLURM
+    requeued it), exit ``128 + signal``.
+
+    In a multirun a failed job is recorded and the sweep goes on; a single run exits 2 on a
+    user error (one line) and re-raises anything else. Only rank 0 writes and prints.
+    """
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    rank_zero = is_rank_zero()
+    wandb_settings(cfg, hydra_cfg)
+    pin_argv_to_this_job(hydra_cfg)
+    start = time.time()
+    lock: Path | None = None
+    resumed: dict[str, Any] = {}
+    try:
+        with Interruption() as interruption:
+            try:
+                validate(cfg)  # every value against its schema, before anything is written or built
+                ckpt, step = resume_checkpoint(cfg, run_dir)
+                if rank_zero:
+                    lock = claim_run_dir(run_dir, resuming=ckpt is not None)
+                    save_resolved_config(cfg, run_dir)
+                    resumed = {"resumed_from_step": step, "resumed_from": str(ckpt)} if ckpt else {}
+                    slurm = {"slurm_job_id": os.environ["SLURM_JOB_ID"]} if under_slurm() else {}
+                    write_status(run_dir, "running", pid=os.getpid(), **slurm, **resumed)
+                    if ckpt is not None:
+                        print(f"resuming {run_dir} from step {step} ({ckpt})", file=sys.stderr)
+                with isolated_distributed_state(enabled=multirun and rank_zero):
+                    metrics = train(cfg, run_dir, dict(hydra_cfg.runtime.choices), ckpt)
+            finally:
+                interruption.defer = False
+    except RunInterrupted as stop:
+        return _interrupted(stop, run_dir, rank_zero)
+    except Exception as exc:  # noqa: BLE001 - recorded, then reported per run mode
+        # a dir that holds another run (refused by claim_run_dir) keeps that run's record
+        owner = lock is not None or read_status(run_dir) is None
+        return _failed(exc, run_dir, rank_zero and owner, multirun)
+    finally:
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+    if rank_zero:
+        write_status(run_dir, "completed", wall_time_s=round(time.time() - start, 2), **resumed)
+        print(run_dir)
+    return metrics
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    path = run_dir / "checkpoints" / LAST
+    if not path.is_file():
+        return None
+    try:
+        return int((safe_load(path).get("posenc") or {}).get("global_step"))
+    except (PosencError, TypeError, ValueError):
+        return None
+
+
+def _interrupted(stop: RunInterrupted, run_dir: Path, rank_zero: bool) -> None:
+    """Record a run a signal stopped and exit ``128 + signal`` (the whole multirun stops too)."""
+    if rank_zero:
+        step = _checkpoint_step(run_dir)
+        requeued = requeue_slurm_job(stop.signum)
+        status = "preempted" if requeued else "interrupted"
+        fields = {"signal": stop.name, "checkpoint_step": step, "requeued": requeued,
+                  **{k: v for k, v in (read_status(run_dir) or {}).items() if k == "slurm_job_id"}}
+        write_status(run_dir, status, **fields)
+        mark_metrics(run_dir, status, **fields)
+        where = f"checkpoint at step {step}" if step is not None else "no checkpoint (stopped before training)"
+        then = "requeued" if requeued else f"resume: python train.py --resume {run_dir}"
+        print(f"interrupted by {stop.name}: {where}; {then}", file=sys.stderr)
+        print(run_dir)
+    raise SystemExit(stop.exit_code)
+
+
+def _failed(exc: BaseException, run_dir: Path, record: bool, multirun: bool) -> None:
+    """Record a failed run (``record``: this process owns the run dir); exit 2 on a user error in a
+    single run, re-raise a bug."""
+    user = user_error(exc)
+    cause = user or exc
+    line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if record and run_dir.is_dir():
+        fields: dict[str, Any] = {"error": f"{type(cause).__name__}: {line}"}
+        if isinstance(cause, TrainingDiverged):
+            fields["step"] = cause.step
+        write_status(run_dir, "failed", **fields)
+        if (run_dir / "config.yaml").exists():  # the run had started: keep what it wrote, marked failed
+            mark_metrics(run_dir, "failed", keep_measured=not isinstance(cause, TrainingDiverged), **fields)
+        (run_dir / "error.log").write_text(traceback.format_exc())
+    if user is not None:
+        print(f"error: {line}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
+    elif not multirun:
+        raise exc
+    log.error("job failed (%s); see %s", line, run_dir / "error.log")
+    print(run_dir)
+    return None

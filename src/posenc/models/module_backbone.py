@@ -1,0 +1,78 @@
+"""Your own ``nn.Module`` as a posenc backbone: ``backbone=module backbone.target=<dotted path to a
+factory returning an nn.Module> backbone.taps=[<module names>]``.
+
+The taps are read with torchvision's ``create_feature_extractor`` (FX), so the model needs no
+changes; their channels are measured once on torch's meta device. The padding scheme is swapped
+by :func:`posenc.models.padding.convert_padding` (so the same rules hold as for every backbone: classes
+with their own computation keep it, convs that pad inside ``forward`` are refused). ``weights``:
+null, a state-dict file of the model (loaded with ``weights_only=True``), or a posenc run of it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from posenc.models.backbones import ExtractorBackbone, check_taps, load_run_backbone, run_checkpoint
+from posenc.core.checkpointing import safe_load
+from posenc.core.errors import PosencError
+from posenc.models.padding import PaddingSpec, meta_copy
+
+PROBE_SIZE = 224  # px: the meta-device input the taps' channels are read from
+
+
+def import_factory(target: str) -> Any:
+    """The callable at ``target`` (``package.module.name``), or one line naming what is missing."""
+    module_name, _, attr = target.rpartition(".")
+    if not module_name:
+        raise PosencError(f"backbone.target={target!r} is not valid: expected a dotted path, package.module.factory")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PosencError(f"backbone.target={target!r} is not valid: cannot import {module_name} ({exc})") from exc
+    if not callable(getattr(module, attr, None)):
+        raise PosencError(f"backbone.target={target!r} is not valid: {module_name} has no callable {attr!r}")
+    return getattr(module, attr)
+
+
+def build_module_backbone(
+    target: str = "posenc.models.example_model.make_net",
+    taps: Sequence[str] = ("stage1", "stage2", "stage3"),
+    padding: PaddingSpec | str = "zeros",
+    weights: str | None = None,
+    normalize: bool = False,
+    trainable: bool = False,
+    kwargs: Mapping[str, Any] | None = None,
+) -> ExtractorBackbone:
+    """``target(**kwargs)`` with ``taps`` (names of its modules, in ``named_modules()`` order)."""
+    padding = padding if isinstance(padding, PaddingSpec) else PaddingSpec(padding)
+    model = import_factory(target)(**dict(kwargs or {}))
+    if not isinstance(model, nn.Module):
+        raise PosencError(f"backbone.target={target} returned a {type(model).__name__}, not an nn.Module")
+    names = [n for n, _ in model.named_modules() if n]
+    taps = check_taps(list(taps or []), names, f"tap (a module of {target})")
+    if weights is not None and run_checkpoint(weights) is None:
+        state = safe_load(Path(weights).expanduser(), what="weights file")
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise PosencError(f"weights file {weights} does not fit {target}: {str(exc).splitlines()[1:2]}") from exc
+    report: dict[str, int] = {}
+    padding.apply(model, report)
+    order = [t for t in names if t in taps]  # the order the taps are computed in
+    extractor = create_feature_extractor(model, return_nodes={t: t for t in order})
+    with torch.no_grad():
+        shapes = meta_copy(extractor)(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device="meta"))
+    channels = [int(shapes[t].shape[1]) for t in order]
+    backbone = ExtractorBackbone(f"module/{target}", extractor, order, order, channels, padding.name, normalize,
+                                 trainable, report)
+    if weights is not None and run_checkpoint(weights) is not None:
+        load_run_backbone(backbone, run_checkpoint(weights))
+    return backbone

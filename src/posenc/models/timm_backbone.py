@@ -1,0 +1,113 @@
+"""Any timm CNN as a posenc backbone: ``backbone=timm backbone.name=<model>`` (timm 1.x).
+
+The model is built by timm with ``features_only=True``: its taps ``f1..fN`` are the stages timm's
+``feature_info`` declares, with the channels and strides it declares (``FeatureInfo.channels()`` /
+``.reduction()``), never re-derived here. The padding scheme is swapped by
+:func:`posenc.models.padding.convert_padding` (classes with their own computation, such as BiT's
+``StdConv2d``, keep it; convs that pad inside their own ``forward``, such as ``tf_`` EfficientNets'
+``Conv2dSame``, are refused for every scheme but ``zeros``); the count of converted convs per class
+is the backbone's ``padding_report`` and goes into ``metrics.json``.
+
+``weights=imagenet`` reads the model's default pretrained file from the Hugging Face cache, where
+timm puts it (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``:
+``models--timm--<model>.<tag>/snapshots/<revision>/model.safetensors``) and never downloads
+unless ``download=true``; a missing file names the file and the folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch.nn as nn
+
+from posenc.models.backbones import ExtractorBackbone, check_taps, load_run_backbone, run_checkpoint
+from posenc.core.errors import PosencError
+from posenc.models.padding import PaddingSpec
+from posenc.core.registry import padding_entry
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:  # pragma: no cover - a dependency of posenc
+        raise PosencError("backbone=timm needs timm: pip install 'timm>=1.0,<2'") from None
+    return timm
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    return Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
+
+
+def cached_weights_file(hf_hub_id: str) -> tuple[Path | None, Path]:
+    """``(file, folder)``: the newest cached weights file of ``hf_hub_id`` (None when absent) and the
+    folder it belongs in."""
+    repo = hf_hub_cache() / f"models--{hf_hub_id.replace('/', '--')}"
+    snapshots = repo / "snapshots"
+    found = sorted((p for name in WEIGHT_FILES for p in snapshots.glob(f"*/{name}")),
+                   key=lambda p: p.stat().st_mtime, reverse=True) if snapshots.is_dir() else []
+    return (found[0] if found else None), snapshots / "<revision>"
+
+
+def build_timm_backbone(
+    name: str = "resnet18",
+    padding: PaddingSpec | str = "zeros",
+    weights: str | None = None,
+    taps: Sequence[str] | None = None,
+    normalize: bool = False,
+    download: bool = False,
+    trainable: bool = False,
+) -> ExtractorBackbone:
+    """The timm model ``name`` (any CNN that supports ``features_only``) with its stages as taps."""
+    timm = _timm()
+    padding = padding if isinstance(padding, PaddingSpec) else PaddingSpec(padding)
+    if name not in timm.list_models():
+        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:8]
+        raise PosencError(f"unknown timm model {name!r}; valid: a name of timm.list_models()"
+                          + (f", e.g. {', '.join(close)}" if close else ""))
+    try:
+        model = timm.create_model(name, pretrained=False, features_only=True)
+    except RuntimeError as exc:  # e.g. a ViT without feature hooks
+        raise PosencError(f"timm model {name} has no features_only stages: {str(exc).splitlines()[0]}") from exc
+    if weights is not None and weights != "imagenet" and run_checkpoint(weights) is None:
+        raise PosencError(f"backbone.weights={weights} is not valid for timm: valid: null, imagenet, or a posenc run "
+                          "dir / .ckpt of this backbone")
+    all_taps = [f"f{i + 1}" for i in range(len(model.feature_info))]
+    taps = check_taps(taps, all_taps, f"tap of timm/{name}")
+    if padding_entry(padding.name).shrinks:
+        raise PosencError(f"padding={padding.name} does not fit timm/{name}: its stages expect their own map sizes; "
+                          "use padding=none")
+    chosen = [all_taps.index(t) for t in all_taps if t in taps]
+    if chosen != list(range(len(all_taps))):  # timm stops the model after the deepest tap chosen
+        model = timm.create_model(name, pretrained=False, features_only=True, out_indices=chosen)
+    if weights == "imagenet":
+        model = _with_imagenet_weights(timm, name, model, download, chosen)
+    report: dict[str, int] = {}
+    padding.apply(model, report)
+    info = model.feature_info
+    backbone = ExtractorBackbone(f"timm/{name}", model, [all_taps[i] for i in chosen], list(range(len(chosen))),
+                                 info.channels(), padding.name, normalize, trainable, report, info.reduction())
+    ckpt = run_checkpoint(weights) if weights not in (None, "imagenet") else None
+    if ckpt is not None:
+        load_run_backbone(backbone, ckpt)
+    return backbone
+
+
+def _with_imagenet_weights(timm, name: str, model: nn.Module, download: bool, out_indices: list[int]) -> nn.Module:
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    hub_id = cfg.get("hf_hub_id")
+    if not hub_id:
+        raise PosencError(f"timm model {name} has no pretrained weights on the hub; valid: backbone.weights=null")
+    path, folder = cached_weights_file(hub_id)
+    if path is None and not download:
+        raise PosencError(f"ImageNet weights for timm/{name} not found: put {WEIGHT_FILES[0]} of {hub_id} into "
+                          f"{folder}, or set backbone.download=true when online")
+    overlay = {"file": str(path)} if path is not None else {}
+    return timm.create_model(name, pretrained=True, features_only=True, out_indices=out_indices,
+                             pretrained_cfg_overlay=overlay)
