@@ -118,7 +118,25 @@ class ReadoutSchema:
 
 
 @dataclass
-class PosENetTaskSchema:
+class BudgetSchema:
+    """A task's budget, which the trainer config reads (``trainer.max_steps: ${task.max_steps}``):
+    shared by every task schema."""
+
+    max_steps: int = spec(-1, ge=1, also=(-1,))  # -1: no step cap
+    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))  # null / -1: no epoch cap
+
+
+@dataclass
+class LoaderSchema:
+    """The loader fields every datamodule shares (posenc.data.datamodule.SeededDataModule)."""
+
+    batch_size: int = spec(32, ge=1)
+    num_workers: int = spec(0, ge=0)
+    seed: int = 0
+
+
+@dataclass
+class PosENetTaskSchema(BudgetSchema):
     _target_: str = "posenc.tasks.posenet.PosENetTask"
     backbone: Any = MISSING  # ${backbone}
     readout: Any = MISSING  # ${readout}
@@ -133,14 +151,12 @@ class PosENetTaskSchema:
     feature_cache: str = spec("memory", choices=CACHE_MODES)
     cache_dtype: str = spec("float32", choices=CACHE_DTYPES)
     cache_dir: str = "outputs/.feature_cache"
-    max_steps: int = spec(-1, ge=1, also=(-1,))  # -1: no step cap
-    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))  # null / -1: no epoch cap
     channels_last: bool = False  # run the frozen backbone channels-last
     autocast: Optional[str] = spec(None, choices=AUTOCAST)  # null | bf16: the backbone under autocast
 
 
 @dataclass
-class SupervisedTaskSchema:
+class SupervisedTaskSchema(BudgetSchema):
     """The trainable tasks (posenc.tasks.supervised): backbone + head trained end to end."""
 
     _target_: str = MISSING
@@ -149,8 +165,6 @@ class SupervisedTaskSchema:
     optimizer: Any = MISSING
     scheduler: Optional[Any] = None
     image_size: int = spec(96, ge=8)
-    max_steps: int = spec(-1, ge=1, also=(-1,))
-    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))
     channels_last: bool = False
 
 
@@ -181,7 +195,7 @@ class FlattenLinearSchema:
 
 
 @dataclass
-class PPPTaskSchema:
+class PPPTaskSchema(BudgetSchema):
     """``task=ppp`` (posenc.tasks.ppp): PPP of a frozen backbone, nothing trained."""
 
     _target_: str = "posenc.tasks.ppp.PPPTask"
@@ -190,8 +204,6 @@ class PPPTaskSchema:
     layers: Optional[List[str]] = spec(None, items={"choices": TAP_NAMES})
     reference_cache: str = spec("disk", choices=("disk", "off"))
     cache_dir: str = "outputs/.feature_cache"
-    max_steps: int = spec(-1, ge=1, also=(-1,))
-    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))
 
 
 @dataclass
@@ -281,7 +293,7 @@ class FrameSchema:
 
 
 @dataclass
-class DataSchema:
+class DataSchema(LoaderSchema):
     """``data=natural`` and ``data=folder`` (one datamodule, two sources)."""
 
     _target_: str = "posenc.data.datamodule.PositionDataModule"
@@ -294,9 +306,6 @@ class DataSchema:
     num_test: int = spec(32, ge=1)
     num_val: int = spec(32, ge=0)
     image_size: int = spec(224, ge=8)
-    batch_size: int = spec(32, ge=1)
-    num_workers: int = spec(0, ge=0)
-    seed: int = 0
     min_scale: float = spec(0.3, gt=0, le=1)
     canvas: FrameSchema = field(default_factory=FrameSchema)
 
@@ -313,7 +322,7 @@ class CanvasSchema:
 
 
 @dataclass
-class CanvasDataSchema:
+class CanvasDataSchema(LoaderSchema):
     """``data=canvas``: patches pasted into canvases (location_cls / location_seg)."""
 
     _target_: str = "posenc.data.location.CanvasDataModule"
@@ -324,14 +333,11 @@ class CanvasDataSchema:
     num_val: int = spec(128, ge=0)
     num_test: int = spec(256, ge=1)
     image_size: int = spec(96, ge=8)
-    batch_size: int = spec(32, ge=1)
-    num_workers: int = spec(0, ge=0)
-    seed: int = 0
     device: str = "auto"
 
 
 @dataclass
-class ContextDataSchema:
+class ContextDataSchema(LoaderSchema):
     """``data=contexts``: real images around the crops PPP measures (task=ppp)."""
 
     _target_: str = "posenc.data.contexts.ContextDataModule"
@@ -341,13 +347,11 @@ class ContextDataSchema:
     image_size: int = spec(64, ge=8)
     context_size: Optional[int] = spec(None, ge=8)
     batch_size: int = spec(16, ge=1)
-    num_workers: int = spec(0, ge=0)
-    seed: int = 0
     min_scale: float = spec(0.5, gt=0, le=1)
 
 
 @dataclass
-class SegmentationDataSchema:
+class SegmentationDataSchema(LoaderSchema):
     """``data=shapes | voc | duts``: images with per-pixel labels (semseg / saliency)."""
 
     _target_: str = "posenc.data.segmentation.SegmentationDataModule"
@@ -359,9 +363,6 @@ class SegmentationDataSchema:
     num_val: int = spec(128, ge=0)
     num_test: int = spec(256, ge=1)
     image_size: int = spec(64, ge=8)
-    batch_size: int = spec(32, ge=1)
-    num_workers: int = spec(0, ge=0)
-    seed: int = 0
     max_objects: int = spec(3, ge=1)
 
 
