@@ -103,8 +103,11 @@ def test_ppp_stats_literal() -> None:
     assert stats["snr"] == pytest.approx(0.25 * 3 / 9)
     assert stats["border_profile"] == pytest.approx([0.5 * 3 / 8, 0.0])  # 3 of the 8 ring-0 cells
     assert stats["heatmap"][0].tolist() == [0.5, 0.5, 0.5]
+    assert stats["second_moment"] == 2.0  # (0^2 + 2^2) / 2
+    assert stats["rel_energy"] == pytest.approx(0.25 * 3 / 9 / 2.0)
     moments = ppp_from_moments(features.mean(0), reference.mean(0), reference.pow(2).mean(0))
     assert moments["snr"] == pytest.approx(stats["snr"])
+    assert moments["rel_energy"] == pytest.approx(stats["rel_energy"])
     assert moments["border_profile"] == pytest.approx(stats["border_profile"])
 
 
@@ -114,6 +117,24 @@ def test_ppp_stats_degenerate() -> None:
     moved = same + 1.0
     stats = ppp_stats(moved, same)  # energy but no variance
     assert math.isnan(stats["snr"]) and math.isnan(stats["border_profile"][0])
+    assert stats["rel_energy"] == 1.0  # the second moment stays: the pattern is as large as the features
+
+
+def test_relative_energy_ignores_a_collapsed_variance() -> None:
+    """Features that barely vary between images (deep random nets) blow the SNR up; the relative
+    energy of the same pattern does not move."""
+    torch.manual_seed(0)
+    pattern = torch.zeros(1, 4, 6, 6)
+    pattern[..., 0, :] = 0.1
+    base = 5.0 + torch.randn(1, 4, 6, 6)
+    snrs = []
+    for spread in (1.0, 0.01):
+        reference = base + spread * torch.randn(32, 4, 6, 6)
+        stats = ppp_stats(reference + pattern, reference)
+        snrs.append(stats["snr"])
+        assert stats["rel_energy"] == pytest.approx((0.1 ** 2 / 6) / reference.double().pow(2).mean().item(), rel=1e-4)
+        assert 5e-5 < stats["rel_energy"] < 1e-4
+    assert snrs[0] < 0.01 and snrs[1] > 10  # the same pattern, 10^4 times louder by the SNR
 
 
 def test_shape_mismatch_is_one_line_error() -> None:

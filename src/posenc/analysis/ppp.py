@@ -9,6 +9,10 @@ N images of (``x``'s features with the padding under test - the reference). Its 
 
 * SNR: the energy of the mean pattern (mean of PPP^2) over the image-to-image variance of the
   reference (mean over C, h, w of its population variance across the N images);
+* relative energy: the same energy over the reference's total second moment (mean over N, C, h,
+  w of ref^2), the share of the features' energy the pattern holds. Unlike the SNR it does not
+  grow when a network maps all images to nearly the same features (deep random networks do: their
+  variance collapses while their mean does not), so it can compare init with trained weights;
 * border profile: mean |PPP| over channels and positions at each Chebyshev distance to the tap's
   border, divided by the square root of that variance (dimensionless).
 """
@@ -69,8 +73,9 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
-def _summarize(pattern: Tensor, variance: float, dtype: torch.dtype) -> dict[str, Any]:
-    """The statistics of :func:`ppp_stats` from a float64 ``[C, h, w]`` pattern and the variance."""
+def _summarize(pattern: Tensor, variance: float, second_moment: float, dtype: torch.dtype) -> dict[str, Any]:
+    """The statistics of :func:`ppp_stats` from a float64 ``[C, h, w]`` pattern, the reference's
+    variance and its second moment."""
     energy = pattern.pow(2).mean().item()
     heatmap = pattern.abs().mean(dim=0)
     distance = pixel_distance(*heatmap.shape).to(heatmap.device).flatten()
@@ -83,6 +88,8 @@ def _summarize(pattern: Tensor, variance: float, dtype: torch.dtype) -> dict[str
         "energy": energy,
         "variance": variance,
         "snr": _ratio(energy, variance),
+        "second_moment": second_moment,
+        "rel_energy": _ratio(energy, second_moment),
         "border_profile": [_ratio(v, scale) for v in means.tolist()],
         "heatmap": heatmap.to(dtype),
     }
@@ -95,7 +102,8 @@ def ppp_stats(features: Tensor, reference: Tensor) -> dict[str, Any]:
     Returns ``pattern`` ``[C, h, w]`` (mean over images of the difference), ``energy`` (mean of
     ``pattern**2``), ``variance`` (mean over C, h, w of the reference's population variance over
     the images), ``snr`` (energy / variance; 0.0 for no energy, NaN for no variance but some
-    energy), ``border_profile`` (mean |pattern| over channels and positions at each distance
+    energy), ``second_moment`` (mean of the reference squared) and ``rel_energy`` (energy /
+    second moment), ``border_profile`` (mean |pattern| over channels and positions at each distance
     0..max to the tap's border, over sqrt(variance)) and ``heatmap`` ``[h, w]`` (mean |pattern|
     over channels). Statistics are computed in float64; tensors come back in ``features``' dtype."""
     if features.dim() != 4:
@@ -107,7 +115,7 @@ def ppp_stats(features: Tensor, reference: Tensor) -> dict[str, Any]:
         raise PosencError("PPP needs at least one image")
     ref = reference.double()
     pattern = (features.double() - ref).mean(dim=0)
-    return _summarize(pattern, ref.var(dim=0, unbiased=False).mean().item(), features.dtype)
+    return _summarize(pattern, ref.var(dim=0, unbiased=False).mean().item(), ref.pow(2).mean().item(), features.dtype)
 
 
 def ppp_from_moments(features_mean: Tensor, reference_mean: Tensor, reference_sq_mean: Tensor) -> dict[str, Any]:
@@ -123,7 +131,8 @@ def ppp_from_moments(features_mean: Tensor, reference_mean: Tensor, reference_sq
             raise invalid_value(f"{key}.shape", tuple(other.shape), f"expected the features' shape {shape}")
     mean = reference_mean.double()
     variance = (reference_sq_mean.double() - mean * mean).clamp_min(0.0).mean().item()
-    return _summarize(features_mean.double() - mean, variance, features_mean.dtype)
+    second_moment = reference_sq_mean.double().mean().item()
+    return _summarize(features_mean.double() - mean, variance, second_moment, features_mean.dtype)
 
 
 def ppp_figure(heatmaps: dict[str, Tensor], profiles: dict[str, list[float]]) -> Figure:

@@ -158,8 +158,9 @@ class PPPTask(PosencTask):
             stats = ppp_from_moments(sums[f"{layer}/features"] / count, moments[f"{layer}/reference"],
                                      moments[f"{layer}/reference_sq"])
             self.log(f"test/ppp_snr_{layer}", stats["snr"])
+            self.log(f"test/ppp_rel_energy_{layer}", stats["rel_energy"])
             summary.update({f"ppp/{layer}/snr": stats["snr"], f"ppp/{layer}/energy": stats["energy"],
-                            f"ppp/{layer}/variance": stats["variance"],
+                            f"ppp/{layer}/variance": stats["variance"], f"ppp/{layer}/rel_energy": stats["rel_energy"],
                             f"ppp/{layer}/border_profile": stats["border_profile"]})
             self.heatmaps[layer], self.profiles[layer] = stats["heatmap"].float().cpu(), stats["border_profile"]
         summary.update({"ppp/images": int(count), "ppp/margin_px": self.margin, "ppp/crop_px": self.image_size,
