@@ -353,3 +353,48 @@ def test_padding_then_probe_trains_then_measures_every_trained_backbone(tmp_path
     for r in rows:  # each probe read the backbone its own padding's job trained
         assert json.loads((Path(r["backbone.weights"]) / "metrics.json").read_text())["padding"] == r["padding"]
     assert "| padding=zeros | 1 | completed |" in (probe_dir / "results.md").read_text()
+
+
+def test_collect_prints_the_papers_numbers_beside_ours(tmp_path):
+    """A preset that mirrors a paper's table carries its numbers (padding_study: PosENet Tables 1
+    and 4); the report shows them as rows of their own under ours, with the source and how the
+    settings differ."""
+    preset = compose_run(["sweep=padding_study"], tmp_path / "compose")
+    sweep_dir = fake_multirun(tmp_path / "sweep", ["sweep=padding_study"], {"padding": "zeros,none"})
+    cfg = OmegaConf.load(sweep_dir / "multirun.yaml")
+    cfg.paper = preset.paper
+    OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
+    for num, (padding, value) in enumerate((("zeros", 0.5), ("none", 0.1))):
+        job = fake_job(sweep_dir, num, ["sweep=padding_study", f"padding={padding}"], COMPLETED,
+                       metrics=fake_metrics(value))
+        # the resolved config a run writes names its task: the table takes the task's order (input x target x metric)
+        OmegaConf.save(OmegaConf.create({"task": {"_target_": "posenc.tasks.posenet.PosENetTask"}}), job / "config.yaml")
+    write_reports(sweep_dir, collect(sweep_dir))
+    report = (sweep_dir / "results.md").read_text()
+    assert "PosENet (Islam et al. ICLR 2020), Table 1" in report and "ImageNet-pretrained" in report
+    natural = report.split("## natural")[1].split("##")[0]
+    rows = [line for line in natural.splitlines() if line.startswith("| paper:")]
+    assert len(rows) == 2
+    zeros = rows[0].split(" | ")
+    assert zeros[0] == "| paper: padding=zeros backbone=vgg16" and zeros[2] == "published"
+    assert zeros[3:5] == ["0.742", "0.149"]  # H SPC / MAE, in the table's column order
+    assert rows[1].split(" | ")[3:5] == ["0.381", ""]  # Table 4 gives no MAE
+    assert "| paper:" not in report.split("## noise")[1]  # the paper has no numbers for that input
+
+
+@pytest.mark.parametrize("name", ["padding_study", "posenet_alone", "tap_ablation", "readout_ablation",
+                                  "padding_then_probe"])
+def test_a_presets_paper_rows_name_its_swept_values_and_real_metric_keys(name, tmp_path):
+    """A typo in a paper block would print an empty row: its settings are values the preset
+    sweeps, its keys metrics that the preset's task writes."""
+    from posenc.core.reporting import parse_task_key, parse_test_key
+
+    cfg = compose_run([f"sweep={name}"], tmp_path)
+    sweeper = OmegaConf.load(CONF_DIR / "sweep" / f"{name}.yaml").hydra.sweeper.params
+    assert cfg.paper.rows
+    for row in cfg.paper.rows:
+        for key, value in row.match.items():
+            assert key in sweeper, key
+            assert str(value) in str(sweeper[key]), (key, value)
+        for key in row.metrics:
+            assert parse_test_key(key) or parse_task_key(key), key

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -497,6 +497,25 @@ class PathsSchema:
 
 
 @dataclass
+class PaperRowSchema:
+    """One row of a paper's table: the settings it corresponds to (``key: value`` as the sweep's
+    overrides write them) and its numbers under posenc's metric keys."""
+
+    match: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PaperSchema:
+    """A preset's published numbers (``sweep.py collect`` prints them beside ours): where they
+    come from and how the paper's setting differs from the preset's."""
+
+    source: str = MISSING
+    differs: str = ""
+    rows: List[PaperRowSchema] = field(default_factory=list)
+
+
+@dataclass
 class TrainSchema:
     """``conf/train.yaml``. The groups are typed by their own schemas (their YAMLs inherit
     them); here they are only declared."""
@@ -516,6 +535,7 @@ class TrainSchema:
     probe_init: bool = False  # presets: also probe every trained backbone at initialisation
     probe_stage: Optional[str] = spec(None, choices=("init", "trained"))  # set by sweep.py on probe runs
     pivot: Optional[str] = None  # set by presets: the swept key whose values become report columns
+    paper: Optional[PaperSchema] = None  # set by presets that mirror a paper's table: its numbers, for collect
     paths: PathsSchema = field(default_factory=PathsSchema)
 
 

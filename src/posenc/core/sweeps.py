@@ -360,7 +360,22 @@ def task_layout(results: Sequence[JobResult]) -> tuple[list[str], list[str], lis
     return overall, sorted({b for b, _ in parsed}), _ordered({m for _, m in parsed}, order)
 
 
-def task_tables(rows: Sequence[Row], results: Sequence[JobResult], pivot: str | None = None) -> list[str]:
+def paper_lines(paper: Mapping[str, Any] | None, keys: Sequence[str]) -> list[str]:
+    """Markdown rows of a preset's published numbers (its ``paper:`` block) under the columns
+    ``keys``: one row per paper row with a number in one of them, labelled by its settings."""
+    lines = []
+    for entry in (paper or {}).get("rows") or []:
+        metrics = entry.get("metrics") or {}
+        if not any(k in metrics for k in keys):
+            continue
+        label = "paper: " + (" ".join(f"{k}={v}" for k, v in (entry.get("match") or {}).items()) or "all")
+        cells = [f"{float(metrics[k]):.3f}" if k in metrics else "" for k in keys]
+        lines.append("| " + " | ".join(_md_escape(c) for c in [label, "", "published", *cells]) + " |")
+    return lines
+
+
+def task_tables(rows: Sequence[Row], results: Sequence[JobResult], pivot: str | None = None,
+                paper: Mapping[str, Any] | None = None) -> list[str]:
     """Markdown: rows x overall metrics, then per binned metric rows x distance bins; with a
     ``pivot``, every column once per pivot value (``accuracy (location)``, ``accuracy (class)``)."""
     done = [r for r in results if r.completed]
@@ -381,6 +396,7 @@ def task_tables(rows: Sequence[Row], results: Sequence[JobResult], pivot: str | 
             cells = [format_cell(*row.stats(key(c), w)[:2]) if row.done else "" for c, w in spread]
             lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
                                                                      _status_cell(row), *cells]) + " |")
+        lines.extend(paper_lines(paper, [key(c) for c, _ in spread]))
         lines.append("")
 
     if overall:
@@ -415,9 +431,11 @@ def _status_cell(row: Row) -> str:
     return row.status if row.error is None else f"{row.status}: {row.error}"
 
 
-def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", pivot: str | None = None) -> str:
+def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", pivot: str | None = None,
+                    paper: Mapping[str, Any] | None = None) -> str:
     """Markdown: per test input a table (rows = swept values, columns = target x SPC / MAE,
-    n and status), then the jobs that did not complete with their errors."""
+    n and status; below them, rows ``paper: ...`` with a preset's published numbers), then the
+    jobs that did not complete with their errors."""
     rows = build_rows(results, pivot)
     inputs, targets, grid_metrics = metric_layout([r for r in results if r.completed])
     counts = Counter(r.status for r in results)
@@ -426,8 +444,12 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", 
              f"{len(results)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
              + ("Cells: mean ± sample std (ddof=1) over the seeds of a row; n = completed seeds."
                 if len(seeds) > 1 else "n = completed jobs of a row."), ""]
+    if paper and paper.get("rows"):
+        lines += [f"Rows `paper: ...` are the published numbers: {paper.get('source')}."
+                  + (f" The paper's setting differs from this preset's: {paper['differs']}." if paper.get("differs")
+                     else ""), ""]
     header = ["row", "n", "status"] + [f"{t} {m.upper()}" for t in targets for m in grid_metrics]
-    task_lines = task_tables(rows, results, pivot)
+    task_lines = task_tables(rows, results, pivot, paper)
     lines += task_lines
     values = pivot_values([r for r in results if r.completed], pivot)
     wheres: list[dict[str, str]] = [{pivot: v} for v in values] if pivot and values else [{}]
@@ -441,6 +463,7 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", 
                      for t in targets for m in grid_metrics for w in wheres]
             lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
                                                                      _status_cell(row), *cells]) + " |")
+        lines.extend(paper_lines(paper, [f"test/{name}/{t}/{m}" for t in targets for m in grid_metrics for _ in wheres]))
         lines.append("")
     if not inputs and not task_lines:
         lines += ["No completed jobs: no metrics to tabulate.", ""]
@@ -561,7 +584,9 @@ def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | No
     title = f"Sweep {sweep_name}: {sweep_dir}" if sweep_name else f"Sweep {sweep_dir}"
     paths = [write_csv(sweep_dir / "results.csv", results)]
     md = sweep_dir / "results.md"
-    md.write_text(markdown_report(results, title, pivot))
+    paper = OmegaConf.select(cfg, "paper", default=None) if cfg is not None else None
+    paper = OmegaConf.to_container(paper, resolve=True) if paper is not None else None
+    md.write_text(markdown_report(results, title, pivot, paper))
     paths.append(md)
     rows = build_rows(results, pivot)
     inputs, targets, _ = metric_layout([r for r in results if r.completed])
