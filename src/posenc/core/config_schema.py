@@ -231,6 +231,8 @@ class GapNetSchema:
 
 @dataclass
 class PixelDecoderSchema:
+    """``readout=pixel_decoder``: 1x1 convs per tap, fused at ``fuse_at`` (segmentation heads)."""
+
     _target_: str = "posenc.models.heads.PixelDecoder"
     _partial_: bool = True
     width: int = spec(64, ge=1)
@@ -472,6 +474,9 @@ class RunCheckpointSchema:
 
 @dataclass
 class LossCurveSchema:
+    """The loss curve and the convergence flag (posenc.core.convergence.convergence): every curve
+    within ``tol`` relative change at the end (the last ``window`` fraction) of every lr phase."""
+
     _target_: str = "posenc.core.convergence.LossCurve"
     window: float = spec(0.1, gt=0, le=0.5)
     tol: float = spec(0.02, gt=0)
