@@ -287,3 +287,27 @@ def test_shape_scenes_speed():
     start = time.perf_counter()
     shape_scenes(64, 64, seed=1)
     print(f"shape_scenes(64, 64): {time.perf_counter() - start:.3f} s")
+
+
+def test_the_balanced_test_puts_every_patch_in_every_cell_and_held_out_cells_are_their_own():
+    """data.test_placement (default on a grid: balanced, the ICCV 2021 authors' test): every test
+    patch once in each of the g^2 cells, so a cell-blind model scores exactly 1 / g^2; the
+    held-out canvases draw their cells from a stream of their own, not the test's."""
+    from posenc.data.location import CanvasDataModule
+
+    dm = CanvasDataModule(source="shapes", num_train=8, num_val=64, num_test=6, image_size=48, device="cpu")
+    dm.setup()
+    test = dm.test_sets["canvas"].tensors
+    assert len(test["cell"]) == 6 * 9
+    assert torch.equal(test["cell"], torch.arange(9).repeat(6))
+    assert torch.equal(test["label"], test["label"][::9].repeat_interleave(9))  # each patch 9 times
+    for i in range(1, 9):  # the same patch, moved: its pixels are the first copy's, shifted by the cell
+        assert torch.equal(test["image"][i].float().sum(), test["image"][0].float().sum())
+    random = CanvasDataModule(source="shapes", num_train=8, num_val=64, num_test=64, image_size=48, device="cpu",
+                              test_placement="random")
+    random.setup()
+    val_cells = random.val_set.tensors["cell"]
+    test_cells = random.test_sets["canvas"].tensors["cell"]
+    assert len(test_cells) == 64 and not torch.equal(val_cells, test_cells)
+    with pytest.raises(PosencError, match="data.test_placement=balanced puts every test patch in every grid cell"):
+        CanvasDataModule(source="shapes", canvas={"grid": None, "patch_size": 12}, test_placement="balanced")

@@ -54,9 +54,19 @@ def test_gapnet_logits_are_the_pooled_class_maps():
     head = GapNetHead([8], [(6, 6)], num_classes=4)
     tap = torch.randn(2, 8, 6, 6)
     torch.testing.assert_close(head([tap]), head.conv(tap).mean(dim=(2, 3)))
-    assert head.conv.padding == (0, 0) and head([tap]).shape == (2, 4)
-    with pytest.raises(PosencError, match="readout.kernel_size=7 is not valid: expected 1..6"):
-        GapNetHead([8], [(6, 6)], num_classes=4, kernel_size=7)
+    assert head.conv.padding == (1, 1) and head([tap]).shape == (2, 4)  # the authors' padding 1
+    with pytest.raises(PosencError, match="readout.kernel_size=9 is not valid: expected 1..8"):
+        GapNetHead([8], [(6, 6)], num_classes=4, kernel_size=9)
+
+
+def test_gapnet_refuses_a_conv_that_leaves_nothing_to_pool():
+    """On a 3x3 last map a 3x3 conv without padding leaves 1x1: a dense layer over the unpooled
+    map, which reads the cell at any padding; the head says so in one line."""
+    with pytest.raises(PosencError, match="readout.padding=0 is not valid: readout.kernel_size=3 leaves a 1x1 map "
+                                          "of the last tap's 3x3") as info:
+        GapNetHead([8], [(3, 3)], num_classes=9, padding=0)
+    assert "valid: readout.padding >= 1" in str(info.value)
+    assert GapNetHead([8], [(3, 3)], num_classes=9).conv(torch.zeros(1, 8, 3, 3)).shape[-1] == 3
 
 
 # --------------------------------------------------------------------------- shift augmentation
@@ -99,11 +109,11 @@ def test_rank_channels_of_a_trained_run_writes_the_rankings(trained, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == str(trained["location_cls"] / "analysis")
     result = json.loads((trained["location_cls"] / "analysis" / "rank_channels_f4.json").read_text())
-    assert result["num_channels"] == 64 and result["num_images"] == 16
+    assert result["num_channels"] == 64 and result["num_images"] == 16 * 9  # the balanced test: each patch in 9 cells
     for name in ("overall", "left", "right"):
         assert sorted(result["ranking"][name]) == list(range(64))
     assert result["ranking"]["left"] == result["ranking"]["right"][::-1] or len(set(result["scores"]["signed"])) < 64
-    assert sum(result["sides"].values()) == 16 and result["sides"]["left"] > 0 and result["sides"]["right"] > 0
+    assert sum(result["sides"].values()) == 16 * 9 and result["sides"]["left"] > 0 and result["sides"]["right"] > 0
     assert (trained["location_cls"] / "analysis" / "rank_channels_f4.png").stat().st_size > 5_000
 
 

@@ -37,7 +37,7 @@ import posenc.core.budgets  # noqa: F401 - registers ${readout_steps:...}, which
 from posenc.core.choices import (AUGMENTS, AUTOCAST, BACKBONES, CACHE_DTYPES, CACHE_MODES, CANVAS_FILLS, DEPTHS,  # noqa: E402
                             KERNEL_SIZES, LABEL_MODES, PADDING_MODES, PATCH_SOURCES, PERMUTE_POINTS,
                             SEGMENTATION_SOURCES, STRIPE_RANGES, SYNTHETIC_SOURCES, TAP_NAMES, TARGET_SOURCES,
-                            TARGETS, TEST_INPUTS)
+                            TARGETS, TEST_INPUTS, TEST_PLACEMENTS)
 from posenc.core.choices import SOURCES as DATA_SOURCES  # noqa: E402
 
 SCHEMA_GROUP = "schema"
@@ -225,7 +225,7 @@ class GapNetSchema:
     _target_: str = "posenc.models.heads.GapNetHead"
     _partial_: bool = True
     kernel_size: int = spec(3, ge=1)
-    padding: int = spec(0, ge=0)
+    padding: int = spec(1, ge=0)
     permute_at: Optional[int] = spec(None, choices=PERMUTE_POINTS)
 
 
@@ -336,6 +336,7 @@ class CanvasDataSchema(LoaderSchema):
     num_test: int = spec(256, ge=1)
     image_size: int = spec(96, ge=8)
     device: str = "auto"
+    test_placement: Optional[str] = spec(None, choices=TEST_PLACEMENTS)  # null: balanced on a grid, else random
 
 
 @dataclass

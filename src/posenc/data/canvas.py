@@ -177,11 +177,13 @@ def make_canvases(
     mean_colour: Tensor | None = None,
     paste_object_only: bool = False,
     location_grid: int = DEFAULT_LOCATION_GRID,
+    cells: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Paste each patch once into a canvas of ``fill`` on the patches' device.
 
-    ``grid``: the patch goes in a uniformly random cell of a ``grid x grid`` split, centred in
-    it (a patch smaller than the cell keeps a margin from the image edge);
+    ``grid``: the patch goes in a uniformly random cell of a ``grid x grid`` split (or the cell
+    ``cells`` [N] gives it), centred in it (a patch smaller than the cell keeps a margin from the
+    image edge);
     ``grid=None``: at a uniform pixel offset, its cell being the ``location_grid`` cell holding
     its centre. ``mean_colour`` defaults to these patches' mean colour (pass the training
     patches' mean for test canvases). ``paste_object_only`` writes only the object's pixels.
@@ -198,9 +200,14 @@ def make_canvases(
             raise invalid_value("data.canvas.location_grid", location_grid, "expected an int >= 1")
         positions = free_positions(num, image_size, size, generator, device)
         cells = cell_of_position(positions, image_size, location_grid, size)
-    else:
+    elif cells is None:
         where = _generator_device(generator)
         cells = torch.randint(0, grid * grid, (num,), generator=generator, device=where).to(device)
+    else:
+        cells = cells.to(device)
+        if cells.shape != (num,) or int(cells.min()) < 0 or int(cells.max()) >= grid * grid:
+            raise invalid_value("cells", tuple(cells.shape), f"expected one cell in 0..{grid * grid - 1} per patch")
+    if grid is not None:
         positions = grid_positions(cells, grid, size, cell_size(image_size, grid))
     if fill == "mean" and mean_colour is None:
         mean_colour = patches.images.mean(dim=(0, 2, 3))

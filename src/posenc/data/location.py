@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from posenc.core.choices import TEST_PLACEMENTS
 from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, cell_size, check_canvas, make_canvases
 from posenc.data.cifar import check_cifar10
 from posenc.data.datamodule import SeededDataModule, TensorDictDataset, check_sizes
@@ -65,9 +66,13 @@ class CanvasDataModule(SeededDataModule):
         data_dir: str | None = None,
         device: str = "auto",
         image_size: int = 96,
+        test_placement: str | None = None,
         **kwargs: Any,
     ) -> None:
-        """The patches, the canvas and where to build it; sizes and loader options: :class:`SeededDataModule`."""
+        """The patches, the canvas and where to build it; ``test_placement``: ``balanced`` puts every
+        test patch in every cell (``num_test x grid^2`` canvases, the authors' test, Islam, Kowal et
+        al. ICCV 2021), ``random`` one random cell (or offset) per patch; None: balanced on a grid,
+        random for free placement. Sizes and loader options: :class:`SeededDataModule`."""
         super().__init__(image_size=image_size, **kwargs)
         num_train, num_val, num_test, batch_size = self.num_train, self.num_val, self.num_test, self.batch_size
         check_choice("data.source", source, PATCH_SOURCES)
@@ -82,6 +87,12 @@ class CanvasDataModule(SeededDataModule):
             check_cifar10(data_dir)  # a missing file is named now, not after the Trainer has started
         self.source, self.spec, self.data_dir = source, spec, data_dir
         self.device_name = device
+        if test_placement is not None:
+            check_choice("data.test_placement", test_placement, TEST_PLACEMENTS)
+        if test_placement == "balanced" and spec.grid is None:
+            raise PosencError("data.test_placement=balanced puts every test patch in every grid cell: it needs "
+                              "data.canvas.grid=<cells per side>; valid: random for free placement")
+        self.test_placement = test_placement or ("balanced" if spec.grid is not None else "random")
         self.num_cells = spec.cells_per_side ** 2
         self.num_patch_classes: int | None = None
         self.class_names: list[str] = []
@@ -94,14 +105,25 @@ class CanvasDataModule(SeededDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
-    def _canvases(self, num: int, seed: int, train: bool, mean_colour: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _canvases(self, num: int, seed: int, train: bool, mean_colour: torch.Tensor | None,
+                  stream: int, balanced: bool = False) -> dict[str, torch.Tensor]:
+        """``num`` canvases of patches drawn with ``seed`` from the train or test split; cells,
+        offsets and noise from the generator ``stream`` (one per split, so no two share them);
+        ``balanced``: every patch once in every cell instead."""
         patches = make_patches(self.source, num, self.spec.patch_size, seed, train=train, data_dir=self.data_dir,
                                device=self.device)
         self.num_patch_classes, self.class_names = patches.num_classes, list(patches.class_names)
-        generator = torch.Generator(device=self.device).manual_seed(seed + (0 if train else 1))
+        generator = torch.Generator(device=self.device).manual_seed(stream)
+        cells = None
+        if balanced:
+            count = self.spec.grid * self.spec.grid
+            patches = replace(patches, images=patches.images.repeat_interleave(count, 0),
+                              labels=patches.labels.repeat_interleave(count, 0),
+                              masks=patches.masks.repeat_interleave(count, 0))
+            cells = torch.arange(count, device=patches.images.device).repeat(num)
         out = make_canvases(patches, self.image_size, self.spec.grid, self.spec.fill, generator,
                             mean_colour=mean_colour, paste_object_only=self.spec.object_only,
-                            location_grid=self.spec.location_grid)
+                            location_grid=self.spec.location_grid, cells=cells)
         out["mean_colour"] = patches.images.mean(dim=(0, 2, 3))
         return out
 
@@ -109,13 +131,14 @@ class CanvasDataModule(SeededDataModule):
         if self.train_set is not None and self.test_sets:
             return
         # the training patches' mean colour fills the "mean" canvas of every split
-        train = self._canvases(self.num_train, self.seed, True, None)
+        train = self._canvases(self.num_train, self.seed, True, None, stream=self.seed)
         mean = train.pop("mean_colour")
         self.train_set = TensorDictDataset(train)
         if self.num_val:
-            val = self._canvases(self.num_val, self.seed + 2, True, mean)
+            val = self._canvases(self.num_val, self.seed + 2, True, mean, stream=self.seed + 3)
             val.pop("mean_colour")
             self.val_set = TensorDictDataset(val)
-        test = self._canvases(self.num_test, self.seed + 1, False, mean)
+        test = self._canvases(self.num_test, self.seed + 1, False, mean, stream=self.seed + 2,
+                              balanced=self.test_placement == "balanced")
         test.pop("mean_colour")
         self.test_sets = {"canvas": TensorDictDataset(test)}

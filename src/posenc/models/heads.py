@@ -86,13 +86,15 @@ class GapPermuteHead(GapLinearHead):
 
 
 class GapNetHead(nn.Module):
-    """GAPNet (Islam, Kowal et al., ICCV 2021): ``k x k`` conv from the last tap to one map per
-    class, then global average pooling; the pooled maps are the logits ``[B, K]``."""
+    """GAPNet (Islam, Kowal et al., ICCV 2021): ``k x k`` conv (padding 1, the authors') from the
+    last tap to one map per class, then global average pooling; the pooled maps are the logits
+    ``[B, K]``. A conv that leaves a 1x1 map of a larger tap is refused: the "pooling" would pool
+    nothing, and the head would be a dense layer that reads every position of the tap."""
 
     kind = "classification"
 
     def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
-                 kernel_size: int = 3, padding: int = 0, permute_at: int | None = None) -> None:
+                 kernel_size: int = 3, padding: int = 1, permute_at: int | None = None) -> None:
         super().__init__()
         _check(num_classes, tap_channels, tap_sizes)
         self.permute_at = _check_permute_at(permute_at)
@@ -101,6 +103,12 @@ class GapNetHead(nn.Module):
             raise invalid_value("readout.kernel_size", kernel_size,
                                 f"expected 1..{min(h, w) + 2 * padding} for the last tap's {h}x{w} map "
                                 f"with readout.padding={padding}")
+        out = min(h, w) + 2 * padding - kernel_size + 1
+        if out == 1 and max(h, w) > 1:
+            raise invalid_value("readout.padding", padding, f"readout.kernel_size={kernel_size} leaves a 1x1 map of the "
+                                f"last tap's {h}x{w}: global pooling would pool nothing and the head would read every "
+                                f"position; valid: readout.padding >= {(kernel_size - min(h, w)) // 2 + 1}, a smaller "
+                                "kernel or a larger input")
         self.conv = nn.Conv2d(tap_channels[-1], num_classes, kernel_size, padding=padding)
 
     def forward(self, taps: Sequence[torch.Tensor], image_size: int | None = None) -> torch.Tensor:

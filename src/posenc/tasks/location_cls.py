@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
+from torchmetrics import CatMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from posenc.core.choices import AUGMENTS  # noqa: F401 - the valid values live there
@@ -59,7 +59,7 @@ def pooled_latent(taps: list[torch.Tensor]) -> torch.Tensor:
 class LocationClassificationTask(SupervisedTask):
     """Classify the location (and / or class) of a pasted patch from pooled features."""
 
-    metric_order = ("accuracy", "chance")
+    metric_order = ("accuracy", "chance", "majority")
 
     def __init__(
         self,
@@ -149,6 +149,7 @@ class LocationClassificationTask(SupervisedTask):
             self.edges = band_edges(self.image_size - spec.patch_size + 1, self.distance_bands)
             self.bin_names = bin_names_bands(self.edges, (self.image_size + 1) // 2 - 1)
         self.accuracy = MulticlassAccuracy(num_classes=self.num_outputs(), average="micro").to(self.device)
+        self.test_labels = CatMetric().to(self.device)  # for the empirical chance ("majority")
         self.distance_accuracy = BinnedMean(len(self.bin_names)).to(self.device)
         # class_and_location: which half of the joint label the network gets right (cell, class)
         self.part_accuracy = nn.ModuleDict({part: BinnedMean(len(self.bin_names)) for part in JOINT_PARTS}).to(self.device)
@@ -166,6 +167,7 @@ class LocationClassificationTask(SupervisedTask):
 
     def update_metrics(self, logits: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         self.accuracy.update(logits, target)
+        self.test_labels.update(target.float())
         correct = (logits.argmax(dim=1) == target).float()
         bins = self.distance_bin_of(batch)
         self.distance_accuracy.update(correct, bins)
@@ -188,7 +190,11 @@ class LocationClassificationTask(SupervisedTask):
             self.shift_cosine.update(F.cosine_similarity(z1, z2, dim=1))
 
     def compute_metrics(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        overall = {"accuracy": float(self.accuracy.compute()), "chance": 1.0 / self.num_outputs()}
+        labels = self.test_labels.compute().long()
+        # the empirical chance: what the best image-blind guess (the most frequent test label) scores; 1 / cells
+        # on the balanced test, above it when a random placement leaves some cell more often
+        majority = float(torch.bincount(labels).max() / labels.numel()) if labels.numel() else float("nan")
+        overall = {"accuracy": float(self.accuracy.compute()), "chance": 1.0 / self.num_outputs(), "majority": majority}
         if self.label == "class":
             overall["shift_consistency"] = float(self.shift_consistency.compute())
             overall["shift_cosine"] = float(self.shift_cosine.compute())
