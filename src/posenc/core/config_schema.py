@@ -37,7 +37,7 @@ import posenc.core.budgets  # noqa: F401 - registers ${readout_steps:...}, which
 from posenc.core.choices import (AUGMENTS, AUTOCAST, BACKBONES, CACHE_DTYPES, CACHE_MODES, CANVAS_FILLS, DEPTHS,  # noqa: E402
                             KERNEL_SIZES, LABEL_MODES, PADDING_MODES, PATCH_SOURCES, PERMUTE_POINTS,
                             SEGMENTATION_SOURCES, STRIPE_RANGES, SYNTHETIC_SOURCES, TAP_NAMES, TARGET_SOURCES,
-                            TARGETS, TEST_INPUTS, TEST_PLACEMENTS)
+                            TARGETS, TEST_INPUTS, TEST_PLACEMENTS, TRAIN_PLACEMENTS)
 from posenc.core.choices import SOURCES as DATA_SOURCES  # noqa: E402
 
 SCHEMA_GROUP = "schema"
@@ -337,6 +337,7 @@ class CanvasDataSchema(LoaderSchema):
     image_size: int = spec(96, ge=8)
     device: str = "auto"
     test_placement: Optional[str] = spec(None, choices=TEST_PLACEMENTS)  # null: balanced on a grid, else random
+    train_placement: str = spec("fixed", choices=TRAIN_PLACEMENTS)  # resample: a fresh cell and flip every epoch
 
 
 @dataclass

@@ -142,8 +142,10 @@ class EpochShuffleSampler(Sampler[int]):
     depend on how many epochs this process ran, so a resumed run sees the same batches as an
     uninterrupted one. Lightning calls ``set_epoch`` (under DDP it uses its own sampler)."""
 
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
+    def __init__(self, size: int, seed: int, tag_epoch: bool = False) -> None:
+        """``tag_epoch``: yield ``epoch * size + index``, for a dataset that draws something afresh
+        every epoch (it reads the epoch from the index, in any worker process)."""
+        self.size, self.seed, self.epoch, self.tag_epoch = size, seed, 0, tag_epoch
         self.skip = 0  # samples of the epoch already trained on (a resumed run): the next pass starts after them
 
     def set_epoch(self, epoch: int) -> None:
@@ -155,7 +157,8 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         skip, self.skip = self.skip, 0
-        return iter(torch.randperm(self.size, generator=generator)[skip:].tolist())
+        order = torch.randperm(self.size, generator=generator)[skip:]
+        return iter((order + self.epoch * self.size if self.tag_epoch else order).tolist())
 
 
 class EpochBatchSampler(BatchSampler):
@@ -272,7 +275,7 @@ class SeededDataModule(L.LightningDataModule):
         options = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
                    "generator": loader_generator(self.seed)}
         if shuffle:
-            sampler = EpochShuffleSampler(len(dataset), self.seed)
+            sampler = EpochShuffleSampler(len(dataset), self.seed, tag_epoch=getattr(dataset, "per_epoch", False))
             return ResumableLoader(dataset, batch_size=self.batch_size, sampler=sampler, **options)
         return DataLoader(dataset, batch_size=self.batch_size, **options)
 

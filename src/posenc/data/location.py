@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from posenc.core.choices import TEST_PLACEMENTS
+from posenc.core.choices import TEST_PLACEMENTS, TRAIN_PLACEMENTS
 from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, cell_size, check_canvas, make_canvases
 from posenc.data.cifar import check_cifar10
 from posenc.data.datamodule import SeededDataModule, TensorDictDataset, check_sizes
-from posenc.data.patches import PATCH_SOURCES, make_patches
+from posenc.data.patches import PATCH_SOURCES, Patches, make_patches
 from posenc.core.errors import PosencError, check_choice
 
 
@@ -50,6 +50,40 @@ class CanvasSpec:
         return cell_size(image_size, self.grid)
 
 
+class ResampledCanvases(torch.utils.data.Dataset):
+    """Training canvases drawn afresh on every access, the ICCV 2021 authors' training: each
+    patch in a uniformly random cell, flipped left-right with probability 1/2. The draw of item
+    ``epoch * N + i`` (:class:`~posenc.data.datamodule.EpochShuffleSampler` with ``tag_epoch``)
+    comes from a generator seeded by ``(seed, epoch, i)``, so a resumed run draws what the
+    uninterrupted one drew."""
+
+    per_epoch = True
+
+    def __init__(self, patches: Patches, image_size: int, spec: CanvasSpec, mean_colour: torch.Tensor,
+                 seed: int) -> None:
+        self.patches = patches.to("cpu")
+        self.image_size, self.spec, self.seed = image_size, spec, seed
+        self.mean_colour = mean_colour.cpu()
+
+    def __len__(self) -> int:
+        return len(self.patches.labels)
+
+    def __getitem__(self, tagged: int) -> dict[str, Any]:
+        epoch, i = divmod(int(tagged), len(self))
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + i)
+        flip = bool(torch.rand((), generator=generator) < 0.5)
+        one = Patches(self.patches.images[i: i + 1], self.patches.labels[i: i + 1], self.patches.masks[i: i + 1],
+                      self.patches.num_classes, self.patches.class_names)
+        if flip:
+            one = replace(one, images=one.images.flip(-1), masks=one.masks.flip(-1))
+        out = make_canvases(one, self.image_size, self.spec.grid, self.spec.fill, generator,
+                            mean_colour=self.mean_colour, paste_object_only=self.spec.object_only,
+                            location_grid=self.spec.location_grid)
+        item = {key: value[0] for key, value in out.items()}
+        item["index"] = i
+        return item
+
+
 class CanvasDataModule(SeededDataModule):
     """Patches (``source``: digits | photos | shapes | cifar10) on canvases of ``image_size``.
 
@@ -67,12 +101,16 @@ class CanvasDataModule(SeededDataModule):
         device: str = "auto",
         image_size: int = 96,
         test_placement: str | None = None,
+        train_placement: str = "fixed",
         **kwargs: Any,
     ) -> None:
         """The patches, the canvas and where to build it; ``test_placement``: ``balanced`` puts every
         test patch in every cell (``num_test x grid^2`` canvases, the authors' test, Islam, Kowal et
         al. ICCV 2021), ``random`` one random cell (or offset) per patch; None: balanced on a grid,
-        random for free placement. Sizes and loader options: :class:`SeededDataModule`."""
+        random for free placement. ``train_placement``: ``fixed`` pastes every training patch
+        once, ``resample`` draws its cell (or offset) and a left-right flip afresh every epoch
+        (:class:`ResampledCanvases`, the authors' training). Sizes and loader options:
+        :class:`SeededDataModule`."""
         super().__init__(image_size=image_size, **kwargs)
         num_train, num_val, num_test, batch_size = self.num_train, self.num_val, self.num_test, self.batch_size
         check_choice("data.source", source, PATCH_SOURCES)
@@ -93,6 +131,8 @@ class CanvasDataModule(SeededDataModule):
             raise PosencError("data.test_placement=balanced puts every test patch in every grid cell: it needs "
                               "data.canvas.grid=<cells per side>; valid: random for free placement")
         self.test_placement = test_placement or ("balanced" if spec.grid is not None else "random")
+        check_choice("data.train_placement", train_placement, TRAIN_PLACEMENTS)
+        self.train_placement = train_placement
         self.num_cells = spec.cells_per_side ** 2
         self.num_patch_classes: int | None = None
         self.class_names: list[str] = []
@@ -133,7 +173,12 @@ class CanvasDataModule(SeededDataModule):
         # the training patches' mean colour fills the "mean" canvas of every split
         train = self._canvases(self.num_train, self.seed, True, None, stream=self.seed)
         mean = train.pop("mean_colour")
-        self.train_set = TensorDictDataset(train)
+        if self.train_placement == "resample":
+            patches = make_patches(self.source, self.num_train, self.spec.patch_size, self.seed, train=True,
+                                   data_dir=self.data_dir)
+            self.train_set = ResampledCanvases(patches, self.image_size, self.spec, mean, self.seed)
+        else:
+            self.train_set = TensorDictDataset(train)
         if self.num_val:
             val = self._canvases(self.num_val, self.seed + 2, True, mean, stream=self.seed + 3)
             val.pop("mean_colour")
