@@ -26,6 +26,7 @@ def test_groups_are_the_documented_ones():
     assert set(GROUPS["readout"]) == {"posenet", "gap_linear", "gap_permute", "gapnet", "flatten_linear",
                                       "pixel_decoder"}
     assert set(GROUPS["invariance"]) == {"none", "shift", "shift_mse_0.1", "shift_mse_1", "shift_mse_10"}
+    assert set(GROUPS["protocol"]) == {"gps"}
     assert {"natural", "folder", "canvas", "shapes", "voc", "duts", "contexts"} <= set(GROUPS["data"])
 
 
@@ -38,6 +39,8 @@ def test_every_option_composes(tmp_path, group, option):
         assert cfg.sweep_name == option
     elif group == "invariance":  # global: a location_cls run on free-placement canvases
         assert cfg.task.label == "class" and cfg.task.augment == ("none" if option == "none" else "shift")
+    elif group == "protocol":  # global: a paper's protocol over the task, backbone, readout and data groups
+        assert cfg.task._target_.endswith("LocationClassificationTask") and cfg.data.train_placement == "resample"
     else:
         assert cfg[group] is not None
 

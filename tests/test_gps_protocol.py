@@ -80,3 +80,13 @@ def test_training_steps_equal_the_authors_loop_written_out(gps):
     for (name, mine), theirs in zip(task.backbone.body.state_dict().items(), body.state_dict().values()):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6, msg=name)
     torch.testing.assert_close(task.head.conv.weight, head.weight, rtol=1e-4, atol=1e-6)
+
+
+def test_a_gps_run_keeps_the_run_contract(tmp_path):
+    from posenc.core.training import run
+
+    metrics = run(compose_run(["protocol=gps", "data.source=shapes", "data.num_train=48", "data.num_val=0",
+                               "data.num_test=2", "task.max_steps=2", "callbacks.progress=null"], tmp_path / "r"))
+    assert metrics["status"] == "completed" and metrics["backbone"] == "resnet18_cifar"
+    assert metrics["test/majority"] == pytest.approx(1 / 9)  # the balanced test: every cell as often
+    assert (tmp_path / "r" / "metrics.json").is_file() and (tmp_path / "r" / "checkpoints" / "last.ckpt").is_file()
