@@ -5,6 +5,7 @@ from the Hugging Face cache (never downloaded), and what cannot work refuses in 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -112,7 +113,9 @@ def test_taps_and_channels_come_from_feature_info():
     assert [t.shape[1] for t in picked(torch.rand(1, 3, 64, 64))] == [64, 256]
 
 
-def test_posenet_and_location_cls_run_on_a_timm_backbone(run_tiny):
+def test_posenet_and_location_cls_run_on_a_timm_backbone(run_tiny, tmp_path, capsys):
+    """PosENet (frozen) and location_cls (trained end to end) on timm models; the channel ranking
+    of ICCV 2021 then runs on the trained timm run like on a torchvision one."""
     metrics = run_tiny("backbone=timm", "backbone.name=regnetx_002", "padding=circular", "task.max_steps=30",
                        name="posenet")
     assert metrics["backbone"] == "timm" and metrics["padding/converted/Conv2d"] == 14
@@ -121,6 +124,33 @@ def test_posenet_and_location_cls_run_on_a_timm_backbone(run_tiny):
                        "data.image_size=48", "data.canvas.patch_size=16", "data.num_val=0", "task.max_steps=10",
                        name="location_cls")
     assert 0 <= trained["test/accuracy"] <= 1
+    from posenc.tools.rank_channels import main
+
+    assert main([str(tmp_path / "location_cls"), "--layer", "f4"]) == 0
+    ranking = json.loads((tmp_path / "location_cls" / "analysis" / "rank_channels_f4.json").read_text())
+    assert ranking["num_channels"] == 256 and sorted(ranking["ranking"]["overall"]) == list(range(256))
+
+
+@pytest.mark.parametrize("preset", ["padding_study", "readout_ablation", "tap_ablation", "posenet_alone",
+                                    "canvas_study", "canvas_frame", "border_study", "padding_then_probe",
+                                    "channel_order", "translation_invariance", "ppp_artifact"])
+def test_every_sweep_preset_composes_on_a_timm_backbone(preset, tmp_path):
+    """Each preset's jobs, with backbone=timm given on the command line, compose and pass the
+    validator (a preset that sweeps the backbone itself keeps its own list)."""
+    from omegaconf import OmegaConf
+
+    from conftest import CONF_DIR, compose_run
+    from posenc.core.config_validation import validate
+    from posenc.core.sweeps import expand_overrides
+
+    params = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sweep" / f"{preset}.yaml").hydra.sweeper.params)
+    params = {k: v for k, v in params.items() if k != "backbone"}  # the command line's timm model instead
+    jobs = expand_overrides(params, [f"sweep={preset}", "backbone=timm", "backbone.name=resnet18"])
+    assert jobs
+    for i, job in enumerate(jobs[:: max(1, len(jobs) // 3)][:3]):
+        cfg = compose_run(job, tmp_path / str(i))
+        validate(cfg)
+        assert cfg.backbone._target_.endswith("build_timm_backbone"), job
 
 
 def test_ppp_runs_on_a_timm_backbone(tmp_path):
