@@ -247,7 +247,7 @@ def test_measured_geometry_gives_a_padding_free_reference_on_timm() -> None:
     """On a timm ResNet-D the context margin from the measured geometry makes the crop's
     reference features independent of anything beyond the context: the same window of the
     context's taps, with the context set inside a wider frame of other pixels, is bit-identical."""
-    timm = pytest.importorskip("timm")  # noqa: F841
+    pytest.importorskip("timm")
     from posenc.models.timm_backbone import build_timm_backbone
 
     torch.manual_seed(0)

@@ -171,7 +171,6 @@ def test_ppp_runs_on_a_timm_backbone(tmp_path):
 
 
 def test_what_cannot_work_on_timm_refuses_in_one_line():
-    from posenc.models.receptive_field import tap_geometries
     from posenc.models.timm_backbone import build_timm_backbone
 
     with pytest.raises(PosencError, match="readout.permute_at=3 is not valid for backbone timm/resnet18"):
