@@ -91,7 +91,7 @@ def test_default_config_validates(tmp_path):
 def test_every_option_composes_typed_and_validates(tmp_path, group, option):
     cfg = compose_run([f"{group}={option}"], tmp_path)
     validate(cfg)
-    node = cfg.task if group == "invariance" else None if group == "sweep" else cfg[group]  # global groups
+    node = cfg.task if group in ("invariance", "protocol") else None if group == "sweep" else cfg[group]  # global
     if node is not None:
         assert dataclasses.is_dataclass(OmegaConf.get_type(node)), f"{group}={option} is untyped"
 
