@@ -86,8 +86,9 @@ def test_run_contract_files(tmp_path, run_tiny):
     run_dir = tmp_path / "run"
     on_disk = json.loads((run_dir / "metrics.json").read_text())
     assert on_disk == metrics
-    assert {"backbone", "padding", "task", "seed"} <= set(on_disk)
+    assert {"backbone", "padding", "task", "readout", "data", "seed"} <= set(on_disk)
     assert on_disk["task"] == "posenet" and on_disk["padding"] == "zeros" and on_disk["seed"] == 0
+    assert on_disk["readout"] == "posenet" and on_disk["data"] == "natural"  # every option a sweep report groups by
     for name in ("natural", "black", "white", "noise"):
         for target in ("H", "V", "G", "HS", "VS"):
             assert isinstance(on_disk[f"test/{name}/{target}/spc"], float)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from posenc.core.errors import PosencError
 from posenc.core.jsonio import read_json
 
-CONFIG_FIELDS = ("backbone", "padding", "task", "seed")
+CONFIG_FIELDS = ("backbone", "padding", "task", "readout", "data", "seed")
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> Path:
@@ -31,7 +31,7 @@ def write_json(path: Path, data: Mapping[str, Any]) -> Path:
 
 def config_fields(cfg: DictConfig, choices: Mapping[str, Any]) -> dict[str, Any]:
     """The chosen options (Hydra's ``runtime.choices``) of ``backbone``, ``padding``, ``task``,
-    and the ``seed``."""
+    ``readout`` and ``data``, and the ``seed``."""
     fields = {k: choices.get(k) for k in CONFIG_FIELDS if k != "seed"}
     fields["seed"] = cfg.seed
     return fields
