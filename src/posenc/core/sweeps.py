@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +325,13 @@ def task_class(result: JobResult) -> type[PosencTask] | None:
     path = result.job_dir / "config.yaml" if result.job_dir is not None else None
     if path is None or not path.is_file():
         return None
+    return _task_class_of(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=None)
+def _task_class_of(path: str, mtime_ns: int) -> type[PosencTask] | None:
+    """:func:`task_class` of one ``config.yaml``, read once per version of the file (a report asks for
+    every job's class from its tables, its CSV and its task sections)."""
     target = OmegaConf.select(OmegaConf.load(path), "task._target_")
     try:
         cls = get_class(target) if target else None

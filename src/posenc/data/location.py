@@ -171,13 +171,15 @@ class CanvasDataModule(SeededDataModule):
         if self.train_set is not None and self.test_sets:
             return
         # the training patches' mean colour fills the "mean" canvas of every split
-        train = self._canvases(self.num_train, self.seed, True, None, stream=self.seed)
-        mean = train.pop("mean_colour")
-        if self.train_placement == "resample":
+        if self.train_placement == "resample":  # the patches only: their canvases are drawn per access
             patches = make_patches(self.source, self.num_train, self.spec.patch_size, self.seed, train=True,
-                                   data_dir=self.data_dir)
+                                   data_dir=self.data_dir, device=self.device)
+            self.num_patch_classes, self.class_names = patches.num_classes, list(patches.class_names)
+            mean = patches.images.mean(dim=(0, 2, 3))
             self.train_set = ResampledCanvases(patches, self.image_size, self.spec, mean, self.seed)
         else:
+            train = self._canvases(self.num_train, self.seed, True, None, stream=self.seed)
+            mean = train.pop("mean_colour")
             self.train_set = TensorDictDataset(train)
         if self.num_val:
             val = self._canvases(self.num_val, self.seed + 2, True, mean, stream=self.seed + 3)

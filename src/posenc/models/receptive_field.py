@@ -271,13 +271,14 @@ def measured_geometries(backbone: TappedBackbone) -> dict[str, Geometry]:
         finally:
             F.max_pool2d = original
         side *= 2
+    evaluated = copy.deepcopy(backbone).eval()  # BatchNorm on running stats: a batch statistic would spread NaN
     for index, tap in enumerate(backbone.tap_names):
-        _check_with_nan(backbone, index, *measured_at[tap])
+        _check_with_nan(evaluated, index, *measured_at[tap])
     return {tap: found[tap] for tap in backbone.tap_names}
 
 
 def _check_with_nan(backbone: TappedBackbone, index: int, side: int, lo: int, hi: int) -> None:
-    """Refuse tap ``index`` if its centre unit depends on an input column outside ``[lo, hi]``
+    """Refuse tap ``index`` of ``backbone`` (in eval mode) if its centre unit depends on an input column outside ``[lo, hi]``
     (NaN there reaches it), or does not depend on column ``lo`` (the measurement missed a path)."""
     columns = sorted({0, lo - 1, hi + 1, side - 1} - {lo, hi}) + [lo]
     dtype = next(backbone.parameters()).dtype
@@ -285,7 +286,7 @@ def _check_with_nan(backbone: TappedBackbone, index: int, side: int, lo: int, hi
     for row, column in enumerate(columns):
         images[row, :, :, column] = float("nan")
     with torch.no_grad():
-        features = copy.deepcopy(backbone).eval()(images)[index]
+        features = backbone(images)[index]
     reached = features[:, :, features.shape[-2] // 2, features.shape[-1] // 2].isnan().any(dim=1).tolist()
     tap = backbone.tap_names[index]
     if any(reached[:-1]):
