@@ -238,7 +238,7 @@ def test_shape_patches_areas_determinism_and_classes():
 
 
 def test_make_patches_dispatch_and_cifar(monkeypatch):
-    with pytest.raises(PosencError, match="'mnist'.*digits, photos, shapes, cifar10"):
+    with pytest.raises(PosencError, match="'mnist'.*shapes, digits, photos, cifar10"):
         make_patches("mnist", 2, 8, 0)
     with pytest.raises(PosencError, match="data.data_dir"):
         make_patches("cifar10", 2, 8, 0)

@@ -51,6 +51,14 @@ def spec(default: Any = MISSING, **rules: Any) -> Any:
     return field(default=default, metadata=rules)
 
 
+@dataclass
+class PartialSchema:
+    """A node instantiated as a ``functools.partial``: the code that uses it supplies the rest (a
+    readout its input shapes and class count, an optimizer its parameters, a schedule its optimizer)."""
+
+    _partial_: bool = True
+
+
 # -- backbone / padding ---------------------------------------------------------------------
 @dataclass
 class PaddingSchema:
@@ -59,56 +67,52 @@ class PaddingSchema:
 
 
 @dataclass
-class BackboneSchema:
+class BackboneOptionsSchema:
+    """What every backbone family takes beside its model and taps (posenc.models.backbones.BackboneOptions)."""
+
+    padding: Any = "${padding}"  # the padding group's node (or a scheme's name)
+    # null (random init) | imagenet (torchvision: $TORCH_HOME/hub/checkpoints; timm: the Hugging Face cache)
+    # | /path/to/state_dict.pth | a posenc run dir or .ckpt
+    weights: Optional[str] = None
+    normalize: bool = False  # ImageNet mean/std; the authors' code feeds [0, 1] images
+    download: bool = False  # true: let torchvision / timm download imagenet weights when online
+    trainable: bool = False  # train with the task (the padding study's tasks set it; PosENet keeps it frozen)
+
+
+@dataclass
+class BackboneSchema(BackboneOptionsSchema):
     """``backbone=<torchvision name>``: every default lives here, so ``conf/backbone/<name>.yaml``
     states only its ``name`` (detectron2's rule: a config says what differs from its base)."""
 
     _target_: str = "posenc.models.backbones.build_backbone"
     name: str = spec("vgg16", choices=BACKBONES)
-    padding: Any = "${padding}"  # the padding group's node (or a scheme's name)
-    # null (random init) | imagenet ($TORCH_HOME/hub/checkpoints) | /path/to/state_dict.pth | a posenc run dir or .ckpt
-    weights: Optional[str] = None
     taps: Optional[List[str]] = spec(list(TAP_NAMES), items={"choices": TAP_NAMES})
-    normalize: bool = False  # ImageNet mean/std; the authors' code feeds [0, 1] images
-    download: bool = False  # true: let torchvision download imagenet weights when online
-    trainable: bool = False  # train with the task (the padding study's tasks set it; PosENet keeps it frozen)
 
 
 @dataclass
-class TimmBackboneSchema:
+class TimmBackboneSchema(BackboneOptionsSchema):
     """``backbone=timm``: any timm CNN with ``features_only`` stages (posenc.models.timm_backbone); its
     model name is checked against ``timm.list_models()`` when built."""
 
     _target_: str = "posenc.models.timm_backbone.build_timm_backbone"
     name: str = "resnet18"  # any name of timm.list_models() with features_only support
-    padding: Any = "${padding}"
-    # null (random init) | imagenet (the Hugging Face cache; downloads only with download=true) | a posenc run
-    weights: Optional[str] = None
     taps: Optional[List[str]] = None  # null: every stage timm declares (f1..fN)
-    normalize: bool = False
-    download: bool = False
-    trainable: bool = False
 
 
 @dataclass
-class ModuleBackboneSchema:
+class ModuleBackboneSchema(BackboneOptionsSchema):
     """``backbone=module``: a user's ``nn.Module`` from a factory (posenc.models.module_backbone)."""
 
     _target_: str = "posenc.models.module_backbone.build_module_backbone"
     target: str = "posenc.models.example_model.make_net"  # dotted path of a factory returning an nn.Module
     taps: List[str] = field(default_factory=lambda: ["stage1", "stage2", "stage3"])  # its module names
     kwargs: Optional[Any] = None  # the factory's keyword arguments
-    padding: Any = "${padding}"
-    weights: Optional[str] = None
-    normalize: bool = False
-    trainable: bool = False
 
 
 # -- task / readout (posenet) ---------------------------------------------------------------
 @dataclass
-class ReadoutSchema:
+class ReadoutSchema(PartialSchema):
     _target_: str = "posenc.models.readouts.PosENetReadout"
-    _partial_: bool = True  # the task supplies in_channels and num_maps
     kernel_size: int = spec(3, choices=KERNEL_SIZES)
     depth: int = spec(1, choices=DEPTHS)
     padding: int = spec(0, ge=0)
@@ -166,6 +170,9 @@ class SupervisedTaskSchema(BudgetSchema):
     scheduler: Optional[Any] = None
     image_size: int = spec(96, ge=8)
     channels_last: bool = False
+    # bands of distance to the border the test metrics are split into (segmentation: pixels;
+    # location_cls: the object's distance, free placement only)
+    distance_bands: int = spec(4, ge=1)
 
 
 @dataclass
@@ -175,7 +182,6 @@ class LocationClsTaskSchema(SupervisedTaskSchema):
     augment: str = spec("none", choices=AUGMENTS)  # shift: two shifted views per image (ICCV 2021)
     shift: int = spec(8, ge=1)  # pixels: the largest shift, in training and in the test's invariance metrics
     consistency_weight: float = spec(0.0, ge=0)  # lambda of the latent-consistency MSE
-    distance_bands: int = spec(4, ge=1)  # free placement: bands of the object's distance to the border
 
 
 @dataclass
@@ -184,14 +190,6 @@ class SegmentationTaskSchema(SupervisedTaskSchema):
 
     _target_: str = "posenc.tasks.semseg.SemanticSegmentationTask"
     image_size: int = spec(64, ge=8)
-    distance_bands: int = spec(4, ge=1)
-
-
-@dataclass
-class FlattenLinearSchema:
-    _target_: str = "posenc.models.heads.FlattenLinearHead"
-    _partial_: bool = True  # the task supplies tap shapes and the number of classes
-    dropout: float = spec(0.0, ge=0, lt=1)
 
 
 @dataclass
@@ -207,7 +205,17 @@ class PPPTaskSchema(BudgetSchema):
 
 
 @dataclass
+class FlattenLinearSchema(PartialSchema):
+    """``readout=flatten_linear``: one linear layer on the flattened, unpooled map (position readable)."""
+
+    _target_: str = "posenc.models.heads.FlattenLinearHead"
+    dropout: float = spec(0.0, ge=0, lt=1)
+
+
+@dataclass
 class GapLinearSchema(FlattenLinearSchema):
+    """``readout=gap_linear``: global average pooling, then one linear layer (Islam, Kowal et al. ICCV 2021)."""
+
     _target_: str = "posenc.models.heads.GapLinearHead"
     permute_at: Optional[int] = spec(None, choices=PERMUTE_POINTS)  # PermuteNet (posenc.models.permutation)
 
@@ -221,30 +229,30 @@ class GapPermuteSchema(GapLinearSchema):
 
 
 @dataclass
-class GapNetSchema:
+class GapNetSchema(PartialSchema):
+    """``readout=gapnet``: a 3x3 conv (the authors' padding 1), global average pooling, a linear layer."""
+
     _target_: str = "posenc.models.heads.GapNetHead"
-    _partial_: bool = True
     kernel_size: int = spec(3, ge=1)
     padding: int = spec(1, ge=0)
     permute_at: Optional[int] = spec(None, choices=PERMUTE_POINTS)
 
 
 @dataclass
-class PixelDecoderSchema:
+class PixelDecoderSchema(PartialSchema):
     """``readout=pixel_decoder``: 1x1 convs per tap, fused at ``fuse_at`` (segmentation heads)."""
 
     _target_: str = "posenc.models.heads.PixelDecoder"
-    _partial_: bool = True
     width: int = spec(64, ge=1)
     fuse_at: int = spec(1, ge=0)
+    depth: int = spec(1, ge=1)  # per-pixel layers after fusing (1x1 conv + BN + ReLU; the first is the fusion's)
 
 
 @dataclass
-class AdamSchema:
+class AdamSchema(PartialSchema):
     """``torch.optim.Adam`` as a partial (the task passes ``params``)."""
 
     _target_: str = "torch.optim.Adam"
-    _partial_: bool = True
     lr: float = spec(1e-3, gt=0)
     betas: List[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1})
     eps: float = spec(1e-8, gt=0)
@@ -258,11 +266,10 @@ class AdamSchema:
 
 
 @dataclass
-class SGDSchema:
+class SGDSchema(PartialSchema):
     """``torch.optim.SGD`` as a partial (the task passes ``params``)."""
 
     _target_: str = "torch.optim.SGD"
-    _partial_: bool = True
     lr: float = spec(1e-3, gt=0)
     momentum: float = spec(0.0, ge=0)
     dampening: float = 0.0
@@ -275,12 +282,11 @@ class SGDSchema:
 
 
 @dataclass
-class MultistepAtFractionsSchema:
+class MultistepAtFractionsSchema(PartialSchema):
     """``posenc.core.schedules.multistep_at_fractions`` as a partial (the task passes ``optimizer``
     and ``total_steps``)."""
 
     _target_: str = "posenc.core.schedules.multistep_at_fractions"
-    _partial_: bool = True
     fractions: List[float] = spec([2 / 3], items={"gt": 0, "lt": 1})
     gamma: float = spec(0.1, gt=0)
 

@@ -8,6 +8,8 @@ Positions are LongTensor [N,2] of (top, left) pixel offsets; cells are numbered 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -232,20 +234,14 @@ def check_frame(image_size: int, margin: int) -> None:
         )
 
 
-def frame_on_canvas(
-    images: Tensor,
-    fill: str,
-    margin: int,
-    generator: torch.Generator | None = None,
-    mean_colour: Tensor | None = None,
-) -> Tensor:
+def frame_on_canvas(images: Tensor, fill: str, margin: int, **fill_options: Any) -> Tensor:
     """Float [N,3,S,S]: every image (float [N,3,S,S] in [0, 1]) shrunk to ``S - 2 margin`` px
     (bilinear, antialiased) and pasted in the centre of an ``S`` px canvas of ``fill``.
 
     The canvas around an image is a border of its own (Islam et al., IJCV 2024, "Position, Padding
     and Predictions": the canvas colour changes how much position a network gets): the frame's
     inner edge sits at a fixed place in every image, whatever the padding. ``margin=0`` returns the
-    images unchanged.
+    images unchanged. ``fill_options``: :func:`fill_canvas`'s ``generator`` and ``mean_colour``.
     """
     num, _, size, _ = images.shape
     check_frame(size, margin)
@@ -254,7 +250,7 @@ def frame_on_canvas(
     inner = size - 2 * margin
     small = F.interpolate(images.float(), size=(inner, inner), mode="bilinear", align_corners=False,
                           antialias=True).clamp_(0.0, 1.0)
-    canvases = fill_canvas(num, size, fill, generator, mean_colour, images.device)
+    canvases = fill_canvas(num, size, fill, device=images.device, **fill_options)
     return paste(canvases, small, torch.full((num, 2), margin, dtype=torch.long))
 
 

@@ -23,9 +23,10 @@ CONTEXT_SOURCES: tuple[str, ...] = ("natural",)
 class ContextDataModule(SeededDataModule):
     """``num_test`` contexts of real images; only a test set (PPP trains nothing)."""
 
+    SOURCES = CONTEXT_SOURCES
+
     def __init__(
         self,
-        source: str = "natural",
         context_size: int | None = None,
         min_scale: float = 0.5,
         num_train: int = 0,
@@ -36,13 +37,11 @@ class ContextDataModule(SeededDataModule):
         and loader options: :class:`SeededDataModule`."""
         super().__init__(num_train=num_train, num_val=num_val, **kwargs)
         num_test, image_size, batch_size = self.num_test, self.image_size, self.batch_size
-        check_choice("data.source", source, CONTEXT_SOURCES)
         if num_train:
             raise invalid_value("data.num_train", num_train, "expected 0: task=ppp trains nothing")
         check_sizes(1, 0, num_test, batch_size=(batch_size, 1))
         if context_size is not None and context_size < image_size:
             raise invalid_value("data.context_size", context_size, f"expected null or >= data.image_size={image_size}")
-        self.source = source
         self.context_size, self.min_scale = context_size, float(min_scale)
 
     def prepare(self, context_size: int) -> None:

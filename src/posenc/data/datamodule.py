@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -46,7 +46,7 @@ class CanvasFrame:
         """Float [3,S,S] in [0, 1] -> the same image framed."""
         generator = torch.Generator().manual_seed(seed) if self.fill == "noise" else None
         mean = torch.tensor(IMAGENET_MEAN)  # the ICCV 2021 canvas: 0 after normalisation
-        return frame_on_canvas(image[None], self.fill, self.margin, generator, mean)[0]
+        return frame_on_canvas(image[None], self.fill, self.margin, generator=generator, mean_colour=mean)[0]
 
 
 class IndexedImages(Dataset):
@@ -255,11 +255,17 @@ class SeededDataModule(L.LightningDataModule):
     and loaders over ``train_set`` / ``val_set`` (optional, the held-out set the convergence flag
     watches) / ``test_sets`` (name -> dataset, one test loader each); and the run contract's sizes.
     Subclasses take their own arguments and pass these on as ``**kwargs`` (the config validator
-    follows the chain); the defaults a config uses are its schema's (posenc.core.config_schema)."""
+    follows the chain); the defaults a config uses are its schema's (posenc.core.config_schema).
+    Every datamodule reads its images from a ``source``, one of its class's ``SOURCES`` (None: the
+    first, its default)."""
 
-    def __init__(self, num_train: int = 256, num_val: int = 32, num_test: int = 32, image_size: int = 64,
-                 batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> None:
+    SOURCES: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, source: str | None = None, num_train: int = 256, num_val: int = 32, num_test: int = 32,
+                 image_size: int = 64, batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
+        self.source = self.SOURCES[0] if source is None else source
+        check_choice("data.source", self.source, self.SOURCES)
         self.num_train, self.num_val, self.num_test = int(num_train), int(num_val), int(num_test)
         self.image_size = int(image_size)
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
@@ -291,11 +297,15 @@ class SeededDataModule(L.LightningDataModule):
 
 
 class PositionDataModule(SeededDataModule):
-    """Natural (bundled photos) or folder (DUTS-TR / PASCAL-S) training images plus test sets."""
+    """PosENet's images: training images from ``source`` (``natural``: the bundled photos; ``folder``:
+    ``train_dir``, e.g. DUTS-TR), test sets ``test_inputs`` (natural images from the bundled photos or
+    ``test_dir``, e.g. PASCAL-S, and the synthetic black / white / noise inputs), optionally framed on
+    a canvas."""
+
+    SOURCES = SOURCES
 
     def __init__(
         self,
-        source: str = "natural",
         train_dir: str | None = None,
         test_dir: str | None = None,
         test_inputs: Sequence[str] = TEST_INPUTS,
@@ -308,7 +318,7 @@ class PositionDataModule(SeededDataModule):
         """The image sources and the canvas frame; sizes and loader options: :class:`SeededDataModule`."""
         super().__init__(image_size=image_size, **kwargs)
         num_train, num_val, num_test, batch_size = self.num_train, self.num_val, self.num_test, self.batch_size
-        check_choice("data.source", source, SOURCES)
+        source = self.source
         frame = canvas if isinstance(canvas, CanvasFrame) else CanvasFrame(**dict(canvas or {}))
         check_frame(int(image_size), frame.margin)
         if not list(test_inputs):
@@ -325,7 +335,7 @@ class PositionDataModule(SeededDataModule):
             raise PosencError("data=folder needs data.train_dir=<DUTS-TR root or image folder>")
         if source == "folder" and "natural" in test_inputs and not test_dir:
             raise PosencError("data=folder needs data.test_dir=<PASCAL-S root or image folder>")
-        self.source, self.train_dir, self.test_dir = source, train_dir, test_dir
+        self.train_dir, self.test_dir = train_dir, test_dir
         self.test_inputs = list(test_inputs)
         self.synthetic_source = synthetic_source
         self.min_scale = min_scale

@@ -93,9 +93,10 @@ class CanvasDataModule(SeededDataModule):
     ``task.label=location`` only); the held-out patches from the training split, another seed.
     """
 
+    SOURCES = PATCH_SOURCES
+
     def __init__(
         self,
-        source: str = "shapes",
         canvas: dict[str, Any] | CanvasSpec | None = None,
         data_dir: str | None = None,
         device: str = "auto",
@@ -113,7 +114,7 @@ class CanvasDataModule(SeededDataModule):
         :class:`SeededDataModule`."""
         super().__init__(image_size=image_size, **kwargs)
         num_train, num_val, num_test, batch_size = self.num_train, self.num_val, self.num_test, self.batch_size
-        check_choice("data.source", source, PATCH_SOURCES)
+        source = self.source
         spec = canvas if isinstance(canvas, CanvasSpec) else CanvasSpec(**dict(canvas or {}))
         check_choice("data.canvas.fill", spec.fill, CANVAS_FILLS)
         spec = replace(spec, patch_size=spec.patch_for(int(image_size)))
@@ -123,7 +124,7 @@ class CanvasDataModule(SeededDataModule):
             if not data_dir:
                 raise PosencError("data.source=cifar10 needs data.data_dir=<folder holding cifar-10-batches-py/>")
             check_cifar10(data_dir)  # a missing file is named now, not after the Trainer has started
-        self.source, self.spec, self.data_dir = source, spec, data_dir
+        self.spec, self.data_dir = spec, data_dir
         self.device_name = device
         if test_placement is not None:
             check_choice("data.test_placement", test_placement, TEST_PLACEMENTS)

@@ -44,9 +44,10 @@ class MaskedImages(Dataset):
 class SegmentationDataModule(SeededDataModule):
     """Train / held-out / test images with per-pixel labels from ``source`` (see module doc)."""
 
+    SOURCES = SEGMENTATION_SOURCES
+
     def __init__(
         self,
-        source: str = "shapes",
         test_source: str | None = None,
         data_dir: str | None = None,
         test_dir: str | None = None,
@@ -57,8 +58,8 @@ class SegmentationDataModule(SeededDataModule):
         super().__init__(**kwargs)
         num_train, num_val, num_test, image_size = self.num_train, self.num_val, self.num_test, self.image_size
         batch_size = self.batch_size
+        source = self.source
         test_source = test_source or source
-        check_choice("data.source", source, SEGMENTATION_SOURCES)
         check_choice("data.test_source", test_source, SEGMENTATION_SOURCES)
         if source in TEST_ONLY:
             raise PosencError(f"data.source={source} is a test set without a training split; "
@@ -70,7 +71,7 @@ class SegmentationDataModule(SeededDataModule):
         for name, folder in ((source, data_dir), (test_source, test_dir or data_dir)):
             if name != "shapes" and not folder:
                 raise PosencError(f"data.source={name} needs data.data_dir=<its dataset root>")
-        self.source, self.test_source = source, test_source
+        self.test_source = test_source
         self.data_dir, self.test_dir = data_dir, test_dir or data_dir
         self.max_objects = int(max_objects)
         self.num_classes = NUM_CLASSES[source]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -179,18 +180,11 @@ def saliency_dirs(name: str, data_dir: str | Path, split: str) -> tuple[Path, Pa
     return image_dir, mask_dir
 
 
-def saliency_dataset(
-    name: str,
-    data_dir: str | Path,
-    split: str,
-    image_size: int,
-    num: int | None = None,
-    seed: int = 0,
-) -> MaskFolderDataset:
-    """DUTS, ECSSD or PASCAL-S (``name``) in its published layout under ``data_dir``, with
-    binary masks."""
+def saliency_dataset(name: str, data_dir: str | Path, split: str, image_size: int, **subset: Any) -> MaskFolderDataset:
+    """DUTS, ECSSD or PASCAL-S (``name``) in its published layout under ``data_dir``, with binary
+    masks; ``subset``: :class:`MaskFolderDataset`'s ``num`` and ``seed`` (a seeded subset)."""
     image_dir, mask_dir = saliency_dirs(name, data_dir, split)
-    return MaskFolderDataset(image_dir, mask_dir, image_size, num=num, seed=seed, binary=True)
+    return MaskFolderDataset(image_dir, mask_dir, image_size, binary=True, **subset)
 
 
 def voc_root(data_dir: str | Path) -> Path:
@@ -282,9 +276,7 @@ class VOCSegmentationSet(Dataset[Sample]):
         return {"image": image, "mask": mask}
 
 
-def voc_segmentation(
-    data_dir: str | Path, split: str, image_size: int, num: int | None = None, seed: int = 0
-) -> VOCSegmentationSet:
+def voc_segmentation(data_dir: str | Path, split: str, image_size: int, **subset: Any) -> VOCSegmentationSet:
     """PASCAL VOC 2012 in torchvision's layout under ``data_dir`` (``VOCdevkit/VOC2012``):
-    split ``train`` is ``train.txt``, ``test`` is ``val.txt``."""
-    return VOCSegmentationSet(data_dir, split, image_size, num=num, seed=seed)
+    split ``train`` is ``train.txt``, ``test`` is ``val.txt``; ``subset``: ``num`` and ``seed``."""
+    return VOCSegmentationSet(data_dir, split, image_size, **subset)

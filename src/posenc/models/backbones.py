@@ -21,10 +21,13 @@ measure its position information" (PosENet Tables 5-6).
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.nn as nn
@@ -41,6 +44,8 @@ from posenc.core.run_contract import read_status
 RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # a run dir's checkpoint (conf/callbacks/default.yaml)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def imagenet_weights_file(name: str) -> tuple[Path, str]:
@@ -331,9 +336,9 @@ class ExtractorBackbone(TappedBackbone):
     sequential = False
 
     def __init__(self, name: str, body: nn.Module, taps: Sequence[str], keys: Sequence[int | str],
-                 channels: Sequence[int], padding: str, normalize: bool, trainable: bool,
-                 padding_report: dict[str, int], strides: Sequence[int] | None = None) -> None:
-        super().__init__(name, None, {t: t for t in taps}, padding, normalize, trainable)
+                 channels: Sequence[int], options: BackboneOptions, padding_report: dict[str, int],
+                 strides: Sequence[int] | None = None) -> None:
+        super().__init__(name, None, {t: t for t in taps}, options.padding.name, options.normalize, options.trainable)
         self.body, self.keys, self.tap_channels = body, list(keys), list(channels)
         if strides is not None:
             self._strides = list(strides)
@@ -352,6 +357,57 @@ class ExtractorBackbone(TappedBackbone):
         return [features[k] for k in self.keys]
 
 
+@dataclass(frozen=True)
+class BackboneOptions:
+    """What every backbone family's builder takes beside its model and its taps (the schemas'
+    ``BackboneOptionsSchema``): the padding scheme, the weights (null: random init | imagenet | a
+    file | a posenc run), ImageNet normalisation, permission to download, and whether it trains."""
+
+    padding: PaddingSpec
+    weights: str | None = None
+    normalize: bool = False
+    download: bool = False
+    trainable: bool = False
+
+    @classmethod
+    def of(cls, padding: PaddingSpec | str = "zeros", **options: Any) -> BackboneOptions:
+        """The options of a builder's ``**options``; an unknown key is refused in one line."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise PosencError(f"backbone option {unknown[0]!r} is not valid; valid: {', '.join(valid)}")
+        return cls(padding if isinstance(padding, PaddingSpec) else PaddingSpec(padding), **options)
+
+    @property
+    def run(self) -> Path | None:
+        """The checkpoint of the posenc run ``weights`` names, else None."""
+        return run_checkpoint(self.weights)
+
+    def convert(self, model: nn.Module) -> dict[str, int]:
+        """Swap ``model``'s padding in place; the convs converted, per class."""
+        report: dict[str, int] = {}
+        self.padding.apply(model, report)
+        return report
+
+    def load_run(self, backbone: nn.Module) -> None:
+        """Load a posenc run's trained backbone into ``backbone`` (built with the run's padding)."""
+        ckpt = self.run
+        if ckpt is not None:
+            load_run_backbone(backbone, ckpt)
+
+
+def takes_backbone_options(builder: F) -> F:
+    """Declare ``builder(..., **options)``'s options: its signature (``__signature__``, which
+    ``inspect.signature`` reads) lists :class:`BackboneOptions`' fields with their one default, so the
+    config validator, the schema tests and ``help()`` see every option a family takes."""
+    signature = inspect.signature(builder)
+    named = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+               for f in fields(BackboneOptions) if f.name not in {p.name for p in named}]
+    builder.__signature__ = signature.replace(parameters=[*named, *options])  # type: ignore[attr-defined]
+    return builder
+
+
 def check_taps(taps: Sequence[str] | None, valid: Sequence[str], kind: str = "tap") -> list[str]:
     """``backbone.taps`` (None: all of ``valid``) as a list, or one line: empty, unknown, twice."""
     taps = list(taps) if taps is not None else list(valid)
@@ -365,35 +421,26 @@ def check_taps(taps: Sequence[str] | None, valid: Sequence[str], kind: str = "ta
     return taps
 
 
-def build_backbone(
-    name: str = "vgg16",
-    padding: PaddingSpec | str = "zeros",
-    weights: str | None = None,
-    taps: Sequence[str] | None = TAP_NAMES,
-    normalize: bool = False,
-    download: bool = False,
-    trainable: bool = False,
-) -> TappedBackbone:
+@takes_backbone_options
+def build_backbone(name: str = "vgg16", padding: PaddingSpec | str = "zeros",
+                   taps: Sequence[str] | None = TAP_NAMES, **options: Any) -> TappedBackbone:
     """Build a ``TappedBackbone``: torchvision model -> weights -> padding conversion (a posenc
     run's checkpoint is loaded after the conversion, into the converted modules it was saved from)."""
     entry = backbone_entry(name)
-    padding = padding if isinstance(padding, PaddingSpec) else PaddingSpec(padding)
+    opts = BackboneOptions.of(padding, **options)
     if not entry.taps:  # PosENet alone (backbone=none): the RGB image is the only tap
-        if trainable:
+        if opts.trainable:
             raise PosencError("backbone=none has no weights to train; valid: backbone.trainable=false")
-        return TappedBackbone(name, None, {"rgb": "rgb"}, padding.name, normalize)
+        return TappedBackbone(name, None, {"rgb": "rgb"}, opts.padding.name, opts.normalize)
     taps = check_taps(taps, entry.taps)
-    if padding_entry(padding.name).shrinks and entry.residual:
+    if padding_entry(opts.padding.name).shrinks and entry.residual:
         raise PosencError(
-            f"padding={padding.name} does not fit {name}: residual additions need equal sizes; use padding=none"
+            f"padding={opts.padding.name} does not fit {name}: residual additions need equal sizes; use padding=none"
         )
-    body, modules = entry.build(weights, download)
-    report: dict[str, int] = {}
-    padding.apply(body, report)
+    body, modules = entry.build(opts.weights, opts.download)
+    report = opts.convert(body)
     tap_modules = {tap: modules[TAP_NAMES.index(tap)] for tap in TAP_NAMES if tap in taps}
-    backbone = TappedBackbone(name, body, tap_modules, padding.name, normalize, trainable)
+    backbone = TappedBackbone(name, body, tap_modules, opts.padding.name, opts.normalize, opts.trainable)
     backbone.padding_report = report
-    ckpt = run_checkpoint(weights)
-    if ckpt is not None:
-        load_run_backbone(backbone, ckpt)
+    opts.load_run(backbone)
     return backbone

@@ -133,13 +133,20 @@ class FlattenLinearHead(nn.Module):
 
 
 class PixelDecoder(nn.Module):
-    """1x1-conv decoder over all taps -> per-pixel logits ``[B, K, S, S]`` (no padding anywhere)."""
+    """1x1-conv decoder over all taps -> per-pixel logits ``[B, K, S, S]``.
+
+    Every tap is projected to ``width`` channels and resized to tap ``fuse_at`` (average pooling
+    down, bilinear up), summed, then ``depth`` per-pixel layers (1x1 conv, BatchNorm, ReLU) and a
+    1x1 classifier. Nothing in it pads or mixes neighbouring pixels, so it adds capacity but no
+    position of its own: what position the logits carry comes from the backbone."""
 
     kind = "segmentation"
 
     def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
-                 width: int = 64, fuse_at: int = 1) -> None:
+                 width: int = 64, fuse_at: int = 1, depth: int = 1) -> None:
         super().__init__()
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise PosencError(f"readout.depth={depth} is not valid: expected an int >= 1 (1x1 layers after fusing)")
         _check(num_classes, tap_channels, tap_sizes)
         if width < 1:
             raise PosencError(f"readout.width={width} is not valid: expected an int >= 1")
@@ -151,6 +158,10 @@ class PixelDecoder(nn.Module):
         self.fuse_at = fuse_at
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in tap_channels)
         self.norm = nn.BatchNorm2d(width)
+        layers: list[nn.Module] = []
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(width, width, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        self.mlp = nn.Sequential(*layers)
         self.classify = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, taps: Sequence[torch.Tensor], image_size: int | None = None) -> torch.Tensor:
@@ -163,7 +174,7 @@ class PixelDecoder(nn.Module):
             elif x.shape[-2:] != size:
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             fused = x if fused is None else fused + x
-        logits = self.classify(F.relu(self.norm(fused)))
+        logits = self.classify(self.mlp(F.relu(self.norm(fused))))
         if image_size is not None and logits.shape[-2:] != (image_size, image_size):
             logits = F.interpolate(logits, size=(image_size, image_size), mode="bilinear", align_corners=False)
         return logits

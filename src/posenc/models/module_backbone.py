@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from posenc.models.backbones import ExtractorBackbone, check_taps, load_run_backbone, run_checkpoint
+from posenc.models.backbones import BackboneOptions, ExtractorBackbone, check_taps, takes_backbone_options
 from posenc.core.checkpointing import safe_load
 from posenc.core.errors import PosencError
 from posenc.models.padding import PaddingSpec, meta_copy
@@ -41,38 +41,30 @@ def import_factory(target: str) -> Any:
     return getattr(module, attr)
 
 
-def build_module_backbone(
-    target: str = "posenc.models.example_model.make_net",
-    taps: Sequence[str] = ("stage1", "stage2", "stage3"),
-    padding: PaddingSpec | str = "zeros",
-    weights: str | None = None,
-    normalize: bool = False,
-    trainable: bool = False,
-    kwargs: Mapping[str, Any] | None = None,
-) -> ExtractorBackbone:
+@takes_backbone_options
+def build_module_backbone(target: str = "posenc.models.example_model.make_net",
+                          taps: Sequence[str] = ("stage1", "stage2", "stage3"), padding: PaddingSpec | str = "zeros",
+                          kwargs: Mapping[str, Any] | None = None, **options: Any) -> ExtractorBackbone:
     """``target(**kwargs)`` with ``taps`` (names of its modules, in ``named_modules()`` order)."""
-    padding = padding if isinstance(padding, PaddingSpec) else PaddingSpec(padding)
+    opts = BackboneOptions.of(padding, **options)
     model = import_factory(target)(**dict(kwargs or {}))
     if not isinstance(model, nn.Module):
         raise PosencError(f"backbone.target={target} returned a {type(model).__name__}, not an nn.Module")
     names = [n for n, _ in model.named_modules() if n]
     taps = check_taps(list(taps or []), names, f"tap (a module of {target})")
-    if weights is not None and run_checkpoint(weights) is None:
-        state = safe_load(Path(weights).expanduser(), what="weights file")
+    if opts.weights is not None and opts.run is None:
+        state = safe_load(Path(opts.weights).expanduser(), what="weights file")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise PosencError(f"weights file {weights} does not fit {target}: {str(exc).splitlines()[1:2]}") from exc
-    report: dict[str, int] = {}
-    padding.apply(model, report)
+            raise PosencError(f"weights file {opts.weights} does not fit {target}: {str(exc).splitlines()[1:2]}") from exc
+    report = opts.convert(model)
     order = [t for t in names if t in taps]  # the order the taps are computed in
     extractor = create_feature_extractor(model, return_nodes={t: t for t in order})
     with torch.no_grad():
         shapes = meta_copy(extractor)(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device="meta"))
     channels = [int(shapes[t].shape[1]) for t in order]
-    backbone = ExtractorBackbone(f"module/{target}", extractor, order, order, channels, padding.name, normalize,
-                                 trainable, report)
-    if weights is not None and run_checkpoint(weights) is not None:
-        load_run_backbone(backbone, run_checkpoint(weights))
+    backbone = ExtractorBackbone(f"module/{target}", extractor, order, order, channels, opts, report)
+    opts.load_run(backbone)
     return backbone

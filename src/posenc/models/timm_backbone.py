@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch.nn as nn
 
-from posenc.models.backbones import ExtractorBackbone, check_taps, load_run_backbone, run_checkpoint
+from posenc.models.backbones import BackboneOptions, ExtractorBackbone, check_taps, takes_backbone_options
 from posenc.core.errors import PosencError
 from posenc.models.padding import PaddingSpec
 from posenc.core.registry import padding_entry
@@ -55,18 +56,12 @@ def cached_weights_file(hf_hub_id: str) -> tuple[Path | None, Path]:
     return (found[0] if found else None), snapshots / "<revision>"
 
 
-def build_timm_backbone(
-    name: str = "resnet18",
-    padding: PaddingSpec | str = "zeros",
-    weights: str | None = None,
-    taps: Sequence[str] | None = None,
-    normalize: bool = False,
-    download: bool = False,
-    trainable: bool = False,
-) -> ExtractorBackbone:
+@takes_backbone_options
+def build_timm_backbone(name: str = "resnet18", padding: PaddingSpec | str = "zeros",
+                        taps: Sequence[str] | None = None, **options: Any) -> ExtractorBackbone:
     """The timm model ``name`` (any CNN that supports ``features_only``) with its stages as taps."""
     timm = _timm()
-    padding = padding if isinstance(padding, PaddingSpec) else PaddingSpec(padding)
+    opts = BackboneOptions.of(padding, **options)
     if name not in timm.list_models():
         close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:8]
         raise PosencError(f"unknown timm model {name!r}; valid: a name of timm.list_models()"
@@ -75,27 +70,24 @@ def build_timm_backbone(
         model = timm.create_model(name, pretrained=False, features_only=True)
     except RuntimeError as exc:  # e.g. a ViT without feature hooks
         raise PosencError(f"timm model {name} has no features_only stages: {str(exc).splitlines()[0]}") from exc
-    if weights is not None and weights != "imagenet" and run_checkpoint(weights) is None:
-        raise PosencError(f"backbone.weights={weights} is not valid for timm: valid: null, imagenet, or a posenc run "
+    if opts.weights not in (None, "imagenet") and opts.run is None:
+        raise PosencError(f"backbone.weights={opts.weights} is not valid for timm: valid: null, imagenet, or a posenc run "
                           "dir / .ckpt of this backbone")
     all_taps = [f"f{i + 1}" for i in range(len(model.feature_info))]
     taps = check_taps(taps, all_taps, f"tap of timm/{name}")
-    if padding_entry(padding.name).shrinks:
-        raise PosencError(f"padding={padding.name} does not fit timm/{name}: its stages expect their own map sizes; "
+    if padding_entry(opts.padding.name).shrinks:
+        raise PosencError(f"padding={opts.padding.name} does not fit timm/{name}: its stages expect their own map sizes; "
                           "use padding=none")
     chosen = [all_taps.index(t) for t in all_taps if t in taps]
     if chosen != list(range(len(all_taps))):  # timm stops the model after the deepest tap chosen
         model = timm.create_model(name, pretrained=False, features_only=True, out_indices=chosen)
-    if weights == "imagenet":
-        model = _with_imagenet_weights(timm, name, model, download, chosen)
-    report: dict[str, int] = {}
-    padding.apply(model, report)
+    if opts.weights == "imagenet":
+        model = _with_imagenet_weights(timm, name, model, opts.download, chosen)
+    report = opts.convert(model)
     info = model.feature_info
     backbone = ExtractorBackbone(f"timm/{name}", model, [all_taps[i] for i in chosen], list(range(len(chosen))),
-                                 info.channels(), padding.name, normalize, trainable, report, info.reduction())
-    ckpt = run_checkpoint(weights) if weights not in (None, "imagenet") else None
-    if ckpt is not None:
-        load_run_backbone(backbone, ckpt)
+                                 info.channels(), opts, report, info.reduction())
+    opts.load_run(backbone)
     return backbone
 
 

@@ -70,11 +70,10 @@ class LocationClassificationTask(SupervisedTask):
         augment: str = "none",
         shift: int = 8,
         consistency_weight: float = 0.0,
-        distance_bands: int = 4,
         **kwargs: Any,
     ) -> None:
-        """The label, the shift augmentation and its latent consistency (ICCV 2021), the bands of
-        the free placement's distance metrics; the other arguments are :class:`SupervisedTask`'s."""
+        """The label, the shift augmentation and its latent consistency (ICCV 2021); the other
+        arguments (the budget, the free placement's distance bands) are :class:`SupervisedTask`'s."""
         check_choice("task.label", label, LABEL_MODES)
         check_choice("task.augment", augment, AUGMENTS)
         shifted = augment == "shift" or label == "class"  # training views, or the test's invariance metrics
@@ -91,7 +90,7 @@ class LocationClassificationTask(SupervisedTask):
                               f"where it is: got task.label={label}; valid: task.label=class")
         super().__init__(backbone, head, image_size=image_size, **kwargs)
         self.label, self.augment, self.shift = label, augment, shift
-        self.consistency_weight, self.distance_bands = float(consistency_weight), distance_bands
+        self.consistency_weight = float(consistency_weight)
 
     needs_data = ("num_cells", "data=canvas")
 

@@ -34,17 +34,16 @@ class SegmentationTask(SupervisedTask):
     metric_order = ("miou", "pixel_acc")
     needs_data = ("num_classes", "data=shapes|voc|duts (segmentation masks)")
 
-    def __init__(self, backbone: TappedBackbone, head: Callable[..., nn.Module], distance_bands: int = 4,
-                 image_size: int = 64, **kwargs: Any) -> None:
-        """``distance_bands``: equal bands of distance to the border the metrics are split into; the
-        other arguments are :class:`SupervisedTask`'s."""
+    def __init__(self, backbone: TappedBackbone, head: Callable[..., nn.Module], image_size: int = 64,
+                 **kwargs: Any) -> None:
+        """The arguments are :class:`SupervisedTask`'s; its ``distance_bands`` are equal bands of
+        pixels' distance to the border here."""
         super().__init__(backbone, head, image_size=image_size, **kwargs)
-        band_edges(self.image_size, distance_bands)  # one-line error when the bands do not fit the image
+        band_edges(self.image_size, self.distance_bands)  # one-line error when the bands do not fit the image
         fuse_at = getattr(head, "keywords", {}).get("fuse_at")
         if isinstance(fuse_at, int) and not 0 <= fuse_at < len(backbone.tap_names):
             raise PosencError(f"readout.fuse_at={fuse_at} is not valid: the backbone has {len(backbone.tap_names)} "
                               f"taps; valid: 0..{len(backbone.tap_names) - 1}")
-        self.distance_bands = distance_bands
 
     def num_outputs(self) -> int:
         return self.datamodule.num_classes

@@ -45,9 +45,12 @@ class SupervisedTask(PosencTask):
         max_steps: int = -1,
         max_epochs: int | None = None,
         channels_last: bool = False,
+        distance_bands: int = 4,
     ) -> None:
         """``max_steps`` / ``max_epochs``: the budget; the trainer config reads them
-        (``trainer.max_steps: ${task.max_steps}``), the task only records them."""
+        (``trainer.max_steps: ${task.max_steps}``), the task only records them. ``distance_bands``:
+        the bands of distance to the border the test metrics are split into (IJCV 2024's
+        accuracy by distance; subclasses say what a band holds)."""
         super().__init__()
         backbone.check_input_size(image_size)
         self.backbone = backbone
@@ -68,6 +71,7 @@ class SupervisedTask(PosencTask):
         self.channels_last = channels_last
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        self.distance_bands = distance_bands
         self.by_distance: dict[str, list[float]] = {}  # metric -> value per distance bin (the last test)
         self.distance_bins: dict[str, list[str]] = {}  # metric -> its bins' names, nearest the border first
         self.preview: dict[str, torch.Tensor] = {}
