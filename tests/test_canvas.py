@@ -282,6 +282,44 @@ def test_shape_scenes_labels_borders_and_rerendering():
     assert not torch.equal(sem, shape_scenes(num, size, seed=5, train=False)["semantic"])
 
 
+def test_scene_layouts_put_objects_where_they_say_and_refuse_what_does_not_fit():
+    """``centred``: objects cluster at the centre (the centre bias of salient-object data);
+    ``sides``: one object per scene, its pixels in the left or the right third, both sides drawn."""
+    from posenc.analysis.channels import content_sides
+    from posenc.data.shapes import check_layout
+
+    size, num = 48, 256
+
+    def offsets(layout: str) -> torch.Tensor:  # |object centre - image centre| in image sides
+        layers, _ = sample_scene_objects(num, size, 1, split_generator(3, True), layout)
+        return (layers[0].centres / size - 0.5).abs()
+
+    assert offsets("centred").mean() < 0.75 * offsets("random").mean()  # expected .16 against .25
+    sides = shape_scenes(num, size, seed=3, layout="sides", max_objects=1)["saliency"]
+    side = content_sides(sides)
+    assert (side != 0).all() and 0.35 < (side > 0).float().mean() < 0.65  # every scene has a side; both drawn
+    third = size // 3
+    in_own = torch.where(side.view(-1, 1, 1) > 0, sides[:, :, :third * 2].sum((1, 2)).view(-1, 1, 1),
+                         sides[:, :, third:].sum((1, 2)).view(-1, 1, 1)).flatten()
+    assert (in_own == sides.sum((1, 2))).all()  # nothing reaches the far third
+    with pytest.raises(PosencError, match="data.max_objects=3.*expected 1 with data.layout=sides"):
+        check_layout("sides", 3)
+    with pytest.raises(PosencError, match="data.layout.*'grid'.*random, centred, sides"):
+        shape_scenes(2, size, seed=0, layout="grid")
+
+
+def test_shared_backgrounds_draw_test_scenes_from_every_photo():
+    """``backgrounds=split`` keeps the test photos out of training (a domain shift: 4 unseen photos);
+    ``shared`` crops both splits from all of them, with their own random streams."""
+    split = shape_scenes(8, 32, seed=0, train=False, backgrounds="split")["image"]
+    shared = shape_scenes(8, 32, seed=0, train=False, backgrounds="shared")["image"]
+    assert not torch.equal(split, shared)
+    assert torch.equal(shape_scenes(8, 32, seed=0, train=True, backgrounds="shared")["image"],
+                       shape_scenes(8, 32, seed=0, train=True, backgrounds="shared")["image"])
+    with pytest.raises(PosencError, match="data.backgrounds 'mixed'; valid: shared, split"):
+        shape_scenes(2, 32, seed=0, backgrounds="mixed")
+
+
 def test_shape_scenes_speed():
     shape_scenes(2, 64, seed=0)  # warm the photo cache
     start = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from posenc.models.backbones import build_backbone
 from posenc.core.errors import PosencError
@@ -64,3 +65,20 @@ def test_vgg11_bn_takes_every_padding(padding):
     feats = net(torch.rand(2, 3, 32, 32))
     assert [tuple(f.shape[1:]) for f in feats] == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (512, 2, 2)]
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 8
+
+
+def test_pixel_decoder_depth_adds_per_pixel_layers_and_no_spatial_mixing():
+    """readout.depth: 1x1 layers after fusing; nothing mixes neighbours, so a change at one pixel of
+    the (full-size) tap changes only that pixel's logits: the decoder adds capacity, not position."""
+
+    torch.manual_seed(0)
+    head = PixelDecoder([8], [(12, 12)], num_classes=3, width=16, fuse_at=0, depth=3).eval()
+    assert sum(isinstance(m, nn.Conv2d) for m in head.mlp) == 2
+    taps = [torch.randn(2, 8, 12, 12)]
+    poked = [taps[0].clone()]
+    poked[0][:, :, 5, 7] += 3.0
+    with torch.no_grad():
+        changed = (head(poked, 12) - head(taps, 12)).abs().amax(dim=(0, 1)) > 0
+    assert changed[5, 7] and changed.sum() == 1
+    with pytest.raises(PosencError, match="readout.depth=0"):
+        PixelDecoder([8], [(12, 12)], num_classes=3, depth=0)

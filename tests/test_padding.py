@@ -120,6 +120,30 @@ def test_upsampled_valid_conv_keeps_output_shape(k: int, stride: int, pad: int, 
     assert conv(x).shape == ref(x).shape
 
 
+@pytest.mark.parametrize("k,pad,authors_extra", [(3, 1, 2), (5, 2, 2), (7, 3, 3), (1, 0, 0)])
+def test_none_upsample_authors_grows_by_half_the_kernel_with_one_bumped_to_two(k: int, pad: int,
+                                                                                 authors_extra: int) -> None:
+    """The ICCV 2021 authors' "no padding": resize by (k-1)//2 px (1 -> 2) before the valid conv;
+    posenc's default resizes by 2 * pad. The authors' 7x7 stride-2 stem maps 96 px to 47, not 48."""
+    ref = nn.Conv2d(3, 4, k, stride=2 if k == 7 else 1, padding=pad)
+    x = _x(1, 3, 96, 96)
+    ours = convert_padding(copy.deepcopy(ref), "none") if pad else ref
+    theirs = convert_padding(copy.deepcopy(ref), "none", none_upsample="authors") if pad else ref
+    if not pad:  # an unpadded conv is left as it is under both rules
+        assert type(convert_padding(copy.deepcopy(ref), "none", none_upsample="authors")) is nn.Conv2d
+        return
+    assert theirs.extra_pixels() == (authors_extra, authors_extra)
+    assert ours.extra_pixels() == (2 * pad, 2 * pad)
+    resized = torch.nn.functional.interpolate(x, size=(96 + authors_extra,) * 2, mode="bilinear", align_corners=False)
+    expected = torch.nn.functional.conv2d(resized, ref.weight, ref.bias, ref.stride)
+    assert torch.equal(theirs(x), expected)
+    stride = ref.stride[0]
+    assert theirs(x).shape[-1] == (96 + authors_extra - k) // stride + 1  # 47 for the 7x7 stem, 94 for 5x5
+    assert ours(x).shape == ref(x).shape
+    with pytest.raises(PosencError, match="padding.none_upsample.*'kernel'.*padding, authors"):
+        PaddingSpec("none", none_upsample="kernel")
+
+
 def test_constant_input_gives_constant_output_without_zero_border() -> None:
     x = torch.full((1, 4, 10, 10), 2.0)
     ref = _conv()

@@ -11,6 +11,8 @@ from posenc.core.registry import BACKBONE_REGISTRY, PADDING_REGISTRY, TAP_NAMES 
 # backbones and padding: live views of posenc.core.registry (a registered name is valid everywhere at once)
 BACKBONES: KeysView[str] = BACKBONE_REGISTRY.keys()
 PADDING_MODES: KeysView[str] = PADDING_REGISTRY.keys()
+# padding=none: upsample by the conv's padding on both sides, or by the ICCV 2021 authors' (k-1)//2 (1 -> 2)
+NONE_UPSAMPLES: tuple[str, ...] = ("padding", "authors")
 PERMUTE_POINTS: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 # PosENet (posenc.data.position_maps, posenc.data.feature_cache, posenc.models.readouts, posenc.tasks.posenet)
@@ -35,6 +37,8 @@ TRAIN_PLACEMENTS: tuple[str, ...] = ("fixed", "resample")
 LABEL_MODES: tuple[str, ...] = ("location", "class", "class_and_location")
 SALIENCY_SETS: tuple[str, ...] = ("duts", "ecssd", "pascal_s")
 SEGMENTATION_SOURCES: tuple[str, ...] = ("shapes", "voc", *SALIENCY_SETS)
+SCENE_LAYOUTS: tuple[str, ...] = ("random", "centred", "sides")  # where the shapes scenes' objects sit
+SCENE_BACKGROUNDS: tuple[str, ...] = ("shared", "split")  # the scenes' photos: one pool, or held-out test photos
 
 # the padding study's tasks (posenc.tasks.location_cls)
 AUGMENTS: tuple[str, ...] = ("none", "shift")

@@ -35,8 +35,8 @@ from omegaconf import MISSING
 import posenc.core.budgets  # noqa: F401 - registers ${readout_steps:...}, which conf/task/posenet.yaml uses
 
 from posenc.core.choices import (AUGMENTS, AUTOCAST, BACKBONES, CACHE_DTYPES, CACHE_MODES, CANVAS_FILLS, DEPTHS,  # noqa: E402
-                            KERNEL_SIZES, LABEL_MODES, PADDING_MODES, PATCH_SOURCES, PERMUTE_POINTS,
-                            SEGMENTATION_SOURCES, STRIPE_RANGES, SYNTHETIC_SOURCES, TAP_NAMES, TARGET_SOURCES,
+                            KERNEL_SIZES, LABEL_MODES, NONE_UPSAMPLES, PADDING_MODES, PATCH_SOURCES, PERMUTE_POINTS,
+                            SCENE_BACKGROUNDS, SCENE_LAYOUTS, SEGMENTATION_SOURCES, STRIPE_RANGES, SYNTHETIC_SOURCES, TAP_NAMES, TARGET_SOURCES,
                             TARGETS, TEST_INPUTS, TEST_PLACEMENTS, TRAIN_PLACEMENTS)
 from posenc.core.choices import SOURCES as DATA_SOURCES  # noqa: E402
 
@@ -64,6 +64,7 @@ class PartialSchema:
 class PaddingSchema:
     _target_: str = "posenc.models.padding.PaddingSpec"
     name: str = spec(MISSING, choices=PADDING_MODES)
+    none_upsample: str = spec("padding", choices=NONE_UPSAMPLES)  # padding=none only (posenc.models.padding)
 
 
 @dataclass
@@ -374,6 +375,8 @@ class SegmentationDataSchema(LoaderSchema):
     num_test: int = spec(256, ge=1)
     image_size: int = spec(64, ge=8)
     max_objects: int = spec(3, ge=1)
+    layout: str = spec("random", choices=SCENE_LAYOUTS)  # shapes only: random | centred | sides
+    backgrounds: str = spec("shared", choices=SCENE_BACKGROUNDS)  # shapes only: shared | split (unseen test photos)
 
 
 # -- trainer --------------------------------------------------------------------------------

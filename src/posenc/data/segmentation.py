@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from posenc.core.choices import SEGMENTATION_SOURCES  # noqa: F401 - the valid values live there
 from posenc.data.datamodule import IndexedImages, SeededDataModule, TensorDictDataset, check_sizes
 from posenc.data.segmentation_sets import SALIENCY_SETS, saliency_dataset, voc_segmentation
-from posenc.data.shapes import NUM_SEMANTIC_CLASSES, shape_scenes
+from posenc.data.shapes import NUM_SEMANTIC_CLASSES, check_layout, shape_scenes
 from posenc.core.errors import PosencError, check_choice
 
 NUM_CLASSES = {"shapes": NUM_SEMANTIC_CLASSES, "voc": 21, **{name: 2 for name in SALIENCY_SETS}}
@@ -52,6 +52,8 @@ class SegmentationDataModule(SeededDataModule):
         data_dir: str | None = None,
         test_dir: str | None = None,
         max_objects: int = 3,
+        layout: str = "random",
+        backgrounds: str = "shared",
         **kwargs: Any,
     ) -> None:
         """The sources and their folders; sizes and loader options: :class:`SeededDataModule`."""
@@ -74,6 +76,8 @@ class SegmentationDataModule(SeededDataModule):
         self.test_source = test_source
         self.data_dir, self.test_dir = data_dir, test_dir or data_dir
         self.max_objects = int(max_objects)
+        check_layout(layout, self.max_objects)
+        self.layout, self.backgrounds = layout, backgrounds
         self.num_classes = NUM_CLASSES[source]
         self.ignore_index = 255
         for name, folder, split in ((source, self.data_dir, "train"), (test_source, self.test_dir, "test")):
@@ -82,7 +86,8 @@ class SegmentationDataModule(SeededDataModule):
 
     def _split(self, name: str, folder: str | None, split: str, num: int, seed: int) -> Dataset:
         if name == "shapes":
-            scenes = shape_scenes(num, self.image_size, seed, train=split == "train", max_objects=self.max_objects)
+            scenes = shape_scenes(num, self.image_size, seed, train=split == "train", max_objects=self.max_objects,
+                                  layout=self.layout, backgrounds=self.backgrounds)
             return TensorDictDataset({"image": scenes["image"], "mask": scenes["semantic"]})
         if name == "voc":
             return MaskedImages(voc_segmentation(folder, split, self.image_size, num=num, seed=seed))

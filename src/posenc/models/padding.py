@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from posenc.core.choices import PADDING_MODES  # noqa: F401 - the valid values live there
+from posenc.core.choices import NONE_UPSAMPLES, PADDING_MODES  # noqa: F401 - the valid values live there
 from posenc.core.errors import PosencError, check_choice
 
 _NATIVE_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -98,18 +98,32 @@ class UpsampledValidConv2d(nn.Conv2d):
     any stride while no constant border value is introduced. ``self.padding`` keeps the
     original (virtual) padding. We use ``align_corners=False`` (torch's default,
     pixel-centre alignment): border pixels of the resized map copy the input border.
+
+    ``upsample``: ``padding`` adds the conv's padding on both sides (``2 * pad`` px; the output
+    size is the padded conv's for every kernel); ``authors`` adds ``(k - 1) // 2`` px with 1
+    bumped to 2, as the ICCV 2021 authors' PermuteNet code does: the same +2 px for a 3x3 conv,
+    but +3 px (not 6) for ResNet's 7x7 stride-2 stem, whose map is then one pixel smaller.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, upsample: str = "padding", **kwargs: Any) -> None:
         if kwargs.get("padding_mode", "zeros") != "zeros":
             raise PosencError("UpsampledValidConv2d needs padding_mode='zeros'")
+        check_choice("padding.none_upsample", upsample, NONE_UPSAMPLES)
         super().__init__(*args, **kwargs)
+        self.upsample = upsample
+
+    def extra_pixels(self) -> tuple[int, int]:
+        """How many pixels (rows, columns) the input grows by before the valid conv."""
+        left, right, top, bottom = _pads(self)
+        if self.upsample == "padding":
+            return top + bottom, left + right
+        grow = [(k - 1) // 2 for k in self.kernel_size]
+        return tuple(2 if g == 1 else g for g in grow)  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        left, right, top, bottom = _pads(self)
-        if left or right or top or bottom:
-            size = (x.shape[-2] + top + bottom, x.shape[-1] + left + right)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        rows, cols = self.extra_pixels()
+        if rows or cols:
+            x = F.interpolate(x, size=(x.shape[-2] + rows, x.shape[-1] + cols), mode="bilinear", align_corners=False)
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
@@ -215,7 +229,7 @@ class PaddingRefused(PosencError):
     """A conv whose padding cannot be swapped without changing what it computes."""
 
 
-def _convert_one(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
+def _convert_one(conv: nn.Conv2d, mode: str, none_upsample: str = "padding") -> nn.Conv2d:
     if type(conv) not in (nn.Conv2d, PartialConv2d, UpsampledValidConv2d):
         return _hook_padding(conv, mode)  # a class with its own computation: keep it (see PaddingHooks)
     if mode in _NATIVE_MODES:
@@ -226,11 +240,12 @@ def _convert_one(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
     if mode == "partial":
         return _rebuild(conv, PartialConv2d, padding_mode="zeros")
     if mode == "none":
-        return _rebuild(conv, UpsampledValidConv2d, padding_mode="zeros")
+        return _rebuild(conv, UpsampledValidConv2d, padding_mode="zeros", upsample=none_upsample)
     return _rebuild(conv, nn.Conv2d, padding=0, padding_mode="zeros")  # none_shrink
 
 
-def convert_padding(model: nn.Module, mode: str, report: dict[str, int] | None = None) -> nn.Module:
+def convert_padding(model: nn.Module, mode: str, report: dict[str, int] | None = None,
+                    none_upsample: str = "padding") -> nn.Module:
     """Switch every padded ``nn.Conv2d`` of ``model`` to padding ``mode``, in place; ``report``
     (if given) counts the converted convs per class.
 
@@ -258,14 +273,14 @@ def convert_padding(model: nn.Module, mode: str, report: dict[str, int] | None =
                                  "padding=zeros for this model")
     if _is_padded(model):
         report[type(model).__name__] = 1
-        return _convert_one(model, mode)  # type: ignore[arg-type]
+        return _convert_one(model, mode, none_upsample)  # type: ignore[arg-type]
     done: dict[int, nn.Module] = {}  # a conv shared by several parents is converted once
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if _is_padded(child):
                 if id(child) not in done:
                     report[type(child).__name__] = report.get(type(child).__name__, 0) + 1
-                    done[id(child)] = _convert_one(child, mode)  # type: ignore[arg-type]
+                    done[id(child)] = _convert_one(child, mode, none_upsample)  # type: ignore[arg-type]
                 setattr(parent, name, done[id(child)])
     return model
 
@@ -277,16 +292,19 @@ def count_padded_convs(model: nn.Module) -> int:
 
 @dataclass(frozen=True)
 class PaddingSpec:
-    """A padding scheme chosen in config (``conf/padding/<name>.yaml``)."""
+    """A padding scheme chosen in config (``conf/padding/<name>.yaml``); ``none_upsample``: how
+    much ``none`` upsamples before a valid conv (:class:`UpsampledValidConv2d`)."""
 
     name: str
+    none_upsample: str = "padding"
 
     def __post_init__(self) -> None:
         check_choice("padding", self.name, PADDING_MODES)
+        check_choice("padding.none_upsample", self.none_upsample, NONE_UPSAMPLES)
 
     def apply(self, model: nn.Module, report: dict[str, int] | None = None) -> nn.Module:
         """:func:`convert_padding` ``model`` to this scheme (``report``: convs converted per class)."""
-        return convert_padding(model, self.name, report)
+        return convert_padding(model, self.name, report, self.none_upsample)
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
