@@ -192,12 +192,25 @@ HEAD_SHAPES = {"tap_channels", "tap_sizes", "num_classes"}
 PASSED_BY_CODE = {"ReadoutSchema": {"in_channels", "num_maps"}, "GapLinearSchema": HEAD_SHAPES,
                   "GapPermuteSchema": HEAD_SHAPES, "GapNetSchema": HEAD_SHAPES, "FlattenLinearSchema": HEAD_SHAPES,
                   "PixelDecoderSchema": HEAD_SHAPES}
-TARGETED = [s for s in [*schema.GROUP_SCHEMAS.values(), *schema.TARGET_SCHEMAS.values()]
-            if "_target_" in {f.name for f in dataclasses.fields(s)}]
+# A schema whose ``_target_`` its YAMLs state (a backbone family's): checked against each family's builder.
+FAMILY_TARGETS = {"BackboneFamilySchema": ["posenc.models.timm_backbone.build_timm_backbone"]}
+TARGETED = [(s, t) for s in [*schema.GROUP_SCHEMAS.values(), *schema.TARGET_SCHEMAS.values()]
+            if "_target_" in {f.name for f in dataclasses.fields(s)}
+            for t in FAMILY_TARGETS.get(s.__name__, [s._target_])]
 
 
-@pytest.mark.parametrize("schema_cls", TARGETED, ids=lambda s: s.__name__)
-def test_schema_fields_are_arguments_with_the_same_defaults(schema_cls):
+def test_every_family_schema_target_is_checked():
+    """Every YAML typed by a family schema names a target the test below checks."""
+    import yaml
+
+    for path in (Path(__file__).resolve().parents[1] / "conf").rglob("*.yaml"):
+        text = yaml.safe_load(path.read_text()) or {}
+        if any("backbone_family" in str(d) for d in text.get("defaults", [])):
+            assert text["_target_"] in FAMILY_TARGETS["BackboneFamilySchema"], path
+
+
+@pytest.mark.parametrize("schema_cls,target", TARGETED, ids=lambda s: getattr(s, "__name__", str(s).rsplit(".")[-1]))
+def test_schema_fields_are_arguments_with_the_same_defaults(schema_cls, target):
     """Every field is an argument of the target (its own or, through ``**kwargs``, a base class's,
     as the config validator follows them); an argument the target names itself has the schema's
     default (a forwarded one takes the schema's: that is the one copy)."""
@@ -205,7 +218,6 @@ def test_schema_fields_are_arguments_with_the_same_defaults(schema_cls):
 
     from posenc.core.config_validation import _target_parameters
 
-    target = schema_cls._target_
     params = _target_parameters("x", target)
     own = inspect.signature(get_object(target)).parameters
     assert params is not None, f"{target} takes **kwargs nobody names"

@@ -45,6 +45,25 @@ def test_the_preset_is_the_authors_protocol(gps):
     assert len(datamodule.test_sets["canvas"]) == 2 * 9  # the balanced test
 
 
+def test_the_preset_upsamples_like_the_authors_without_padding(tmp_path):
+    """padding=none under the preset: +3 px before the 7x7 stride-2 stem, as in the authors' code
+    ((k-1)//2), where posenc's default adds 2 * pad = 6 px; 3x3 convs get +2 px under both."""
+    from posenc.models.padding import UpsampledValidConv2d
+
+    cfg = compose_run(["protocol=gps", "padding=none", "data.source=shapes"], tmp_path / "run")
+    assert cfg.padding.none_upsample == "authors"
+    backbone = instantiate(cfg.backbone)
+    convs = [m for m in backbone.modules() if isinstance(m, UpsampledValidConv2d)]
+    assert convs[0].kernel_size == (7, 7) and convs[0].extra_pixels() == (3, 3)
+    assert {c.extra_pixels() for c in convs[1:]} == {(2, 2)}
+    with torch.no_grad():
+        assert backbone(torch.rand(1, 3, 96, 96))[0].shape[-1] == 47  # the stem's map: one pixel short of 48
+    default = instantiate(compose_run(["padding=none", "backbone=resnet18_cifar"], tmp_path / "other").backbone)
+    assert [m for m in default.modules() if isinstance(m, UpsampledValidConv2d)][0].extra_pixels() == (6, 6)
+    with torch.no_grad():
+        assert default(torch.rand(1, 3, 96, 96))[0].shape[-1] == 48
+
+
 def test_training_steps_equal_the_authors_loop_written_out(gps):
     """Two steps: Adam's first step is lr x sign(grad) whatever its betas; the second is not."""
     cfg, datamodule, task = gps

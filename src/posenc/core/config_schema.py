@@ -91,13 +91,14 @@ class BackboneSchema(BackboneOptionsSchema):
 
 
 @dataclass
-class TimmBackboneSchema(BackboneOptionsSchema):
-    """``backbone=timm``: any timm CNN with ``features_only`` stages (posenc.models.timm_backbone); its
-    model name is checked against ``timm.list_models()`` when built."""
+class BackboneFamilySchema(BackboneOptionsSchema):
+    """Any backbone family whose builder takes a model ``name``, ``taps`` and the shared options
+    (``posenc.models.backbones.takes_backbone_options``): its YAML states the builder's ``_target_``
+    and its default ``name``, so a new family is its module, its YAML and its test (``backbone=timm``)."""
 
-    _target_: str = "posenc.models.timm_backbone.build_timm_backbone"
-    name: str = "resnet18"  # any name of timm.list_models() with features_only support
-    taps: Optional[List[str]] = None  # null: every stage timm declares (f1..fN)
+    _target_: str = MISSING
+    name: str = MISSING  # the family's model name, checked by its builder (timm: timm.list_models())
+    taps: Optional[List[str]] = None  # null: every tap the family declares (f1..fN)
 
 
 @dataclass
@@ -559,7 +560,7 @@ class TrainSchema:
 GROUP_SCHEMAS: dict[str, type] = {
     "train": TrainSchema,
     "backbone": BackboneSchema,
-    "backbone_timm": TimmBackboneSchema,
+    "backbone_family": BackboneFamilySchema,
     "backbone_module": ModuleBackboneSchema,
     "padding": PaddingSchema,
     "task_posenet": PosENetTaskSchema,
