@@ -203,10 +203,13 @@ def test_every_family_schema_target_is_checked():
     """Every YAML typed by a family schema names a target the test below checks."""
     import yaml
 
+    typed = []
     for path in (Path(__file__).resolve().parents[1] / "conf").rglob("*.yaml"):
         text = yaml.safe_load(path.read_text()) or {}
         if any("backbone_family" in str(d) for d in text.get("defaults", [])):
+            typed.append(path.name)
             assert text["_target_"] in FAMILY_TARGETS["BackboneFamilySchema"], path
+    assert "timm.yaml" in typed  # the check saw the family configs at all
 
 
 @pytest.mark.parametrize("schema_cls,target", TARGETED, ids=lambda s: getattr(s, "__name__", str(s).rsplit(".")[-1]))

@@ -26,6 +26,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -378,9 +379,10 @@ class BackboneOptions:
             raise PosencError(f"backbone option {unknown[0]!r} is not valid; valid: {', '.join(valid)}")
         return cls(padding if isinstance(padding, PaddingSpec) else PaddingSpec(padding), **options)
 
-    @property
+    @cached_property
     def run(self) -> Path | None:
-        """The checkpoint of the posenc run ``weights`` names, else None."""
+        """The checkpoint of the posenc run ``weights`` names, else None (looked up once: it reads
+        the run's status file)."""
         return run_checkpoint(self.weights)
 
     def convert(self, model: nn.Module) -> dict[str, int]:
