@@ -10,6 +10,10 @@ backbone that job trained, into ``SWEEP_DIR/probe/<job>``, reported like a sweep
 (``sweep.py collect SWEEP_DIR/probe``); with ``probe_init: true`` also on the job's backbone at
 initialisation, the report then showing init and trained side by side.
 
+A preset with ``groups:`` (the position atlas) runs one multirun per group, each with the group's
+overrides, into ``SWEEP_DIR/<group>`` (``groups=a,b`` picks some: a group's label, or any backbone
+option; ``parallel=N`` runs N at once, default one per CPU core), then writes the preset's ``report:`` over all of them (``atlas.png`` / ``.csv`` / ``.md``).
+
 A sweep runs in a fresh ``<paths.output_root>/sweeps/NAME/<timestamp>/`` (one job dir per
 job); command-line overrides win over the preset's swept values (``backbone=tiny`` replaces
 the swept backbones). The sweep dir gets ``results.csv``, ``results.md`` and
@@ -20,9 +24,11 @@ Exit status: 0 when every job completed, 1 when some failed or are missing, 2 on
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,8 +36,14 @@ from pathlib import Path
 from posenc.core.cli import OneLineParser, check_group_overrides, output_root
 from posenc.core.compose import CONF_DIR
 from posenc.core.errors import PosencError, invalid_choice
+from posenc.core.jsonio import read_json
+from posenc.core.run_contract import write_json
 from posenc.core.sweeps import (
     COMPLETED,
+    GROUPS_FILE,
+    preset_groups,
+    select_groups,
+    write_group_reports,
     PROBE_DIR,
     collect,
     probe_jobs,
@@ -46,7 +58,22 @@ ROOT = Path(__file__).resolve().parent
 
 def report(sweep_dir: Path, pivot: str | None = None) -> bool:
     """Collect ``sweep_dir``, write its reports, print ``results.md`` and, last, the sweep dir.
-    True when every job completed."""
+    True when every job completed. A grouped sweep: every group's report, then the preset's own."""
+    spec = read_json(sweep_dir / GROUPS_FILE)
+    if spec is not None:
+        ok = True
+        for label in spec.get("groups", {}):
+            if (sweep_dir / label / "multirun.yaml").exists():
+                ok = all(r.status == COMPLETED for r in collect(sweep_dir / label)) and ok
+                write_reports(sweep_dir / label, collect(sweep_dir / label))
+            else:
+                ok = False
+        paths = write_group_reports(sweep_dir)
+        md = next((p for p in paths if p.suffix == ".md"), None)
+        if md is not None:
+            print(md.read_text())
+        print(sweep_dir, flush=True)
+        return ok
     results = collect(sweep_dir)
     if pivot is None and sweep_dir.name == PROBE_DIR and probe_settings(sweep_dir.parent)[1]:
         pivot = "probe_stage"  # a probe stage at init and after training: init | trained columns
@@ -56,13 +83,86 @@ def report(sweep_dir: Path, pivot: str | None = None) -> bool:
     return all(r.status == COMPLETED for r in results)
 
 
+def launch(cmd: list[str]) -> tuple[int, bool]:
+    """Run a multirun ``cmd``; ``(exit status, interrupted by Ctrl-C)``."""
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait(), False
+    except KeyboardInterrupt:  # the child got the SIGINT too: let it record its status, then report
+        try:
+            return proc.wait(timeout=30), True
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.send_signal(signal.SIGKILL)
+            return proc.wait(), True
+
+
+def run_groups(name: str, groups: dict[str, list[str]], report_name: str | None, overrides: list[str],
+               parallel: int | None = None) -> int:
+    """A grouped preset: one multirun per group into ``SWEEP_DIR/<group>``, ``parallel`` at a time
+    (default: one per CPU core; each then gets its share of the cores as torch threads: the atlas's small
+    readouts are bound by Python's per-step work, which one process runs on one core), then the
+    report. A group's own overrides come last: they state what its model needs (a ViT has no padding
+    to sweep)."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")]
+    overrides = [o for o in overrides if not o.startswith("hydra.sweep.dir=")]
+    sweep_dir = Path(given[-1]).resolve() if given else reserve_sweep_dir(output_root(overrides), name)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_json(sweep_dir / GROUPS_FILE, {"preset": name, "report": report_name, "groups": groups,
+                                        "overrides": overrides})
+    cores = os.cpu_count() or 1
+    parallel = max(1, min(parallel or cores, len(groups)))
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // parallel))} if parallel > 1 else None
+    print(f"sweep {name}: {len(groups)} groups into {sweep_dir}, {parallel} at a time", flush=True)
+    pending, running, rc = list(groups.items()), [], 0
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                label, group = pending.pop(0)
+                print(f"sweep {name}, group {label}: {' '.join(group)}", flush=True)
+                log = open(sweep_dir / f"{label}.log", "w") if parallel > 1 else None  # noqa: SIM115
+                cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"sweep={name}",
+                       f"hydra.sweep.dir={sweep_dir / label}", *overrides, *group]
+                running.append((label, subprocess.Popen(cmd, env=env, stdout=log, stderr=log), log))
+            time.sleep(0.2)
+            for item in [r for r in running if r[1].poll() is not None]:
+                running.remove(item)
+                label, proc, log = item
+                rc = rc or proc.returncode
+                if log is not None:
+                    log.close()
+                print(f"sweep {name}, group {label}: exit {proc.returncode}"
+                      + (f" (its output: {sweep_dir / f'{label}.log'})" if log is not None else ""), flush=True)
+    except KeyboardInterrupt:  # the children got the SIGINT too: let them record their status, then report
+        for _, proc, _ in running:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+        report(sweep_dir)
+        return 130
+    ok = report(sweep_dir)
+    return 0 if ok and rc == 0 else 1
+
+
 def run_sweep(name: str, overrides: list[str]) -> int:
     """Run preset ``name`` with ``overrides`` as ``train.py -m`` in a fresh sweep dir; report it."""
     presets = list_presets(CONF_DIR)
     if name not in presets:
         raise invalid_choice("sweep", name, sorted(presets))
     overrides = [o for o in overrides if o not in ("-m", "--multirun")]
+    groups, report_name = preset_groups(name)
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("groups=")]
+    parallel = [o.split("=", 1)[1] for o in overrides if o.startswith("parallel=")]
+    overrides = [o for o in overrides if not o.startswith(("groups=", "parallel="))]
     check_group_overrides(overrides)
+    if parallel and not (parallel[-1].isdigit() and int(parallel[-1]) >= 1):
+        raise PosencError(f"parallel={parallel[-1]} is not valid; valid: an int >= 1 (groups run at once)")
+    if groups:
+        return run_groups(name, select_groups(groups, chosen[-1] if chosen else None), report_name, overrides,
+                          int(parallel[-1]) if parallel else None)
+    if chosen:
+        raise PosencError(f"groups={chosen[-1]} is not valid for sweep {name}: it has no groups; valid: a preset "
+                          "with groups (atlas)")
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")]
     if given:
         sweep_dir = Path(given[-1]).resolve()
@@ -72,17 +172,7 @@ def run_sweep(name: str, overrides: list[str]) -> int:
         overrides = [f"hydra.sweep.dir={sweep_dir}", *overrides]
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"sweep={name}", *overrides]
     print(f"sweep {name}: {sweep_dir}", flush=True)
-    proc = subprocess.Popen(cmd)
-    interrupted = False
-    try:
-        rc = proc.wait()
-    except KeyboardInterrupt:  # the child got the SIGINT too: let it record its status, then report
-        interrupted = True
-        try:
-            rc = proc.wait(timeout=30)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            proc.send_signal(signal.SIGKILL)
-            rc = proc.wait()
+    rc, interrupted = launch(cmd)
     if not (sweep_dir / "multirun.yaml").exists():
         if not given and not any(sweep_dir.iterdir()):
             sweep_dir.rmdir()  # the multirun never started (its error is already on stderr)

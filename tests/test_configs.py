@@ -21,12 +21,16 @@ def test_groups_are_the_documented_ones():
     assert {"backbone", "padding", "task", "readout", "trainer", "data", "logger"} <= set(GROUPS)
     assert set(GROUPS["padding"]) == {"zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink"}
     assert set(GROUPS["backbone"]) == {"vgg16", "vgg16_bn", "vgg11_bn", "resnet18", "resnet50", "resnet152", "resnet18_cifar",
-                                       "tiny", "tiny_bn", "none", "timm", "module"}
+                                       "tiny", "tiny_bn", "none", "timm", "module", "vit_tiny",
+                                       # the position atlas's timm families (backbone=timm with their name)
+                                       "resnet18d", "regnetx_002", "efficientnet_b0", "mobilenetv3_small_100",
+                                       "convnext_atto"}
     assert set(GROUPS["task"]) == {"posenet", "location_cls", "location_seg", "semseg", "saliency", "ppp"}
     assert set(GROUPS["readout"]) == {"posenet", "gap_linear", "gap_permute", "gapnet", "flatten_linear",
                                       "pixel_decoder"}
     assert set(GROUPS["invariance"]) == {"none", "shift", "shift_mse_0.1", "shift_mse_1", "shift_mse_10"}
     assert set(GROUPS["protocol"]) == {"gps"}
+    assert set(GROUPS["experiment"]) == {"atlas_posenet", "atlas_ppp"}
     assert {"natural", "folder", "canvas", "shapes", "voc", "duts", "contexts"} <= set(GROUPS["data"])
 
 
@@ -41,6 +45,9 @@ def test_every_option_composes(tmp_path, group, option):
         assert cfg.task.label == "class" and cfg.task.augment == ("none" if option == "none" else "shift")
     elif group == "protocol":  # global: a paper's protocol over the task, backbone, readout and data groups
         assert cfg.task._target_.endswith("LocationClassificationTask") and cfg.data.train_placement == "resample"
+    elif group == "experiment":  # global: the atlas's two runs of a cell
+        assert cfg.task._target_.endswith({"atlas_posenet": "PosENetTask", "atlas_ppp": "PPPTask"}[option])
+        assert cfg.data.image_size == 64
     else:
         assert cfg[group] is not None
 

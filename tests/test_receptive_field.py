@@ -282,3 +282,23 @@ def test_ops_over_the_whole_map_are_refused_in_one_line(name: str, why: str) -> 
     with pytest.raises(PosencError, match=why) as info:
         tap_geometries(build_timm_backbone(name, taps=["f2"]))
     assert "\n" not in str(info.value)
+
+
+def test_the_atlas_reads_a_global_tap_as_none_and_a_local_one_as_measured() -> None:
+    """``allow_global``: squeeze-excitation's taps are None (no local receptive field) instead of an
+    error; a ViT declares every tap global without measuring; tiny's derived fields are kept."""
+    pytest.importorskip("timm")
+    from posenc.models.backbones import build_backbone
+    from posenc.models.receptive_field import measured_geometries, tap_depths, tap_receptive_fields
+    from posenc.models.timm_backbone import build_timm_backbone
+    from posenc.models.vit_backbone import build_vit_backbone
+
+    assert measured_geometries(build_timm_backbone("mobilenetv3_small_100", taps=["f2"]), allow_global=True) == {
+        "f2": None}
+    vit = build_vit_backbone(taps=["f1", "f2"])
+    assert tap_receptive_fields(vit) == {"f1": None, "f2": None}
+    with pytest.raises(PosencError, match="depends on every pixel"):
+        tap_geometries(vit)
+    depths = tap_depths(build_backbone("tiny"), 64)
+    assert [depths[f"tap/f{i}/rf_px"] for i in range(1, 6)] == [5, 14, 32, 68, 140]
+    assert depths["tap/f3/rf_rel"] == 0.5 and tap_depths(vit, 64)["tap/f1/rf_rel"] is None

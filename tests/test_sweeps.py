@@ -96,6 +96,7 @@ def test_presets_are_listed_with_their_descriptions():
     ("channel_order", 144, {"readout", "readout.permute_at", "padding", "task.label"}),
     ("translation_invariance", 30, {"invariance", "padding"}),
     ("ppp_artifact", 6, {"padding"}),
+    ("atlas", 8, {"experiment", "padding"}),  # per group (one model): its two runs x four paddings
 ])
 def test_presets_expand_to_their_jobs(name, n_jobs, swept):
     cfg = OmegaConf.load(CONF_DIR / "sweep" / f"{name}.yaml")
@@ -113,6 +114,19 @@ def test_tap_ablation_sweeps_one_list_per_job(tmp_path):
     assert taps == [f"backbone.taps=[{t}]" for t in ("f1", "f2", "f3", "f4", "f5", "f1,f2,f3,f4,f5")]
     assert list(compose_run(["sweep=tap_ablation", taps[1]], tmp_path).backbone.taps) == ["f2"]
     assert len(compose_run([taps[-1]], tmp_path).backbone.taps) == 5
+
+
+def test_the_atlas_groups_are_its_models_and_any_backbone_option_names_one():
+    from posenc.core.errors import PosencError
+    from posenc.core.sweeps import preset_groups, select_groups
+
+    groups, report = preset_groups("atlas")
+    assert report == "atlas" and len(groups) == 10
+    assert groups["vit_tiny_no_pos_embed"] == ["backbone=vit_tiny", "backbone.position_embedding=none", "padding=zeros"]
+    assert select_groups(groups, "vgg16,tiny") == {"vgg16": ["backbone=vgg16"], "tiny": ["backbone=tiny"]}
+    with pytest.raises(PosencError, match="'vgg61' is not valid; valid: vgg16, resnet18"):
+        select_groups(groups, "vgg61")
+    assert preset_groups("padding_study") == ({}, None)
 
 
 def test_command_line_overrides_replace_swept_values():

@@ -15,6 +15,8 @@ PADDING_MODES: KeysView[str] = PADDING_REGISTRY.keys()
 NONE_UPSAMPLES: tuple[str, ...] = ("padding", "authors")
 PERMUTE_POINTS: tuple[int, ...] = (1, 2, 3, 4, 5)
 
+POSITION_EMBEDDINGS: tuple[str, ...] = ("learned", "none")  # a ViT's (posenc.models.vit_backbone)
+
 # PosENet (posenc.data.position_maps, posenc.data.feature_cache, posenc.models.readouts, posenc.tasks.posenet)
 TARGETS: tuple[str, ...] = ("H", "V", "G", "HS", "VS")
 TARGET_SOURCES: tuple[str, ...] = ("formula", "official")
@@ -24,6 +26,7 @@ CACHE_DTYPES: tuple[str, ...] = ("float32", "float16")
 AUTOCAST: tuple[str | None, ...] = (None, "bf16")
 KERNEL_SIZES: tuple[int, ...] = (1, 3, 5, 7)
 DEPTHS: tuple[int, ...] = (1, 2, 3)
+TAP_READOUTS: tuple[str, ...] = ("all", "each")  # one readout on all taps | also one per tap alone (the atlas)
 
 # data (posenc.data.*)
 SOURCES: tuple[str, ...] = ("natural", "folder")

@@ -36,7 +36,9 @@ import posenc.core.budgets  # noqa: F401 - registers ${readout_steps:...}, which
 
 from posenc.core.choices import (AUGMENTS, AUTOCAST, BACKBONES, CACHE_DTYPES, CACHE_MODES, CANVAS_FILLS, DEPTHS,  # noqa: E402
                             KERNEL_SIZES, LABEL_MODES, NONE_UPSAMPLES, PADDING_MODES, PATCH_SOURCES, PERMUTE_POINTS,
-                            SCENE_BACKGROUNDS, SCENE_LAYOUTS, SEGMENTATION_SOURCES, STRIPE_RANGES, SYNTHETIC_SOURCES, TAP_NAMES, TARGET_SOURCES,
+                            POSITION_EMBEDDINGS,
+                            SCENE_BACKGROUNDS, SCENE_LAYOUTS, SEGMENTATION_SOURCES, STRIPE_RANGES, SYNTHETIC_SOURCES, TAP_NAMES, TAP_READOUTS,
+                            TARGET_SOURCES,
                             TARGETS, TEST_INPUTS, TEST_PLACEMENTS, TRAIN_PLACEMENTS)
 from posenc.core.choices import SOURCES as DATA_SOURCES  # noqa: E402
 
@@ -102,6 +104,14 @@ class BackboneFamilySchema(BackboneOptionsSchema):
 
 
 @dataclass
+class VitBackboneSchema(BackboneFamilySchema):
+    """``backbone=vit_tiny``: a timm Vision Transformer (posenc.models.vit_backbone)."""
+
+    _target_: str = "posenc.models.vit_backbone.build_vit_backbone"
+    position_embedding: str = spec("learned", choices=POSITION_EMBEDDINGS)  # none: zeroed and frozen
+
+
+@dataclass
 class ModuleBackboneSchema(BackboneOptionsSchema):
     """``backbone=module``: a user's ``nn.Module`` from a factory (posenc.models.module_backbone)."""
 
@@ -159,6 +169,7 @@ class PosENetTaskSchema(BudgetSchema):
     cache_dir: str = "outputs/.feature_cache"
     channels_last: bool = False  # run the frozen backbone channels-last
     autocast: Optional[str] = spec(None, choices=AUTOCAST)  # null | bf16: the backbone under autocast
+    tap_readouts: str = spec("all", choices=TAP_READOUTS)  # each: also one readout per tap alone
 
 
 @dataclass
@@ -202,6 +213,7 @@ class PPPTaskSchema(BudgetSchema):
     backbone: Any = MISSING  # ${backbone}
     image_size: int = spec(64, ge=8)
     layers: Optional[List[str]] = spec(None, items={"choices": TAP_NAMES})
+    skip_global: bool = False  # true: skip taps without a padding-free reference (the atlas), not refuse them
     reference_cache: str = spec("disk", choices=("disk", "off"))
     cache_dir: str = "outputs/.feature_cache"
 
@@ -552,6 +564,8 @@ class TrainSchema:
     probe_init: bool = False  # presets: also probe every trained backbone at initialisation
     probe_stage: Optional[str] = spec(None, choices=("init", "trained"))  # set by sweep.py on probe runs
     pivot: Optional[str] = None  # set by presets: the swept key whose values become report columns
+    groups: Optional[Any] = None  # set by grouped presets (atlas): label -> overrides, one multirun each (sweep.py)
+    report: Optional[str] = None  # set by grouped presets: the report over all groups (posenc.core.sweeps.REPORTS)
     paper: Optional[PaperSchema] = None  # set by presets that mirror a paper's table: its numbers, for collect
     paths: PathsSchema = field(default_factory=PathsSchema)
 
@@ -562,6 +576,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "backbone": BackboneSchema,
     "backbone_family": BackboneFamilySchema,
     "backbone_module": ModuleBackboneSchema,
+    "backbone_vit": VitBackboneSchema,
     "padding": PaddingSchema,
     "task_posenet": PosENetTaskSchema,
     "task_location_cls": LocationClsTaskSchema,

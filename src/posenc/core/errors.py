@@ -12,6 +12,12 @@ class PosencError(ValueError):
     """An error caused by the user's input; ``train.py`` prints its one-line message and exits 2."""
 
 
+class MissingWeights(PosencError):
+    """The weights a config asks for are not on this machine (its message names the file and the
+    folder it belongs in). A sweep records the job as ``failed`` with this error's type, so the
+    position atlas marks the cell "no weights" instead of filling it with random init."""
+
+
 def invalid_choice(kind: str, value: object, choices: Iterable[object]) -> PosencError:
     """``unknown padding 'foo'; valid: zeros, reflect, ...``"""
     listed = ", ".join(str(c) for c in choices)

@@ -604,3 +604,56 @@ def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | No
     if curves is not None:
         paths.append(curves)
     return paths
+
+
+# ----------------------------------------------------------------------------- grouped presets
+
+GROUPS_FILE = "groups.json"  # a grouped sweep's dir: its preset, report and groups (label -> overrides)
+REPORTS = {"atlas": "posenc.analysis.atlas.write_atlas"}  # a grouped preset's ``report:`` -> its writer
+
+
+def preset_groups(name: str, conf_dir: Path = CONF_DIR) -> tuple[dict[str, list[str]], str | None]:
+    """``(groups, report)`` of preset ``name``: its ``groups:`` (label -> override list; each group is
+    a multirun of its own, e.g. one model of the position atlas, with its own paddings) and its
+    ``report:`` (a writer over all groups, :data:`REPORTS`); ``({}, None)`` for a plain preset."""
+    path = Path(conf_dir) / "sweep" / f"{name}.yaml"
+    cfg = OmegaConf.load(path) if path.is_file() else OmegaConf.create()
+    groups = OmegaConf.to_container(cfg.get("groups") or OmegaConf.create(), resolve=False)
+    report = cfg.get("report")
+    return {str(k): [str(o) for o in v] for k, v in groups.items()}, (str(report) if report else None)
+
+
+def select_groups(groups: Mapping[str, list[str]], chosen: str | None) -> dict[str, list[str]]:
+    """The groups ``groups=a,b`` names (a label of the preset, or any backbone option: ``[backbone=<it>]``);
+    all of them when ``chosen`` is None."""
+    if chosen is None:
+        return dict(groups)
+    from posenc.core.choices import BACKBONES
+
+    picked: dict[str, list[str]] = {}
+    for label in [c.strip() for c in chosen.strip("[]").split(",") if c.strip()]:
+        if label in groups:
+            picked[label] = list(groups[label])
+        elif label in BACKBONES or (CONF_DIR / "backbone" / f"{label}.yaml").is_file():
+            picked[label] = [f"backbone={label}"]
+        else:
+            raise PosencError(f"groups={chosen}: {label!r} is not valid; valid: {', '.join(groups)}, or any backbone "
+                              "option")
+    if not picked:
+        raise PosencError(f"groups={chosen} names no group; valid: {', '.join(groups)}")
+    return picked
+
+
+def write_group_reports(sweep_dir: Path) -> list[Path]:
+    """The report a grouped sweep's preset names (``GROUPS_FILE``), over every group's jobs."""
+    spec = _read_json(Path(sweep_dir) / GROUPS_FILE) or {}
+    report = spec.get("report")
+    if not report:
+        return []
+    if report not in REPORTS:
+        raise PosencError(f"report {report!r} of {sweep_dir} is not valid; valid: {', '.join(REPORTS)}")
+    groups = {label: collect(Path(sweep_dir) / label) for label in spec.get("groups", {})
+              if (Path(sweep_dir) / label).is_dir()}
+    from hydra.utils import get_method
+
+    return get_method(REPORTS[report])(Path(sweep_dir), groups)

@@ -37,7 +37,7 @@ import torchvision
 from posenc.core.choices import BACKBONES, TAP_NAMES  # noqa: F401 - the valid values live there
 from posenc.core.registry import backbone_entry, padding_entry
 from posenc.core.checkpointing import safe_load
-from posenc.core.errors import PosencError, check_choice
+from posenc.core.errors import MissingWeights, PosencError, check_choice
 from posenc.models.padding import PaddingSpec, meta_copy, minimum_input_size
 from posenc.models.permutation import PERMUTE_POINTS, permute_channels
 from posenc.core.run_contract import read_status
@@ -127,7 +127,7 @@ def load_weights(model: nn.Module, name: str, weights: str | None, download: boo
         path, url = imagenet_weights_file(name)
         if not path.is_file():
             if not download:
-                raise PosencError(
+                raise MissingWeights(
                     f"ImageNet weights for {name} not found: put {path.name} into {path.parent} "
                     f"(from {url}), or set backbone.download=true when online"
                 )

@@ -12,6 +12,9 @@ bilinearly upsampled to the image size with ``align_corners=False`` (the authors
 ``num_maps`` readouts (one per target map) are fused into one module: the first conv stacks the
 heads' output channels and later convs are grouped by head, so every head keeps its own weights,
 BN statistics and init (exactly ``num_maps`` independent readouts) while one conv call serves all.
+``channel_groups`` gives each head its own range of input channels (one tap of the concatenation:
+PosENet's tap ablation, the position atlas): the first conv computes each run of heads from its
+range only, initialised with that range's fan-in, so each head is exactly a readout of its tap alone.
 """
 
 from __future__ import annotations
@@ -71,20 +74,27 @@ class ThinConv2d(nn.Conv2d):
         k = self.kernel_size[0]
         return (self.groups == 1 and self.stride == (1, 1) and self.dilation == (1, 1)
                 and self.padding_mode == "zeros" and self.kernel_size == (k, k) and isinstance(self.padding, tuple)
-                and self.padding[0] == self.padding[1] and self.out_channels * k * k <= self.in_channels)
+                and self.padding[0] == self.padding[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._thin():
-            return super().forward(x)
-        k, p, cout = self.kernel_size[0], self.padding[0], self.out_channels
-        rows = self.weight.permute(0, 2, 3, 1).reshape(cout * k * k, self.in_channels, 1, 1)  # (o, di, dj)
+        blocks = getattr(self, "blocks", None)  # channel_groups: each run of heads reads its own channels
+        if blocks is not None:
+            return torch.cat([self._linear_map(x[:, a:b], self.weight[h0:h1, a:b], self.bias[h0:h1])
+                              for (a, b), (h0, h1) in blocks], dim=1)
+        return self._linear_map(x, self.weight, self.bias)
+
+    def _linear_map(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        k, p, cout = self.kernel_size[0], self.padding[0], weight.shape[0]
+        if not (self._thin() and cout * k * k <= weight.shape[1]):  # few outputs per input channel only
+            return self._conv_forward(x, weight, bias)
+        rows = weight.permute(0, 2, 3, 1).reshape(cout * k * k, weight.shape[1], 1, 1)  # (o, di, dj)
         z = F.conv2d(x, rows)  # [B, cout*k*k, H, W]
         if p:
             z = F.pad(z, (p, p, p, p))
         b, _, h, w = z.shape
         oh, ow = h - k + 1, w - k + 1
         z = z.view(b, cout, k, k, h, w)
-        out = self.bias.view(1, cout, 1, 1) if self.bias is not None else 0
+        out = bias.view(1, cout, 1, 1) if bias is not None else 0
         for di in range(k):
             for dj in range(k):
                 out = out + z[:, :, di, dj, di : di + oh, dj : dj + ow]
@@ -115,7 +125,10 @@ class PosENetReadout(nn.Module):
         feature_size: int = 28,
         sigmoid: bool = True,
         align_corners: bool = True,
+        channel_groups: Sequence[tuple[int, int]] | None = None,
     ) -> None:
+        """``channel_groups``: one ``(start, stop)`` range of input channels per head (None: every
+        head reads all ``in_channels``); only with ``depth=1``."""
         super().__init__()
         check_choice("readout.kernel_size", kernel_size, KERNEL_SIZES)
         check_choice("readout.depth", depth, DEPTHS)
@@ -147,6 +160,29 @@ class PosENetReadout(nn.Module):
                 for head in m.weight.detach().chunk(num_maps, dim=0):  # each head's own fans
                     nn.init.xavier_uniform_(head)
                 nn.init.zeros_(m.bias)
+        if channel_groups is not None:
+            self._mask_heads(list(channel_groups), in_channels, num_maps, depth)
+
+    def _mask_heads(self, groups: list[tuple[int, int]], in_channels: int, num_maps: int, depth: int) -> None:
+        if depth != 1:
+            raise PosencError(f"readout.depth={depth} is not valid with one readout per tap; valid: 1")
+        if len(groups) != num_maps or any(not 0 <= a < b <= in_channels for a, b in groups):
+            raise PosencError(f"channel_groups={groups} is not valid: expected {num_maps} ranges within "
+                              f"0..{in_channels}")
+        conv = self.net[0]
+        blocks: list[tuple[tuple[int, int], tuple[int, int]]] = []  # (channels, heads) of each run of heads
+        for head, group in enumerate(groups):
+            if blocks and blocks[-1][0] == group:
+                blocks[-1] = (group, (blocks[-1][1][0], head + 1))
+            else:
+                blocks.append((group, (head, head + 1)))
+        with torch.no_grad():  # Xavier with the head's own fan-in: as a readout of those channels alone
+            conv.weight.zero_()  # entries outside a head's channels are never read
+            for head, (a, b) in enumerate(groups):
+                own = torch.empty(1, b - a, *conv.weight.shape[2:])
+                nn.init.xavier_uniform_(own)
+                conv.weight[head, a:b] = own[0]
+        conv.blocks = blocks
 
     def maps(self, features: torch.Tensor) -> torch.Tensor:
         """The readouts' maps at feature resolution, ``[B, num_maps, h, w]``."""

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -193,6 +193,9 @@ def tap_modules(backbone: TappedBackbone) -> dict[str, list[nn.Module]]:
 def tap_geometries(backbone: TappedBackbone) -> dict[str, Geometry]:
     """:func:`module_geometry` of each tap (``f1``..``f5``; the identity for the ``none`` backbone);
     :func:`measured_geometries` for a backbone that is not a plain sequence of stages."""
+    if getattr(backbone, "global_receptive_field", False):
+        raise PosencError(f"every tap of backbone {backbone.name} depends on every pixel (attention over the whole "
+                          "image): no padding-free reference exists; valid: a CNN")
     if not getattr(backbone, "sequential", True):
         return measured_geometries(backbone)
     return {tap: module_geometry(modules) for tap, modules in tap_modules(backbone).items()}
@@ -236,17 +239,21 @@ def _dependency_probe(backbone: TappedBackbone) -> nn.Module:
     return probe.requires_grad_(False)
 
 
-def measured_geometries(backbone: TappedBackbone) -> dict[str, Geometry]:
+def measured_geometries(backbone: TappedBackbone, allow_global: bool = False) -> dict[str, Geometry | None]:
     """Receptive field of each tap of any backbone, measured (see the module's docstring): the
     support ``[lo, hi]`` of the centre unit ``c``'s input gradient gives ``size = hi - lo + 1`` and
     ``start = (lo + hi) / 2 - c * jump``, with ``jump`` the tap's declared stride. The input grows
     from 64 px until no support touches its border; at :data:`LARGEST_MEASURED_INPUT` px a tap
-    still touching it is refused."""
+    still touching it is refused, as is one that NaN shows to depend on pixels outside it
+    (``allow_global``: such taps are None instead)."""
     probe = _dependency_probe(backbone)
     strides = backbone.tap_strides
     side, found, measured_at = 64, {}, {}
     generator = torch.Generator().manual_seed(0)
     while len(found) < len(backbone.tap_names):
+        if side > LARGEST_MEASURED_INPUT and allow_global:
+            found.update({t: None for t in backbone.tap_names if t not in found})
+            break
         if side > LARGEST_MEASURED_INPUT:
             tap = next(t for t in backbone.tap_names if t not in found)
             raise PosencError(f"tap {tap} of backbone {backbone.name} depends on every pixel of a "
@@ -258,7 +265,11 @@ def measured_geometries(backbone: TappedBackbone) -> dict[str, Geometry]:
         F.max_pool2d = _average_instead_of_max  # nn.MaxPool2d (and timm's pools) look it up at call time
         try:
             with torch.enable_grad():
-                taps = probe(image)
+                try:
+                    taps = probe(image)
+                except RuntimeError:  # too small for this padding (reflect wider than a deep map): grow
+                    side *= 2
+                    continue
                 for tap, features, jump in zip(backbone.tap_names, taps, strides):
                     if tap in found:
                         continue
@@ -275,7 +286,14 @@ def measured_geometries(backbone: TappedBackbone) -> dict[str, Geometry]:
         side *= 2
     evaluated = copy.deepcopy(backbone).eval()  # BatchNorm on running stats: a batch statistic would spread NaN
     for index, tap in enumerate(backbone.tap_names):
-        _check_with_nan(evaluated, index, *measured_at[tap])
+        if found[tap] is None:
+            continue
+        try:
+            _check_with_nan(evaluated, index, *measured_at[tap])
+        except PosencError:
+            if not allow_global:
+                raise
+            found[tap] = None
     return {tap: found[tap] for tap in backbone.tap_names}
 
 
@@ -302,6 +320,37 @@ def _check_with_nan(backbone: TappedBackbone, index: int, side: int, lo: int, hi
                           f"(column {lo} does not reach its centre unit)")
 
 
+_DEPTHS: dict[tuple[str, tuple[str, ...]], dict[str, Geometry | None]] = {}  # structure only: per process
+
+
+def tap_receptive_fields(backbone: TappedBackbone) -> dict[str, Geometry | None]:
+    """:func:`tap_geometries`, with None for a tap whose units depend on every pixel (attention,
+    squeeze-excitation; a backbone may declare it: ``global_receptive_field = True``). Structural
+    (weights do not enter), so cached per backbone name, padding and taps within a process: the
+    atlas's cells of one model measure it once."""
+    key = (backbone.name, tuple(backbone.tap_names))  # padding=none's upsampling keeps the geometry (above)
+    if key not in _DEPTHS:
+        if getattr(backbone, "global_receptive_field", False):
+            _DEPTHS[key] = {tap: None for tap in backbone.tap_names}
+        else:
+            _DEPTHS[key] = (measured_geometries(backbone, allow_global=True)
+                            if not getattr(backbone, "sequential", True) else dict(tap_geometries(backbone)))
+    return _DEPTHS[key]
+
+
+def tap_depths(backbone: TappedBackbone, image_size: int) -> dict[str, float | int | None]:
+    """Each tap's depth as comparable across families (the position atlas): ``tap/<t>/rf_px`` (receptive
+    field), ``tap/<t>/stride`` and ``tap/<t>/rf_rel`` = receptive field / ``image_size``; the field is
+    None for a tap that depends on every pixel."""
+    fields = tap_receptive_fields(backbone)
+    out: dict[str, float | int | None] = {}
+    for tap, stride in zip(backbone.tap_names, backbone.tap_strides):
+        g = fields[tap]
+        out.update({f"tap/{tap}/rf_px": None if g is None else int(g.size), f"tap/{tap}/stride": int(stride),
+                    f"tap/{tap}/rf_rel": None if g is None else g.size / image_size})
+    return out
+
+
 def margin_needed(geometry: Geometry, crop_size: int, out: int) -> float:
     """Smallest margin (input px, unrounded) that puts the receptive fields of all ``out`` units of
     a ``crop_size`` crop inside the context: ``max(0, radius - start, start + (out - 1) jump +
@@ -311,12 +360,14 @@ def margin_needed(geometry: Geometry, crop_size: int, out: int) -> float:
     return max(0.0, left, right)
 
 
-def context_margin(backbone: TappedBackbone, crop_size: int, taps: Sequence[str] | None = None) -> int:
+def context_margin(backbone: TappedBackbone, crop_size: int, taps: Sequence[str] | None = None,
+                   geometries: Mapping[str, Geometry] | None = None) -> int:
     """Margin ``m`` of the context around a ``crop_size`` crop for PPP (Lin et al., ICML 2023):
     the smallest multiple of the largest jump of ``taps`` (default: all of ``backbone``'s) such that
     every unit of every tap of the crop has its whole receptive field inside the context (crop plus
-    ``m`` on each side); the reference features are then padding-free and aligned to the crop's."""
-    geometries = tap_geometries(backbone)
+    ``m`` on each side); the reference features are then padding-free and aligned to the crop's.
+    ``geometries``: the taps' fields when already known (default: :func:`tap_geometries`)."""
+    geometries = dict(geometries) if geometries is not None else tap_geometries(backbone)
     sizes = tap_output_sizes(backbone, crop_size)
     taps = list(taps) if taps is not None else list(geometries)
     for tap in taps:

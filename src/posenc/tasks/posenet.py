@@ -7,10 +7,19 @@ map with an MSE loss (the map broadcast over the batch). All readouts train in o
 features computed once (``feature_cache``), stored channels-last (the readout conv runs ~2x faster
 on CPU that way).
 Scored per image by SPC and MAE, then averaged, for every test input.
+
+``tap_readouts=each`` also trains one readout per tap alone (PosENet's tap ablation, and the
+position atlas, ``python sweep.py atlas``) on the same cached features: a tap's readout reads
+the tap's channels of the concatenation (one fused module, its heads masked to their taps'
+channels), so the backbone runs once for all of them. The readouts share nothing but the
+optimizer (their parameters are disjoint, so summing their losses trains each as alone); their metrics are ``tap/<tap>/<input>/<target>/<metric>``, next to each
+tap's receptive field and stride (``tap/<tap>/rf_px``, ``/stride``, ``/rf_rel`` = receptive field
+/ image size; null for a tap that depends on every pixel, such as attention or squeeze-excitation).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +29,7 @@ import torch.nn as nn
 from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
-from posenc.core.choices import AUTOCAST  # noqa: F401 - the valid values live there
+from posenc.core.choices import AUTOCAST, TAP_READOUTS  # noqa: F401 - the valid values live there
 from posenc.models.backbones import TappedBackbone
 from posenc.data.feature_cache import cache_key, cached_features, module_digest
 from posenc.core.figures import prediction_grid, save_figure
@@ -30,6 +39,7 @@ from posenc.core.choices import TEST_INPUTS
 from posenc.data.position_maps import TARGETS, make_targets
 from posenc.tasks.base import PosencTask
 from posenc.models.readouts import PosENetReadout, resize_and_concat
+from posenc.models.receptive_field import tap_depths
 from posenc.core.errors import PosencError, check_choice
 
 
@@ -57,6 +67,7 @@ class PosENetTask(PosencTask):
         max_epochs: int | None = None,
         channels_last: bool = False,
         autocast: str | None = None,
+        tap_readouts: str = "all",
     ) -> None:
         """``max_steps`` / ``max_epochs``: the readout budget; the trainer config reads them
         (``trainer.max_steps: ${task.max_steps}``), the task only records them.
@@ -64,6 +75,7 @@ class PosENetTask(PosencTask):
         features are computed (opt-in; the readout always trains in float32)."""
         super().__init__()
         check_choice("task.autocast", autocast, AUTOCAST)
+        check_choice("task.tap_readouts", tap_readouts, TAP_READOUTS)
         for name in targets:
             check_choice("target", name, TARGETS)
         backbone.check_input_size(image_size)
@@ -77,6 +89,14 @@ class PosENetTask(PosencTask):
         self.backbone = backbone
         self.target_names = list(targets)
         self.readout = readout(in_channels=backbone.out_channels, num_maps=len(self.target_names))
+        # tap_readouts=each: one more readout per tap and target, fused into one module whose heads each read
+        # their tap's channels of the concatenation (posenc.models.readouts: exactly independent readouts)
+        offsets = [sum(backbone.tap_channels[:i]) for i in range(len(backbone.tap_channels) + 1)]
+        self.each_tap = list(backbone.tap_names) if tap_readouts == "each" else []
+        self.tap_readouts = readout(
+            in_channels=backbone.out_channels, num_maps=len(self.each_tap) * len(self.target_names),
+            channel_groups=[(offsets[i], offsets[i + 1]) for i in range(len(self.each_tap))
+                            for _ in self.target_names]) if self.each_tap else None
         self.feature_size = self.readout.feature_size
         self.register_buffer(
             "targets", make_targets(self.target_names, image_size, target_source, stripe_range), persistent=False
@@ -98,11 +118,16 @@ class PosENetTask(PosencTask):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Frozen backbone taps, resized to ``feature_size`` and concatenated on channels
         (float32, whatever ``autocast`` ran the backbone in)."""
+        start = time.perf_counter()
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast == "bf16"):
             taps = self.backbone(images)
-        return resize_and_concat([t.float() for t in taps], self.feature_size, self.readout.align_corners)
+        features = resize_and_concat([t.float() for t in taps], self.feature_size, self.readout.align_corners)
+        if self.each_tap:  # the atlas's cost figure; kept out of other runs' metrics.json (byte-identical reruns)
+            self.summary["posenet/time/encode_s"] = self.summary.get("posenet/time/encode_s", 0.0) + (
+                time.perf_counter() - start)
+        return features
 
     def backbone_digest(self) -> str:
         """Hash of the frozen backbone's weights (computed once: they never change)."""
@@ -157,26 +182,40 @@ class PosENetTask(PosencTask):
         """``[B, T, S, S]``: every target's readout map for every image."""
         return self.readout(features, self.image_size)
 
+    def readout_losses(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """MSE of the upsampled maps per readout and target: ``H`` for the all-taps readout,
+        ``f3_H`` for tap f3's own (``tap_readouts=each``)."""
+        losses = dict(zip(self.target_names, self.loss(self.readout.maps(features))))
+        if self.tap_readouts is not None:
+            maps = self.tap_readouts.maps(features)  # [B, taps x targets, h, w]
+            for i, tap in enumerate(self.each_tap):
+                per_target = self.loss(maps[:, i * len(self.target_names): (i + 1) * len(self.target_names)])
+                losses.update({f"{tap}_{name}": v for name, v in zip(self.target_names, per_target)})
+        return losses
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
-        per_target = self.loss(self.readout.maps(self._features(batch)))  # = MSE of the upsampled maps
-        for name, loss in zip(self.target_names, per_target):
-            self.log(f"train/loss_{name}", loss, on_step=False, on_epoch=True)
-        loss = per_target.sum()
+        losses = self.readout_losses(self._features(batch))
+        for name in self.target_names:  # the per-tap readouts' parts reach the loss curve through "losses"
+            self.log(f"train/loss_{name}", losses[name], on_step=False, on_epoch=True)
+        loss = torch.stack(list(losses.values())).sum()
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        return {"loss": loss, "losses": dict(zip(self.target_names, per_target.detach()))}
+        return {"loss": loss, "losses": {k: v.detach() for k, v in losses.items()}}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Held-out training-distribution loss per target (eval-mode BN), for the convergence flag."""
-        per_target = self.loss(self.readout.maps(self._features(batch)))
+        """Held-out training-distribution loss per readout and target (eval-mode BN), for the
+        convergence flag."""
+        losses = self.readout_losses(self._features(batch))
         size = len(batch["index"])
-        for name, loss in zip(self.target_names, per_target):
+        for name, loss in losses.items():
             self.log(f"val/loss_{name}", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
-        self.log("val/loss", per_target.sum(), on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("val/loss", torch.stack(list(losses.values())).sum(), on_step=False, on_epoch=True, batch_size=size,
+                 sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         """The optimizer over the readout; the scheduler factory gets the run's optimizer-step
         count (``total_steps``, e.g. :func:`posenc.core.schedules.multistep_at_fractions`)."""
-        optimizer = self.optimizer_factory(params=self.readout.parameters())
+        taps = self.tap_readouts.parameters() if self.tap_readouts is not None else []
+        optimizer = self.optimizer_factory(params=[*self.readout.parameters(), *taps])
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
@@ -187,21 +226,33 @@ class PosENetTask(PosencTask):
         if stage == "fit":
             self.cache_train_features()
         if stage == "test" and not len(self.test_metrics):
-            for name in self.trainer.datamodule.test_names:
-                for target in self.target_names:
-                    for metric in ("spc", "mae"):
-                        self.test_metrics[f"{name}|{target}|{metric}"] = MeanMetric()
+            for prefix in ["test", *(f"tap/{tap}" for tap in self.each_tap)]:
+                for name in self.trainer.datamodule.test_names:
+                    for target in self.target_names:
+                        for metric in ("spc", "mae"):
+                            self.test_metrics[f"{prefix}|{name}|{target}|{metric}"] = MeanMetric()
+            if self.each_tap:
+                self.summary.update(tap_depths(self.backbone, self.image_size))
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        name = self.trainer.datamodule.test_names[dataloader_idx]
-        pred = self.predict_maps(self.encode(batch["image"]))
+    def _score(self, prefix: str, name: str, pred: torch.Tensor) -> None:
         for j, target in enumerate(self.target_names):
             for metric, fn in (("spc", spearman_per_image), ("mae", mae_per_image)):
                 values = fn(pred[:, j], self.targets[j]).float()
-                meter = self.test_metrics[f"{name}|{target}|{metric}"]
+                meter = self.test_metrics[f"{prefix}|{name}|{target}|{metric}"]
                 meter.update(values)
-                self.log(f"test/{name}/{target}/{metric}", meter, on_step=False, on_epoch=True,
+                self.log(f"{prefix}/{name}/{target}/{metric}", meter, on_step=False, on_epoch=True,
                          add_dataloader_idx=False, batch_size=len(values))
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        name = self.trainer.datamodule.test_names[dataloader_idx]
+        features = self.encode(batch["image"])
+        pred = self.predict_maps(features)
+        self._score("test", name, pred)
+        if self.tap_readouts is not None:
+            maps = self.tap_readouts(features, self.image_size)
+            t = len(self.target_names)
+            for i, tap in enumerate(self.each_tap):
+                self._score(f"tap/{tap}", name, maps[:, i * t: (i + 1) * t])
         if batch_idx == 0:
             self.previews[name] = {"image": batch["image"][0].cpu(), "pred": pred[0].detach().cpu()}
 

@@ -31,7 +31,8 @@ from posenc.analysis.ppp import crop_center, ppp_from_moments, ppp_figure
 from posenc.models.backbones import TappedBackbone
 from posenc.core.checkpointing import atomic_save, safe_load
 from posenc.core.errors import PosencError, check_choice
-from posenc.models.receptive_field import check_context, context_margin, reference_crop, tap_geometries
+from posenc.models.receptive_field import (check_context, context_margin, reference_crop, tap_geometries,
+                                           tap_receptive_fields)
 from posenc.core.registry import padding_entry
 from posenc.tasks.base import PosencTask
 
@@ -52,7 +53,11 @@ class PPPTask(PosencTask):
         cache_dir: str = "outputs/.feature_cache",
         max_steps: int = -1,
         max_epochs: int | None = None,
+        skip_global: bool = False,
     ) -> None:
+        """``skip_global``: measure only the taps that have a padding-free reference (the position
+        atlas: ConvNeXt's last stage, squeeze-excitation taps and a ViT's are "global"), recorded in
+        ``ppp/skipped``; else such a tap is refused in one line."""
         super().__init__()
         check_choice("task.reference_cache", reference_cache, REFERENCE_CACHES)
         if backbone.trainable:
@@ -61,19 +66,30 @@ class PPPTask(PosencTask):
             raise PosencError("backbone=none has no padding to measure; valid: any other backbone")
         self.backbone = backbone
         self.image_size = int(image_size)
+        backbone.check_input_size(self.image_size)  # e.g. reflect padding wider than a deep 2x2 map: one line
         if layers is not None and not list(layers):
             raise PosencError(f"task.layers=[] is not valid: PPP measures at least one tap; valid: any of "
                               f"{', '.join(backbone.tap_names)}, or null for all")
         layers = list(layers) if layers else list(backbone.tap_names)
         for layer in layers:
             check_choice(f"task.layers entry (taps of backbone {backbone.name})", layer, backbone.tap_names)
+        skipped: list[str] = []
+        if skip_global:
+            fields = tap_receptive_fields(backbone)
+            skipped = [layer for layer in layers if fields[layer] is None]
+            layers = [layer for layer in layers if fields[layer] is not None]
+            if not layers:
+                raise PosencError(f"no tap of backbone {backbone.name} has a padding-free reference (every one "
+                                  "depends on every pixel); valid: a backbone with local receptive fields")
+            geometries = {layer: fields[layer] for layer in layers}
+        else:
+            geometries = tap_geometries(backbone)
         self.layers = layers
         self.reference_cache, self.cache_dir = reference_cache, Path(cache_dir)
         self.budget = {"max_steps": max_steps, "max_epochs": max_epochs}
-        geometries = tap_geometries(backbone)
         self.geometries = {name: geometries[name] for name in layers}
-        self.margin = context_margin(backbone, self.image_size, layers)
-        self.summary: dict[str, Any] = {}
+        self.margin = context_margin(backbone, self.image_size, layers, self.geometries)
+        self.summary: dict[str, Any] = {"ppp/skipped": ",".join(skipped)} if skipped else {}
 
     # -- setup -------------------------------------------------------------------------------
     def check_data(self, datamodule: Any) -> None:
@@ -166,7 +182,7 @@ class PPPTask(PosencTask):
         summary.update({"ppp/images": int(count), "ppp/margin_px": self.margin, "ppp/crop_px": self.image_size,
                         "ppp/reference_cached": self.cached is not None,
                         "ppp/time/crops_s": self.seconds["crops"], "ppp/time/contexts_s": self.seconds["contexts"]})
-        self.summary = summary
+        self.summary = {**{k: v for k, v in self.summary.items() if k == "ppp/skipped"}, **summary}
 
     def on_test_end(self) -> None:
         if not self.trainer.is_global_zero or not self.heatmaps:
