@@ -62,7 +62,7 @@ def report(sweep_dir: Path, pivot: str | None = None) -> bool:
     spec = read_json(sweep_dir / GROUPS_FILE)
     if spec is not None:
         ok = True
-        for label in spec.get("groups", {}):
+        for label, _ in spec.get("groups", []):
             if (sweep_dir / label / "multirun.yaml").exists():
                 ok = all(r.status == COMPLETED for r in collect(sweep_dir / label)) and ok
                 write_reports(sweep_dir / label, collect(sweep_dir / label))
@@ -107,8 +107,8 @@ def run_groups(name: str, groups: dict[str, list[str]], report_name: str | None,
     overrides = [o for o in overrides if not o.startswith("hydra.sweep.dir=")]
     sweep_dir = Path(given[-1]).resolve() if given else reserve_sweep_dir(output_root(overrides), name)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(sweep_dir / GROUPS_FILE, {"preset": name, "report": report_name, "groups": groups,
-                                        "overrides": overrides})
+    write_json(sweep_dir / GROUPS_FILE, {"preset": name, "report": report_name, "groups": list(groups.items()),
+                                        "overrides": overrides})  # pairs: the groups' order survives sorted keys
     cores = os.cpu_count() or 1
     parallel = max(1, min(parallel or cores, len(groups)))
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // parallel))} if parallel > 1 else None

@@ -91,7 +91,7 @@ def test_default_config_validates(tmp_path):
 def test_every_option_composes_typed_and_validates(tmp_path, group, option):
     cfg = compose_run([f"{group}={option}"], tmp_path)
     validate(cfg)
-    node = cfg.task if group in ("invariance", "protocol") else None if group == "sweep" else cfg[group]  # global
+    node = cfg.task if group in ("invariance", "protocol", "experiment") else None if group == "sweep" else cfg[group]
     if node is not None:
         assert dataclasses.is_dataclass(OmegaConf.get_type(node)), f"{group}={option} is untyped"
 
@@ -189,7 +189,7 @@ def test_choices_are_the_codes_own():
 
 # Arguments a schema leaves out on purpose: the task builds the readout with these.
 HEAD_SHAPES = {"tap_channels", "tap_sizes", "num_classes"}
-PASSED_BY_CODE = {"ReadoutSchema": {"in_channels", "num_maps"}, "GapLinearSchema": HEAD_SHAPES,
+PASSED_BY_CODE = {"ReadoutSchema": {"in_channels", "num_maps", "channel_groups"}, "GapLinearSchema": HEAD_SHAPES,
                   "GapPermuteSchema": HEAD_SHAPES, "GapNetSchema": HEAD_SHAPES, "FlattenLinearSchema": HEAD_SHAPES,
                   "PixelDecoderSchema": HEAD_SHAPES}
 # A schema whose ``_target_`` its YAMLs state (a backbone family's): checked against each family's builder.

@@ -278,7 +278,7 @@ def test_list_and_unknown_sweep(tmp_path):
     proc = sweep_cli("padding_studdy", f"paths.output_root={tmp_path}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown sweep 'padding_studdy'; valid: border_study, canvas_frame, canvas_study, channel_order, padding_study, "
+        "error: unknown sweep 'padding_studdy'; valid: atlas, border_study, canvas_frame, canvas_study, channel_order, padding_study, "
         "padding_then_probe, posenet_alone, ppp_artifact, readout_ablation, tap_ablation, translation_invariance"]
     assert not (tmp_path / "sweeps").exists()
     proc = sweep_cli("collect", str(tmp_path / "nowhere"))

@@ -157,7 +157,7 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
         writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
         writer.writeheader()
         for row in rows:
-            writer.writerow({c: _fmt(row.get(c), 4) for c in COLUMNS})
+            writer.writerow({c: f"{row[c]:.6g}" if isinstance(row.get(c), float) else _fmt(row.get(c)) for c in COLUMNS})
     return path
 
 
@@ -217,6 +217,7 @@ def tap_positions(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str
     return positions
 
 
+LOG_DECADES_SHOWN = 1e-5  # the PPP panels' colour scale spans five decades below the largest value; less is darkest
 PANELS = (("H_spc", "PosENet H SPC", "viridis", False),
           ("ppp_rel_energy", "PPP relative energy (log)", "magma", True),
           ("ppp_snr", "PPP SNR (log)", "magma", True))
@@ -233,7 +234,8 @@ def _norm(values: Sequence[float], log: bool):
     positive = [v for v in values if v and v > 0]
     if not positive or min(positive) == max(positive):
         return LogNorm(vmin=1e-4, vmax=1.0)
-    return LogNorm(vmin=min(positive), vmax=max(positive))
+    top = max(positive)  # five decades: a pattern 10^-16 of the features (ConvNeXt at init) would wash out the rest
+    return LogNorm(vmin=max(min(positive), top * LOG_DECADES_SHOWN), vmax=top, clip=True)
 
 
 def short_note(note: str | None) -> str:

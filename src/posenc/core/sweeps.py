@@ -608,7 +608,7 @@ def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | No
 
 # ----------------------------------------------------------------------------- grouped presets
 
-GROUPS_FILE = "groups.json"  # a grouped sweep's dir: its preset, report and groups (label -> overrides)
+GROUPS_FILE = "groups.json"  # a grouped sweep's dir: its preset, report and groups ([label, overrides] pairs)
 REPORTS = {"atlas": "posenc.analysis.atlas.write_atlas"}  # a grouped preset's ``report:`` -> its writer
 
 
@@ -652,7 +652,7 @@ def write_group_reports(sweep_dir: Path) -> list[Path]:
         return []
     if report not in REPORTS:
         raise PosencError(f"report {report!r} of {sweep_dir} is not valid; valid: {', '.join(REPORTS)}")
-    groups = {label: collect(Path(sweep_dir) / label) for label in spec.get("groups", {})
+    groups = {label: collect(Path(sweep_dir) / label) for label, _ in spec.get("groups", [])
               if (Path(sweep_dir) / label).is_dir()}
     from hydra.utils import get_method
 
