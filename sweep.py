@@ -41,6 +41,7 @@ from posenc.core.run_contract import write_json
 from posenc.core.sweeps import (
     COMPLETED,
     GROUPS_FILE,
+    group_results,
     preset_groups,
     select_groups,
     write_group_reports,
@@ -59,19 +60,13 @@ ROOT = Path(__file__).resolve().parent
 def report(sweep_dir: Path, pivot: str | None = None) -> bool:
     """Collect ``sweep_dir``, write its reports, print ``results.md`` and, last, the sweep dir.
     True when every job completed. A grouped sweep: every group's report, then the preset's own."""
-    spec = read_json(sweep_dir / GROUPS_FILE)
-    if spec is not None:
-        ok = True
-        for label, _ in spec.get("groups", []):
-            if (sweep_dir / label / "multirun.yaml").exists():
-                ok = all(r.status == COMPLETED for r in collect(sweep_dir / label)) and ok
-                write_reports(sweep_dir / label, collect(sweep_dir / label))
-            else:
-                ok = False
-        paths = write_group_reports(sweep_dir)
-        md = next((p for p in paths if p.suffix == ".md"), None)
-        if md is not None:
-            print(md.read_text())
+    groups = group_results(sweep_dir)
+    if groups is not None:
+        expected = len((read_json(sweep_dir / GROUPS_FILE) or {}).get("groups", []))
+        ok = len(groups) == expected and all(r.status == COMPLETED for rs in groups.values() for r in rs)
+        tables = [p for p in write_group_reports(sweep_dir, groups) if p.suffix == ".md"]
+        if tables:  # the preset's own report is written last
+            print(tables[-1].read_text())
         print(sweep_dir, flush=True)
         return ok
     results = collect(sweep_dir)

@@ -82,9 +82,8 @@ def atlas_cells(groups: Mapping[str, Sequence[Any]]) -> list[Cell]:
             kind = _kind(job)
             if kind is None:
                 continue
-            padding = str(job.metrics.get("padding") or _job_setting(job, "padding") or "?")
-            if padding not in PADDING_ORDER:  # a job that failed before it recorded its choices
-                padding = override_value(job.overrides, "padding") or padding
+            # the choice a run records, else (a job that failed before it ran) the override that swept it
+            padding = str(job.metrics.get("padding") or override_value(job.overrides, "padding") or "?")
             weights = _job_setting(job, "backbone.weights")
             label = "random init" if weights in (None, "null") else str(weights)
             cell = cells.setdefault((model, padding, label), Cell(model, padding, label))

@@ -628,13 +628,14 @@ def select_groups(groups: Mapping[str, list[str]], chosen: str | None) -> dict[s
     all of them when ``chosen`` is None."""
     if chosen is None:
         return dict(groups)
-    from posenc.core.choices import BACKBONES
+    from posenc.core.cli import group_options
 
+    backbones = group_options(CONF_DIR)["backbone"]
     picked: dict[str, list[str]] = {}
     for label in [c.strip() for c in chosen.strip("[]").split(",") if c.strip()]:
         if label in groups:
             picked[label] = list(groups[label])
-        elif label in BACKBONES or (CONF_DIR / "backbone" / f"{label}.yaml").is_file():
+        elif label in backbones:
             picked[label] = [f"backbone={label}"]
         else:
             raise PosencError(f"groups={chosen}: {label!r} is not valid; valid: {', '.join(groups)}, or any backbone "
@@ -644,16 +645,24 @@ def select_groups(groups: Mapping[str, list[str]], chosen: str | None) -> dict[s
     return picked
 
 
-def write_group_reports(sweep_dir: Path) -> list[Path]:
-    """The report a grouped sweep's preset names (``GROUPS_FILE``), over every group's jobs."""
-    spec = _read_json(Path(sweep_dir) / GROUPS_FILE) or {}
-    report = spec.get("report")
+def group_results(sweep_dir: Path) -> dict[str, list[JobResult]] | None:
+    """Every group's jobs of a grouped sweep (:data:`GROUPS_FILE`), in the preset's order; None for a
+    plain sweep. A group that never started has no dir and no entry."""
+    spec = _read_json(Path(sweep_dir) / GROUPS_FILE)
+    if spec is None:
+        return None
+    return {label: collect(Path(sweep_dir) / label) for label, _ in spec.get("groups", [])
+            if (Path(sweep_dir) / label / "multirun.yaml").is_file()}
+
+
+def write_group_reports(sweep_dir: Path, groups: Mapping[str, Sequence[JobResult]]) -> list[Path]:
+    """Each group's reports, then the one the grouped preset names (``report:``) over all of them."""
+    paths = [p for label, results in groups.items() for p in write_reports(Path(sweep_dir) / label, results)]
+    report = (_read_json(Path(sweep_dir) / GROUPS_FILE) or {}).get("report")
     if not report:
-        return []
+        return paths
     if report not in REPORTS:
         raise PosencError(f"report {report!r} of {sweep_dir} is not valid; valid: {', '.join(REPORTS)}")
-    groups = {label: collect(Path(sweep_dir) / label) for label, _ in spec.get("groups", [])
-              if (Path(sweep_dir) / label).is_dir()}
     from hydra.utils import get_method
 
-    return get_method(REPORTS[report])(Path(sweep_dir), groups)
+    return paths + get_method(REPORTS[report])(Path(sweep_dir), groups)

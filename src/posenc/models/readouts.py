@@ -161,9 +161,9 @@ class PosENetReadout(nn.Module):
                     nn.init.xavier_uniform_(head)
                 nn.init.zeros_(m.bias)
         if channel_groups is not None:
-            self._mask_heads(list(channel_groups), in_channels, num_maps, depth)
+            self._assign_heads(list(channel_groups), in_channels, num_maps, depth)
 
-    def _mask_heads(self, groups: list[tuple[int, int]], in_channels: int, num_maps: int, depth: int) -> None:
+    def _assign_heads(self, groups: list[tuple[int, int]], in_channels: int, num_maps: int, depth: int) -> None:
         if depth != 1:
             raise PosencError(f"readout.depth={depth} is not valid with one readout per tap; valid: 1")
         if len(groups) != num_maps or any(not 0 <= a < b <= in_channels for a, b in groups):

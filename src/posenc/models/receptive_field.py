@@ -320,15 +320,23 @@ def _check_with_nan(backbone: TappedBackbone, index: int, side: int, lo: int, hi
                           f"(column {lo} does not reach its centre unit)")
 
 
-_DEPTHS: dict[tuple[str, tuple[str, ...]], dict[str, Geometry | None]] = {}  # structure only: per process
+_DEPTHS: dict[tuple[str, tuple[str, ...], int], dict[str, Geometry | None]] = {}  # per process
+
+
+def _structure(backbone: TappedBackbone) -> int:
+    """A hash of what the receptive fields depend on: every leaf's class, kernel, stride and dilation.
+    Not the padding *mode* (zeros, reflect and circular share one measurement) nor the weights;
+    a user's module built with other kwargs (``backbone=module``, same name) gets its own."""
+    return hash(tuple((type(m).__name__, getattr(m, "kernel_size", None), getattr(m, "stride", None),
+                       getattr(m, "dilation", None)) for m in backbone.modules() if not list(m.children())))
 
 
 def tap_receptive_fields(backbone: TappedBackbone) -> dict[str, Geometry | None]:
     """:func:`tap_geometries`, with None for a tap whose units depend on every pixel (attention,
     squeeze-excitation; a backbone may declare it: ``global_receptive_field = True``). Structural
-    (weights do not enter), so cached per backbone name, padding and taps within a process: the
-    atlas's cells of one model measure it once."""
-    key = (backbone.name, tuple(backbone.tap_names))  # padding=none's upsampling keeps the geometry (above)
+    (weights and padding modes do not enter), so cached per structure within a process: the atlas's
+    cells of one model measure it once per padding class."""
+    key = (backbone.name, tuple(backbone.tap_names), _structure(backbone))
     if key not in _DEPTHS:
         if getattr(backbone, "global_receptive_field", False):
             _DEPTHS[key] = {tap: None for tap in backbone.tap_names}

@@ -89,7 +89,8 @@ class PPPTask(PosencTask):
         self.budget = {"max_steps": max_steps, "max_epochs": max_epochs}
         self.geometries = {name: geometries[name] for name in layers}
         self.margin = context_margin(backbone, self.image_size, layers, self.geometries)
-        self.summary: dict[str, Any] = {"ppp/skipped": ",".join(skipped)} if skipped else {}
+        self.skipped = skipped  # taps without a padding-free reference (skip_global), recorded in metrics.json
+        self.summary: dict[str, Any] = {}
 
     # -- setup -------------------------------------------------------------------------------
     def check_data(self, datamodule: Any) -> None:
@@ -182,7 +183,9 @@ class PPPTask(PosencTask):
         summary.update({"ppp/images": int(count), "ppp/margin_px": self.margin, "ppp/crop_px": self.image_size,
                         "ppp/reference_cached": self.cached is not None,
                         "ppp/time/crops_s": self.seconds["crops"], "ppp/time/contexts_s": self.seconds["contexts"]})
-        self.summary = {**{k: v for k, v in self.summary.items() if k == "ppp/skipped"}, **summary}
+        if self.skipped:
+            summary["ppp/skipped"] = ",".join(self.skipped)
+        self.summary = summary
 
     def on_test_end(self) -> None:
         if not self.trainer.is_global_zero or not self.heatmaps:
