@@ -5,7 +5,9 @@
     python sweep.py collect SWEEP_DIR            # (re)collect and report an existing sweep dir
 
 A preset with a ``probe:`` list (padding_then_probe, ppp_artifact) has a second stage: after the
-multirun, one run per completed job and probe (a list of override lists gives several) on the
+multirun, a second multirun through the same launcher (``hydra/launcher=...``) with the command line's
+overrides that apply to it (trainer, launcher, loggers, ``data.*``; not the first stage's task, nor
+sweeps): one run per completed job and probe (a list of override lists gives several) on the
 backbone that job trained, into ``SWEEP_DIR/probe/<job>``, reported like a sweep of its own
 (``sweep.py collect SWEEP_DIR/probe``); with ``probe_init: true`` also on the job's backbone at
 initialisation, the report then showing init and trained side by side.
@@ -47,7 +49,9 @@ from posenc.core.sweeps import (
     write_group_reports,
     PROBE_DIR,
     collect,
+    probe_command,
     probe_jobs,
+    write_probe_stage,
     probe_settings,
     list_presets,
     reserve_sweep_dir,
@@ -176,11 +180,15 @@ def run_sweep(name: str, overrides: list[str]) -> int:
     if interrupted:
         return 130
     probes = probe_jobs(sweep_dir, collect(sweep_dir))
-    if probes:  # the second stage: PosENet on every backbone the first stage trained
-        print(f"sweep {name}, probe stage: {len(probes)} runs into {sweep_dir / PROBE_DIR}", flush=True)
-        for job in probes:
-            subprocess.run([sys.executable, str(ROOT / "train.py"), *job], stdout=subprocess.DEVNULL)
-        ok = report(sweep_dir / PROBE_DIR) and ok
+    if probes:  # the second stage: one multirun on every backbone the first stage trained, same launcher
+        probe_dir = write_probe_stage(sweep_dir, probes)
+        print(f"sweep {name}, probe stage: {len(probes)} runs into {probe_dir}", flush=True)
+        probe_rc, interrupted = launch([sys.executable, str(ROOT / "train.py"),
+                                        *probe_command(sweep_dir, probes, overrides)])
+        rc = rc or probe_rc
+        ok = report(probe_dir) and ok if (probe_dir / "multirun.yaml").exists() else False
+        if interrupted:
+            return 130
     return 0 if ok and rc == 0 else 1
 
 

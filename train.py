@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -37,16 +38,18 @@ def prepare_argv(argv: list[str]) -> list[str]:
     return with_output_dir(argv, datetime.now())
 
 
-if __name__ == "__main__":
+def cli(argv: Sequence[str]) -> int:
+    """``python train.py ARGV`` as a function: its exit status (0; 2 on a user error, in one line on stderr;
+    a signal's ``128 + n`` and a bug's traceback propagate as ``SystemExit`` / the exception)."""
     try:
-        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+        sys.argv = [str(Path(__file__).resolve()), *prepare_argv(list(argv))]
     except AlreadyComplete as done:
         print(done, file=sys.stderr)
         print(done.run_dir)  # the run dir, as every run's last line
-        sys.exit(0)
+        return 0
     except PosencError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     # Hydra prints its own multi-line report of a compose error and exits 1; with this set it
     # re-raises instead, so a config mistake becomes one line here and a bug keeps its traceback.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
@@ -57,4 +60,9 @@ if __name__ == "__main__":
         if user is None:
             raise
         print(f"error: {user}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

@@ -7,7 +7,7 @@ Runs the same small experiment three ways in one process and prints wall times a
 3. one bare frozen forward pass over the same images (train set + every test set).
 Target: cached run / bare forward <= 1.3.
 
-    python benchmarks/posenet_cache.py [--backbone vgg16] [--image-size 224] [--num-train 64] ...
+    python benchmarks/posenet_cache.py [--backbone vgg16] [--image-size 224] [--num-train 64] [--trainer gpu] ...
 """
 
 from __future__ import annotations
@@ -38,22 +38,26 @@ def bare_forward_seconds(overrides: list[str], run_dir: Path) -> float:
     cfg = compose_run(overrides, run_dir)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
-    task = instantiate(cfg.task)
+    device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+    task = instantiate(cfg.task).to(device)
     sets = [datamodule.train_set, *datamodule.test_sets.values()]
     loaders = [torch.utils.data.DataLoader(s, batch_size=cfg.data.batch_size) for s in sets]
     start = time.perf_counter()
     for loader in loaders:
         for batch in loader:
-            task.encode(batch["image"])
+            task.encode(batch["image"].to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = add_data_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--trainer", choices=["cpu", "gpu"], default="cpu", help="the trainer config (conf/trainer/)")
     args = parser.parse_args()
     overrides = [
-        f"backbone={args.backbone}", f"data.image_size={args.image_size}", f"data.num_train={args.num_train}",
+        f"trainer={args.trainer}", f"backbone={args.backbone}", f"data.image_size={args.image_size}", f"data.num_train={args.num_train}",
         f"data.num_test={args.num_test}", f"trainer.max_epochs={args.epochs}", "callbacks.progress=null",
     ]
     root = Path(tempfile.mkdtemp(prefix="posenc-bench-"))

@@ -53,7 +53,7 @@ def main() -> None:
         print(f"proxy-trained {args.backbone} weights: {weights} ({time.perf_counter() - start:.0f} s)")
     base = [f"backbone={args.backbone}", f"data.image_size={args.image_size}", f"data.num_train={args.num_train}",
             f"data.num_test={args.num_test}", "data.test_inputs=[natural]", f"task.targets={args.targets}",
-            "task.feature_cache=disk", "callbacks.progress=null", f"seed={args.seed}"]
+            "task.feature_cache=disk", "task.cache_dtype=float32", "callbacks.progress=null", f"seed={args.seed}"]
     lines = []
     backbones = {"trained": [f"backbone.weights={weights}"], "random": []}
     for label, extra in ((k, v) for k, v in backbones.items() if args.only in (None, k)):

@@ -56,3 +56,44 @@ def cached_run(tmp_root: str, *overrides: str) -> dict:
     metrics = run(compose_run(list(overrides), f"{tmp_root}/{name}"))
     assert metrics is not None
     return metrics
+
+
+@lru_cache(maxsize=1)
+def _train_script():
+    """``train.py`` loaded as a module once (its ``cli`` is ``python train.py`` as a function)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("posenc_train_script", ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train_in_process(*args: str, env: dict[str, str] | None = None):
+    """``python train.py ARGS`` run in this process: its exit status, stdout and stderr, as a subprocess's
+    would be, without the seconds a fresh interpreter spends importing torch. For commands that stop with
+    a one-line error or finish in a few steps; signals and DDP need a real process."""
+    import contextlib
+    import io
+    import subprocess
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    cli = _train_script().cli
+    out, err = io.StringIO(), io.StringIO()
+    argv, environ = list(sys.argv), dict(os.environ)
+    os.environ.update(env or {})
+    GlobalHydra.instance().clear()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv[:] = argv
+        os.environ.clear()
+        os.environ.update(environ)
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(["train.py", *args], code, out.getvalue(), err.getvalue())

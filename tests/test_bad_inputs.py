@@ -3,12 +3,10 @@ Trainer is built or a file of the run is written."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, compose_run
+from conftest import ROOT, compose_run, train_in_process
 
 TINY = ["backbone=tiny", "data.num_train=8", "data.num_test=4", "trainer.max_epochs=1", "callbacks.progress=null"]
 
@@ -53,8 +51,7 @@ def test_one_line_before_anything_is_built(tmp_path, capsys, case):
     (["hydra.run.dir="], "error: hydra.run.dir='' is not valid: expected a directory (leave it unset for a fresh one)"),
 ])
 def test_command_line_mistakes_are_one_line(args, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
+    proc = train_in_process(*args)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [message]
 
@@ -67,13 +64,18 @@ def test_command_line_mistakes_are_one_line(args, message):
     (["--out", "/proc/forbidden"], "--out='/proc/forbidden' is not valid: cannot write there"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ])
-def test_analysis_command_mistakes_are_one_line(tmp_path, args, message):
+def test_analysis_command_mistakes_are_one_line(tmp_path, capsys, args, message):
+    """``python -m posenc.tools.attack`` (its ``main``, in this process)."""
+    from posenc.tools.attack import main
+
     run_dir = tmp_path / "not_a_run"
     run_dir.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "posenc.tools.attack", str(run_dir), *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode == 2
-    (line,) = proc.stderr.strip().splitlines()
+    try:
+        code = main([str(run_dir), *args])
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and message in line, line
 
 
@@ -90,8 +92,15 @@ def test_ppp_with_no_layers_is_refused(tmp_path, capsys):
         "for all"]
 
 
-def test_sweep_usage_mistakes_are_one_line():
-    proc = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "--frobnicate"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: sweep.py: unrecognized arguments: --frobnicate (see --help)"]
+def test_sweep_usage_mistakes_are_one_line(capsys):
+    """``python sweep.py --frobnicate`` (its ``main``, in this process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("posenc_sweep_script", ROOT / "sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["--frobnicate"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: sweep.py: unrecognized arguments: --frobnicate (see --help)"]

@@ -179,6 +179,21 @@ def test_make_canvases_grid_and_free():
     assert torch.equal(free["label"], patches.labels)
 
 
+@pytest.mark.parametrize(("fill", "grid"), [("noise", 3), ("mean", None)])
+def test_uint8_canvases_built_in_chunks_equal_the_float_ones(fill, grid):
+    """What the canvas datamodule stores (uint8, a chunk at a time: bounded memory at 50,000
+    canvases) is the float canvases rounded, noise fills and free placements included."""
+    from posenc.data.canvas import CANVAS_CHUNK
+
+    patches = digit_patches(CANVAS_CHUNK + 5, 8, seed=0)  # two chunks, the second partial
+    whole = make_canvases(patches, 24, grid, fill, _gen(4), paste_object_only=True)
+    chunked = make_canvases(patches, 24, grid, fill, _gen(4), paste_object_only=True, uint8=True)
+    assert chunked["image"].dtype == torch.uint8
+    assert torch.equal(chunked["image"], (whole["image"] * 255).round().clamp(0, 255).to(torch.uint8))
+    for key in ("cell", "position", "object_mask", "label"):
+        assert torch.equal(chunked[key], whole[key]), key
+
+
 # --------------------------------------------------------------------------- patch sources
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, train_in_process
 
 FAST = [o for o in TINY if o != "callbacks.progress=null"] + ["data.num_train=16", "trainer.max_epochs=1"]
 
@@ -21,6 +20,11 @@ def train(*args: str, out: Path, check: bool = False) -> subprocess.CompletedPro
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def train_here(*args: str, out: Path) -> subprocess.CompletedProcess:
+    """``train`` in this process (the one-line errors: no interpreter start-up per case)."""
+    return train_in_process(*args, f"paths.output_root={out}")
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -37,39 +41,35 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     ("-m padding=zeros,mirror", ["'mirror'", "reflect"]),
 ])
 def test_unknown_option_is_one_line_naming_it_and_the_valid_ones(tmp_path, arg, names):
-    line = one_error_line(train(*arg.split(), out=tmp_path))
+    line = one_error_line(train_here(*arg.split(), out=tmp_path))
     for name in names:
         assert name in line
 
 
 def test_bad_values_are_one_line_errors(tmp_path):
-    line = one_error_line(train(*FAST, "task.targets=[H,X]", out=tmp_path))
+    line = one_error_line(train_here(*FAST, "task.targets=[H,X]", out=tmp_path))
     assert "'X'" in line and "HS" in line
-    line = one_error_line(train(*FAST, "readout.kernel_size=4", out=tmp_path))
+    line = one_error_line(train_here(*FAST, "readout.kernel_size=4", out=tmp_path))
     assert "4" in line and "1, 3, 5, 7" in line
 
 
 def test_missing_weights_file_names_file_and_folder(tmp_path):
     env_home = tmp_path / "torch_home"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "backbone=resnet18", "backbone.weights=imagenet",
-         "data.image_size=32", f"paths.output_root={tmp_path}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
-        env={**os.environ, "TORCH_HOME": str(env_home)},
-    )
+    proc = train_in_process("backbone=resnet18", "backbone.weights=imagenet", "data.image_size=32",
+                            f"paths.output_root={tmp_path}", env={"TORCH_HOME": str(env_home)})
     line = one_error_line(proc)
     assert "resnet18-f37072fd.pth" in line and str(env_home / "hub" / "checkpoints") in line
 
 
 def test_missing_data_dir_names_the_path(tmp_path):
     missing = tmp_path / "DUTS-TR"
-    line = one_error_line(train(*FAST, "data=folder", f"data.train_dir={missing}",
+    line = one_error_line(train_here(*FAST, "data=folder", f"data.train_dir={missing}",
                                 f"data.test_dir={tmp_path}", out=tmp_path))
     assert str(missing) in line
 
 
 def test_too_small_for_none_shrink_says_the_minimum(tmp_path):
-    line = one_error_line(train("backbone=tiny", "padding=none_shrink", "data.image_size=64", out=tmp_path))
+    line = one_error_line(train_here("backbone=tiny", "padding=none_shrink", "data.image_size=64", out=tmp_path))
     assert "140" in line and "64" in line
 
 
@@ -88,3 +88,23 @@ def test_multirun_sweeps_paddings_into_one_sweep_dir(tmp_path):
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and (p / "metrics.json").exists())
     assert [json.loads((j / "metrics.json").read_text())["padding"] for j in jobs] == ["zeros", "circular"]
     assert proc.stdout.strip().splitlines()[-1] == str(jobs[-1])
+
+
+@pytest.mark.parametrize("flags, expect", [
+    (["--cfg", "job", "--resolve"], "save_dir: {root}/runs/"),   # the dirs a run would get, made by no one
+    (["--cfg", "hydra", "--resolve"], "dir: {root}/runs/"),
+    (["--cfg", "all", "--package", "logger"], "save_dir: ${{run_dir:}}"),
+    (["--info", "defaults"], "logger/csv"),
+    (["--help"], "padding: circular, none, none_shrink, partial, reflect, replicate, zeros"),
+])
+def test_every_hydra_flag_prints_without_running(tmp_path, flags, expect):
+    """``--cfg job|hydra|all`` (with ``--resolve``, ``--package``), ``--info`` and ``--help`` print and exit 0,
+    write nothing, and ``--help`` lists the groups users choose from, not the internal ``schema`` group."""
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, f"paths.output_root={tmp_path}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert expect.format(root=tmp_path) in proc.stdout
+    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())  # nothing written, no dir reserved
+    if flags == ["--help"]:
+        groups = proc.stdout.split("== Config groups (group=option) ==")[1].split("==")[0]
+        assert "\nschema:" not in groups and "\nhydra/launcher: basic, slurm, submitit_local, submitit_slurm" in groups

@@ -21,7 +21,7 @@ from hydra.errors import MissingConfigException
 from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
-from conftest import CONF_DIR, ROOT, compose_run
+from conftest import CONF_DIR, ROOT, compose_run, train_in_process
 from posenc.core import config_schema as schema
 from posenc.core.cli import group_options
 from posenc.core.config_validation import validate
@@ -32,7 +32,7 @@ GROUPS = group_options(CONF_DIR)
 ALL_OPTIONS = [(g, o) for g, options in GROUPS.items() for o in options if not g.startswith("hydra")]
 
 # train.py as a user runs it: (override, what the one line must name). Started all at once by
-# the fixture below (they fail before any training: a few seconds together).
+# the fixture below (they fail before any training: in this process, under a second each).
 CLI_CASES = {
     "seed=abc": ["seed='abc'", "expected an int"],
     "data.image_size=abc": ["data.image_size='abc'", "expected an int >= 8"],
@@ -44,18 +44,9 @@ CLI_CASES = {
 
 @pytest.fixture(scope="module")
 def cli_results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Each case as ``python train.py`` ends it (in this process: each stops before anything is built)."""
     out = tmp_path_factory.mktemp("cli")
-    procs = {
-        case: subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), "backbone=tiny", case, f"paths.output_root={out}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        for case in CLI_CASES
-    }
-    results = {}
-    for case, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=600)
-        results[case] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    return results
+    return {case: train_in_process("backbone=tiny", case, f"paths.output_root={out}") for case in CLI_CASES}
 
 
 @pytest.mark.parametrize("case", sorted(CLI_CASES))
@@ -141,7 +132,7 @@ def test_valid_values_validate(tmp_path, overrides):
     ("data.num_trian=3", ["data.num_trian=3", "num_train"]),
     ("+data.num_trian=3", ["data.num_trian=3", "PositionDataModule has no argument", "num_train"]),
     ("+task.optimizer.weight_decy=0", ["task.optimizer.weight_decy=0", "weight_decay"]),
-    ("logger.wandb.project=x", ["logger.wandb.project='x'", "no key 'wandb'"]),
+    ("logger.wandb.project=x", ["logger.wandb.project='x'", "logger wandb is not chosen", "logger=[csv,wandb]"]),
     ("task.optimizer._target_=torch.optim.SDG", ["task.optimizer._target_='torch.optim.SDG'", "cannot import"]),
     # interpolations that do not resolve
     ("trainer.max_epochs=${task.max_epoch}", ["trainer.max_epochs='${task.max_epoch}'", "task.max_epoch"]),
@@ -184,7 +175,7 @@ def test_choices_are_the_codes_own():
         assert getattr(schema, name) is getattr(importlib.import_module(f"posenc.{module}"), attr or name), name
     from posenc.data import feature_cache
 
-    assert tuple(feature_cache.NUMPY_DTYPES) == schema.CACHE_DTYPES
+    assert ("auto", *feature_cache.NUMPY_DTYPES) == schema.CACHE_DTYPES  # auto: resolved to one of them
 
 
 # Arguments a schema leaves out on purpose: the task builds the readout with these.
@@ -286,7 +277,6 @@ def test_no_module_copies_a_choice_list():
     valid values once; no module defines its own copy."""
     import re
 
-    from conftest import ROOT
     from posenc.core import choices
 
     names = [n for n in vars(choices) if n.isupper()]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from conftest import ROOT, compose_run
+from conftest import CONF_DIR, ROOT, compose_run
 from posenc.core.cli import with_output_dir
 
 SMALL = ["backbone=tiny", "data.image_size=32", "data.num_train=16", "data.num_test=8", "callbacks.progress=null"]
@@ -56,16 +56,6 @@ def test_ddp_inside_a_multirun_does_not_relaunch_the_sweep(tmp_path):
         assert json.loads((sweep / job / "status.json").read_text())["status"] == "completed"
         assert (sweep / job / "train_ddp_process_1.log").exists()  # rank 1 ran inside the job dir
     assert not (tmp_path / "runs").exists()  # no child rank opened a run of its own
-
-
-def test_submitit_local_launches_two_jobs(tmp_path):
-    train("-m", "hydra/launcher=submitit_local", "padding=zeros,replicate", *SMALL, "trainer.max_epochs=1",
-          out=tmp_path)
-    (sweep,) = (tmp_path / "multirun").iterdir()
-    done = sorted(json.loads((p / "metrics.json").read_text())["padding"] for p in sweep.iterdir()
-                  if (p / "metrics.json").exists())
-    assert done == ["replicate", "zeros"]
-    assert (sweep / ".submitit").is_dir()
 
 
 def test_same_seed_same_config_gives_identical_metrics_json(tmp_path):
@@ -179,6 +169,37 @@ def test_slurm_launcher_config_ties_tasks_to_trainer_devices(tmp_path):
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4
     assert launcher.partition == "gpu" and launcher.timeout_min == 600
+
+
+def test_a_two_node_four_gpu_request_reaches_sbatch(tmp_path, monkeypatch):
+    """``trainer=ddp trainer.num_nodes=2 trainer.devices=4``: the sbatch script submitit writes asks for
+    2 nodes x 4 tasks x 4 GPUs, the 8 ranks Lightning's SLURM environment then reads."""
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf, open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2", "trainer.devices=4",
+            "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"])
+    with open_dict(cfg):
+        cfg.hydra.job.name = "train"  # set by Hydra when it launches
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices, cfg.trainer.strategy) == (2, 4, "ddp")
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params["_target_"].endswith("SlurmLauncher")
+    # as the plugin hands them to submitit: its base queue keys as they are, the others prefixed slurm_
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))  # as if srun were here
+    executor = submitit.AutoExecutor(folder=params["submitit_folder"], cluster="slurm")
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                                  if k not in ("_target_", "submitit_folder", "max_num_timeout")})
+    sbatch = executor._executor._make_submission_file_text("python -m job", "uid")
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --partition=gpu"):
+        assert line in sbatch, sbatch
 
 
 def test_wandb_runs_of_a_multirun_stay_apart(tmp_path):

@@ -15,6 +15,8 @@ import pytest
 from conftest import CONF_DIR, ROOT, compose_run
 from omegaconf import OmegaConf
 
+from posenc.core.errors import PosencError
+
 from posenc.core.sweeps import (
     COMPLETED,
     FAILED,
@@ -218,12 +220,42 @@ def test_several_probes_at_init_and_trained(tmp_path):
                           "test/accuracy": 0.9})
     jobs = probe_jobs(sweep, collect(sweep))
     assert len(jobs) == 2 * 2 * 2  # jobs x probes x (trained, init)
-    init = [j for j in jobs if "probe_stage=init" in j]
+    init = [j.overrides for j in jobs if "probe_stage=init" in j.overrides]
     assert len(init) == 4 and all(f"backbone.weights={sweep / '0' / 'checkpoints' / 'init.ckpt'}" in j
                                   for j in init if "padding=zeros" in j)
-    dirs = sorted(o.split("/")[-1] for j in jobs for o in j if o.startswith("hydra.run.dir="))
-    assert dirs == ["0_0", "0_0_init", "0_1", "0_1_init", "1_0", "1_0_init", "1_1", "1_1_init"]
-    assert all("backbone.trainable=false" in j and "backbone=tiny_bn" in j for j in jobs)
+    assert sorted(j.name for j in jobs) == ["0_0", "0_0_init", "0_1", "0_1_init", "1_0", "1_0_init", "1_1", "1_1_init"]
+    assert all("backbone.trainable=false" in j.overrides and "backbone=tiny_bn" in j.overrides for j in jobs)
+
+
+def test_the_probe_stage_carries_what_applies_to_it():
+    """The probe stage runs on the user's launcher, trainer and data sizes; not with the first stage's
+    task, its settings, its sweeps, or its run dirs."""
+    from posenc.core.sweeps import carried_overrides
+
+    given = ["hydra.sweep.dir=/s", "task=semseg", "task.max_steps=4", "padding=zeros,circular", "seed=1",
+             "trainer=gpu", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "data.num_train=64",
+             "data.image_size=32,64", "backbone.width=8", "readout.depth=2", "invariance=shift", "logger=wandb"]
+    assert carried_overrides(given) == ["trainer=gpu", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
+                                        "data.num_train=64", "backbone.width=8", "logger=wandb"]
+
+
+def test_a_probe_becomes_a_config_hydra_composes(tmp_path):
+    """Each probe run is a generated ``@package _global_`` config: its group choices are defaults-list
+    overrides, its keys values; composed, it is the run the overrides describe."""
+    from posenc.core.sweeps import ProbeJob, overrides_config, write_probe_stage
+
+    overrides = ["task=posenet", "data.image_size=40", "task.targets=[H,V]", "backbone=tiny_bn", "padding=circular",
+                 "seed=3", "backbone.trainable=false", "probe_stage=init"]
+    assert overrides_config(overrides)["defaults"] == [{"override /task": "posenet"}, {"override /backbone": "tiny_bn"},
+                                                       {"override /padding": "circular"}]
+    with pytest.raises(PosencError, match="'padding=zeros,none' is not valid"):
+        overrides_config(["padding=zeros,none"])
+    probe = write_probe_stage(tmp_path, [ProbeJob("0_init", overrides)])
+    cfg = compose_run([f"hydra.searchpath=['file://{probe / '.conf'}']", "+probe_job=job0_init"], tmp_path / "run")
+    direct = compose_run(overrides, tmp_path / "direct")
+    for key in ("backbone.name", "padding.name", "seed", "data.image_size", "task.targets", "probe_stage",
+                "task._target_"):
+        assert OmegaConf.select(cfg, key) == OmegaConf.select(direct, key), key
 
 
 def test_failed_missing_and_unfinished_jobs_are_rows_with_their_status(tmp_path):
@@ -270,18 +302,31 @@ def sweep_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-def test_list_and_unknown_sweep(tmp_path):
-    proc = sweep_cli("--list")
+def sweep_here(*args: str, capsys) -> subprocess.CompletedProcess:
+    """``python sweep.py ARGS`` for the commands that run no job (``--list``, usage errors), in this process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("posenc_sweep_script", ROOT / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    code = module.main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["sweep.py", *args], code, out.out, out.err)
+
+
+def test_list_and_unknown_sweep(tmp_path, capsys):
+    proc = sweep_here("--list", capsys=capsys)
     assert proc.returncode == 0
     for name in ("padding_study", "readout_ablation", "tap_ablation", "posenet_alone"):
         assert any(line.startswith(name + " ") for line in proc.stdout.splitlines())
-    proc = sweep_cli("padding_studdy", f"paths.output_root={tmp_path}")
+    proc = sweep_here("padding_studdy", f"paths.output_root={tmp_path}", capsys=capsys)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: unknown sweep 'padding_studdy'; valid: atlas, border_study, canvas_frame, canvas_study, channel_order, padding_study, "
         "padding_then_probe, posenet_alone, ppp_artifact, readout_ablation, tap_ablation, translation_invariance"]
     assert not (tmp_path / "sweeps").exists()
-    proc = sweep_cli("collect", str(tmp_path / "nowhere"))
+    proc = sweep_here("collect", str(tmp_path / "nowhere"), capsys=capsys)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert str(tmp_path / "nowhere") in proc.stderr
 
@@ -346,14 +391,13 @@ def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path):
     assert "| readout.kernel_size=4 | 0 | failed: " in (sweep / "results.md").read_text()
 
 
-def test_padding_then_probe_trains_then_measures_every_trained_backbone(tmp_path):
-    """Stage 1 (semseg, two paddings) is reported with the task's tables and distance curves; stage 2
-    runs PosENet on each trained backbone (its padding) and is reported like a sweep of its own."""
+def test_padding_then_probe_runs_both_stages_on_the_users_launcher(tmp_path):
+    """``hydra/launcher=submitit_local`` and a small-data override: stage 1 (semseg, two paddings) and stage 2
+    (PosENet on each trained backbone, its padding) both run as submitit jobs with the override applied,
+    and each is reported like a sweep of its own."""
     small = ["data.image_size=32", "data.num_train=16", "data.num_val=8", "data.num_test=8", "data.batch_size=8",
-             "task.max_steps=4", "callbacks.progress=null"]
-    probe = '["task=posenet","data.image_size=32","data.num_train=16","data.num_test=4","data.num_val=0",' \
-            '"task.max_steps=4","callbacks.progress=null"]'
-    proc = sweep_cli("padding_then_probe", "padding=zeros,circular", *small, f"probe={probe}",
+             "trainer.max_steps=4", "callbacks.progress=null"]
+    proc = sweep_cli("padding_then_probe", "padding=zeros,circular", "hydra/launcher=submitit_local", *small,
                      f"paths.output_root={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     probe_dir = Path(proc.stdout.strip().splitlines()[-1])
@@ -364,8 +408,14 @@ def test_padding_then_probe_trains_then_measures_every_trained_backbone(tmp_path
     assert (sweep / "results_by_distance.png").stat().st_size > 1000
     rows = read_csv(probe_dir / "results.csv")
     assert sorted((r["padding"], r["status"]) for r in rows) == [("circular", "completed"), ("zeros", "completed")]
+    for stage in (sweep, probe_dir):  # both stages ran as submitit jobs, with the small-data override
+        assert len(list((stage / ".submitit").glob("*/*_log.out"))) == 2, stage
+        for job in [d for d in stage.iterdir() if (d / "config.yaml").is_file()]:
+            cfg = OmegaConf.load(job / "config.yaml")
+            assert (cfg.data.num_train, cfg.data.image_size, cfg.trainer.max_steps) == (16, 32, 4), job
     for r in rows:  # each probe read the backbone its own padding's job trained
         assert json.loads((Path(r["backbone.weights"]) / "metrics.json").read_text())["padding"] == r["padding"]
+        assert OmegaConf.load(probe_dir / r["job"] / "config.yaml").task._target_.endswith("PosENetTask")
     assert "| padding=zeros | 1 | completed |" in (probe_dir / "results.md").read_text()
 
 

@@ -4,15 +4,13 @@ border, refuses bad input with one line, and a trained backbone can be probed by
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT, compose_run
+from conftest import compose_run, train_in_process
 from fixtures_datasets import make_cifar10_tree, make_duts_tree, make_ecssd_tree, make_pascal_s_tree, make_voc_tree
 
 QUIET = ["callbacks.progress=null", "trainer.max_epochs=2"]
@@ -146,13 +144,10 @@ BAD = {
 
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Each case as ``python train.py`` would end it (run in this process: each stops before training)."""
     out = tmp_path_factory.mktemp("bad")
-    procs = {case: subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "callbacks.progress=null",
-                                     f"paths.output_root={out / case}"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-             for case, (args, _) in BAD.items()}
-    return {case: subprocess.CompletedProcess(p.args, p.wait(timeout=600), *p.communicate()) for case, p in
-            procs.items()}
+    return {case: train_in_process(*args, "callbacks.progress=null", f"paths.output_root={out / case}")
+            for case, (args, _) in BAD.items()}
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

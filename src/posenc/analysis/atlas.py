@@ -256,6 +256,8 @@ def atlas_figure(rows: Sequence[Mapping[str, Any]]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from posenc.core.figures import padding_color
+
     paddings = sorted({r["padding"] for r in rows}, key=_padding_rank)
     models = list(dict.fromkeys((r["model"], r["weights"]) for r in rows))
     positions = tap_positions(rows)
@@ -288,7 +290,7 @@ def atlas_figure(rows: Sequence[Mapping[str, Any]]):
                             va="center", fontsize=6, color="grey")
             ax.set_yticks(range(len(models)), labels, fontsize=7)
             ax.set_ylim(len(models) - 0.5, -0.5)
-            ax.set_title(f"{padding}: {title}", fontsize=9)
+            ax.set_title(f"{padding}: {title}", fontsize=9, color=padding_color(padding))  # the sweep's padding colours
             ax.grid(axis="x", color="0.9")
             ax.axvline(0.0, color="0.7", lw=0.8, ls="--")  # receptive field = the image
             ax.set_xticks(tick_at, tick_labels, fontsize=7)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from posenc.analysis.distance import confusion_per_bin, miou_per_bin
 from posenc.core.errors import PosencError, invalid_value
+from posenc.core.progress import track
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -239,8 +240,9 @@ def attack_curves(
             configs[("random", n, d)] = channels
 
     confusions = {key: torch.zeros(len(REGIONS), num_classes, num_classes, dtype=torch.long) for key in configs}
+    starts = range(0, target.shape[0], batch_size)
     with torch.no_grad():
-        for start in range(0, target.shape[0], batch_size):
+        for start in track(starts, f"attack: {len(configs)} channel sets x {target.shape[0]} images"):
             batch = [tap[start:start + batch_size] for tap in taps]
             truth = target[start:start + batch_size]
             for key, channels in configs.items():
@@ -313,7 +315,8 @@ def attack_figure(result: dict[str, Any]) -> Figure:
     import matplotlib.pyplot as plt
 
     counts = result["counts"]
-    fig, axes = plt.subplots(1, len(REGION_KEYS), figsize=(3.2 * len(REGION_KEYS), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(REGION_KEYS), figsize=(3.2 * len(REGION_KEYS), 3.0), squeeze=False, sharey=True)
+    axes[0, 0].set_ylim(0.0, 1.0)  # one fixed mIoU scale: the regions compare at a glance
     for ax, region in zip(axes[0], REGION_KEYS):
         for name, curves in result["ranked"].items():
             ax.plot(counts, curves[region], "-o", ms=3, label=name)

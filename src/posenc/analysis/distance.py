@@ -201,6 +201,9 @@ class _PerBinMetric(Metric):
 class BinnedMean(_PerBinMetric):
     """Mean of the values per bin over everything seen (:func:`binned_sums`); NaN for empty bins."""
 
+    sums: Tensor  # metric states (add_state)
+    counts: Tensor
+
     def __init__(self, num_bins: int, **kwargs: object) -> None:
         _check_positive("num_bins", num_bins)
         super().__init__(**kwargs)
@@ -222,6 +225,7 @@ class BinnedConfusion(_PerBinMetric):
     and pixel accuracy of each bin."""
 
     higher_is_better = True
+    confusion: Tensor  # metric state (add_state)
 
     def __init__(self, num_classes: int, num_bins: int, ignore_index: int = 255, **kwargs: object) -> None:
         _check_positive("num_classes", num_classes)

@@ -196,6 +196,8 @@ class _MeanOverImages(Metric):
 
     full_state_update = False
     is_differentiable = False
+    total: Tensor  # metric states (add_state)
+    count: Tensor
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -241,6 +243,8 @@ class MaxFMeasure(Metric):
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
+    curve_sum: Tensor  # metric states (add_state)
+    count: Tensor
 
     def __init__(self, num_thresholds: int = 256, beta2: float = BETA2, **kwargs: object) -> None:
         _check_thresholds(num_thresholds, beta2)

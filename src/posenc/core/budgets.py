@@ -2,10 +2,11 @@
 
 The PosENet readout (Islam et al., ICLR 2020) on random-init features converges in far fewer SGD
 steps than on trained features (issue 6): measured on VGG16, 224 px, 256 crops, 2 CPU cores
-(README "Readout budget"), random init is converged by :mod:`posenc.core.convergence` at 1000 steps
-(held-out loss -1.4% over the last 10%) while a trained backbone still falls -3.2% at 1000 and
+(docs/reference.md "Readout budget and convergence"; the table: docs/results/readout_budget.md),
+random init is converged by :mod:`posenc.core.convergence` at 1000 steps (held-out loss -1.4% over
+the last 10%) while a trained backbone still falls -3.2% at 1000 and
 -2.4% at 2000 and is converged at 3000 (-0.7%). One fixed default either leaves trained runs
-unconverged or triples the embedded default's 85 s, so ``task.max_steps`` defaults to
+unconverged or triples the embedded default's wall time, so ``task.max_steps`` defaults to
 ``${readout_steps:${backbone.weights}}``: the measured budget of the kind of weights the run
 loads. Any ``task.max_steps=N`` override replaces it.
 """

@@ -21,8 +21,9 @@ POSITION_EMBEDDINGS: tuple[str, ...] = ("learned", "none")  # a ViT's (posenc.mo
 TARGETS: tuple[str, ...] = ("H", "V", "G", "HS", "VS")
 TARGET_SOURCES: tuple[str, ...] = ("formula", "official")
 STRIPE_RANGES: tuple[str, ...] = ("unit", "signed")
-CACHE_MODES: tuple[str, ...] = ("memory", "disk", "off")
-CACHE_DTYPES: tuple[str, ...] = ("float32", "float16")
+# auto: memory when the features fit task.cache_memory_fraction of the available RAM, else disk
+CACHE_MODES: tuple[str, ...] = ("auto", "memory", "disk", "off")
+CACHE_DTYPES: tuple[str, ...] = ("auto", "float32", "float16")  # auto: float32 in memory, float16 on disk
 AUTOCAST: tuple[str | None, ...] = (None, "bf16")
 KERNEL_SIZES: tuple[int, ...] = (1, 3, 5, 7)
 DEPTHS: tuple[int, ...] = (1, 2, 3)

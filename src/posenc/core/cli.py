@@ -15,23 +15,20 @@ from typing import NoReturn
 import yaml
 from omegaconf import OmegaConf
 
-from posenc.core.compose import CONF_DIR
-from posenc.core.errors import PosencError, invalid_choice
+from posenc.core.conf_groups import CONF_DIR, HYDRA_LAUNCHERS, group_options  # noqa: F401 - re-exported
+from posenc.core.errors import PosencError, invalid_choice, require_extra
 from posenc.core.jsonio import read_json
 
 _SIMPLE_VALUES = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
-# Options of hydra/launcher that come from Hydra and hydra-submitit-launcher, not from conf/.
-HYDRA_LAUNCHERS = {"hydra/launcher": ["basic", "submitit_local", "submitit_slurm"]}
+SUBMITIT_LAUNCHERS = ("slurm", "submitit_local", "submitit_slurm")  # need the slurm extra
 
 
-def group_options(conf_dir: Path) -> dict[str, list[str]]:
-    """Config groups (sub-folders of ``conf_dir``, nested ones as ``a/b``) and their options."""
-    groups: dict[str, list[str]] = {}
-    for config_file in sorted(conf_dir.rglob("*.yaml")):
-        group = config_file.parent.relative_to(conf_dir).as_posix()
-        if group != ".":
-            groups.setdefault(group, []).append(config_file.stem)
-    return groups
+def check_launcher(argv: Sequence[str]) -> None:
+    """A submitit launcher without hydra-submitit-launcher installed: one line naming the extra (Hydra
+    would report its config group as missing)."""
+    chosen = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == "hydra/launcher" and "=" in a]
+    if chosen and chosen[-1] in SUBMITIT_LAUNCHERS:
+        require_extra("hydra_plugins.hydra_submitit_launcher", f"hydra/launcher={chosen[-1]}", "slurm")
 
 
 def check_group_overrides(
@@ -39,12 +36,14 @@ def check_group_overrides(
 ) -> None:
     """Raise ``PosencError`` for ``group=option`` arguments naming an option that does not exist.
 
-    Plain values and comma lists are checked; sweep functions (``choice(...)``, ``glob(...)``)
-    and ``key.sub=value`` overrides are left to Hydra.
+    Plain values, comma lists (a multirun's ``a,b``) and lists of options (``logger=[csv,wandb]``,
+    a multirun's ``logger=[csv],[csv,wandb]``) are checked; sweep functions (``choice(...)``,
+    ``glob(...)``) and ``key.sub=value`` overrides are left to Hydra.
     """
+    check_launcher(argv)
     groups = group_options(conf_dir)
-    for group, options in builtin.items():
-        groups.setdefault(group, []).extend(options)
+    for group, builtin_options in builtin.items():
+        groups.setdefault(group, []).extend(builtin_options)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -52,11 +51,32 @@ def check_group_overrides(
         key = key.lstrip("+~")
         if not key:
             raise PosencError(f"{arg!r} is not valid: an override names its key, key=value (e.g. data.image_size=32)")
-        if key not in groups or not _SIMPLE_VALUES.match(value):
+        if key not in groups:
             continue
-        for option in value.split(","):
+        options = _listed_options(arg) if value.startswith("[") else \
+            value.split(",") if _SIMPLE_VALUES.match(value) else None
+        for option in options or ():
             if option not in groups[key]:
                 raise invalid_choice(key, option, sorted(set(groups[key])))
+
+
+def _listed_options(arg: str) -> list[str] | None:
+    """The options named by a list override, ``group=[a,b]`` (or a multirun's ``group=[a],[a,b]``),
+    read by Hydra's own parser; None when it is not a list of plain names (left to Hydra)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    try:
+        value = OverridesParser.create().parse_override(arg).value()
+    except Exception:  # noqa: BLE001 - Hydra reports what it cannot parse in its own words
+        return None
+    lists = value.list if isinstance(value, ChoiceSweep) and value.simple_form else [value]
+    options: list[str] = []
+    for v in lists:
+        if not isinstance(v, list) or not all(isinstance(o, str) for o in v):
+            return None
+        options.extend(v)
+    return options
 
 
 def _override_value(argv: Sequence[str], key: str) -> str | None:
@@ -93,8 +113,19 @@ def with_output_dir(argv: Sequence[str], now: datetime) -> list[str]:
     argv = list(argv)
     multirun = "-m" in argv or "--multirun" in argv
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    if _override_value(argv, key) is not None or any(a in argv for a in ("--help", "-h", "--cfg", "-c", "--info")):
+    if _override_value(argv, key) is not None:
         return argv
+    if any(a in argv for a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i")) or \
+            any(a.startswith(("--cfg=", "--info=")) for a in argv):
+        # Hydra only prints the config: name the dirs a run would get (made by no one), so that
+        # `--cfg hydra --resolve` can resolve them without the job config hydra.run.dir refers to
+        stamp = now.strftime("%Y-%m-%d_%H-%M-%S")
+        dirs = [f"{k}={output_root(argv) / sub / stamp}" for k, sub in (("hydra.run.dir", "runs"),
+                ("hydra.sweep.dir", "multirun")) if _override_value(argv, k) is None]
+        # next to the other overrides: argparse takes them as one run of positionals, and `--info` takes an
+        # optional value after it
+        at = max((i + 1 for i, a in enumerate(argv) if "=" in a and not a.startswith("-")), default=0)
+        return [*argv[:at], *dirs, *argv[at:]]
     requeued = None if multirun else slurm_run_dir(argv)
     if requeued is not None:  # the run a preempted job started: it resumes from its checkpoint
         return [*argv, f"{key}={requeued}"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,20 +11,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from posenc.core.conf_groups import CONF_DIR
 import posenc.core.config_schema  # noqa: F401 - registers the config schemas before any compose
+from posenc.core.loggers import settle_logger_config
 
 
 
-def _conf_dir() -> Path:
-    """The checkout's ``conf/`` (an editable install, tests, ``python train.py``), else the copy an
-    installed posenc ships as the package ``posenc.conf``."""
-    checkout = Path(__file__).resolve().parents[3] / "conf"
-    if (checkout / "train.yaml").is_file():
-        return checkout
-    return Path(str(importlib.resources.files("posenc.conf")))
-
-
-CONF_DIR = _conf_dir()
 
 
 def compose_run(overrides: Sequence[str], run_dir: Path, conf_dir: Path = CONF_DIR) -> DictConfig:
@@ -41,4 +32,4 @@ def compose_run(overrides: Sequence[str], run_dir: Path, conf_dir: Path = CONF_D
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # a real task function sees the config without it
-    return cfg
+    return settle_logger_config(cfg)  # as posenc.core.training.run does first

@@ -33,6 +33,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 import posenc.core.budgets  # noqa: F401 - registers ${readout_steps:...}, which conf/task/posenet.yaml uses
+import posenc.core.resolvers  # noqa: F401 - registers ${run_dir:}, which the loggers and callbacks use
 
 from posenc.core.choices import (AUGMENTS, AUTOCAST, BACKBONES, CACHE_DTYPES, CACHE_MODES, CANVAS_FILLS, DEPTHS,  # noqa: E402
                             KERNEL_SIZES, LABEL_MODES, NONE_UPSAMPLES, PADDING_MODES, PATCH_SOURCES, PERMUTE_POINTS,
@@ -164,8 +165,9 @@ class PosENetTaskSchema(BudgetSchema):
     targets: List[str] = spec(list(TARGETS), items={"choices": TARGETS})
     target_source: str = spec("formula", choices=TARGET_SOURCES)
     stripe_range: str = spec("unit", choices=STRIPE_RANGES)
-    feature_cache: str = spec("memory", choices=CACHE_MODES)
-    cache_dtype: str = spec("float32", choices=CACHE_DTYPES)
+    feature_cache: str = spec("auto", choices=CACHE_MODES)  # auto: memory within the budget below, else disk
+    cache_dtype: str = spec("auto", choices=CACHE_DTYPES)  # auto: float32 in memory, float16 on disk
+    cache_memory_fraction: float = spec(0.25, gt=0, le=1)  # auto's budget: this share of the available RAM
     cache_dir: str = "outputs/.feature_cache"
     channels_last: bool = False  # run the frozen backbone channels-last
     autocast: Optional[str] = spec(None, choices=AUTOCAST)  # null | bf16: the backbone under autocast
@@ -469,20 +471,28 @@ class WandbLoggerSchema:
 
 
 @dataclass
-class LoggerSchema:
-    """``logger=csv``: the CSV copy alone (set it to null to drop it). Entries default to
-    MISSING, which a merge never writes over a value: the schema can come after ``csv``."""
-
-    csv: Optional[CSVLoggerSchema] = MISSING
+class TensorBoardLoggerSchema:
+    _target_: str = "lightning.pytorch.loggers.TensorBoardLogger"
+    save_dir: str = MISSING
+    name: Optional[str] = "lightning_logs"
+    version: Any = None  # int | str | null
+    log_graph: bool = False
+    default_hp_metric: bool = True
+    prefix: str = ""
+    sub_dir: Optional[str] = None
 
 
 @dataclass
-class WandbAndCSVLoggerSchema(LoggerSchema):
-    """``logger=wandb``: W&B plus the CSV copy. A subclass rather than an optional ``wandb``
-    field of :class:`LoggerSchema`, so that with ``logger=csv`` a ``logger.wandb.*`` override is
-    an unknown key, not a key of a null node (which OmegaConf fails on with an assertion)."""
+class LoggerSchema:
+    """``logger=csv|wandb|tensorboard``, or several at once (``logger=[wandb,tensorboard]``): every
+    option YAML of the group inherits this one schema, so they merge in any order. The entries
+    default to MISSING, which a merge never writes over a value; an entry no option set is then
+    null (:func:`posenc.core.loggers.settle_logger_config`). The CSV copy stays on: every option
+    includes ``csv``, and ``logger.csv=null`` is refused there in one line."""
 
+    csv: Optional[CSVLoggerSchema] = MISSING
     wandb: Optional[WandbLoggerSchema] = MISSING
+    tensorboard: Optional[TensorBoardLoggerSchema] = MISSING
 
 
 @dataclass
@@ -594,7 +604,6 @@ GROUP_SCHEMAS: dict[str, type] = {
     "data_contexts": ContextDataSchema,
     "trainer": TrainerSchema,
     "logger": LoggerSchema,
-    "logger_wandb": WandbAndCSVLoggerSchema,
     "callbacks": CallbacksSchema,
 }
 

@@ -19,16 +19,17 @@ import inspect
 import re
 import typing
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.utils import get_object
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, Node, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
     InterpolationResolutionError,
+    MissingMandatoryValue,
     OmegaConfBaseException,
     ValidationError,
 )
@@ -198,16 +199,23 @@ def _init_parameters(cls: type) -> dict[str, inspect.Parameter] | None:
     return None
 
 
+def _raw_target(node: DictConfig) -> Any:
+    """``node._target_`` unresolved; the caller checked that ``node`` has one."""
+    target = node._get_node("_target_")
+    assert target is not None, "_raw_target() of a node without _target_"
+    return target._value()
+
+
 def _check_arguments(node: DictConfig, path: str) -> None:
     """Every key of a ``_target_`` node must be an argument of its target."""
-    params = _target_parameters(path, node._get_node("_target_")._value())
+    params = _target_parameters(path, _raw_target(node))
     if params is None:
         return
     for key in node:
         if key not in INSTANTIATE_KEYS and key not in params:
             name = str(node["_target_"]).rsplit(".", 1)[-1]
             hint = _did_you_mean(str(key), [p for p in params if not p.startswith("_")])
-            raise invalid_value(f"{path}.{key}", _raw(node, key), f"{name} has no argument {key!r}{hint}")
+            raise invalid_value(f"{path}.{key!s}", _raw(node, key), f"{name} has no argument {key!r}{hint}")
 
 
 def _raw(node: DictConfig | ListConfig, key: Any) -> Any:
@@ -215,6 +223,7 @@ def _raw(node: DictConfig | ListConfig, key: Any) -> Any:
     child = node._get_node(key)
     if isinstance(child, (DictConfig, ListConfig)):
         return OmegaConf.to_container(child, resolve=False)
+    assert isinstance(child, Node), f"_raw() of a key {key!r} that is not in the node"  # one key, never a slice
     return child._value()
 
 
@@ -230,17 +239,18 @@ def _value(node: DictConfig | ListConfig, key: Any, full_key: str) -> Any:
 def _children(node: DictConfig | ListConfig, path: str) -> Iterator[tuple[Any, str]]:
     keys = range(len(node)) if isinstance(node, ListConfig) else list(node.keys())
     for key in keys:
-        full = f"{path}[{key}]" if isinstance(node, ListConfig) else (f"{path}.{key}" if path else str(key))
+        full = f"{path}[{key!s}]" if isinstance(node, ListConfig) else (f"{path}.{key!s}" if path else str(key))
         yield key, full
 
 
 def _typed_by_target(node: DictConfig, path: str) -> DictConfig:
     """A loosely typed node whose ``_target_`` has a schema, converted to it (types checked)."""
-    schema = TARGET_SCHEMAS.get(node._get_node("_target_")._value())
+    schema = TARGET_SCHEMAS.get(_raw_target(node))
     if schema is None:
         return node
     try:
-        return OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node, resolve=True))
+        typed = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node, resolve=True))
+        return cast(DictConfig, typed)  # merged onto a structured dataclass schema: a DictConfig
     except OmegaConfBaseException as exc:
         raise omegaconf_error(exc, prefix=path) from exc
 
@@ -278,6 +288,9 @@ def omegaconf_error(exc: OmegaConfBaseException, prefix: str = "", override: str
         keys = [k for k in _fields(schema) if not k.startswith("_")]
         owner = key.rsplit(".", 1)[0] if "." in key else "the config"
         reason = f"{owner} has no key {str(field)!r}" + (_did_you_mean(str(field), keys) if keys else "")
+    elif isinstance(exc, MissingMandatoryValue) and key.startswith("logger.") and key.count(".") == 1:
+        entry = key.split(".", 1)[1]  # a logger no logger= option chose (posenc.core.loggers)
+        reason = f"logger {entry} is not chosen; valid: logger={entry} or a list with it (logger=[csv,{entry}])"
     else:
         reason = (expected(schema, field) if isinstance(exc, ValidationError) else None) or first_line(exc)
     if getattr(exc, "value", None) is not None:

@@ -130,6 +130,40 @@ def downsample(values: Sequence[float], points: int = CURVE_POINTS) -> tuple[lis
     return steps, means
 
 
+def _span(steps: Sequence[float], a: int, b: int) -> tuple[float, float]:
+    """x-extent of the points ``steps[a:b]``, widened halfway to their neighbours (not past the ends)."""
+    left = (steps[a - 1] + steps[a]) / 2 if a > 0 else steps[a]
+    right = (steps[b - 1] + steps[b]) / 2 if b < len(steps) else steps[b - 1]
+    return left, right
+
+
+def convergence_windows(
+    curves: Mapping[str, Sequence[float]],
+    window: float = 0.1,
+    val: tuple[Sequence[float], Mapping[str, Sequence[float]]] | None = None,
+    lrs: Sequence[float] | None = None,
+) -> tuple[list[tuple[tuple[float, float], tuple[float, float]]], int, str]:
+    """The windows the convergence flag compares (:func:`posenc.core.convergence.convergence`), in
+    optimizer steps: ``([(before, last), ...], w, unit)`` -- the held-out checks' last two windows of
+    ``w`` checks when ``val`` is given (what :class:`~posenc.core.convergence.LossCurve` judges then),
+    else the training loss's last two windows of ``w`` steps at the end of every long-enough lr phase;
+    ``[]`` when the run is too short to tell."""
+    if val is not None and val[1]:
+        steps = [float(s) for s in val[0]]
+        w = window_steps(len(steps), window, MIN_VAL_WINDOW)
+        if len(steps) < 2 * w:
+            return [], w, "checks"
+        return [(_span(steps, len(steps) - 2 * w, len(steps) - w), _span(steps, len(steps) - w, len(steps)))], w, \
+            "checks"
+    n = max(len(v) for v in curves.values())
+    w = window_steps(n, window, MIN_WINDOW)
+    spans = [(a, b) for a, b in constant_lr_phases(lrs or []) if b - a >= 2 * w] or [(0, n)]
+    steps = [float(s) for s in range(1, n + 1)]
+    windows = [(_span(steps, b - 2 * w, b - w), _span(steps, b - w, b)) for a, b in spans if b - a >= 2 * w]
+    return windows, w, "steps"
+
+
+
 class LossCurve(Callback):
     """Record every optimizer step's training loss (``outputs["loss"]`` and the named parts in
     ``outputs["losses"]``) and every validation check's ``val/loss*`` metrics, keep them in
@@ -220,7 +254,9 @@ class LossCurve(Callback):
         from posenc.core.figures import loss_curve_figure, save_figure
 
         val_points = (self.val["step"], val) if val else None
-        save_figure(loss_curve_figure(curves, self.window, val_points),
+        windows = convergence_windows(curves, self.window, val_points, self.lrs)
+        save_figure(loss_curve_figure(curves, windows, val_points, tol=self.tol, floor=floor,
+                                      converged=self.summary["train/converged"]),
                     Path(trainer.default_root_dir) / "figures" / "loss_curve.png")
         if not self.summary["train/converged"]:
             worst = max((k for k in self.summary if k.endswith("/rel_decrease")),

@@ -18,6 +18,18 @@ class MissingWeights(PosencError):
     position atlas marks the cell "no weights" instead of filling it with random init."""
 
 
+def require_extra(module: str, feature: str, extra: str) -> Any:
+    """Import the optional ``module`` a feature needs; missing, a one-line error naming the extra that
+    installs it: ``logger=wandb needs wandb: pip install 'posenc[wandb]'`` (pyproject's extras)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0].replace("hydra_plugins", "hydra-submitit-launcher")
+        raise PosencError(f"{feature} needs {package}: pip install 'posenc[{extra}]'") from None
+
+
 def invalid_choice(kind: str, value: object, choices: Iterable[object]) -> PosencError:
     """``unknown padding 'foo'; valid: zeros, reflect, ...``"""
     listed = ", ".join(str(c) for c in choices)
@@ -70,8 +82,8 @@ def argument_error(
     if mentioned:
         name = mentioned[0][2]
         return invalid_value(f"{key}.{name}", node[name], line)
-    given = [o.lstrip("+~").partition("=") for o in overrides]
-    given = [(name, value) for name, _, value in given if name == key or name.startswith(f"{key}.")]
+    parsed = [o.lstrip("+~").partition("=") for o in overrides]
+    given = [(name, value) for name, _, value in parsed if name == key or name.startswith(f"{key}.")]
     if len(given) > 1:  # several candidates: the one whose value the message quotes, if any
         given = [(n, v) for n, v in given if len(v) > 1 and v in line] or given
     if len(given) == 1:

@@ -47,11 +47,11 @@ def to_number(value: Any) -> Any:
 
 
 def flat_metrics(
-    results: Mapping[str, Any], cfg: DictConfig, choices: Mapping[str, Any], extra: Mapping[str, Any] = ()
+    results: Mapping[str, Any], cfg: DictConfig, choices: Mapping[str, Any], extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     metrics = {k: to_number(v) for k, v in results.items()}
     metrics.update(config_fields(cfg, choices))
-    metrics.update(dict(extra))
+    metrics.update(dict(extra or {}))
     return metrics
 
 

@@ -14,12 +14,14 @@ In the tables, cells over several seeds are ``mean ± std`` with the *sample* st
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
+import shlex
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +34,7 @@ from posenc.core.cli import reserve_dir
 from posenc.core.compose import CONF_DIR
 from posenc.core.errors import PosencError
 from posenc.core.jsonio import read_json as _read_json
+from posenc.core.provenance import provenance, provenance_lines
 from posenc.tasks.base import PosencTask
 from posenc.core.reporting import distance_curves, has_test_metrics, parse_distance_key, parse_task_key, parse_test_key
 
@@ -104,6 +107,15 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]]:
 
 
 INIT_CHECKPOINT = Path("checkpoints") / "init.ckpt"  # a trainable task's backbone before training
+PROBE_GROUP = "probe_job"  # the probe stage's jobs: one generated config each, a group of its own
+PROBE_CONF = ".conf"  # inside the probe dir: the search path holding PROBE_GROUP
+PROBE_JOBS_FILE = "probe_jobs.json"  # inside the probe dir: each probe job's overrides, as its report shows them
+# Keys of a first stage's command line that do not carry over to its probe stage: the first stage's task and
+# what it trained with, and what the probe takes from each trained job (its backbone, padding and seed).
+STAGE_ONE_ONLY = {"task", "readout", "invariance", "protocol", "experiment", "sweep", "sweep_name", "probe",
+                  "probe_init", "probe_stage", "pivot", "groups", "report", "ckpt_path"}
+PROBE_IDENTITY = {"backbone", "padding", "seed", "data", "backbone.weights", "backbone.trainable",
+                  "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.run.dir"}
 
 
 def probe_settings(sweep_dir: Path) -> tuple[list[list[str]], bool]:
@@ -118,12 +130,26 @@ def probe_settings(sweep_dir: Path) -> tuple[list[list[str]], bool]:
     return [[str(o) for o in p] for p in probes], bool(OmegaConf.select(cfg, "probe_init", default=False))
 
 
-def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[list[str]]:
+@dataclass(frozen=True)
+class ProbeJob:
+    """One run of a probe stage: its job dir's name and its overrides (the probe's, then what it
+    takes from the trained job: backbone and its architecture keys, padding, seed, weights)."""
+
+    name: str
+    overrides: list[str]
+
+    @property
+    def config(self) -> str:
+        """Its generated config's name (``job<name>``: a bare job number would parse as an int)."""
+        return f"job{self.name}"
+
+
+def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[ProbeJob]:
     """The second stage of a two-stage preset (``probe:`` in its config, e.g. padding_then_probe,
     ppp_artifact): for every completed job and every probe, a run on the backbone that job trained
-    (same backbone, padding and seed; ``backbone.weights=<job dir>``, ``probe_stage=trained``) and,
-    with ``probe_init: true``, on the same backbone at initialisation (the job's
-    ``checkpoints/init.ckpt``, ``probe_stage=init``), run into ``<sweep_dir>/probe/<job>[_<k>][_init]``.
+    (same backbone, its ``backbone.*`` overrides, padding and seed; ``backbone.weights=<job dir>``,
+    ``probe_stage=trained``) and, with ``probe_init: true``, on the same backbone at initialisation
+    (the job's ``checkpoints/init.ckpt``, ``probe_stage=init``), named ``<job>[_<k>][_init]``.
     ``[]`` when the preset has no probe stage."""
     probes, init = probe_settings(sweep_dir)
     jobs = []
@@ -131,15 +157,96 @@ def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[list[str]]
         if not r.completed or r.job_dir is None:
             continue
         m = r.metrics
+        architecture = [o for o in r.overrides if o.split("=", 1)[0].startswith("backbone.")
+                        and o.split("=", 1)[0] not in ("backbone.weights", "backbone.trainable", "backbone.download")]
         stages = [("trained", str(r.job_dir))] + ([("init", str(r.job_dir / INIT_CHECKPOINT))] if init else [])
         for k, probe in enumerate(probes):
             for stage, weights in stages:
                 name = r.name + (f"_{k}" if len(probes) > 1 else "") + ("_init" if stage == "init" else "")
-                jobs.append([*probe, f"backbone={m['backbone']}", f"padding={m['padding']}", f"seed={m['seed']}",
-                             f"backbone.weights={weights}", "backbone.trainable=false",
-                             *([f"probe_stage={stage}"] if init else []),
-                             f"hydra.run.dir={Path(sweep_dir) / PROBE_DIR / name}"])
+                jobs.append(ProbeJob(name, [*probe, f"backbone={m['backbone']}", *architecture,
+                                            f"padding={m['padding']}", f"seed={m['seed']}",
+                                            f"backbone.weights={weights}", "backbone.trainable=false",
+                                            *([f"probe_stage={stage}"] if init else [])]))
     return jobs
+
+
+def overrides_config(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+    """A ``@package _global_`` config equal to ``overrides``: group choices become ``override /<group>``
+    entries of its defaults list, every other key its value (parsed by Hydra's override grammar).
+    Sweeps and deletions have no config form and are refused."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from posenc.core.cli import group_options
+
+    groups = set(group_options(conf_dir)) | {"hydra/launcher"}
+    cfg = OmegaConf.create({"defaults": []})
+    for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(list(overrides))):
+        if parsed.is_sweep_override() or parsed.is_delete():
+            raise PosencError(f"probe override {text!r} is not valid: a probe states single values (no sweep, no ~)")
+        key = parsed.key_or_group
+        if key in groups:
+            cfg.defaults.append({f"override /{key}": parsed.value()})
+        else:
+            OmegaConf.update(cfg, key, parsed.value(), force_add=True)
+    return OmegaConf.to_container(cfg)
+
+
+def carried_overrides(overrides: Sequence[str]) -> list[str]:
+    """The first stage's command-line overrides that apply to its probe stage too: the launcher and its
+    settings, the trainer, loggers, callbacks, data sizes, paths, the backbone's architecture keys
+    (``hydra/launcher=submitit_slurm trainer=gpu data.num_train=64``). Not carried: the first stage's
+    task and what it trained with (``task``, ``task.*``, ``readout``, ``invariance``, ...), what each probe
+    takes from its trained job (:data:`PROBE_IDENTITY`), and sweeps (a probe runs once per trained job)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    carried = []
+    for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(list(overrides))):
+        key = parsed.key_or_group
+        if key in PROBE_IDENTITY or key.split(".")[0] in STAGE_ONE_ONLY or parsed.is_sweep_override():
+            continue
+        carried.append(text)
+    return carried
+
+
+def write_probe_stage(sweep_dir: Path, jobs: Sequence[ProbeJob]) -> Path:
+    """Write the probe stage of ``sweep_dir`` as a Hydra multirun's inputs: one config per job
+    (``probe/.conf/probe_job/job<name>.yaml``: its overrides, and its job dir's name) and
+    ``probe/probe_jobs.json``; return the probe dir."""
+    probe_dir = Path(sweep_dir) / PROBE_DIR
+    group = probe_dir / PROBE_CONF / PROBE_GROUP
+    group.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        cfg = overrides_config(job.overrides)
+        cfg["hydra"] = {"sweep": {"subdir": job.name}}
+        (group / f"{job.config}.yaml").write_text("# @package _global_\n# generated by sweep.py: one run of the "
+                                                f"probe stage\n{OmegaConf.to_yaml(OmegaConf.create(cfg))}")
+    (probe_dir / PROBE_JOBS_FILE).write_text(json.dumps({j.config: j.overrides for j in jobs}, indent=1))
+    return probe_dir
+
+
+def probe_command(sweep_dir: Path, jobs: Sequence[ProbeJob], overrides: Sequence[str]) -> list[str]:
+    """``train.py -m`` arguments of the probe stage: one multirun over the generated configs
+    (``+probe_job=<names>``) into ``SWEEP_DIR/probe``, through the same launcher, with the first stage's
+    :func:`carried_overrides`. The command line wins over a probe's own values, as it does over a preset's."""
+    probe_dir = Path(sweep_dir).resolve() / PROBE_DIR
+    name = OmegaConf.select(_load_multirun(sweep_dir), "sweep_name", default=None)
+    return ["-m", f"hydra.searchpath=['file://{probe_dir / PROBE_CONF}']", f"+{PROBE_GROUP}={','.join(j.config for j in jobs)}",
+            f"hydra.sweep.dir={probe_dir}", *([f"sweep_name={name}"] if name else []), *carried_overrides(overrides)]
+
+
+def probe_overrides(sweep_dir: Path, results: list["JobResult"]) -> list["JobResult"]:
+    """A probe stage's jobs with the overrides of :data:`PROBE_JOBS_FILE` in place of ``+probe_job=<name>``,
+    so that its report's rows read ``padding=zeros`` like any sweep's."""
+    described = _read_json(Path(sweep_dir) / PROBE_JOBS_FILE)
+    if not described:
+        return results
+    prefix = f"+{PROBE_GROUP}="
+    out = []
+    for r in results:
+        names = [o[len(prefix):] for o in r.overrides if o.startswith(prefix)]
+        rest = [o for o in r.overrides if not o.startswith(prefix)]
+        out.append(replace(r, overrides=[*described[names[0]], *rest]) if names and names[0] in described else r)
+    return out
 
 
 # ----------------------------------------------------------------------------- collect
@@ -239,7 +346,7 @@ def collect(sweep_dir: Path) -> list[JobResult]:
             results.append(JobResult(None, list(job), MISSING, STATUS_NOTE[MISSING]))
     leftovers = [d for pairs in by_key.values() for d, _ in pairs] + list(unknown.values())
     results += [read_job(d, expected=False) for d in sorted(leftovers, key=lambda p: dirs.index(p))]
-    return results
+    return probe_overrides(sweep_dir, results)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -517,22 +624,38 @@ def write_csv(path: Path, results: Sequence[JobResult]) -> Path:
     return Path(path)
 
 
-def plot_spc(path: Path, rows: Sequence[Row], name: str, targets: Sequence[str]) -> Path:
-    """Grouped bars: one group per row, one bar per target (SPC on test input ``name``), with
-    std error bars where a row has several seeds."""
-    import matplotlib
+def row_padding(row: Row) -> str | None:
+    """The padding of a row when the sweep varies it (``padding=<name>`` among its swept values)."""
+    return row.values.get("padding")
 
-    matplotlib.use("Agg")
+
+HATCHES = ("", "///", "...", "xxx", "\\\\\\", "ooo", "---", "+++")  # targets' bars when colour shows the padding
+
+
+def spc_figure(rows: Sequence[Row], name: str, targets: Sequence[str]) -> Any:
+    """Grouped bars: one group per row, one bar per target (SPC on test input ``name``, fixed -1..1),
+    with std error bars where a row has several seeds. When the sweep varies the padding, a bar's
+    colour is its row's padding (:func:`posenc.core.figures.padding_color`, as in every figure of
+    the sweep) and the targets are told apart by hatching; else by colour."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
+    from posenc.core.figures import padding_color
+
+    by_padding = any(row_padding(row) is not None for row in rows)
     width = 0.8 / max(len(targets), 1)
-    fig, ax = plt.subplots(figsize=(min(40.0, max(6.0, 1.5 + 0.15 * len(rows) * max(1, len(targets)))), 5.0))
+    fig, ax = plt.subplots(figsize=(min(40.0, max(6.0, 1.5 + 0.15 * len(rows) * max(1, len(targets)))), 5.0),
+                           layout="constrained")
     for j, target in enumerate(targets):
         stats = [row.stats(f"test/{name}/{target}/spc") for row in rows]
         means = [m if m is not None else 0.0 for m, _, _ in stats]
         errs = [s if s is not None else 0.0 for _, s, _ in stats]
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(rows))]
-        ax.bar(xs, means, width, yerr=errs if any(errs) else None, capsize=2, label=target)
+        style: dict[str, Any] = {"label": target}
+        if by_padding:
+            style = {"color": [padding_color(row_padding(row) or "?") for row in rows],
+                     "hatch": HATCHES[j % len(HATCHES)], "edgecolor": "white", "linewidth": 0}
+        ax.bar(xs, means, width, yerr=errs if any(errs) else None, capsize=2, **style)
     labels = [(" ".join(row.values.values()) if row.values else row.label) + ("" if row.done else f" ({row.status})")
               for row in rows]
     ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=30, ha="right")
@@ -542,19 +665,40 @@ def plot_spc(path: Path, rows: Sequence[Row], name: str, targets: Sequence[str])
     ax.set_ylim(-1.0, 1.0)
     ax.set_ylabel("SPC")
     ax.set_title(f"SPC on {name} inputs")
-    ax.legend(fontsize=7, ncols=min(len(targets), 5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    if by_padding:
+        paddings = list(dict.fromkeys(p for row in rows if (p := row_padding(row)) is not None))
+        handles = [Patch(facecolor=padding_color(p), label=p) for p in paddings]
+        legend = ax.legend(handles=handles, fontsize=7, ncols=min(len(handles), 4), loc="lower left",
+                           title="padding", title_fontsize=7)
+        if len(targets) > 1:
+            ax.add_artist(legend)
+            ax.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=HATCHES[j % len(HATCHES)], label=t)
+                               for j, t in enumerate(targets)], fontsize=7, ncols=min(len(targets), 5),
+                      loc="lower right", title="target", title_fontsize=7)
+    else:
+        ax.legend(fontsize=7, ncols=min(len(targets), 5))
+    return fig
 
 
-def plot_distance_curves(path: Path, rows: Sequence[Row], pivot: str | None = None) -> Path | None:
+def plot_spc(path: Path, rows: Sequence[Row], name: str, targets: Sequence[str]) -> Path:
+    """:func:`spc_figure` saved to ``path``."""
+    from posenc.core.figures import save_figure
+
+    return save_figure(spc_figure(rows, name, targets), path)
+
+
+LINESTYLES = ("-", "--", ":", "-.")  # rows of one padding with other swept values
+
+
+def distance_curves_figure(rows: Sequence[Row], pivot: str | None = None) -> Any | None:
     """Every row's distance-to-border curves (mean over its seeds; one per pivot value) overlaid,
-    one panel per metric."""
-    from posenc.core.figures import by_distance_figure, save_figure
+    one panel per metric; a row's padding (when swept) sets its colour
+    (:func:`posenc.core.figures.padding_color`), its other values the line style. None without curves."""
+    from posenc.core.figures import by_distance_figure, padding_color
 
     runs: dict[str, dict[str, list[float]]] = {}
+    styles: dict[str, dict[str, Any]] = {}
+    others: dict[tuple[str, ...], int] = {}  # non-padding values (and pivot value) -> line style
     bins: dict[str, list[str]] = {}
     for row in rows:
         for value in pivot_values(row.done, pivot) or [None]:
@@ -565,6 +709,10 @@ def plot_distance_curves(path: Path, rows: Sequence[Row], pivot: str | None = No
             row_bins, _ = distance_curves(jobs[0].metrics)
             label = (" ".join(row.values.values()) if row.values else row.label) + (f" ({value})" if where else "")
             runs[label] = {}
+            if (padding := row_padding(row)) is not None:
+                other = (*(v for k, v in row.values.items() if k != "padding"), str(value))
+                style = others.setdefault(other, len(others))
+                styles[label] = {"color": padding_color(padding), "ls": LINESTYLES[style % len(LINESTYLES)]}
             for metric, names in row_bins.items():
                 # one panel per metric and set of bins: a sweep over tasks mixes grid rings with
                 # pixel bands under the same metric name (border_study: accuracy, miou)
@@ -574,17 +722,57 @@ def plot_distance_curves(path: Path, rows: Sequence[Row], pivot: str | None = No
                 runs[label][panel] = [math.nan if v is None else v for v in values]
     if not bins:
         return None
-    return save_figure(by_distance_figure(bins, {}, runs), path)
+    return by_distance_figure(bins, {}, runs, styles)
+
+
+def plot_distance_curves(path: Path, rows: Sequence[Row], pivot: str | None = None) -> Path | None:
+    """:func:`distance_curves_figure` saved to ``path`` (None when no row has curves)."""
+    from posenc.core.figures import save_figure
+
+    fig = distance_curves_figure(rows, pivot)
+    return None if fig is None else save_figure(fig, path)
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^\w.\-]+", "_", text)
 
 
-def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | None = None) -> list[Path]:
+def _shown_path(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def sweep_command(sweep_dir: Path) -> str:
+    """The command that ran ``sweep_dir``'s jobs, rebuilt from its ``multirun.yaml``: ``python sweep.py
+    <preset> <overrides>`` (a group of a grouped preset: ``groups=<label>`` with the sweep's overrides; a
+    probe stage: its sweep's command), or ``python train.py -m <overrides>`` for a plain multirun."""
+    sweep_dir = Path(sweep_dir)
+    spec = _read_json(sweep_dir.parent / GROUPS_FILE)
+    if spec is not None and sweep_dir.name in [label for label, _ in spec.get("groups", [])]:
+        return shlex.join(["python", "sweep.py", str(spec.get("preset")), f"groups={sweep_dir.name}",
+                           *map(str, spec.get("overrides", []))])
+    cfg = _load_multirun(sweep_dir)
+    if cfg is None:
+        if sweep_dir.name == PROBE_DIR and (sweep_dir.parent / "multirun.yaml").is_file():
+            return f"{sweep_command(sweep_dir.parent)}  (its probe stage)"
+        return f"python sweep.py collect {shlex.quote(_shown_path(sweep_dir))}"
+    task = [str(o) for o in OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or []]
+    name = OmegaConf.select(cfg, "sweep_name", default=None)
+    if name:
+        return shlex.join(["python", "sweep.py", str(name), *[o for o in task if o != f"sweep={name}"]])
+    return shlex.join(["python", "train.py", "-m", *task])
+
+
+def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | None = None,
+                  command: str | None = None) -> list[Path]:
     """Write ``results.csv``, ``results.md``, ``results_<input>_spc.png`` (PosENet: one per test
     input with completed jobs) and ``results_by_distance.png`` (trainable tasks: every row's
-    distance-to-border curves) into ``sweep_dir``; return their paths."""
+    distance-to-border curves) into ``sweep_dir``; return their paths. ``results.md`` opens with its
+    provenance (:mod:`posenc.core.provenance`): commit, ``command`` (default: :func:`sweep_command`; when
+    a ``results.md`` is already there, ``python sweep.py collect <dir>``, the jobs' command beside it),
+    machine and date."""
     sweep_dir = Path(sweep_dir)
     cfg = _load_multirun(sweep_dir)
     sweep_name = OmegaConf.select(cfg, "sweep_name", default=None) if cfg is not None else None
@@ -594,7 +782,13 @@ def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | No
     md = sweep_dir / "results.md"
     paper = OmegaConf.select(cfg, "paper", default=None) if cfg is not None else None
     paper = OmegaConf.to_container(paper, resolve=True) if paper is not None else None
-    md.write_text(markdown_report(results, title, pivot, paper))
+    jobs = sweep_command(sweep_dir)
+    info = provenance(command or (f"python sweep.py collect {shlex.quote(_shown_path(sweep_dir))}" if md.is_file()
+                                  else jobs))
+    if info["command"] != jobs:
+        info["jobs run by"] = f"`{jobs}`"
+    report = markdown_report(results, title, pivot, paper).split("\n")
+    md.write_text("\n".join([*report[:2], *provenance_lines(info), *report[2:]]))
     paths.append(md)
     rows = build_rows(results, pivot)
     inputs, targets, _ = metric_layout([r for r in results if r.completed])

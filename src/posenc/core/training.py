@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import lightning as L
 import torch
@@ -26,6 +26,8 @@ from posenc.core.config_validation import user_error, validate
 from posenc.core.convergence import TrainingDiverged
 from posenc.core.errors import PosencError, argument_error, invalid_value
 from posenc.core.interruption import Interruption, RunInterrupted, requeue_slurm_job, under_slurm
+from posenc.core.jsonio import read_json
+from posenc.core.loggers import build_loggers, end_loggers, finish_loggers, settle_logger_config
 from posenc.core.reporting import print_results
 from posenc.tasks.base import PosencTask
 from posenc.core.run_contract import (claim_run_dir, flat_metrics, mark_metrics, read_status, save_resolved_config,
@@ -54,14 +56,14 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
 
 
 def is_rank_zero() -> bool:
-    return rank_zero_only.rank == 0
+    return rank_zero_only.rank == 0  # type: ignore[attr-defined]  # set on the function by Lightning at import
 
 
 def wandb_settings(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
     """Fill the W&B logger's ``group`` (sweep name, else the sweep dir's name) and honour
     ``WANDB_MODE=offline|disabled`` over ``logger.wandb.offline``."""
-    if "wandb" not in cfg.logger or cfg.logger.wandb is None:
-        return
+    if OmegaConf.select(cfg, "logger.wandb", default=None, throw_on_missing=False) is None:
+        return  # W&B not chosen (posenc.core.loggers.settle_logger_config makes that null)
     with open_dict(cfg):
         if cfg.logger.wandb.get("group") is None:
             sweep = cfg.get("sweep_name")
@@ -70,14 +72,6 @@ def wandb_settings(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
             cfg.logger.wandb.group = sweep
         if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
             cfg.logger.wandb.offline = True
-
-
-def finish_loggers(loggers: list[Any]) -> None:
-    """Close W&B runs so runs of a multirun never bleed into each other."""
-    for logger in loggers:
-        experiment = getattr(logger, "_experiment", None)
-        if experiment is not None and hasattr(experiment, "finish"):
-            experiment.finish()
 
 
 def pin_argv_to_this_job(hydra_cfg: DictConfig) -> None:
@@ -157,9 +151,12 @@ def fit_error(exc: BaseException, ckpt: Path | None) -> PosencError | None:
     return None
 
 
-def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | None = None,
+          loggers: list[Any] | None = None) -> dict[str, Any]:
     """Fit (from ``ckpt`` when resuming) and test the task of ``cfg``; write ``metrics.json`` into
-    ``run_dir``; return it."""
+    ``run_dir``; return it. The loggers it builds are appended to ``loggers``, left open for the
+    caller to tell them how the run ended and close them (:func:`run`); without a list they are
+    closed here."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in metrics.json
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
@@ -167,7 +164,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | 
         raise invalid_value("task._target_", cfg.task.get("_target_"), f"builds a {type(task).__name__}; valid: a "
                             "subclass of posenc.tasks.base.PosencTask (docs/extending.md)")
     task.check_data(datamodule)  # task-and-data mismatches fail here, in one line, before the Trainer starts
-    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
+    owned = loggers is None
+    loggers = [] if loggers is None else loggers
+    loggers.extend(build_loggers(cfg.logger))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     try:
         trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
@@ -191,7 +190,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | 
                 raise mismatch from exc
         results = trainer.test(task, datamodule=datamodule, verbose=False)
     finally:
-        finish_loggers(loggers)
+        if owned:
+            finish_loggers(loggers)
     merged = {k: v for result in results for k, v in result.items()}
     for part in [*callbacks, task]:  # the loss curve and convergence flag (posenc.core.convergence); the task's own
         merged.update(getattr(part, "summary", {}))
@@ -215,7 +215,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     In a multirun a failed job is recorded and the sweep goes on; a single run exits 2 on a
     user error (one line) and re-raises anything else. Only rank 0 writes and prints.
     """
-    hydra_cfg = HydraConfig.get()
+    hydra_cfg = cast(DictConfig, HydraConfig.get())  # typed as the HydraConf schema; a DictConfig at runtime
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     rank_zero = is_rank_zero()
@@ -224,9 +224,11 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     start = time.time()
     lock: Path | None = None
     resumed: dict[str, Any] = {}
+    loggers: list[Any] = []  # filled by train(); told the run's ending below, whatever it is
     try:
         with Interruption() as interruption:
             try:
+                settle_logger_config(cfg)  # the logger entries no logger= option chose: null
                 validate(cfg)  # every value against its schema, before anything is written or built
                 ckpt, step = resume_checkpoint(cfg, run_dir)
                 if rank_zero:
@@ -238,20 +240,24 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                     if ckpt is not None:
                         print(f"resuming {run_dir} from step {step} ({ckpt})", file=sys.stderr)
                 with isolated_distributed_state(enabled=multirun and rank_zero):
-                    metrics = train(cfg, run_dir, dict(hydra_cfg.runtime.choices), ckpt)
+                    metrics = train(cfg, run_dir, dict(hydra_cfg.runtime.choices), ckpt, loggers)
             finally:
                 interruption.defer = False
     except RunInterrupted as stop:
-        return _interrupted(stop, run_dir, rank_zero)
+        _interrupted(stop, run_dir, rank_zero, loggers)
     except Exception as exc:  # noqa: BLE001 - recorded, then reported per run mode
         # a dir that holds another run (refused by claim_run_dir) keeps that run's record
         owner = lock is not None or read_status(run_dir) is None
-        return _failed(exc, run_dir, rank_zero and owner, multirun)
+        _failed(exc, run_dir, rank_zero and owner, multirun, loggers)
+        return None
     finally:
         if lock is not None:
             lock.unlink(missing_ok=True)
+    ending = {"wall_time_s": round(time.time() - start, 2), **resumed}
     if rank_zero:
-        write_status(run_dir, "completed", wall_time_s=round(time.time() - start, 2), **resumed)
+        write_status(run_dir, "completed", **ending)
+    end_loggers(loggers, metrics, {"status": "completed", **ending} if rank_zero else None, run_dir / "figures")
+    if rank_zero:
         print(run_dir)
     return metrics
 
@@ -261,14 +267,18 @@ def _checkpoint_step(run_dir: Path) -> int | None:
     if not path.is_file():
         return None
     try:
-        return int((safe_load(path).get("posenc") or {}).get("global_step"))
+        step = (safe_load(path).get("posenc") or {}).get("global_step")
+        return None if step is None else int(step)
     except (PosencError, TypeError, ValueError):
         return None
 
 
-def _interrupted(stop: RunInterrupted, run_dir: Path, rank_zero: bool) -> None:
-    """Record a run a signal stopped and exit ``128 + signal`` (the whole multirun stops too)."""
-    if rank_zero:
+def _interrupted(stop: RunInterrupted, run_dir: Path, rank_zero: bool, loggers: list[Any]) -> NoReturn:
+    """Record a run a signal stopped, tell its loggers, and exit ``128 + signal`` (the whole multirun
+    stops too)."""
+    if not rank_zero:
+        end_loggers(loggers, {}, None, run_dir / "figures", stop.exit_code)
+    else:
         step = _checkpoint_step(run_dir)
         requeued = requeue_slurm_job(stop.signum)
         status = "preempted" if requeued else "interrupted"
@@ -276,6 +286,8 @@ def _interrupted(stop: RunInterrupted, run_dir: Path, rank_zero: bool) -> None:
                   **{k: v for k, v in (read_status(run_dir) or {}).items() if k == "slurm_job_id"}}
         write_status(run_dir, status, **fields)
         mark_metrics(run_dir, status, **fields)
+        end_loggers(loggers, read_json(run_dir / "metrics.json") or {}, {"status": status, **fields},
+                    run_dir / "figures", stop.exit_code)
         where = f"checkpoint at step {step}" if step is not None else "no checkpoint (stopped before training)"
         then = "requeued" if requeued else f"resume: python train.py --resume {run_dir}"
         print(f"interrupted by {stop.name}: {where}; {then}", file=sys.stderr)
@@ -283,20 +295,23 @@ def _interrupted(stop: RunInterrupted, run_dir: Path, rank_zero: bool) -> None:
     raise SystemExit(stop.exit_code)
 
 
-def _failed(exc: BaseException, run_dir: Path, record: bool, multirun: bool) -> None:
-    """Record a failed run (``record``: this process owns the run dir); exit 2 on a user error in a
-    single run, re-raise a bug."""
+def _failed(exc: BaseException, run_dir: Path, record: bool, multirun: bool, loggers: list[Any]) -> None:
+    """Record a failed run (``record``: this process owns the run dir) and tell its loggers; exit 2
+    on a user error in a single run, re-raise a bug."""
     user = user_error(exc)
     cause = user or exc
     line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    if record and run_dir.is_dir():
-        fields: dict[str, Any] = {"error": f"{type(cause).__name__}: {line}"}
-        if isinstance(cause, TrainingDiverged):
-            fields["step"] = cause.step
+    fields: dict[str, Any] = {"error": f"{type(cause).__name__}: {line}"}
+    if isinstance(cause, TrainingDiverged):
+        fields["step"] = cause.step
+    recorded = record and run_dir.is_dir()
+    if recorded:
         write_status(run_dir, "failed", **fields)
         if (run_dir / "config.yaml").exists():  # the run had started: keep what it wrote, marked failed
             mark_metrics(run_dir, "failed", keep_measured=not isinstance(cause, TrainingDiverged), **fields)
         (run_dir / "error.log").write_text(traceback.format_exc())
+    metrics = (read_json(run_dir / "metrics.json") or {}) if recorded else {}
+    end_loggers(loggers, metrics, {"status": "failed", **fields} if recorded else None, run_dir / "figures")
     if user is not None:
         print(f"error: {line}", file=sys.stderr)
         if not multirun:

@@ -19,6 +19,7 @@ from posenc.data.patches import Patches
 from posenc.core.errors import PosencError, check_choice, invalid_value
 
 DEFAULT_LOCATION_GRID = 3
+CANVAS_CHUNK = 256  # canvases built at a time when they are stored as uint8 (make_canvases(uint8=True))
 
 
 def _generator_device(generator: torch.Generator | None) -> torch.device:
@@ -180,6 +181,7 @@ def make_canvases(
     paste_object_only: bool = False,
     location_grid: int = DEFAULT_LOCATION_GRID,
     cells: Tensor | None = None,
+    uint8: bool = False,
 ) -> dict[str, Tensor]:
     """Paste each patch once into a canvas of ``fill`` on the patches' device.
 
@@ -191,6 +193,10 @@ def make_canvases(
     patches' mean for test canvases). ``paste_object_only`` writes only the object's pixels.
     Returns ``image`` [N,3,S,S], ``cell`` [N], ``position`` [N,2], ``object_mask`` [N,S,S]
     (the patch's mask where it was placed), ``label`` [N] (the patch's class).
+    ``uint8``: ``image`` as uint8 (x 255, rounded), built :data:`CANVAS_CHUNK` canvases at a time,
+    so no float copy of all of them is ever held (50,000 96 px canvases: 1.4 GB instead of 5.5 GB
+    per float copy); the same values as converting the float images (a CPU generator draws a
+    noise fill chunk by chunk exactly as at once).
     """
     size = patches.size
     num = patches.images.shape[0]
@@ -213,8 +219,17 @@ def make_canvases(
         positions = grid_positions(cells, grid, size, cell_size(image_size, grid))
     if fill == "mean" and mean_colour is None:
         mean_colour = patches.images.mean(dim=(0, 2, 3))
-    canvases = fill_canvas(num, image_size, fill, generator, mean_colour, device)
-    image = paste(canvases, patches.images, positions, patches.masks if paste_object_only else None)
+    if uint8:
+        image = torch.empty((num, 3, image_size, image_size), dtype=torch.uint8, device=device)
+        for start in range(0, num, CANVAS_CHUNK):
+            part = slice(start, min(start + CANVAS_CHUNK, num))
+            canvases = fill_canvas(part.stop - start, image_size, fill, generator, mean_colour, device)
+            pasted = paste(canvases, patches.images[part], positions[part],
+                           patches.masks[part] if paste_object_only else None)
+            image[part] = pasted.mul_(255.0).round_().clamp_(0, 255)
+    else:
+        canvases = fill_canvas(num, image_size, fill, generator, mean_colour, device)
+        image = paste(canvases, patches.images, positions, patches.masks if paste_object_only else None)
     return {
         "image": image,
         "cell": cells,

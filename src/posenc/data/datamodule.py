@@ -7,10 +7,8 @@ Every task honours the same knobs: ``num_train``, ``num_test``, ``image_size``, 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -21,6 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from posenc.core.choices import SOURCES, TEST_INPUTS  # noqa: F401 - the valid values live there
 from posenc.models.backbones import IMAGENET_MEAN
 from posenc.data.canvas import CANVAS_FILLS, check_frame, frame_on_canvas
+from posenc.data.feature_cache import FeatureFile, available_memory
 from posenc.data.folder import ImageFolderDataset
 from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
 from posenc.data.synthetic import SYNTHETIC_INPUTS, synthetic_images
@@ -98,21 +97,24 @@ class TensorDictDataset(Dataset):
 
 
 class IndexedFeatures(Dataset):
-    """Precomputed channels-last backbone features ``[N, H, W, C]`` (a tensor or a ``np.memmap``)
-    served a whole batch per index list as a channels-last ``[B, C, H, W]`` view: one gather
-    instead of one copy per sample and a collate (1472 x 28 x 28 floats per VGG16 image).
+    """Precomputed channels-last backbone features ``[N, H, W, C]`` (a tensor, a
+    :class:`~posenc.data.feature_cache.FeatureFile` or an array) served a whole batch per index
+    list as a float32 channels-last ``[B, C, H, W]`` view: one gather instead of one copy per sample
+    and a collate (1472 x 28 x 28 floats per VGG16 image).
 
-    In-memory float32 features are gathered into a ring of ``RING`` reused buffers: a fresh
-    148 MB batch costs ~45 ms of page faults on every step, the copy itself ~11 ms. Lightning's
-    loop holds at most two batches at once (the current one and one prefetched), so a batch is
-    never overwritten while in use."""
+    In-memory float32 features and a disk cache's rows are gathered into a ring of ``RING`` reused
+    buffers: a fresh 148 MB batch costs ~45 ms of page faults on every step, the copy itself ~11
+    ms. Lightning's loop holds at most two batches at once (the current one and one prefetched), so
+    a batch is never overwritten while in use. A disk cache's rows are read into one more reused
+    buffer in the file's dtype first, so reading it keeps the process's memory flat."""
 
     RING = 3
 
-    def __init__(self, features: torch.Tensor | np.ndarray) -> None:
+    def __init__(self, features: torch.Tensor | FeatureFile | np.ndarray) -> None:
         self.features = features
         self._ring: list[torch.Tensor] = []
         self._turn = 0
+        self._raw: np.ndarray | None = None  # a FeatureFile's rows, before the float32 copy
 
     def __len__(self) -> int:
         return len(self.features)
@@ -130,6 +132,11 @@ class IndexedFeatures(Dataset):
         features = self.features
         if isinstance(features, torch.Tensor) and features.dtype == torch.float32 and features.device.type == "cpu":
             batch = torch.index_select(features, 0, order, out=self._buffer(len(order)))
+        elif isinstance(features, FeatureFile):
+            if self._raw is None or len(self._raw) < len(order):
+                self._raw = np.empty((len(order), *features.shape[1:]), features.dtype)
+            raw = features.read(order.numpy(), out=self._raw)
+            batch = self._buffer(len(order)).copy_(torch.from_numpy(raw))
         elif isinstance(features, torch.Tensor):
             batch = features[order.to(features.device)].float()
         else:
@@ -223,20 +230,6 @@ def check_sizes(num_train: int, num_val: int, num_test: int, **more: tuple[int, 
             raise PosencError(f"data.{key}={value} is not valid: expected an int >= {low}")
     if "image_size" in more:
         check_fits_in_memory(int(more["image_size"][0]), int(num_train) + int(num_val) + int(num_test))
-
-
-def available_memory() -> int | None:
-    """Bytes of memory this machine can still hand out (``MemAvailable``), None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def check_fits_in_memory(image_size: int, num_images: int) -> None:
@@ -340,7 +333,7 @@ class PositionDataModule(SeededDataModule):
         self.synthetic_source = synthetic_source
         self.min_scale = min_scale
         self.frame = frame if frame.margin else None
-        self.train_features: torch.Tensor | np.ndarray | None = None
+        self.train_features: torch.Tensor | FeatureFile | None = None
         self.val_features: torch.Tensor | None = None
 
     @property
@@ -379,7 +372,7 @@ class PositionDataModule(SeededDataModule):
                               for n in self.test_inputs}
 
     def set_train_features(
-        self, features: torch.Tensor | np.ndarray | None, val_features: torch.Tensor | None = None
+        self, features: torch.Tensor | FeatureFile | None, val_features: torch.Tensor | None = None
     ) -> None:
         """Serve precomputed backbone features instead of images for training and validation
         (frozen backbone)."""

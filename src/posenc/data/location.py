@@ -4,7 +4,8 @@ surrounded by a canvas of a chosen fill.
 
 Train, held-out (``num_val``, for the convergence flag) and test canvases are generated once, in
 batched tensor operations (:mod:`posenc.data.canvas`), on the device given (the training GPU when
-there is one: ``data.device=auto``) and stored as uint8; every sample carries its ``cell``, its patch ``label`` and the
+there is one: ``data.device=auto``) and stored as uint8, built a chunk at a time (no float copy of
+all canvases: 50,000 canvases of 96 px peak at a few GB); every sample carries its ``cell``, its patch ``label`` and the
 ``object_mask`` of the pasted object, from which the task builds its targets.
 """
 
@@ -164,7 +165,7 @@ class CanvasDataModule(SeededDataModule):
             cells = torch.arange(count, device=patches.images.device).repeat(num)
         out = make_canvases(patches, self.image_size, self.spec.grid, self.spec.fill, generator,
                             mean_colour=mean_colour, paste_object_only=self.spec.object_only,
-                            location_grid=self.spec.location_grid, cells=cells)
+                            location_grid=self.spec.location_grid, cells=cells, uint8=True)
         out["mean_colour"] = patches.images.mean(dim=(0, 2, 3))
         return out
 

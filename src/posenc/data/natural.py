@@ -6,6 +6,7 @@ import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -41,6 +42,8 @@ TRAIN_PHOTOS: tuple[str, ...] = tuple(n for n in _PHOTO_FILES if n not in TEST_P
 def _package_dir(package: str) -> Path:
     """Directory of an installed package, imported lazily."""
     module = __import__(package, fromlist=["__file__"])
+    if module.__file__ is None:  # a namespace package: no directory of its own
+        raise PosencError(f"package {package} has no files of its own to read photos from")
     return Path(os.path.dirname(module.__file__))
 
 
@@ -72,6 +75,23 @@ def load_photo(name: str) -> np.ndarray:
     return _load_cached(name).copy()
 
 
+@overload
+def natural_crops(
+    num: int,
+    image_size: int,
+    photos: Sequence[str],
+    seed: int,
+    min_scale: float = ...,
+    return_labels: Literal[False] = ...,
+) -> torch.Tensor: ...
+@overload
+def natural_crops(
+    num: int, image_size: int, photos: Sequence[str], seed: int, min_scale: float = ..., *, return_labels: Literal[True]
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def natural_crops(
+    num: int, image_size: int, photos: Sequence[str], seed: int, min_scale: float = ..., return_labels: bool = ...
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 def natural_crops(
     num: int,
     image_size: int,

@@ -89,6 +89,7 @@ class SegmentationDataModule(SeededDataModule):
             scenes = shape_scenes(num, self.image_size, seed, train=split == "train", max_objects=self.max_objects,
                                   layout=self.layout, backgrounds=self.backgrounds)
             return TensorDictDataset({"image": scenes["image"], "mask": scenes["semantic"]})
+        assert folder is not None, name  # __init__ refuses a real source without data.data_dir
         if name == "voc":
             return MaskedImages(voc_segmentation(folder, split, self.image_size, num=num, seed=seed))
         return MaskedImages(saliency_dataset(name, folder, split, self.image_size, num=num, seed=seed))

@@ -164,7 +164,8 @@ def _tiny_vgg(widths: Sequence[int], batch_norm: bool = False) -> nn.Sequential:
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:  # always: the convs are built with bias=True
+                nn.init.zeros_(m.bias)
     return net
 
 
@@ -221,6 +222,9 @@ class TappedBackbone(nn.Module):
 
     sequential = True  # the body is a sequence of stages (receptive fields, PermuteNet's point, PPP)
     padding_report: dict[str, int] = {}  # convs converted per class (posenc.models.padding.convert_padding)
+    body: nn.Module | None  # an nn.Sequential of stages here (None: backbone=none); any module in ExtractorBackbone
+    mean: torch.Tensor  # buffers (register_buffer): ImageNet normalisation
+    std: torch.Tensor
 
     def __init__(
         self,
@@ -335,6 +339,10 @@ class ExtractorBackbone(TappedBackbone):
     PermuteNet's permutation point, which sits between two stages, is refused in one line."""
 
     sequential = False
+    body: nn.Module
+    # set only by the ViT builder (posenc.models.vit_backbone); read with getattr(backbone, name, default)
+    global_receptive_field: bool
+    position_embedding: str
 
     def __init__(self, name: str, body: nn.Module, taps: Sequence[str], keys: Sequence[int | str],
                  channels: Sequence[int], options: BackboneOptions, padding_report: dict[str, int],

@@ -165,7 +165,8 @@ class PixelDecoder(nn.Module):
         self.classify = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, taps: Sequence[torch.Tensor], image_size: int | None = None) -> torch.Tensor:
-        size = taps[self.fuse_at].shape[-2:]
+        h, w = taps[self.fuse_at].shape[-2:]
+        size = (h, w)
         fused = None
         for tap, lateral in zip(taps, self.lateral):
             x = lateral(tap)

@@ -28,6 +28,8 @@ class UpsampledMSE(nn.Module):
     """Per-target MSE between ``upsample(pred)`` and ``targets`` (``[T, H, W]``), averaged over the
     batch and pixels; ``pred``: ``[B, T, h, w]``. Returns ``[T]``."""
 
+    targets: torch.Tensor  # buffer (register_buffer)
+
     def __init__(self, targets: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("targets", targets.double(), persistent=False)

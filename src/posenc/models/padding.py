@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,8 @@ from torch import nn
 from posenc.core.choices import NONE_UPSAMPLES, PADDING_MODES  # noqa: F401 - the valid values live there
 from posenc.core.errors import PosencError, check_choice
 
-_NATIVE_MODES = ("zeros", "reflect", "replicate", "circular")
+_NativeMode = Literal["zeros", "reflect", "replicate", "circular"]  # nn.Conv2d's own padding_mode values
+_NATIVE_MODES: tuple[_NativeMode, ...] = ("zeros", "reflect", "replicate", "circular")
 
 
 def _pads(conv: nn.Conv2d) -> tuple[int, int, int, int]:

@@ -50,10 +50,14 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         n = totals[-1]
         mean = totals[:c] / n
         var = (totals[c : 2 * c] / n - mean * mean).clamp_min(0)
-        with torch.no_grad():
-            self.num_batches_tracked += 1
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+        mean_buf, var_buf, tracked = self.running_mean, self.running_var, self.num_batches_tracked
+        if mean_buf is not None and var_buf is not None and tracked is not None:  # track_running_stats
+            with torch.no_grad():
+                tracked.add_(1)  # the buffer itself, in place
+                # BatchNorm2d's factor: momentum, else (momentum=None) a cumulative average
+                factor = 1.0 / float(tracked) if self.momentum is None else self.momentum
+                mean_buf.lerp_(mean.detach(), factor)
+                var_buf.lerp_(var.detach() * n / (n - 1), factor)
         shape = (1, c, 1, 1)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         return y * self.weight.view(shape) + self.bias.view(shape)
@@ -70,6 +74,9 @@ class ThinConv2d(nn.Conv2d):
     shapes (grouped, strided, dilated, non-zero padding modes, wide outputs) use ``Conv2d``.
     """
 
+    # channel_groups (PosENetReadout._assign_heads): ((first, stop) channels, (first, stop) heads) per run of heads
+    blocks: list[tuple[tuple[int, int], tuple[int, int]]] | None = None
+
     def _thin(self) -> bool:
         k = self.kernel_size[0]
         return (self.groups == 1 and self.stride == (1, 1) and self.dilation == (1, 1)
@@ -77,16 +84,19 @@ class ThinConv2d(nn.Conv2d):
                 and self.padding[0] == self.padding[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blocks = getattr(self, "blocks", None)  # channel_groups: each run of heads reads its own channels
+        blocks, bias = self.blocks, self.bias  # channel_groups: each run of heads reads its own channels
         if blocks is not None:
-            return torch.cat([self._linear_map(x[:, a:b], self.weight[h0:h1, a:b], self.bias[h0:h1])
+            return torch.cat([self._linear_map(x[:, a:b], self.weight[h0:h1, a:b],
+                                               None if bias is None else bias[h0:h1])
                               for (a, b), (h0, h1) in blocks], dim=1)
         return self._linear_map(x, self.weight, self.bias)
 
     def _linear_map(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        k, p, cout = self.kernel_size[0], self.padding[0], weight.shape[0]
+        k, cout = self.kernel_size[0], weight.shape[0]
         if not (self._thin() and cout * k * k <= weight.shape[1]):  # few outputs per input channel only
             return self._conv_forward(x, weight, bias)
+        assert isinstance(self.padding, tuple)  # checked by _thin(): not a "same"/"valid" string
+        p = self.padding[0]
         rows = weight.permute(0, 2, 3, 1).reshape(cout * k * k, weight.shape[1], 1, 1)  # (o, di, dj)
         z = F.conv2d(x, rows)  # [B, cout*k*k, H, W]
         if p:
@@ -94,7 +104,7 @@ class ThinConv2d(nn.Conv2d):
         b, _, h, w = z.shape
         oh, ow = h - k + 1, w - k + 1
         z = z.view(b, cout, k, k, h, w)
-        out = bias.view(1, cout, 1, 1) if bias is not None else 0
+        out = bias.view(1, cout, 1, 1) if bias is not None else z.new_zeros(())  # 0-dim zero: as adding 0
         for di in range(k):
             for dj in range(k):
                 out = out + z[:, :, di, dj, di : di + oh, dj : dj + ow]
@@ -159,7 +169,8 @@ class PosENetReadout(nn.Module):
             if isinstance(m, nn.Conv2d):
                 for head in m.weight.detach().chunk(num_maps, dim=0):  # each head's own fans
                     nn.init.xavier_uniform_(head)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # always: the convs are built with bias=True
+                    nn.init.zeros_(m.bias)
         if channel_groups is not None:
             self._assign_heads(list(channel_groups), in_channels, num_maps, depth)
 
@@ -170,6 +181,7 @@ class PosENetReadout(nn.Module):
             raise PosencError(f"channel_groups={groups} is not valid: expected {num_maps} ranges within "
                               f"0..{in_channels}")
         conv = self.net[0]
+        assert isinstance(conv, ThinConv2d)  # __init__ starts the net with one
         blocks: list[tuple[tuple[int, int], tuple[int, int]]] = []  # (channels, heads) of each run of heads
         for head, group in enumerate(groups):
             if blocks and blocks[-1][0] == group:

@@ -197,7 +197,11 @@ def tap_geometries(backbone: TappedBackbone) -> dict[str, Geometry]:
         raise PosencError(f"every tap of backbone {backbone.name} depends on every pixel (attention over the whole "
                           "image): no padding-free reference exists; valid: a CNN")
     if not getattr(backbone, "sequential", True):
-        return measured_geometries(backbone)
+        measured: dict[str, Geometry] = {}
+        for tap, geometry in measured_geometries(backbone).items():
+            assert geometry is not None, tap  # without allow_global a tap is measured or refused
+            measured[tap] = geometry
+        return measured
     return {tap: module_geometry(modules) for tap, modules in tap_modules(backbone).items()}
 
 
@@ -248,7 +252,9 @@ def measured_geometries(backbone: TappedBackbone, allow_global: bool = False) ->
     (``allow_global``: such taps are None instead)."""
     probe = _dependency_probe(backbone)
     strides = backbone.tap_strides
-    side, found, measured_at = 64, {}, {}
+    side = 64
+    found: dict[str, Geometry | None] = {}  # None: depends on every pixel (allow_global)
+    measured_at: dict[str, tuple[int, int, int]] = {}  # (side, lo, hi) of the measurement
     generator = torch.Generator().manual_seed(0)
     while len(found) < len(backbone.tap_names):
         if side > LARGEST_MEASURED_INPUT and allow_global:
@@ -262,7 +268,8 @@ def measured_geometries(backbone: TappedBackbone, allow_global: bool = False) ->
                               "no padding-free reference exists; valid: layers with smaller receptive fields")
         image = (torch.rand(1, 3, side, side, dtype=torch.float64, generator=generator) + 0.5).requires_grad_(True)
         original = F.max_pool2d
-        F.max_pool2d = _average_instead_of_max  # nn.MaxPool2d (and timm's pools) look it up at call time
+        # nn.MaxPool2d (and timm's pools) look it up at call time; restored below
+        F.max_pool2d = _average_instead_of_max  # type: ignore[assignment]  # deliberate patch of an overloaded function
         try:
             with torch.enable_grad():
                 try:

@@ -24,7 +24,7 @@ from typing import Any
 import torch.nn as nn
 
 from posenc.models.backbones import BackboneOptions, ExtractorBackbone, check_taps, takes_backbone_options
-from posenc.core.errors import MissingWeights, PosencError
+from posenc.core.errors import MissingWeights, PosencError, require_extra
 from posenc.models.padding import PaddingSpec
 from posenc.core.registry import padding_entry
 
@@ -32,11 +32,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _timm():
-    try:
-        import timm
-    except ImportError:  # pragma: no cover - a dependency of posenc
-        raise PosencError("backbone=timm needs timm: pip install 'timm>=1.0,<2'") from None
-    return timm
+    return require_extra("timm", "backbone=timm", "timm")
 
 
 def hf_hub_cache() -> Path:

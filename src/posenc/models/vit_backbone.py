@@ -20,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from posenc.core.choices import POSITION_EMBEDDINGS
-from posenc.core.errors import PosencError, check_choice
+from posenc.core.errors import PosencError, check_choice, require_extra
 from posenc.models.backbones import BackboneOptions, ExtractorBackbone, takes_backbone_options
 from posenc.models.padding import PaddingSpec
 from posenc.models.timm_backbone import timm_extractor
@@ -36,7 +37,7 @@ def build_vit_backbone(name: str = "vit_tiny_patch16_224", padding: PaddingSpec 
     """timm ViT ``name`` with every block's patch tokens as a tap; ``position_embedding=none``
     removes the learned position embedding (zeroed and frozen)."""
     check_choice("backbone.position_embedding", position_embedding, POSITION_EMBEDDINGS)
-    import timm
+    timm = require_extra("timm", "backbone=vit_tiny", "timm")
 
     if name in timm.list_models() and not name.startswith(("vit_", "deit_")):
         raise PosencError(f"backbone.name={name} is not a Vision Transformer; valid: a vit_* / deit_* name of "
@@ -44,12 +45,13 @@ def build_vit_backbone(name: str = "vit_tiny_patch16_224", padding: PaddingSpec 
     depth = _depth(timm, name)
     backbone = timm_extractor(name, BackboneOptions.of(padding, **options), taps, "vit", range(depth),
                               dynamic_img_size=True)
-    vit = backbone.body.model
+    vit = backbone.body.model  # timm's VisionTransformer, under its features_only getter
     if position_embedding == "none":
-        if getattr(vit, "pos_embed", None) is None:
+        pos_embed = getattr(vit, "pos_embed", None)  # a Parameter, or None when built without one
+        if not isinstance(pos_embed, torch.Tensor):
             raise PosencError(f"vit/{name} has no learned position embedding to remove")
-        vit.pos_embed.data.zero_()
-        vit.pos_embed.requires_grad_(False)
+        pos_embed.data.zero_()
+        pos_embed.requires_grad_(False)
     backbone.global_receptive_field = True
     backbone.position_embedding = position_embedding
     return backbone

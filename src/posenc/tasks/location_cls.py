@@ -175,8 +175,9 @@ class LocationClassificationTask(SupervisedTask):
             predicted = split_class_and_location(logits.argmax(dim=1), cells)
             for part, guess, truth in zip(JOINT_PARTS, predicted, split_class_and_location(target, cells)):
                 right = guess == truth
-                self.part_accuracy[part].update(right.float(), bins)
-                self.part_overall[part].update(right.float())
+                per_bin, overall = self._part_metrics(part)
+                per_bin.update(right.float(), bins)
+                overall.update(right.float())
         if self.label == "class":  # where the object is does not change the label: measure invariance
             images = batch["image"]
             views = torch.cat([random_shift(images, self.shift, self.shift_generator),
@@ -200,6 +201,14 @@ class LocationClassificationTask(SupervisedTask):
         per_bin = {"accuracy": dict(zip(self.bin_names, self.distance_accuracy.compute().tolist()))}
         if self.label == "class_and_location":
             for part in JOINT_PARTS:
-                overall[f"{part}_accuracy"] = float(self.part_overall[part].compute())
-                per_bin[f"{part}_accuracy"] = dict(zip(self.bin_names, self.part_accuracy[part].compute().tolist()))
+                part_per_bin, part_overall = self._part_metrics(part)
+                overall[f"{part}_accuracy"] = float(part_overall.compute())
+                per_bin[f"{part}_accuracy"] = dict(zip(self.bin_names, part_per_bin.compute().tolist()))
         return overall, per_bin
+
+    def _part_metrics(self, part: str) -> tuple[BinnedMean, MeanMetric]:
+        """The per-bin and overall accuracy of one half of the joint label (kept in nn.ModuleDicts,
+        which follow the task's device)."""
+        per_bin, overall = self.part_accuracy[part], self.part_overall[part]
+        assert isinstance(per_bin, BinnedMean) and isinstance(overall, MeanMetric)
+        return per_bin, overall

@@ -28,6 +28,11 @@ class LocationSegmentationTask(SegmentationTask):
     def targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return location_seg_labels(batch["object_mask"], batch["cell"])
 
+    def class_names(self) -> list[str]:
+        """``background``, then ``cell (row, col)`` for label ``1 + row * g + col``."""
+        g = self._grid()
+        return ["background", *(f"cell ({c // g}, {c % g})" for c in range(g * g))]
+
     def bin_names(self) -> list[str]:
         return bin_names_rings(self._grid())
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
 from posenc.core.choices import AUTOCAST, TAP_READOUTS  # noqa: F401 - the valid values live there
@@ -60,8 +59,9 @@ class PosENetTask(PosencTask):
         targets: Sequence[str] = TARGETS,
         target_source: str = "formula",
         stripe_range: str = "unit",
-        feature_cache: str = "memory",
-        cache_dtype: str = "float32",
+        feature_cache: str = "auto",
+        cache_dtype: str = "auto",
+        cache_memory_fraction: float = 0.25,
         cache_dir: str = "outputs/.feature_cache",
         max_steps: int = -1,
         max_epochs: int | None = None,
@@ -72,7 +72,10 @@ class PosENetTask(PosencTask):
         """``max_steps`` / ``max_epochs``: the readout budget; the trainer config reads them
         (``trainer.max_steps: ${task.max_steps}``), the task only records them.
         ``channels_last`` / ``autocast`` (None | "bf16"): how the frozen backbone runs when the
-        features are computed (opt-in; the readout always trains in float32)."""
+        features are computed (opt-in; the readout always trains in float32).
+        ``feature_cache`` / ``cache_dtype`` / ``cache_memory_fraction``: where the frozen features
+        are kept (posenc.data.feature_cache; ``auto``: memory within that share of the available
+        RAM, else a float16 file under ``cache_dir``)."""
         super().__init__()
         check_choice("task.autocast", autocast, AUTOCAST)
         check_choice("task.tap_readouts", tap_readouts, TAP_READOUTS)
@@ -105,6 +108,7 @@ class PosENetTask(PosencTask):
         self.image_size = image_size
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.feature_cache, self.cache_dtype, self.cache_dir = feature_cache, cache_dtype, cache_dir
+        self.cache_memory_fraction = float(cache_memory_fraction)
         self.budget = {"max_steps": max_steps, "max_epochs": max_epochs}
         self.channels_last, self.autocast = channels_last, autocast
         if channels_last:
@@ -151,27 +155,38 @@ class PosENetTask(PosencTask):
         checkpoint["state_dict"].update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()})
 
     def feature_cache_key(self) -> str:
+        """Hash of what determines the features (the disk cache's file adds the dtype it stores)."""
         dm = self.trainer.datamodule
         return cache_key({
             "backbone": self.backbone.name, "taps": self.backbone.tap_names, "padding": self.backbone.padding,
             "normalize": self.backbone.normalize, "weights": self.backbone_digest(),
             "feature_size": self.feature_size, "align_corners": self.readout.align_corners,
-            "data": dm.fingerprint(), "dtype": self.cache_dtype, "autocast": self.autocast,
+            "data": dm.fingerprint(), "autocast": self.autocast,
         })
+
+    def encoder_name(self) -> str:
+        """``vgg16, f1-f5``: the backbone and its taps, for the encoding progress bar."""
+        taps = list(self.backbone.tap_names)
+        numbers = [t[1:] for t in taps if t.startswith("f") and t[1:].isdigit()]
+        consecutive = len(numbers) == len(taps) > 2 and all(
+            int(b) == int(a) + 1 for a, b in zip(numbers, numbers[1:]))
+        return f"{self.backbone.name}, " + (f"{taps[0]}-{taps[-1]}" if consecutive else ",".join(taps))
 
     def cache_train_features(self) -> None:
         """Encode the training set once, on the device the run trains on, and hand the features
         to the datamodule. Runs in ``setup("fit")``, before ``configure_optimizers``: the lr
         schedule reads the step count from the train loader, which must be the features' one."""
         dm = self.trainer.datamodule
-        key = self.feature_cache_key() if self.feature_cache == "disk" else ""
+        key = self.feature_cache_key() if self.feature_cache in ("disk", "auto") else ""
         device = self.trainer.strategy.root_device
         self.backbone.to(device)
+        what = self.encoder_name()
         features = cached_features(self.feature_cache, key, self.cache_dir, self.encode, dm.train_set,
-                                   dm.batch_size, device, self.cache_dtype)
+                                   dm.batch_size, device, self.cache_dtype, self.cache_memory_fraction, what=what)
         val = None
         if dm.val_set is not None and features is not None:  # small: always kept in memory
-            val = cached_features("memory", "", self.cache_dir, self.encode, dm.val_set, dm.batch_size, device)
+            val = cached_features("memory", "", self.cache_dir, self.encode, dm.val_set, dm.batch_size, device,
+                                  "float32", what=f"{what}, held out", announce=False)
         dm.set_train_features(features, val)
 
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -259,9 +274,9 @@ class PosENetTask(PosencTask):
     def on_test_end(self) -> None:
         if not self.previews or not self.trainer.is_global_zero:
             return
+        spc = {n: [float(spearman_per_image(p["pred"][j][None].float(), self.targets[j].float().cpu()[None])[0])
+                   for j in range(len(self.target_names))] for n, p in self.previews.items()}
         fig = prediction_grid({n: p["image"] for n, p in self.previews.items()},
-                              {n: p["pred"] for n, p in self.previews.items()}, self.targets, self.target_names)
-        path = save_figure(fig, Path(self.trainer.default_root_dir) / "figures" / "predictions.png")
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image("test/predictions", [str(path)])
+                              {n: p["pred"] for n, p in self.previews.items()}, self.targets, self.target_names, spc)
+        # every logger gets figures/*.png at the end of the run (posenc.core.loggers.publish)
+        save_figure(fig, Path(self.trainer.default_root_dir) / "figures" / "predictions.png")

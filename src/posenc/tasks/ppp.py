@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch.loggers import WandbLogger
 
 from posenc.analysis.ppp import crop_center, ppp_from_moments, ppp_figure
 from posenc.models.backbones import TappedBackbone
@@ -192,10 +191,8 @@ class PPPTask(PosencTask):
             return
         from posenc.core.figures import save_figure
 
-        path = save_figure(ppp_figure(self.heatmaps, self.profiles), Path(self.trainer.default_root_dir) / "figures" / "ppp.png")
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image("ppp/heatmaps", [str(path)])
+        # every logger gets figures/*.png at the end of the run (posenc.core.loggers.publish)
+        save_figure(ppp_figure(self.heatmaps, self.profiles), Path(self.trainer.default_root_dir) / "figures" / "ppp.png")
 
     @classmethod
     def sweep_sections(cls, metrics: Sequence[Mapping[str, Any]], wall_times: Sequence[float]) -> list[str]:

@@ -21,6 +21,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from posenc.analysis.distance import BinnedConfusion, band_edges, band_of_pixels, bin_names_bands
 from posenc.models.backbones import TappedBackbone
 from posenc.core.figures import save_figure, segmentation_preview
+from posenc.data.segmentation_sets import VOC_CLASSES
+from posenc.data.shapes import SHAPE_CLASSES
 from posenc.core.errors import PosencError
 from posenc.tasks.supervised import SupervisedTask
 
@@ -82,7 +84,13 @@ class SegmentationTask(SupervisedTask):
         overall = {"miou": float(self.miou.compute()), "pixel_acc": float(self.pixel_acc.compute())}
         return overall, {name: dict(zip(self.names, per_bin[name].tolist())) for name in ("miou", "pixel_acc")}
 
+    def class_names(self) -> list[str] | None:
+        """Names of the class ids for the preview's legend: the data source's (shapes, VOC), else None."""
+        return {"shapes": ["background", *SHAPE_CLASSES], "voc": list(VOC_CLASSES)}.get(
+            str(getattr(self.datamodule, "source", "")))
+
     def save_preview(self, figures: Path) -> None:
         if self.preview:
-            save_figure(segmentation_preview(self.preview["image"], self.preview["target"], self.preview["pred"]),
+            save_figure(segmentation_preview(self.preview["image"], self.preview["target"], self.preview["pred"],
+                                             num_classes=self.num_outputs(), class_names=self.class_names()),
                         figures / "predictions.png")

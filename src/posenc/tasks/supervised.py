@@ -20,7 +20,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn as nn
-from lightning.pytorch.loggers import WandbLogger
 
 from posenc.models.backbones import TappedBackbone
 from posenc.core.checkpointing import atomic_save
@@ -81,7 +80,8 @@ class SupervisedTask(PosencTask):
         """The attached Trainer's datamodule, else the one given to :meth:`attach_datamodule`
         (analyses of a finished run without a Trainer: posenc.tools.runs)."""
         if self._trainer is not None:
-            return self._trainer.datamodule
+            # set on every Trainer by Lightning's _DataConnector, but not declared on the class
+            return self._trainer.datamodule  # type: ignore[attr-defined]
         return getattr(self, "_offline_datamodule", None)
 
     # what the datamodule must provide, and which data options do (checked before the Trainer starts)
@@ -208,10 +208,8 @@ class SupervisedTask(PosencTask):
         if not self.trainer.is_global_zero or not self.by_distance:
             return
         figures = Path(self.trainer.default_root_dir) / "figures"
-        path = save_figure(by_distance_figure(self.distance_bins, self.by_distance), figures / "by_distance.png")
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image("test/by_distance", [str(path)])
+        # every logger gets figures/*.png at the end of the run (posenc.core.loggers.publish)
+        save_figure(by_distance_figure(self.distance_bins, self.by_distance), figures / "by_distance.png")
         self.save_preview(figures)
 
     def save_preview(self, figures: Path) -> None:

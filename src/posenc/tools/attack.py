@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -38,7 +38,7 @@ def default_counts(num_channels: int) -> list[int]:
     return counts
 
 
-def head_labels(run: LoadedRun) -> tuple[int, callable]:
+def head_labels(run: LoadedRun) -> tuple[int, Callable[[list[torch.Tensor]], torch.Tensor]]:
     """(number of classes, head as a function of taps returning per-class logits): the saliency
     head's one logit becomes two classes, background and salient (logit > 0)."""
     task = run.task

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from posenc.core.cli import OneLineParser, positive_int
+from posenc.core.progress import track
 from posenc.analysis.channels import channel_scores, content_sides, global_pool, rank_channels, scores_figure
 from posenc.core.errors import PosencError, invalid_choice, invalid_value
 from posenc.tools.runs import LoadedRun, load_run
@@ -53,11 +54,13 @@ def layer_index(run: LoadedRun, layer: str) -> int:
 
 
 @torch.no_grad()
-def encode_all(run: LoadedRun, images: torch.Tensor, batch_size: int = 64) -> list[torch.Tensor]:
-    """Every tap of the backbone for ``images``, computed once, kept on the CPU."""
+def encode_all(run: LoadedRun, images: torch.Tensor, batch_size: int = 64, what: str = "") -> list[torch.Tensor]:
+    """Every tap of the backbone for ``images``, computed once, kept on the CPU (a progress bar:
+    ``encoding <N> images<what>``)."""
     chunks: list[list[torch.Tensor]] = []
     device = next(run.task.parameters()).device
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for start in track(starts, f"encoding {len(images)} images{what} ({run.task.backbone.name})"):
         taps = run.task.encode(images[start:start + batch_size].to(device))
         chunks.append([t.float().cpu() for t in taps])
     return [torch.cat(parts) for parts in zip(*chunks)]
@@ -81,7 +84,7 @@ def score_layer(run: LoadedRun, data: dict[str, torch.Tensor], layer: str, batch
     index = layer_index(run, layer)
     images = data["image"]
     taps = taps if taps is not None else encode_all(run, images, batch_size)
-    flipped = encode_all(run, images.flip(-1), batch_size)
+    flipped = encode_all(run, images.flip(-1), batch_size, ", flipped")
     sides = sides_of(data)
     scores = channel_scores(global_pool(taps[index]), global_pool(flipped[index]), sides)
     return {"layer": layer, "num_channels": int(taps[index].shape[1]), "num_images": int(len(images)),

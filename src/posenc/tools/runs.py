@@ -62,6 +62,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         raise PosencError(f"run dir {str(run_dir)!r} ended {status.get('status')!r}"
                           f"{': ' + status['error'] if status.get('error') else ''}; valid: a completed run")
     cfg = OmegaConf.load(config)
+    if not isinstance(cfg, DictConfig):  # a YAML list: not the config.yaml train.py writes
+        raise PosencError(f"{config} is not a run's config: expected a mapping of keys, got a list")
     import lightning as L
 
     L.seed_everything(int(cfg.get("seed", 0)), verbose=False)  # as train() did before building the run

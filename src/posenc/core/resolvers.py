@@ -1,0 +1,56 @@
+"""OmegaConf resolvers the configs use for what Hydra only knows inside a job.
+
+``${run_dir:}`` is the job's output dir (``hydra.runtime.output_dir``) in a run and a multirun job.
+Hydra leaves that unset when it only prints the config (``--cfg job --resolve``, ``--help``), where
+``${hydra:runtime.output_dir}`` would fail the typed schema; there it is the run dir Hydra would use
+(``hydra.run.dir``), else a placeholder naming it. ``${help_groups:}`` is ``--help``'s list of
+config groups.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from omegaconf import DictConfig, OmegaConf
+
+from posenc.core.conf_groups import CONF_DIR, HYDRA_LAUNCHERS, group_options
+
+UNSET_RUN_DIR = "<run dir>"  # printed by --cfg / --help where no job exists
+
+
+def run_dir() -> str:
+    """This job's output dir; outside a job (``--cfg``, ``--help``) ``hydra.run.dir`` or :data:`UNSET_RUN_DIR`."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return UNSET_RUN_DIR
+    hydra_cfg = cast(DictConfig, HydraConfig.get())  # typed as the HydraConf schema; a DictConfig at runtime
+    for key in ("runtime.output_dir", "run.dir"):  # --cfg: no output dir; run.dir set by train.py
+        try:
+            value = OmegaConf.select(hydra_cfg, key, default=None, throw_on_missing=False)
+        except Exception:  # noqa: BLE001 - run.dir's own interpolations may need the job config
+            value = None
+        if value is not None:
+            return str(value)
+    return UNSET_RUN_DIR
+
+
+HIDDEN_GROUPS = ("schema",)  # the typed schemas (posenc.core.config_schema): internal, never chosen by users
+
+
+def help_groups() -> str:
+    """``--help``'s list of config groups and their options, one line each, without the internal
+    ``schema`` group (Hydra's ``$APP_CONFIG_GROUPS`` lists every group it can see)."""
+    groups = {g: o for g, o in group_options(CONF_DIR).items() if g.split("/")[0] not in HIDDEN_GROUPS}
+    for group, options in HYDRA_LAUNCHERS.items():
+        groups[group] = sorted({*groups.get(group, []), *options})
+    return "\n".join(f"{group}: {', '.join(sorted(options))}" for group, options in sorted(groups.items()))
+
+
+def register() -> None:
+    """Register ``${run_dir:}`` and ``${help_groups:}`` (idempotent)."""
+    OmegaConf.register_new_resolver("run_dir", run_dir, replace=True)
+    OmegaConf.register_new_resolver("help_groups", help_groups, replace=True)
+
+
+register()
