@@ -4,7 +4,7 @@ Steps, each a subprocess with its own time limit, summarised in one table at the
 
 1. ``posenet_fp32``: the default PosENet run (``python train.py``) with ``trainer=gpu``; its SPC per
    test input and target within ``--spc-tol`` (.01) of the CPU reference (``--reference``: the same
-   run's ``metrics.json`` on a CPU, ``benchmarks/reference/posenet_default_cpu.json``).
+   run on a CPU, ``docs/results/main_job.md`` as ``scripts/results.py`` writes it, or a ``metrics.json``).
 2. ``posenet_bf16``: the same with ``task.autocast=bf16`` (the frozen backbone under bf16 autocast).
 3. ``posenet_cache``: ``benchmarks/posenet_cache.py --trainer gpu`` (cached / bare forward ratio).
 4. ``train_overhead``: ``benchmarks/train_overhead.py --device cuda`` (posenc / bare loop per step).
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT / "benchmarks" / "reference" / "posenet_default_cpu.json"
+REFERENCE = ROOT / "docs" / "results" / "main_job.md"  # the default run on a CPU (python scripts/results.py main_job)
 SMOKE = ["backbone=tiny", "data.image_size=32", "data.num_train=16", "data.num_val=8", "data.num_test=4",
          "task.max_steps=5"]  # the CPU smoke version of a PosENet step
 GPS_SMOKE = ["backbone=tiny", "data.num_train=96", "data.num_test=18", "task.max_steps=3"]
@@ -76,6 +76,27 @@ def train(overrides: list[str], run_dir: Path, timeout: float) -> tuple[int, dic
     return rc, metrics, seconds, out[-1500:]
 
 
+def read_reference(path: Path) -> dict[str, float]:
+    """SPC per test input and target of the CPU reference: a ``metrics.json``, or the table of
+    ``docs/results/main_job.md`` (``| input | H SPC / MAE | ...`` rows, 3 decimals)."""
+    if not path.is_file():
+        return {}
+    if path.suffix == ".json":
+        return spc(json.loads(path.read_text()))
+    values: dict[str, float] = {}
+    targets: list[str] = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "input" and all(c.endswith("SPC / MAE") for c in cells[1:]):
+            targets = [c.split()[0] for c in cells[1:]]
+        elif targets and len(cells) == len(targets) + 1 and "/" in cells[1]:
+            for target, cell in zip(targets, cells[1:]):
+                values[f"test/{cells[0]}/{target}/spc"] = float(cell.split("/")[0])
+        elif targets and not line.startswith("|"):
+            targets = [] if values else targets
+    return values
+
+
 def spc(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k.startswith("test/") and k.endswith("/spc")}
 
@@ -103,7 +124,7 @@ def posenet_step(name: str, extra: list[str], gpu: bool, reference: dict, tol: f
         step.status = "smoke"
         step.lines = [f"skipped on the GPU: no GPU here; CPU smoke run ({' '.join(overrides)}) completed"]
         return step
-    gap, key = max_gap(spc(metrics), spc(reference))
+    gap, key = max_gap({k: round(v, 3) for k, v in spc(metrics).items()}, reference)
     step.lines = [f"steps {metrics.get('train/steps')}, converged {metrics.get('train/converged')}",
                   f"max |SPC - CPU reference| = {gap:.4f} ({key}); tolerance {tol}"]
     step.status = "ok" if gap <= tol else "failed"
@@ -170,7 +191,8 @@ def ddp_step(n_gpus: int, tol: float, out: Path) -> Step:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, default=REFERENCE, help="CPU metrics.json of the default run")
+    parser.add_argument("--reference", type=Path, default=REFERENCE,
+                        help="the default run on a CPU: docs/results/main_job.md or a metrics.json")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temp dir)")
     parser.add_argument("--spc-tol", type=float, default=0.01)
     parser.add_argument("--ddp-tol", type=float, default=1e-4)
@@ -178,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="posenc-gpu-check-"))
     n_gpus = gpus()
     gpu = n_gpus > 0
-    reference = json.loads(args.reference.read_text()) if args.reference.is_file() else {}
+    reference = read_reference(args.reference)
     if gpu and not reference:
-        print(f"error: no CPU reference {args.reference}: run the default job on a CPU and copy its metrics.json "
-              "there (python scripts/results.py main_job writes it)", file=sys.stderr)
+        print(f"error: no CPU reference in {args.reference}: run the default job on a CPU first "
+              "(python scripts/results.py main_job writes docs/results/main_job.md)", file=sys.stderr)
         return 2
     start = time.perf_counter()
     print(f"gpu check: {n_gpus} GPU(s); runs in {out}", flush=True)

@@ -111,6 +111,7 @@ def run_child(overrides: list[str], root: Path) -> dict[str, Any]:
     """One run as a subprocess: its timings, peak RSS (bytes) and the cache line it logged."""
     spec = {"overrides": overrides, "run_dir": str(root / "run"), "out": str(root / "times.json")}
     env = {**os.environ, "POSENC_PROGRESS": "0"}
+    load = os.getloadavg()[0]  # a shared machine: the timings below are only as steady as this
     proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
     output = proc.stdout.read() if proc.stdout else ""
@@ -120,6 +121,8 @@ def run_child(overrides: list[str], root: Path) -> dict[str, Any]:
         raise SystemExit(f"run failed ({proc.returncode}): {' '.join(overrides)}\n{output[-3000:]}")
     result = json.loads(Path(spec["out"]).read_text())
     result["peak_rss"] = usage.ru_maxrss * 1024  # Linux: kilobytes
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime
+    result["load"] = (load + os.getloadavg()[0]) / 2  # 1-minute load average at its start and end
     result["cache_line"] = next((line for line in output.splitlines() if line.startswith("feature cache:")), "")
     return result
 
@@ -153,12 +156,14 @@ def posenet_scale(args: argparse.Namespace) -> None:
             shutil.rmtree(root, ignore_errors=True)
     print(f"\nconfig: {' '.join(base[:1] + base[4:])} (data.train_dir: a generated DUTS-TR-Image folder)")
     print(f"{'N':>6} {'cache':>14} {'cache GB':>9} {'encode s/img':>13} {'readout s':>10} {'peak RSS GB':>12} "
-          f"{'wall s':>8} {'natural H SPC':>14}")
+          f"{'wall s':>8} {'CPU s':>7} {'load':>5} {'natural H SPC':>14}")
     for n, r in rows:
         mode = "disk" if r["cache"] == "FeatureFile" else "memory"
         print(f"{n:>6} {mode + ' ' + r['cache_dtype']:>14} {r['cache_bytes'] / 1e9:>9.2f} {r['encode_s'] / n:>13.4f} "
               f"{r.get('readout_s', float('nan')):>10.1f} {r['peak_rss'] / 1e9:>12.2f} {r['wall_s']:>8.0f} "
-              f"{r['metrics'].get('test/natural/H/spc', float('nan')):>14.3f}")
+              f"{r['cpu_s']:>7.0f} {r['load']:>5.1f} {r['metrics'].get('test/natural/H/spc', float('nan')):>14.3f}")
+    print("(CPU s: the run's user + system time; load: the machine's 1-minute load average at its start and end, "
+          f"{os.cpu_count()} cores)")
     (small, a), (large, b) = rows[0], rows[-1]
     print(f"\nlargest / smallest N ({large} / {small} = {large / small:.1f}x the images):")
     print(f"  encode s/image  {(b['encode_s'] / large) / (a['encode_s'] / small):6.2f}x   (target <= 1.2)")
@@ -182,9 +187,9 @@ def location_scale(args: argparse.Namespace) -> None:
         shutil.rmtree(root, ignore_errors=True)
     canvas = 3 * 96 * 96 + 96 * 96  # a stored canvas: uint8 image + bool object mask
     print(f"\nconfig: {' '.join(overrides[:1] + overrides[2:])} (data=canvas defaults: shapes, 96 px, grid 3)")
-    print(f"{'canvases':>9} {'stored GB':>10} {'peak RSS GB':>12} {'wall s':>8}")
+    print(f"{'canvases':>9} {'stored GB':>10} {'peak RSS GB':>12} {'wall s':>8} {'load':>5}")
     for n, r in rows:
-        print(f"{n:>9} {n * canvas / 1e9:>10.2f} {r['peak_rss'] / 1e9:>12.2f} {r['wall_s']:>8.0f}")
+        print(f"{n:>9} {n * canvas / 1e9:>10.2f} {r['peak_rss'] / 1e9:>12.2f} {r['wall_s']:>8.0f} {r['load']:>5.1f}")
     (small, a), (large, b) = rows[0], rows[-1]
     print(f"\npeak RSS {large} / {small} canvases: {b['peak_rss'] / a['peak_rss']:.2f}x; above the smallest run: "
           f"{(b['peak_rss'] - a['peak_rss']) / ((large - small) * canvas):.2f}x the bytes of the canvases stored")

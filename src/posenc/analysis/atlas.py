@@ -27,8 +27,22 @@ from omegaconf import OmegaConf
 
 ALL_TAPS = "all"  # the multi-tap readout's column
 NO_WEIGHTS = "no weights"
-COLUMNS = ("model", "padding", "weights", "tap", "rf_px", "stride", "rf_rel", "H_spc", "G_spc", "ppp_snr",
-           "ppp_rel_energy", "posenet_s", "ppp_s", "note")
+COLUMNS = (
+    "model",
+    "padding",
+    "weights",
+    "tap",
+    "rf_px",
+    "stride",
+    "rf_rel",
+    "H_spc",
+    "G_spc",
+    "ppp_snr",
+    "ppp_rel_energy",
+    "posenet_s",
+    "ppp_s",
+    "note",
+)
 PADDING_ORDER = ("zeros", "reflect", "replicate", "circular", "partial", "none")
 
 
@@ -58,8 +72,12 @@ def _job_setting(job: Any, key: str) -> Any:
 
 def _kind(job: Any) -> str | None:
     """``posenet`` or ``ppp`` (the job's task), from its metrics or its overrides."""
-    task = str(job.metrics.get("task") or override_value(job.overrides, "experiment")
-               or override_value(job.overrides, "task") or "")
+    task = str(
+        job.metrics.get("task")
+        or override_value(job.overrides, "experiment")
+        or override_value(job.overrides, "task")
+        or ""
+    )
     return "ppp" if "ppp" in task else "posenet" if "posenet" in task else None
 
 
@@ -124,8 +142,14 @@ def atlas_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     for cell in cells:
         notes = [n for n in (_note(cell.posenet, "PosENet"), _note(cell.ppp, "PPP")) if n]
         note = NO_WEIGHTS if NO_WEIGHTS in notes else "; ".join(dict.fromkeys(notes))
-        base = {"model": cell.model, "padding": cell.padding, "weights": cell.weights,
-                "posenet_s": _wall(cell.posenet), "ppp_s": _wall(cell.ppp), "note": note}
+        base = {
+            "model": cell.model,
+            "padding": cell.padding,
+            "weights": cell.weights,
+            "posenet_s": _wall(cell.posenet),
+            "ppp_s": _wall(cell.ppp),
+            "note": note,
+        }
         pm = cell.posenet.metrics if cell.posenet is not None and cell.posenet.completed else {}
         qm = cell.ppp.metrics if cell.ppp is not None and cell.ppp.completed else {}
         taps = _taps(cell)
@@ -133,13 +157,29 @@ def atlas_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
             rows.append({**{c: None for c in COLUMNS}, **base, "tap": None})
             continue
         for tap in taps:
-            rows.append({**base, "tap": tap, "rf_px": pm.get(f"tap/{tap}/rf_px"),
-                         "stride": pm.get(f"tap/{tap}/stride"), "rf_rel": pm.get(f"tap/{tap}/rf_rel"),
-                         "H_spc": pm.get(f"tap/{tap}/natural/H/spc"), "G_spc": pm.get(f"tap/{tap}/natural/G/spc"),
-                         "ppp_snr": qm.get(f"ppp/{tap}/snr"), "ppp_rel_energy": qm.get(f"ppp/{tap}/rel_energy")})
+            rows.append(
+                {
+                    **base,
+                    "tap": tap,
+                    "rf_px": pm.get(f"tap/{tap}/rf_px"),
+                    "stride": pm.get(f"tap/{tap}/stride"),
+                    "rf_rel": pm.get(f"tap/{tap}/rf_rel"),
+                    "H_spc": pm.get(f"tap/{tap}/natural/H/spc"),
+                    "G_spc": pm.get(f"tap/{tap}/natural/G/spc"),
+                    "ppp_snr": qm.get(f"ppp/{tap}/snr"),
+                    "ppp_rel_energy": qm.get(f"ppp/{tap}/rel_energy"),
+                }
+            )
         if pm:
-            rows.append({**{c: None for c in COLUMNS}, **base, "tap": ALL_TAPS,
-                         "H_spc": pm.get("test/natural/H/spc"), "G_spc": pm.get("test/natural/G/spc")})
+            rows.append(
+                {
+                    **{c: None for c in COLUMNS},
+                    **base,
+                    "tap": ALL_TAPS,
+                    "H_spc": pm.get("test/natural/H/spc"),
+                    "G_spc": pm.get("test/natural/G/spc"),
+                }
+            )
     return rows
 
 
@@ -156,37 +196,54 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
         writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
         writer.writeheader()
         for row in rows:
-            writer.writerow({c: f"{row[c]:.6g}" if isinstance(row.get(c), float) else _fmt(row.get(c)) for c in COLUMNS})
+            writer.writerow(
+                {c: f"{row[c]:.6g}" if isinstance(row.get(c), float) else _fmt(row.get(c)) for c in COLUMNS}
+            )
     return path
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], wall_s: float | None = None, forward_s: float | None = None) -> str:
     """``atlas.md``: one line per cell: H SPC per tap (with its receptive field / image size), the
     multi-tap readout, PPP SNR per tap, the weights and the cell's wall time."""
-    lines = ["# Position atlas", "",
-             "H SPC of a PosENet readout on each tap alone (receptive field / image size in brackets; `g`: "
-             "global), of the readout on all taps, and PPP per tap (Lin et al. 2023) as relative energy / SNR "
-             "(docs/ppp.md: relative energy is the one to compare across depths and weights). "
-             "Random init unless the weights column says otherwise.", "",
-             "| model | padding | weights | H SPC per tap | all taps H / G | PPP relative energy / SNR per tap | s (PosENet + PPP) | note |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Position atlas",
+        "",
+        "H SPC of a PosENet readout on each tap alone (receptive field / image size in brackets; `g`: "
+        "global), of the readout on all taps, and PPP per tap (Lin et al. 2023) as relative energy / SNR "
+        "(docs/ppp.md: relative energy is the one to compare across depths and weights). "
+        "Random init unless the weights column says otherwise.",
+        "",
+        "| model | padding | weights | H SPC per tap | all taps H / G | PPP relative energy / SNR per tap "
+        "| s (PosENet + PPP) | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     cells: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
         cells.setdefault((row["model"], row["padding"], row["weights"]), []).append(row)
     for (model, padding, weights), group in cells.items():
         taps = [r for r in group if r["tap"] not in (None, ALL_TAPS)]
         full = next((r for r in group if r["tap"] == ALL_TAPS), None)
-        spc = " ".join(f"{r['tap']} {_fmt(r['H_spc'], 2)} ({'g' if r['rf_rel'] is None else _fmt(r['rf_rel'], 2)})"
-                       for r in taps if r["H_spc"] is not None)
-        snr = " ".join(f"{r['tap']} {r['ppp_rel_energy']:.2g} / {r['ppp_snr']:.2g}" for r in taps
-                       if r["ppp_snr"] is not None and r["ppp_rel_energy"] is not None)
+        spc = " ".join(
+            f"{r['tap']} {_fmt(r['H_spc'], 2)} ({'g' if r['rf_rel'] is None else _fmt(r['rf_rel'], 2)})"
+            for r in taps
+            if r["H_spc"] is not None
+        )
+        snr = " ".join(
+            f"{r['tap']} {r['ppp_rel_energy']:.2g} / {r['ppp_snr']:.2g}"
+            for r in taps
+            if r["ppp_snr"] is not None and r["ppp_rel_energy"] is not None
+        )
         both = f"{_fmt(full['H_spc'], 3)} / {_fmt(full['G_spc'], 3)}" if full else ""
         seconds = " + ".join(_fmt(group[0][k], 0) for k in ("posenet_s", "ppp_s") if group[0][k] is not None)
-        lines.append(f"| {model} | {padding} | {weights} | {spc} | {both} | {snr} | {seconds} | "
-                     f"{group[0]['note'] or ''} |")
+        lines.append(
+            f"| {model} | {padding} | {weights} | {spc} | {both} | {snr} | {seconds} | {group[0]['note'] or ''} |"
+        )
     if wall_s is not None:
-        lines += ["", f"Wall time of the atlas: {wall_s:.0f} s of job wall time"
-                  + (f", of which forward passes {forward_s:.0f} s." if forward_s is not None else ".")]
+        lines += [
+            "",
+            f"Wall time of the atlas: {wall_s:.0f} s of job wall time"
+            + (f", of which forward passes {forward_s:.0f} s." if forward_s is not None else "."),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -217,15 +274,17 @@ def tap_positions(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str
 
 
 LOG_DECADES_SHOWN = 1e-5  # the PPP panels' colour scale spans five decades below the largest value; less is darkest
-PANELS = (("H_spc", "PosENet H SPC", "viridis", False),
-          ("ppp_rel_energy", "PPP relative energy (log)", "magma", True),
-          ("ppp_snr", "PPP SNR (log)", "magma", True))
+PANELS = (
+    ("H_spc", "PosENet H SPC", "viridis", False),
+    ("ppp_rel_energy", "PPP relative energy (log)", "magma", True),
+    ("ppp_snr", "PPP SNR (log)", "magma", True),
+)
 """The figure's rows. PPP is read by its relative energy first (docs/ppp.md: the SNR's denominator, the
 reference's variance, collapses in deep random networks, so across depths and families the SNR partly
 measures that collapse); the SNR is drawn beside it."""
 
 
-def _norm(values: Sequence[float], log: bool):
+def _norm(values: Sequence[float | None], log: bool):
     from matplotlib.colors import LogNorm, Normalize
 
     if not log:
@@ -263,8 +322,14 @@ def atlas_figure(rows: Sequence[Mapping[str, Any]]):
     positions = tap_positions(rows)
     xs = list(positions.values()) or [0.0]
     x_all = max(xs) + 1.5
-    fig, axes = plt.subplots(len(PANELS), len(paddings), squeeze=False, sharey=True, layout="constrained",
-                             figsize=(4.2 * len(paddings) + 2.5, len(PANELS) * (0.3 * len(models) + 1.3)))
+    fig, axes = plt.subplots(
+        len(PANELS),
+        len(paddings),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+        figsize=(4.2 * len(paddings) + 2.5, len(PANELS) * (0.3 * len(models) + 1.3)),
+    )
     right = local_extent(rows)
     ticks = list(range(math.floor(min(xs)), math.floor(right) + 1))
     has_global = any(x > right + 1e-9 for x in xs)
@@ -282,12 +347,29 @@ def atlas_figure(rows: Sequence[Mapping[str, Any]]):
                 if metric == "H_spc":
                     pts += [(x_all, r[metric]) for r in cell if r["tap"] == ALL_TAPS and r[metric] is not None]
                 if pts:
-                    ax.scatter([p[0] for p in pts], [y] * len(pts), c=[p[1] for p in pts], cmap=cmap, norm=norm,
-                               marker="s", s=90, edgecolors="white", linewidths=0.5)
+                    ax.scatter(
+                        [p[0] for p in pts],
+                        [y] * len(pts),
+                        c=[p[1] for p in pts],
+                        cmap=cmap,
+                        norm=norm,
+                        marker="s",
+                        s=90,
+                        edgecolors="white",
+                        linewidths=0.5,
+                    )
                 else:
                     note = next((r["note"] for r in cell if r.get("note")), "") if cell else "not run"
-                    ax.text(0.5, y, short_note(note), transform=ax.get_yaxis_transform(), ha="center",
-                            va="center", fontsize=6, color="grey")
+                    ax.text(
+                        0.5,
+                        y,
+                        short_note(note),
+                        transform=ax.get_yaxis_transform(),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="grey",
+                    )
             ax.set_yticks(range(len(models)), labels, fontsize=7)
             ax.set_ylim(len(models) - 0.5, -0.5)
             ax.set_title(f"{padding}: {title}", fontsize=9, color=padding_color(padding))  # the sweep's padding colours
@@ -296,8 +378,12 @@ def atlas_figure(rows: Sequence[Mapping[str, Any]]):
             ax.set_xticks(tick_at, tick_labels, fontsize=7)
             if i == len(PANELS) - 1:
                 ax.set_xlabel("log2(receptive field / image size); global taps, then all taps, right", fontsize=7)
-        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[i, :].tolist(), fraction=0.015,
-                     label=title.replace(" (log)", ""))
+        fig.colorbar(
+            plt.cm.ScalarMappable(norm=norm, cmap=cmap),
+            ax=axes[i, :].tolist(),
+            fraction=0.015,
+            label=title.replace(" (log)", ""),
+        )
     return fig
 
 

@@ -40,11 +40,10 @@ REGION_KEYS = ("whole", *REGIONS)
 
 def _check_int(key: str, value: object, low: int, high: int | None = None) -> int:
     """``value`` as an int in ``[low, high]`` (no upper bound for ``high=None``)."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
-    if not ok:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
         expected = f"expected an int in [{low}, {high}]" if high is not None else f"expected an int >= {low}"
         raise invalid_value(key, value, expected)
-    return int(value)
+    return value
 
 
 # --------------------------------------------------------------------------- scores and rankings
@@ -243,10 +242,10 @@ def attack_curves(
     starts = range(0, target.shape[0], batch_size)
     with torch.no_grad():
         for start in track(starts, f"attack: {len(configs)} channel sets x {target.shape[0]} images"):
-            batch = [tap[start:start + batch_size] for tap in taps]
-            truth = target[start:start + batch_size]
-            for key, channels in configs.items():
-                inputs = batch if channels is None else zero_channels(batch, layer, channels)
+            batch = [tap[start : start + batch_size] for tap in taps]
+            truth = target[start : start + batch_size]
+            for key, zeroed in configs.items():
+                inputs = batch if zeroed is None else zero_channels(batch, layer, zeroed)
                 logits = head(inputs)
                 if logits.dim() != 4 or tuple(logits.shape[-2:]) != tuple(truth.shape[-2:]):
                     expected = f"expected [B, K, {truth.shape[-2]}, {truth.shape[-1]}] logits at the target's size"

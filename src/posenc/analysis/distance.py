@@ -133,14 +133,13 @@ def binned_sums(values: Tensor, bins: Tensor, num_bins: int) -> tuple[Tensor, Te
     keep = bins >= 0
     bins, kept = bins[keep], values.flatten()[keep].double()
     sums = torch.zeros(num_bins, dtype=torch.float64, device=values.device).scatter_add_(0, bins, kept)
-    counts = torch.zeros(num_bins, dtype=torch.long, device=values.device).scatter_add_(
-        0, bins, torch.ones_like(bins)
-    )
+    counts = torch.zeros(num_bins, dtype=torch.long, device=values.device).scatter_add_(0, bins, torch.ones_like(bins))
     return sums, counts
 
 
-def confusion_per_bin(pred: Tensor, target: Tensor, bins: Tensor, num_classes: int, num_bins: int,
-                      ignore_index: int = 255) -> Tensor:
+def confusion_per_bin(
+    pred: Tensor, target: Tensor, bins: Tensor, num_classes: int, num_bins: int, ignore_index: int = 255
+) -> Tensor:
     """Confusion matrix of each bin, ``[num_bins, C, C]`` (rows: target, columns: prediction);
     pixels whose target is ``ignore_index`` or whose bin is < 0 are left out. ``bins`` has
     ``target``'s shape or is one ``[H, W]`` map for the whole batch."""
@@ -233,7 +232,8 @@ class BinnedConfusion(_PerBinMetric):
         super().__init__(**kwargs)
         self.num_classes, self.num_bins, self.ignore_index = num_classes, num_bins, ignore_index
         self.add_state(
-            "confusion", default=torch.zeros(num_bins, num_classes, num_classes, dtype=torch.long),
+            "confusion",
+            default=torch.zeros(num_bins, num_classes, num_classes, dtype=torch.long),
             dist_reduce_fx="sum",
         )
 
@@ -245,4 +245,3 @@ class BinnedConfusion(_PerBinMetric):
 
     def compute(self) -> dict[str, Tensor]:
         return {"miou": miou_per_bin(self.confusion), "pixel_acc": pixel_accuracy_per_bin(self.confusion)}
-

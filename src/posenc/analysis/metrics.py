@@ -24,9 +24,7 @@ def average_ranks(x: torch.Tensor) -> torch.Tensor:
     group = starts.cumsum(dim=1) - 1
     position = torch.arange(1, n + 1, dtype=torch.float64, device=x.device).expand(b, n)
     sums = torch.zeros(b, n, dtype=torch.float64, device=x.device).scatter_add_(1, group, position)
-    counts = torch.zeros(b, n, dtype=torch.float64, device=x.device).scatter_add_(
-        1, group, torch.ones_like(position)
-    )
+    counts = torch.zeros(b, n, dtype=torch.float64, device=x.device).scatter_add_(1, group, torch.ones_like(position))
     mean_rank = sums.gather(1, group) / counts.gather(1, group)
     return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
 

@@ -83,8 +83,10 @@ def safe_load(path: str | Path, map_location: Any = "cpu", what: str = "checkpoi
         # torch's weights-only unpickler: "unsupported GLOBAL <module.name>" is a file that names code to run
         found = re.search(r"unsupported GLOBAL ([\w.]+)", str(exc))
         if found:
-            raise PosencError(f"refusing to load {path}: it names code to run ({found.group(1)}), not only tensors "
-                              "and plain data; load only files from a posenc run or a trusted source") from exc
+            raise PosencError(
+                f"refusing to load {path}: it names code to run ({found.group(1)}), not only tensors "
+                "and plain data; load only files from a posenc run or a trusted source"
+            ) from exc
         raise PosencError(f"cannot read {what} {path} (corrupt or truncated?): not a torch file") from exc
     except Exception as exc:  # noqa: BLE001 - random bytes fail anywhere in the unpickler (IndexError, KeyError, ...)
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -177,8 +179,9 @@ class RunCheckpoint(Callback):
             if self._rng is not None:
                 set_rng_state(pl_module, self._rng)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         interruption = active_interruption()
         if interruption is not None and interruption.pending:
             self.save(trainer)

@@ -53,8 +53,9 @@ def check_group_overrides(
             raise PosencError(f"{arg!r} is not valid: an override names its key, key=value (e.g. data.image_size=32)")
         if key not in groups:
             continue
-        options = _listed_options(arg) if value.startswith("[") else \
-            value.split(",") if _SIMPLE_VALUES.match(value) else None
+        options = (
+            _listed_options(arg) if value.startswith("[") else value.split(",") if _SIMPLE_VALUES.match(value) else None
+        )
         for option in options or ():
             if option not in groups[key]:
                 raise invalid_choice(key, option, sorted(set(groups[key])))
@@ -115,13 +116,17 @@ def with_output_dir(argv: Sequence[str], now: datetime) -> list[str]:
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if _override_value(argv, key) is not None:
         return argv
-    if any(a in argv for a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i")) or \
-            any(a.startswith(("--cfg=", "--info=")) for a in argv):
+    if any(a in argv for a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i")) or any(
+        a.startswith(("--cfg=", "--info=")) for a in argv
+    ):
         # Hydra only prints the config: name the dirs a run would get (made by no one), so that
         # `--cfg hydra --resolve` can resolve them without the job config hydra.run.dir refers to
         stamp = now.strftime("%Y-%m-%d_%H-%M-%S")
-        dirs = [f"{k}={output_root(argv) / sub / stamp}" for k, sub in (("hydra.run.dir", "runs"),
-                ("hydra.sweep.dir", "multirun")) if _override_value(argv, k) is None]
+        dirs = [
+            f"{k}={output_root(argv) / sub / stamp}"
+            for k, sub in (("hydra.run.dir", "runs"), ("hydra.sweep.dir", "multirun"))
+            if _override_value(argv, k) is None
+        ]
         # next to the other overrides: argparse takes them as one run of positionals, and `--info` takes an
         # optional value after it
         at = max((i + 1 for i, a in enumerate(argv) if "=" in a and not a.startswith("-")), default=0)
@@ -149,8 +154,11 @@ def resume_argv(run_dir: Path) -> list[str]:
         raise PosencError(f"cannot resume {run_dir}: {overrides_file} not found (not a posenc run dir)")
     if (read_json(run_dir / "status.json") or {}).get("status") == "completed":
         raise AlreadyComplete(run_dir)
-    overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or []
-                 if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")]
+    overrides = [
+        o
+        for o in yaml.safe_load(overrides_file.read_text()) or []
+        if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")
+    ]
     return [*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
 
 
@@ -170,8 +178,10 @@ def check_run_dir(argv: Sequence[str]) -> None:
         raise PosencError("hydra.run.dir='' is not valid: expected a directory (leave it unset for a fresh one)")
     run_dir = Path(given.strip("'\"")).expanduser()
     if (run_dir / "status.json").exists() and _override_value(argv, "ckpt_path") is None:
-        raise PosencError(f"hydra.run.dir={run_dir} already holds a run; valid: a dir of its own, or resume that "
-                          f"run: python train.py --resume {run_dir}")
+        raise PosencError(
+            f"hydra.run.dir={run_dir} already holds a run; valid: a dir of its own, or resume that "
+            f"run: python train.py --resume {run_dir}"
+        )
 
 
 def slurm_run_dir(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Path | None:

@@ -11,12 +11,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from posenc.core.conf_groups import CONF_DIR
 import posenc.core.config_schema  # noqa: F401 - registers the config schemas before any compose
+from posenc.core.conf_groups import CONF_DIR
 from posenc.core.loggers import settle_logger_config
-
-
-
 
 
 def compose_run(overrides: Sequence[str], run_dir: Path, conf_dir: Path = CONF_DIR) -> DictConfig:

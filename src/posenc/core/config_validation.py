@@ -84,7 +84,7 @@ def describe(tp: Any, rules: dict[str, Any]) -> str:
     tp, optional = _unwrap_optional(tp)
     if "choices" in rules:
         base = "one of " + ", ".join(_show(c) for c in rules["choices"])
-    elif typing.get_origin(tp) in (list, typing.List, Sequence):
+    elif typing.get_origin(tp) in (list, list, Sequence):
         (item,) = typing.get_args(tp) or (Any,)
         each = describe(item, rules.get("items", {}))
         base = f"a list, each entry {each}" if each != "any value" else "a list"
@@ -190,8 +190,11 @@ def _init_parameters(cls: type) -> dict[str, inspect.Parameter] | None:
             signature = inspect.signature(init)
         except (TypeError, ValueError):
             return None
-        named = [p for p in signature.parameters.values() if p.name != "self"
-                 and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+        named = [
+            p
+            for p in signature.parameters.values()
+            if p.name != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        ]
         for p in named:
             params.setdefault(p.name, p)
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):

@@ -10,8 +10,9 @@ metrics says which of the two a short run was. So every run records its per-step
 or 20 training steps); the run is *converged* when the relative change of the total loss and of
 every part (one per target map) is at most ``tol`` either way: a held-out loss that still rises by
 more (measured: a trained tiny backbone's HS readout drifting from SPC .71 to .34 when the budget
-doubled, its held-out loss up 12%) depends on the budget as much as one that still falls. Every part is judged: on a trained tiny backbone
-the total had levelled off at 1000 steps while G's SPC still doubled with twice the steps.
+doubled, its held-out loss up 12%) depends on the budget as much as one that still falls. Every part is
+judged: on a trained tiny backbone the total had levelled off at 1000 steps while G's SPC still
+doubled with twice the steps.
 
     |mean(L[n-2w:n-w]) - mean(L[n-w:n])| / mean(L[n-2w:n-w]) <= tol,
 
@@ -59,8 +60,10 @@ class TrainingDiverged(PosencError):
 
     def __init__(self, step: int, value: float, name: str = "loss") -> None:
         self.step = step
-        super().__init__(f"training diverged: {name} is {value} at step {step}; valid: a finite loss "
-                         "(lower task.optimizer.lr, or check the data)")
+        super().__init__(
+            f"training diverged: {name} is {value} at step {step}; valid: a finite loss "
+            "(lower task.optimizer.lr, or check the data)"
+        )
 
 
 def window_steps(num_steps: int, window: float, min_window: int = MIN_WINDOW) -> int:
@@ -109,8 +112,9 @@ def convergence(
         spans = [(a, b) for a, b in constant_lr_phases(lrs or []) if b - a >= 2 * w] or [(0, len(losses))]
         # the largest change either way: a held-out loss that rises by more than tol (the readout
         # drifting or overfitting) depends on the budget as much as one that still falls
-        change = max((relative_decrease(losses[a:b], w) for a, b in spans),
-                     key=lambda d: math.inf if math.isnan(d) else abs(d))
+        change = max(
+            (relative_decrease(losses[a:b], w) for a, b in spans), key=lambda d: math.inf if math.isnan(d) else abs(d)
+        )
         summary[f"{prefix}/{name}/rel_decrease"] = None if math.isnan(change) else change
         settled = floor is not None and len(losses) >= 2 * w and sum(losses[-w:]) / w <= floor
         converged &= settled or (not math.isnan(change) and abs(change) <= tol)
@@ -125,8 +129,9 @@ def downsample(values: Sequence[float], points: int = CURVE_POINTS) -> tuple[lis
     bins = max(1, min(points, n))
     edges = [round(i * n / bins) for i in range(bins + 1)]
     steps = [edges[i + 1] for i in range(bins) if edges[i + 1] > edges[i]]
-    means = [sum(values[edges[i] : edges[i + 1]]) / (edges[i + 1] - edges[i])
-             for i in range(bins) if edges[i + 1] > edges[i]]
+    means = [
+        sum(values[edges[i] : edges[i + 1]]) / (edges[i + 1] - edges[i]) for i in range(bins) if edges[i + 1] > edges[i]
+    ]
     return steps, means
 
 
@@ -153,15 +158,17 @@ def convergence_windows(
         w = window_steps(len(steps), window, MIN_VAL_WINDOW)
         if len(steps) < 2 * w:
             return [], w, "checks"
-        return [(_span(steps, len(steps) - 2 * w, len(steps) - w), _span(steps, len(steps) - w, len(steps)))], w, \
-            "checks"
+        return (
+            [(_span(steps, len(steps) - 2 * w, len(steps) - w), _span(steps, len(steps) - w, len(steps)))],
+            w,
+            "checks",
+        )
     n = max(len(v) for v in curves.values())
     w = window_steps(n, window, MIN_WINDOW)
     spans = [(a, b) for a, b in constant_lr_phases(lrs or []) if b - a >= 2 * w] or [(0, n)]
     steps = [float(s) for s in range(1, n + 1)]
     windows = [(_span(steps, b - 2 * w, b - w), _span(steps, b - w, b)) for a, b in spans if b - a >= 2 * w]
     return windows, w, "steps"
-
 
 
 class LossCurve(Callback):
@@ -181,8 +188,9 @@ class LossCurve(Callback):
         self.val: dict[str, list[float]] = {}  # "step", "lr", and one list per val/loss* metric
         self.summary: dict[str, Any] = {}
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not isinstance(outputs, Mapping) or "loss" not in outputs:
             return
         parts = {"loss": outputs["loss"], **{f"loss_{k}": v for k, v in outputs.get("losses", {}).items()}}
@@ -209,8 +217,9 @@ class LossCurve(Callback):
         """After Lightning has reduced the epoch's ``val/*`` metrics into ``callback_metrics``."""
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
-        losses = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items()
-                  if k.startswith("val/loss")}
+        losses = {
+            k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/loss")
+        }
         if not losses:
             return
         point = {"step": trainer.global_step, "lr": self.lrs[-1] if self.lrs else math.nan, **losses}
@@ -255,16 +264,30 @@ class LossCurve(Callback):
 
         val_points = (self.val["step"], val) if val else None
         windows = convergence_windows(curves, self.window, val_points, self.lrs)
-        save_figure(loss_curve_figure(curves, windows, val_points, tol=self.tol, floor=floor,
-                                      converged=self.summary["train/converged"]),
-                    Path(trainer.default_root_dir) / "figures" / "loss_curve.png")
+        save_figure(
+            loss_curve_figure(
+                curves, windows, val_points, tol=self.tol, floor=floor, converged=self.summary["train/converged"]
+            ),
+            Path(trainer.default_root_dir) / "figures" / "loss_curve.png",
+        )
         if not self.summary["train/converged"]:
-            worst = max((k for k in self.summary if k.endswith("/rel_decrease")),
-                        key=lambda k: math.inf if self.summary[k] is None else abs(self.summary[k]))
+            worst = max(
+                (k for k in self.summary if k.endswith("/rel_decrease")),
+                key=lambda k: math.inf if self.summary[k] is None else abs(self.summary[k]),
+            )
             change = self.summary[worst]
-            said = "too few steps to tell" if change is None else \
-                f"{'fell' if change > 0 else 'rose'} {100 * abs(change):.1f}%"
-            log.warning("training has not converged: %s %s %s over a window of %d%% of %d steps at the end of an lr "
-                        "phase (tolerance %.0f%%); raise the budget (task.max_steps / trainer.max_epochs)",
-                        worst.split("/")[0], worst.split("/")[1], said, round(100 * self.window), len(curves["loss"]),
-                        100 * self.tol)
+            said = (
+                "too few steps to tell"
+                if change is None
+                else f"{'fell' if change > 0 else 'rose'} {100 * abs(change):.1f}%"
+            )
+            log.warning(
+                "training has not converged: %s %s %s over a window of %d%% of %d steps at the end of an lr "
+                "phase (tolerance %.0f%%); raise the budget (task.max_steps / trainer.max_epochs)",
+                worst.split("/")[0],
+                worst.split("/")[1],
+                said,
+                round(100 * self.window),
+                len(curves["loss"]),
+                100 * self.tol,
+            )

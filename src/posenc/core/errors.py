@@ -66,9 +66,7 @@ def invalid_value(key: str, value: object, reason: str) -> PosencError:
     return PosencError(f"{key}={_shown(value)} is not valid: {reason}")
 
 
-def argument_error(
-    key: str, node: Mapping[str, Any], exc: BaseException, overrides: Sequence[str] = ()
-) -> PosencError:
+def argument_error(key: str, node: Mapping[str, Any], exc: BaseException, overrides: Sequence[str] = ()) -> PosencError:
     """One line for ``exc``, raised while building the config node ``key`` (e.g. Lightning
     refusing ``trainer.devices=0``): the argument the message mentions first, else the one the
     command line set (``overrides``), with its value and the message's first line."""
@@ -88,7 +86,7 @@ def argument_error(
         given = [(n, v) for n, v in given if len(v) > 1 and v in line] or given
     if len(given) == 1:
         name, value = given[0]
-        return invalid_value(name, node.get(name[len(key) + 1:], value) if name != key else value, line)
+        return invalid_value(name, node.get(name[len(key) + 1 :], value) if name != key else value, line)
     if given:
         return PosencError(f"{key} is not valid ({', '.join(f'{n}={v}' for n, v in given)}): {line}")
     return PosencError(f"{key} is not valid: {line}")

@@ -23,7 +23,6 @@ from matplotlib import colormaps  # noqa: E402
 from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap, Normalize, to_hex  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-
 # One colour per padding scheme (conf/padding/), the same in every figure of a sweep; no padding in greys.
 PADDING_COLORS: dict[str, str] = {
     "zeros": "#1f77b4",  # blue
@@ -66,7 +65,7 @@ def class_colors(num_classes: int) -> list[str]:
     colors = [BACKGROUND_COLOR, *tab10, *light, *tab20b]
     extra = max(0, num_classes - len(colors))
     colors += [to_hex(colormaps["hsv"](i / extra)) for i in range(extra)]
-    return colors[:max(1, num_classes)]
+    return colors[: max(1, num_classes)]
 
 
 def class_palette(num_classes: int) -> tuple[Colormap, BoundaryNorm]:
@@ -98,12 +97,12 @@ def prediction_grid(
 ) -> plt.Figure:
     """Rows: the target maps, then one row per test input (its image, then one predicted map
     per target, titled with its SPC against that target, ``spc[input][target]``: the metric of
-    PosENet, Islam et al. 2020, Sec. 4, computed by the caller). Every map on one fixed 0-1 grey scale with a colour bar.
+    PosENet, Islam et al. 2020, Sec. 4, computed by the caller). Every map on one fixed 0-1 grey scale
+    with a colour bar.
     ``inputs[n]``: ``[3, H, W]`` in [0, 1]; ``predictions[n]``: ``[T, H, W]``."""
     rows = 1 + len(inputs)
     cols = 1 + len(target_names)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols + 0.9, 1.7 * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols + 0.9, 1.7 * rows), squeeze=False, layout="constrained")
     _no_ticks(axes)
     axes[0, 0].set_title("input", fontsize=8)
     axes[0, 0].axis("off")
@@ -120,8 +119,13 @@ def prediction_grid(
             axes[i, j + 1].imshow(pred, cmap="gray", norm=norm)
             title = f"{target}: SPC {spc[name][j]:.2f}" if spc is not None and name in spc else target
             axes[i, j + 1].set_title(title, fontsize=8)
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="gray"), ax=axes[:, 1:].ravel().tolist(), fraction=0.04,
-                 extend="both" if outside else "neither", label="map value (fixed 0-1)")
+    fig.colorbar(
+        plt.cm.ScalarMappable(norm=norm, cmap="gray"),
+        ax=axes[:, 1:].ravel().tolist(),
+        fraction=0.04,
+        extend="both" if outside else "neither",
+        label="map value (fixed 0-1)",
+    )
     return fig
 
 
@@ -138,8 +142,10 @@ def _window_labels(w: int, unit: str, on: str, tol: float, floor: float | None, 
     where = " at the end of each lr phase" if phases > 1 else ""
     loss = "held-out (val)" if on == "val" else "training"
     before = f"previous {w} {unit} ({loss} loss){where}"
-    last = (f"last {w} {unit}: converged if the mean of every {loss} curve changed by at most "
-            f"{100 * tol:.0f}% from the previous window" + (f", or is at most {floor:g}" if floor is not None else ""))
+    last = (
+        f"last {w} {unit}: converged if the mean of every {loss} curve changed by at most "
+        f"{100 * tol:.0f}% from the previous window" + (f", or is at most {floor:g}" if floor is not None else "")
+    )
     return before, last
 
 
@@ -147,9 +153,12 @@ Windows = tuple[list[tuple[tuple[float, float], tuple[float, float]]], int, str]
 
 
 def loss_curve_figure(
-    curves: dict[str, list[float]], windows: Windows,
+    curves: dict[str, list[float]],
+    windows: Windows,
     val: tuple[Sequence[float], dict[str, list[float]]] | None = None,
-    tol: float = 0.02, floor: float | None = None, converged: bool | None = None,
+    tol: float = 0.02,
+    floor: float | None = None,
+    converged: bool | None = None,
 ) -> plt.Figure:
     """Training loss per optimizer step (log scale; the total and every named part) and, when
     given, the held-out losses at their steps (dashed, markers), with the two windows the
@@ -168,8 +177,14 @@ def loss_curve_figure(
         ax.plot([], [], " ", label=f"too short to tell: fewer than two windows of {w} {unit} ({on} loss)")
     colors = {}
     for name, values in curves.items():
-        (line,) = ax.plot(range(1, len(values) + 1), values, lw=1.6 if name == "loss" else 0.7, label=f"train {name}",
-                          color="black" if name == "loss" else None, alpha=0.8)
+        (line,) = ax.plot(
+            range(1, len(values) + 1),
+            values,
+            lw=1.6 if name == "loss" else 0.7,
+            label=f"train {name}",
+            color="black" if name == "loss" else None,
+            alpha=0.8,
+        )
         colors[name] = line.get_color()
     if val is not None:
         steps, losses = val
@@ -182,15 +197,18 @@ def loss_curve_figure(
     shaded = [(h, t) for h, t in zip(handles, names) if not t.startswith(("train ", "val "))]
     lines = [(h, t) for h, t in zip(handles, names) if t.startswith(("train ", "val "))]
     ax.legend(*zip(*lines), fontsize=6, ncol=3)
-    fig.legend(*zip(*shaded), loc="outside lower center", fontsize=7, title=f"convergence flag ({on} loss)",
-               title_fontsize=7)
+    fig.legend(
+        *zip(*shaded), loc="outside lower center", fontsize=7, title=f"convergence flag ({on} loss)", title_fontsize=7
+    )
     if converged is not None:
         ax.set_title(f"training: {'converged' if converged else 'not converged'} (flag on the {on} loss)", fontsize=9)
     return fig
 
 
 def by_distance_figure(
-    bins: dict[str, list[str]], values: dict[str, list[float]], runs: dict[str, dict[str, list[float]]] | None = None,
+    bins: dict[str, list[str]],
+    values: dict[str, list[float]],
+    runs: dict[str, dict[str, list[float]]] | None = None,
     styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> plt.Figure:
     """A metric per distance-to-border bin, nearest the border on the left (Islam et al., IJCV
@@ -202,8 +220,13 @@ def by_distance_figure(
     runs = runs or {"": values}
     styles = styles or {}
     metrics = list(bins)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics) + (2.2 if len(runs) > 1 else 0), 3.2),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(metrics),
+        figsize=(3.6 * len(metrics) + (2.2 if len(runs) > 1 else 0), 3.2),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax, metric in zip(axes[0], metrics):
         names = bins[metric]
         drawn = []
@@ -231,7 +254,10 @@ def by_distance_figure(
 
 
 def segmentation_preview(
-    images: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor, num_classes: int | None = None,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    preds: torch.Tensor,
+    num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
 ) -> plt.Figure:
     """Rows: a few test images, their target labels, the predictions (Islam et al., IJCV 2024: the
@@ -265,15 +291,29 @@ def _probability_rows(fig: plt.Figure, axes: Any, targets: torch.Tensor, preds: 
         prob = preds[j].float()
         axes[2, j].imshow(prob, cmap=cmap, norm=norm, interpolation="nearest")
         axes[2, j].set_title(f"p from {float(prob.min()):.2f} to {float(prob.max()):.2f}", fontsize=7)
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[1:, :].ravel().tolist(), fraction=0.04,
-                 label="foreground probability (target: 0 / 1)")
+    fig.colorbar(
+        plt.cm.ScalarMappable(norm=norm, cmap=cmap),
+        ax=axes[1:, :].ravel().tolist(),
+        fraction=0.04,
+        label="foreground probability (target: 0 / 1)",
+    )
     if ignored:
-        fig.legend(handles=[Patch(color=SALIENCY_IGNORE_COLOR, label=f"ignored ({IGNORE_INDEX})")],
-                   loc="outside right upper", fontsize=7)
+        fig.legend(
+            handles=[Patch(color=SALIENCY_IGNORE_COLOR, label=f"ignored ({IGNORE_INDEX})")],
+            loc="outside right upper",
+            fontsize=7,
+        )
 
 
-def _class_rows(fig: plt.Figure, axes: Any, targets: torch.Tensor, preds: torch.Tensor, num_classes: int | None,
-                class_names: Sequence[str] | None, ignored: bool) -> None:
+def _class_rows(
+    fig: plt.Figure,
+    axes: Any,
+    targets: torch.Tensor,
+    preds: torch.Tensor,
+    num_classes: int | None,
+    class_names: Sequence[str] | None,
+    ignored: bool,
+) -> None:
     """Class ids: target and prediction panels share one colour map and norm; a legend of the ids shown."""
     valid = torch.cat([targets[targets != IGNORE_INDEX].flatten(), preds.flatten()]).long()
     if num_classes is None:
@@ -284,12 +324,17 @@ def _class_rows(fig: plt.Figure, axes: Any, targets: torch.Tensor, preds: torch.
         axes[2, j].imshow(_masked(preds[j]), cmap=cmap, norm=norm, interpolation="nearest")
     shown = sorted({int(k) for k in valid.unique().tolist() if 0 <= k < num_classes})
     colors = class_colors(num_classes)
-    handles = [Patch(facecolor=colors[k], edgecolor="0.5", lw=0.5, label=_class_label(k, class_names))
-               for k in shown]
+    handles = [Patch(facecolor=colors[k], edgecolor="0.5", lw=0.5, label=_class_label(k, class_names)) for k in shown]
     if ignored:
         handles.append(Patch(facecolor=IGNORE_COLOR, edgecolor="0.5", lw=0.5, label=f"ignored ({IGNORE_INDEX})"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7, title="class", title_fontsize=7,
-               ncols=1 + len(handles) // 16)
+    fig.legend(
+        handles=handles,
+        loc="outside right upper",
+        fontsize=7,
+        title="class",
+        title_fontsize=7,
+        ncols=1 + len(handles) // 16,
+    )
 
 
 def _class_label(k: int, class_names: Sequence[str] | None) -> str:

@@ -101,7 +101,10 @@ def requeue_slurm_job(signum: int) -> bool:
     if not under_slurm() or signum == signal.SIGINT or shutil.which("scontrol") is None:
         return False
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job and os.environ.get("SLURM_ARRAY_TASK_ID") else \
-        os.environ["SLURM_JOB_ID"]
+    job = (
+        f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        if job and os.environ.get("SLURM_ARRAY_TASK_ID")
+        else os.environ["SLURM_JOB_ID"]
+    )
     done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
     return done.returncode == 0

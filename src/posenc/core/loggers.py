@@ -129,8 +129,13 @@ def finish_loggers(loggers: Sequence[Any], exit_code: int = 0) -> None:
             experiment.close()
 
 
-def end_loggers(loggers: Sequence[Any], metrics: Mapping[str, Any], status: Mapping[str, Any] | None,
-                figures_dir: Path, exit_code: int | None = None) -> None:
+def end_loggers(
+    loggers: Sequence[Any],
+    metrics: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
+    figures_dir: Path,
+    exit_code: int | None = None,
+) -> None:
     """:func:`publish` the run's ending (``status`` None: nothing to publish, as on ranks > 0) and
     :func:`finish_loggers`. Best effort: a logger that fails is a warning, never the run's error."""
     name = (status or {}).get("status")

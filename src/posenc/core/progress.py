@@ -34,13 +34,24 @@ def track(iterable: Iterable[T], description: str, total: int | None = None) -> 
         yield from iterable
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True)) as progress:
         yield from progress.track(iterable, total=total, description=description)
 
@@ -62,13 +73,18 @@ class StepProgressBar(RichProgressBar):
             return None
         if self.train_progress_bar_id is None:
             self.train_progress_bar_id = self._add_task(trainer.max_steps, self._step_description(trainer))
-        self.progress.update(self.train_progress_bar_id, completed=trainer.global_step,
-                             description=self._step_description(trainer), visible=True)
+        self.progress.update(
+            self.train_progress_bar_id,
+            completed=trainer.global_step,
+            description=self._step_description(trainer),
+            visible=True,
+        )
         self.refresh()
         return None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not self._by_steps(trainer):
             return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if not self.is_disabled and self.train_progress_bar_id is None:  # resumed mid-epoch

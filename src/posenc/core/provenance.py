@@ -93,12 +93,15 @@ def machine() -> str:
     """One line, hostname-free: OS, CPU model and cores, RAM, GPUs, Python, torch and lightning."""
     ram = _ram_gib()
     gpus = _gpus()
-    parts = [f"{platform.system()} {platform.release()} {platform.machine()}",
-             f"{_cpu_model()} ({_cores()})",
-             f"{ram:.0f} GiB RAM" if ram is not None else "RAM unknown",
-             ("GPU: " + ", ".join(f"{n}× {name}" if n > 1 else name
-                                  for name, n in _count(gpus).items())) if gpus else "no GPU",
-             f"Python {platform.python_version()}"]
+    parts = [
+        f"{platform.system()} {platform.release()} {platform.machine()}",
+        f"{_cpu_model()} ({_cores()})",
+        f"{ram:.0f} GiB RAM" if ram is not None else "RAM unknown",
+        ("GPU: " + ", ".join(f"{n}× {name}" if n > 1 else name for name, n in _count(gpus).items()))
+        if gpus
+        else "no GPU",
+        f"Python {platform.python_version()}",
+    ]
     parts += [f"{dist} {v}" for dist in ("torch", "lightning") if (v := _version(dist))]
     return ", ".join(parts)
 
@@ -115,8 +118,13 @@ def provenance(command: str, root: Path | None = None, now: datetime | None = No
     now, on this machine, from the checkout at ``root`` (default: posenc's)."""
     commit, dirty = git_state(root)
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    return {"commit": commit, "dirty": dirty, "command": command, "machine": machine(),
-            "date": now.strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "commit": commit,
+        "dirty": dirty,
+        "command": command,
+        "machine": machine(),
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def provenance_lines(info: Mapping[str, Any] | str) -> list[str]:
@@ -125,9 +133,11 @@ def provenance_lines(info: Mapping[str, Any] | str) -> list[str]:
     blank line after it."""
     info = provenance(info) if isinstance(info, str) else info
     commit = str(info.get("commit", "unknown"))
-    lines = [f"- commit: `{commit}`" + (" + uncommitted changes (dirty)" if info.get("dirty") else ""),
-             f"- command: `{info.get('command', '')}`",
-             f"- machine: {info.get('machine', 'unknown')}",
-             f"- date: {info.get('date', 'unknown')}"]
+    lines = [
+        f"- commit: `{commit}`" + (" + uncommitted changes (dirty)" if info.get("dirty") else ""),
+        f"- command: `{info.get('command', '')}`",
+        f"- machine: {info.get('machine', 'unknown')}",
+        f"- date: {info.get('date', 'unknown')}",
+    ]
     lines += [f"- {key}: {value}" for key, value in info.items() if key not in (*KEYS, "dirty")]
     return [*lines, ""]

@@ -57,8 +57,14 @@ BACKBONE_REGISTRY: dict[str, BackboneEntry] = {}
 PADDING_REGISTRY: dict[str, PaddingEntry] = {}
 
 
-def register_backbone(name: str, builder: str, channels: tuple[int, ...] = (), strides: tuple[int, ...] = (),
-                      imagenet: bool = True, residual: bool = False) -> BackboneEntry:
+def register_backbone(
+    name: str,
+    builder: str,
+    channels: tuple[int, ...] = (),
+    strides: tuple[int, ...] = (),
+    imagenet: bool = True,
+    residual: bool = False,
+) -> BackboneEntry:
     """Add (or replace) the backbone ``name``; returns its entry."""
     if len(channels) != len(strides) or len(channels) > len(TAP_NAMES):
         raise ValueError(f"backbone {name}: one channel count and one stride per tap (at most {len(TAP_NAMES)})")
@@ -74,8 +80,11 @@ def register_padding(name: str, same_interior: bool = True, shrinks: bool = Fals
     return entry
 
 
-_VGG, _RESNET, _TINY = "posenc.models.backbones:torchvision_vgg", "posenc.models.backbones:torchvision_resnet", \
-    "posenc.models.backbones:tiny_vgg"
+_VGG, _RESNET, _TINY = (
+    "posenc.models.backbones:torchvision_vgg",
+    "posenc.models.backbones:torchvision_resnet",
+    "posenc.models.backbones:tiny_vgg",
+)
 _VGG_STRIDES = (1, 2, 4, 8, 16)  # taps before each max-pool
 _RESNET_STRIDES = (2, 4, 8, 16, 32)  # stem, layer1..layer4
 for _name in ("vgg16", "vgg16_bn", "vgg11_bn"):
@@ -83,8 +92,9 @@ for _name in ("vgg16", "vgg16_bn", "vgg11_bn"):
 register_backbone("resnet18", _RESNET, (64, 64, 128, 256, 512), _RESNET_STRIDES, residual=True)
 register_backbone("resnet50", _RESNET, (64, 256, 512, 1024, 2048), _RESNET_STRIDES, residual=True)
 register_backbone("resnet152", _RESNET, (64, 256, 512, 1024, 2048), _RESNET_STRIDES, residual=True)
-register_backbone("resnet18_cifar", _RESNET, (64, 64, 128, 256, 512), (2, 2, 4, 8, 16), imagenet=False,
-                  residual=True)  # the stem's max-pool dropped (IJCV 2024's location experiments)
+register_backbone(
+    "resnet18_cifar", _RESNET, (64, 64, 128, 256, 512), (2, 2, 4, 8, 16), imagenet=False, residual=True
+)  # the stem's max-pool dropped (IJCV 2024's location experiments)
 register_backbone("tiny", _TINY, (16, 32, 64, 64, 64), _VGG_STRIDES, imagenet=False)
 register_backbone("tiny_bn", _TINY, (16, 32, 64, 64, 64), _VGG_STRIDES, imagenet=False)
 register_backbone("none", "", imagenet=False)  # PosENet alone: no network, the RGB image is the only tap

@@ -11,7 +11,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-
 BY_DISTANCE = "by_distance"
 
 

@@ -106,8 +106,10 @@ def claim_run_dir(run_dir: Path, resuming: bool) -> Path:
             holder = read_json(lock) or {}
             pid, host = holder.get("pid"), holder.get("host")
             if isinstance(pid, int) and (host != me["host"] or _alive(pid)):
-                raise PosencError(f"hydra.run.dir={run_dir} is in use by another run (pid {pid} on {host}); "
-                                  "valid: a dir of its own (leave hydra.run.dir unset for a fresh one)")
+                raise PosencError(
+                    f"hydra.run.dir={run_dir} is in use by another run (pid {pid} on {host}); "
+                    "valid: a dir of its own (leave hydra.run.dir unset for a fresh one)"
+                ) from None
             lock.unlink(missing_ok=True)  # its process is gone
             continue
         with os.fdopen(fd, "w") as handle:
@@ -116,8 +118,10 @@ def claim_run_dir(run_dir: Path, resuming: bool) -> Path:
     status = read_status(run_dir)
     if status is not None and not resuming:
         lock.unlink(missing_ok=True)
-        raise PosencError(f"hydra.run.dir={run_dir} already holds a run (status {status.get('status')}); valid: a "
-                          f"dir of its own, or resume that run: python train.py --resume {run_dir}")
+        raise PosencError(
+            f"hydra.run.dir={run_dir} already holds a run (status {status.get('status')}); valid: a "
+            f"dir of its own, or resume that run: python train.py --resume {run_dir}"
+        )
     return lock
 
 

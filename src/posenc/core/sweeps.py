@@ -23,27 +23,29 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from posenc.core.cli import reserve_dir
 from posenc.core.compose import CONF_DIR
 from posenc.core.errors import PosencError
 from posenc.core.jsonio import read_json as _read_json
 from posenc.core.provenance import provenance, provenance_lines
-from posenc.tasks.base import PosencTask
 from posenc.core.reporting import distance_curves, has_test_metrics, parse_distance_key, parse_task_key, parse_test_key
+from posenc.tasks.base import PosencTask
 
 COMPLETED, FAILED, RUNNING, MISSING = "completed", "failed", "running", "missing"
 INTERRUPTED, PREEMPTED = "interrupted", "preempted"  # stopped by a signal, with a checkpoint (posenc.core.interruption)
-STATUS_NOTE = {RUNNING: "unfinished: status running (killed, or still running)",
-               INTERRUPTED: "unfinished: interrupted (resume: python train.py --resume <job dir>)",
-               PREEMPTED: "unfinished: preempted and requeued",
-               MISSING: "never started: no job dir"}
+STATUS_NOTE = {
+    RUNNING: "unfinished: status running (killed, or still running)",
+    INTERRUPTED: "unfinished: interrupted (resume: python train.py --resume <job dir>)",
+    PREEMPTED: "unfinished: preempted and requeued",
+    MISSING: "never started: no job dir",
+}
 NOT_SWEPT = ("seed", "backbone.weights")  # varied within a row (seeds: cells are mean ± std over them)
 PROBE_DIR = "probe"  # a two-stage preset's second stage (padding_then_probe), inside the sweep dir
 
@@ -56,8 +58,11 @@ def list_presets(conf_dir: Path = CONF_DIR) -> dict[str, str]:
     ``# @package`` line)."""
     presets: dict[str, str] = {}
     for path in sorted((Path(conf_dir) / "sweep").glob("*.yaml")):
-        comments = [line.lstrip("#").strip() for line in path.read_text().splitlines()
-                    if line.startswith("#") and not line.startswith("# @package")]
+        comments = [
+            line.lstrip("#").strip()
+            for line in path.read_text().splitlines()
+            if line.startswith("#") and not line.startswith("# @package")
+        ]
         presets[path.stem] = comments[0] if comments else ""
     return presets
 
@@ -83,7 +88,13 @@ def expand_overrides(params: Mapping[str, Any], overrides: Sequence[str]) -> lis
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def _load_multirun(sweep_dir: Path) -> Any | None:
+def _plain(node: Any, resolve: bool = False) -> Any:
+    """``OmegaConf.to_container`` typed as what it gives here: the caller knows the node's shape."""
+    return OmegaConf.to_container(node, resolve=resolve)
+
+
+def _load_multirun(sweep_dir: Path) -> Any:
+    """The sweep dir's ``multirun.yaml`` (a DictConfig), None when it has none."""
     path = Path(sweep_dir) / "multirun.yaml"
     return OmegaConf.load(path) if path.is_file() else None
 
@@ -98,8 +109,8 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]]:
     target = OmegaConf.select(sweeper, "_target_", default="") if sweeper is not None else ""
     if target and not target.endswith("BasicSweeper"):
         raise PosencError(f"cannot rebuild the jobs of {sweep_dir}: sweeper {target} is not Hydra's basic sweeper")
-    params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper is not None and sweeper.get("params") else {}
-    task = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [], resolve=False)
+    params = _plain(sweeper.params, resolve=False) if sweeper is not None and sweeper.get("params") else {}
+    task = _plain(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [], resolve=False)
     try:
         return expand_overrides(params, task)
     except Exception as exc:  # e.g. glob() sweeps need Hydra's config loader
@@ -112,10 +123,33 @@ PROBE_CONF = ".conf"  # inside the probe dir: the search path holding PROBE_GROU
 PROBE_JOBS_FILE = "probe_jobs.json"  # inside the probe dir: each probe job's overrides, as its report shows them
 # Keys of a first stage's command line that do not carry over to its probe stage: the first stage's task and
 # what it trained with, and what the probe takes from each trained job (its backbone, padding and seed).
-STAGE_ONE_ONLY = {"task", "readout", "invariance", "protocol", "experiment", "sweep", "sweep_name", "probe",
-                  "probe_init", "probe_stage", "pivot", "groups", "report", "ckpt_path"}
-PROBE_IDENTITY = {"backbone", "padding", "seed", "data", "backbone.weights", "backbone.trainable",
-                  "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.run.dir"}
+STAGE_ONE_ONLY = {
+    "task",
+    "readout",
+    "invariance",
+    "protocol",
+    "experiment",
+    "sweep",
+    "sweep_name",
+    "probe",
+    "probe_init",
+    "probe_stage",
+    "pivot",
+    "groups",
+    "report",
+    "ckpt_path",
+}
+PROBE_IDENTITY = {
+    "backbone",
+    "padding",
+    "seed",
+    "data",
+    "backbone.weights",
+    "backbone.trainable",
+    "hydra.sweep.dir",
+    "hydra.sweep.subdir",
+    "hydra.run.dir",
+}
 
 
 def probe_settings(sweep_dir: Path) -> tuple[list[list[str]], bool]:
@@ -125,7 +159,7 @@ def probe_settings(sweep_dir: Path) -> tuple[list[list[str]], bool]:
     probe = OmegaConf.select(cfg, "probe", default=None) if cfg is not None else None
     if not probe:
         return [], False
-    probe = OmegaConf.to_container(probe, resolve=False)
+    probe = _plain(probe, resolve=False)
     probes = [list(p) for p in probe] if all(isinstance(p, list) for p in probe) else [list(probe)]
     return [[str(o) for o in p] for p in probes], bool(OmegaConf.select(cfg, "probe_init", default=False))
 
@@ -157,16 +191,31 @@ def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[ProbeJob]:
         if not r.completed or r.job_dir is None:
             continue
         m = r.metrics
-        architecture = [o for o in r.overrides if o.split("=", 1)[0].startswith("backbone.")
-                        and o.split("=", 1)[0] not in ("backbone.weights", "backbone.trainable", "backbone.download")]
+        architecture = [
+            o
+            for o in r.overrides
+            if o.split("=", 1)[0].startswith("backbone.")
+            and o.split("=", 1)[0] not in ("backbone.weights", "backbone.trainable", "backbone.download")
+        ]
         stages = [("trained", str(r.job_dir))] + ([("init", str(r.job_dir / INIT_CHECKPOINT))] if init else [])
         for k, probe in enumerate(probes):
             for stage, weights in stages:
                 name = r.name + (f"_{k}" if len(probes) > 1 else "") + ("_init" if stage == "init" else "")
-                jobs.append(ProbeJob(name, [*probe, f"backbone={m['backbone']}", *architecture,
-                                            f"padding={m['padding']}", f"seed={m['seed']}",
-                                            f"backbone.weights={weights}", "backbone.trainable=false",
-                                            *([f"probe_stage={stage}"] if init else [])]))
+                jobs.append(
+                    ProbeJob(
+                        name,
+                        [
+                            *probe,
+                            f"backbone={m['backbone']}",
+                            *architecture,
+                            f"padding={m['padding']}",
+                            f"seed={m['seed']}",
+                            f"backbone.weights={weights}",
+                            "backbone.trainable=false",
+                            *([f"probe_stage={stage}"] if init else []),
+                        ],
+                    )
+                )
     return jobs
 
 
@@ -188,7 +237,7 @@ def overrides_config(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> dic
             cfg.defaults.append({f"override /{key}": parsed.value()})
         else:
             OmegaConf.update(cfg, key, parsed.value(), force_add=True)
-    return OmegaConf.to_container(cfg)
+    return _plain(cfg)
 
 
 def carried_overrides(overrides: Sequence[str]) -> list[str]:
@@ -218,8 +267,10 @@ def write_probe_stage(sweep_dir: Path, jobs: Sequence[ProbeJob]) -> Path:
     for job in jobs:
         cfg = overrides_config(job.overrides)
         cfg["hydra"] = {"sweep": {"subdir": job.name}}
-        (group / f"{job.config}.yaml").write_text("# @package _global_\n# generated by sweep.py: one run of the "
-                                                f"probe stage\n{OmegaConf.to_yaml(OmegaConf.create(cfg))}")
+        (group / f"{job.config}.yaml").write_text(
+            "# @package _global_\n# generated by sweep.py: one run of the "
+            f"probe stage\n{OmegaConf.to_yaml(OmegaConf.create(cfg))}"
+        )
     (probe_dir / PROBE_JOBS_FILE).write_text(json.dumps({j.config: j.overrides for j in jobs}, indent=1))
     return probe_dir
 
@@ -229,12 +280,19 @@ def probe_command(sweep_dir: Path, jobs: Sequence[ProbeJob], overrides: Sequence
     (``+probe_job=<names>``) into ``SWEEP_DIR/probe``, through the same launcher, with the first stage's
     :func:`carried_overrides`. The command line wins over a probe's own values, as it does over a preset's."""
     probe_dir = Path(sweep_dir).resolve() / PROBE_DIR
-    name = OmegaConf.select(_load_multirun(sweep_dir), "sweep_name", default=None)
-    return ["-m", f"hydra.searchpath=['file://{probe_dir / PROBE_CONF}']", f"+{PROBE_GROUP}={','.join(j.config for j in jobs)}",
-            f"hydra.sweep.dir={probe_dir}", *([f"sweep_name={name}"] if name else []), *carried_overrides(overrides)]
+    multirun = _load_multirun(sweep_dir)
+    name = OmegaConf.select(multirun, "sweep_name", default=None) if multirun is not None else None
+    return [
+        "-m",
+        f"hydra.searchpath=['file://{probe_dir / PROBE_CONF}']",
+        f"+{PROBE_GROUP}={','.join(j.config for j in jobs)}",
+        f"hydra.sweep.dir={probe_dir}",
+        *([f"sweep_name={name}"] if name else []),
+        *carried_overrides(overrides),
+    ]
 
 
-def probe_overrides(sweep_dir: Path, results: list["JobResult"]) -> list["JobResult"]:
+def probe_overrides(sweep_dir: Path, results: list[JobResult]) -> list[JobResult]:
     """A probe stage's jobs with the overrides of :data:`PROBE_JOBS_FILE` in place of ``+probe_job=<name>``,
     so that its report's rows read ``padding=zeros`` like any sweep's."""
     described = _read_json(Path(sweep_dir) / PROBE_JOBS_FILE)
@@ -243,7 +301,7 @@ def probe_overrides(sweep_dir: Path, results: list["JobResult"]) -> list["JobRes
     prefix = f"+{PROBE_GROUP}="
     out = []
     for r in results:
-        names = [o[len(prefix):] for o in r.overrides if o.startswith(prefix)]
+        names = [o[len(prefix) :] for o in r.overrides if o.startswith(prefix)]
         rest = [o for o in r.overrides if not o.startswith(prefix)]
         out.append(replace(r, overrides=[*described[names[0]], *rest]) if names and names[0] in described else r)
     return out
@@ -285,7 +343,7 @@ def _job_overrides(job_dir: Path) -> list[str] | None:
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path))]
+    return [str(o) for o in _plain(OmegaConf.load(path))]
 
 
 def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool = True) -> JobResult:
@@ -294,10 +352,11 @@ def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool =
     metrics = _read_json(job_dir / "metrics.json") or {}
     status_path = job_dir / "status.json"
     data = _read_json(status_path)
+    error: str | None
     if data is None:
         status, error = (FAILED, "status.json unreadable") if status_path.exists() else (RUNNING, STATUS_NOTE[RUNNING])
     else:
-        status, error = str(data.get("status")), data.get("error")
+        status, error = str(data.get("status")), (str(data["error"]) if data.get("error") else None)
         if status in (RUNNING, INTERRUPTED, PREEMPTED):
             error = error or STATUS_NOTE[status]
         elif status == COMPLETED and not has_test_metrics(metrics):
@@ -307,13 +366,23 @@ def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool =
         elif status == FAILED and not error:
             error = "failed (no error recorded)"
     wall = data.get("wall_time_s") if data is not None else None
-    return JobResult(job_dir, list(overrides or []), status, error, metrics, expected,
-                     float(wall) if isinstance(wall, (int, float)) else None)
+    return JobResult(
+        job_dir,
+        list(overrides or []),
+        status,
+        error,
+        metrics,
+        expected,
+        float(wall) if isinstance(wall, (int, float)) else None,
+    )
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
-    dirs = [p for p in Path(sweep_dir).iterdir()
-            if p.is_dir() and any((p / f).exists() for f in (".hydra", "status.json", "metrics.json"))]
+    dirs = [
+        p
+        for p in Path(sweep_dir).iterdir()
+        if p.is_dir() and any((p / f).exists() for f in (".hydra", "status.json", "metrics.json"))
+    ]
     return sorted(dirs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
 
 
@@ -376,10 +445,14 @@ class Row:
     def stats(self, key: str, where: Mapping[str, str] | None = None) -> tuple[float | None, float | None, int]:
         """Mean, sample std (``ddof=1``; None for fewer than 2 values) and n of ``key`` over
         the completed jobs (those whose overrides match ``where``, e.g. a pivot's value)."""
-        jobs = [j for j in self.done
-                if not where or all(override_dict(j.overrides).get(k) == v for k, v in where.items())]
-        values = [float(v) for j in jobs if isinstance(v := j.metrics.get(key), (int, float))
-                  and not isinstance(v, bool) and math.isfinite(v)]
+        jobs = [
+            j for j in self.done if not where or all(override_dict(j.overrides).get(k) == v for k, v in where.items())
+        ]
+        values = [
+            float(v)
+            for j in jobs
+            if isinstance(v := j.metrics.get(key), (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ]
         return mean_std(values)
 
 
@@ -435,7 +508,7 @@ def task_class(result: JobResult) -> type[PosencTask] | None:
     return _task_class_of(str(path), path.stat().st_mtime_ns)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _task_class_of(path: str, mtime_ns: int) -> type[PosencTask] | None:
     """:func:`task_class` of one ``config.yaml``, read once per version of the file (a report asks for
     every job's class from its tables, its CSV and its task sections)."""
@@ -489,8 +562,9 @@ def paper_lines(paper: Mapping[str, Any] | None, keys: Sequence[str]) -> list[st
     return lines
 
 
-def task_tables(rows: Sequence[Row], results: Sequence[JobResult], pivot: str | None = None,
-                paper: Mapping[str, Any] | None = None) -> list[str]:
+def task_tables(
+    rows: Sequence[Row], results: Sequence[JobResult], pivot: str | None = None, paper: Mapping[str, Any] | None = None
+) -> list[str]:
     """Markdown: rows x overall metrics, then per binned metric rows x distance bins; with a
     ``pivot``, every column once per pivot value (``accuracy (location)``, ``accuracy (class)``)."""
     done = [r for r in results if r.completed]
@@ -498,27 +572,40 @@ def task_tables(rows: Sequence[Row], results: Sequence[JobResult], pivot: str | 
     if not overall and not bins:
         return []
     values = pivot_values(done, pivot)
-    wheres: list[dict[str, str]] = [{pivot: v} for v in values] if pivot and values else [{}]
+    spread_by = pivot or ""  # wheres are empty without a pivot
+    wheres: list[dict[str, str]] = [{spread_by: v} for v in values] if pivot and values else [{}]
     lines: list[str] = []
 
     def table(title: str, columns: list[str], key: Any) -> None:
-        spread = [(c, w) for c in columns for w in wheres
-                  if any(key(c) in j.metrics for j in done if not w or override_dict(j.overrides).get(pivot) == w[pivot])]
-        names = [f"{c} ({w[pivot]})" if w else c for c, w in spread]
+        spread = [
+            (c, w)
+            for c in columns
+            for w in wheres
+            if any(
+                key(c) in j.metrics for j in done if not w or override_dict(j.overrides).get(spread_by) == w[spread_by]
+            )
+        ]
+        names = [f"{c} ({w[spread_by]})" if w else c for c, w in spread]
         header = ["row", "n", "status", *names]
         lines.extend([f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
         for row in rows:
             cells = [format_cell(*row.stats(key(c), w)[:2]) if row.done else "" for c, w in spread]
-            lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
-                                                                     _status_cell(row), *cells]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)), _status_cell(row), *cells])
+                + " |"
+            )
         lines.extend(paper_lines(paper, [key(c) for c, _ in spread]))
         lines.append("")
 
     if overall:
         table("test metrics" + (f" (columns per {pivot})" if pivot else ""), overall, lambda m: f"test/{m}")
     for metric in binned:
-        table(f"{metric} by distance to the border (bins nearest the border first)", bins,
-              lambda b, metric=metric: f"test/by_distance/{b}/{metric}")
+        table(
+            f"{metric} by distance to the border (bins nearest the border first)",
+            bins,
+            lambda b, metric=metric: f"test/by_distance/{b}/{metric}",
+        )
     return lines
 
 
@@ -528,8 +615,11 @@ def task_sections(results: Sequence[JobResult]) -> list[str]:
     for r in results:
         if r.completed and (cls := task_class(r)) is not None:
             by_class.setdefault(cls, []).append(r)
-    return [line for cls, jobs in by_class.items()
-            for line in cls.sweep_sections([j.metrics for j in jobs], [j.wall_time_s or 0.0 for j in jobs])]
+    return [
+        line
+        for cls, jobs in by_class.items()
+        for line in cls.sweep_sections([j.metrics for j in jobs], [j.wall_time_s or 0.0 for j in jobs])
+    ]
 
 
 def format_cell(mean: float | None, std: float | None) -> str:
@@ -546,8 +636,12 @@ def _status_cell(row: Row) -> str:
     return row.status if row.error is None else f"{row.status}: {row.error}"
 
 
-def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", pivot: str | None = None,
-                    paper: Mapping[str, Any] | None = None) -> str:
+def markdown_report(
+    results: Sequence[JobResult],
+    title: str = "Sweep results",
+    pivot: str | None = None,
+    paper: Mapping[str, Any] | None = None,
+) -> str:
     """Markdown: per test input a table (rows = swept values, columns = target x SPC / MAE,
     n and status; below them, rows ``paper: ...`` with a preset's published numbers), then the
     jobs that did not complete with their errors."""
@@ -555,30 +649,51 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", 
     inputs, targets, grid_metrics = metric_layout([r for r in results if r.completed])
     counts = Counter(r.status for r in results)
     seeds = {override_dict(r.overrides).get("seed") for r in results}
-    lines = [f"# {title}", "",
-             f"{len(results)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
-             + ("Cells: mean ± sample std (ddof=1) over the seeds of a row; n = completed seeds."
-                if len(seeds) > 1 else "n = completed jobs of a row."), ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(results)} jobs: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + ". "
+        + (
+            "Cells: mean ± sample std (ddof=1) over the seeds of a row; n = completed seeds."
+            if len(seeds) > 1
+            else "n = completed jobs of a row."
+        ),
+        "",
+    ]
     if paper and paper.get("rows"):
-        lines += [f"Rows `paper: ...` are the published numbers: {paper.get('source')}."
-                  + (f" The paper's setting differs from this preset's: {paper['differs']}." if paper.get("differs")
-                     else ""), ""]
+        lines += [
+            f"Rows `paper: ...` are the published numbers: {paper.get('source')}."
+            + (f" The paper's setting differs from this preset's: {paper['differs']}." if paper.get("differs") else ""),
+            "",
+        ]
     header = ["row", "n", "status"] + [f"{t} {m.upper()}" for t in targets for m in grid_metrics]
     task_lines = task_tables(rows, results, pivot, paper)
     lines += task_lines
     values = pivot_values([r for r in results if r.completed], pivot)
     wheres: list[dict[str, str]] = [{pivot: v} for v in values] if pivot and values else [{}]
     if pivot and values:
-        header = ["row", "n", "status"] + [f"{t} {m.upper()} ({w[pivot]})" for t in targets for m in grid_metrics
-                                           for w in wheres]
+        header = ["row", "n", "status"] + [
+            f"{t} {m.upper()} ({w[pivot]})" for t in targets for m in grid_metrics for w in wheres
+        ]
     for name in inputs:
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
-            cells = [format_cell(*row.stats(f"test/{name}/{t}/{m}", w)[:2]) if row.done else ""
-                     for t in targets for m in grid_metrics for w in wheres]
-            lines.append("| " + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)),
-                                                                     _status_cell(row), *cells]) + " |")
-        lines.extend(paper_lines(paper, [f"test/{name}/{t}/{m}" for t in targets for m in grid_metrics for _ in wheres]))
+            cells = [
+                format_cell(*row.stats(f"test/{name}/{t}/{m}", w)[:2]) if row.done else ""
+                for t in targets
+                for m in grid_metrics
+                for w in wheres
+            ]
+            lines.append(
+                "| "
+                + " | ".join(_md_escape(c) for c in [row.label, str(len(row.done)), _status_cell(row), *cells])
+                + " |"
+            )
+        lines.extend(
+            paper_lines(paper, [f"test/{name}/{t}/{m}" for t in targets for m in grid_metrics for _ in wheres])
+        )
         lines.append("")
     if not inputs and not task_lines:
         lines += ["No completed jobs: no metrics to tabulate.", ""]
@@ -589,8 +704,9 @@ def markdown_report(results: Sequence[JobResult], title: str = "Sweep results", 
     bad = [r for r in results if not r.completed]
     if bad:
         lines += ["## Jobs not completed", ""]
-        lines += [f"- job {r.name or '(no dir)'} `{labels[id(r)]}`: **{r.status}** — {r.error or ''}"
-                  for r in bad] + [""]
+        lines += [f"- job {r.name or '(no dir)'} `{labels[id(r)]}`: **{r.status}** — {r.error or ''}" for r in bad] + [
+            ""
+        ]
     extra = [r for r in results if not r.expected]
     if extra:
         lines += ["Job dirs matching no job of multirun.yaml: " + ", ".join(r.name for r in extra), ""]
@@ -618,9 +734,11 @@ def write_csv(path: Path, results: Sequence[JobResult]) -> Path:
         writer.writerow(base + override_keys + [metric_names[k] for k in metric_cols])
         for r in results:
             overrides = override_dict(r.overrides)
-            writer.writerow([r.name, r.status, r.error or "", str(r.expected).lower()]
-                            + [overrides.get(k, "") for k in override_keys]
-                            + ["" if r.metrics.get(k) is None else r.metrics[k] for k in metric_cols])
+            writer.writerow(
+                [r.name, r.status, r.error or "", str(r.expected).lower()]
+                + [overrides.get(k, "") for k in override_keys]
+                + ["" if r.metrics.get(k) is None else r.metrics[k] for k in metric_cols]
+            )
     return Path(path)
 
 
@@ -644,8 +762,9 @@ def spc_figure(rows: Sequence[Row], name: str, targets: Sequence[str]) -> Any:
 
     by_padding = any(row_padding(row) is not None for row in rows)
     width = 0.8 / max(len(targets), 1)
-    fig, ax = plt.subplots(figsize=(min(40.0, max(6.0, 1.5 + 0.15 * len(rows) * max(1, len(targets)))), 5.0),
-                           layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(min(40.0, max(6.0, 1.5 + 0.15 * len(rows) * max(1, len(targets)))), 5.0), layout="constrained"
+    )
     for j, target in enumerate(targets):
         stats = [row.stats(f"test/{name}/{target}/spc") for row in rows]
         means = [m if m is not None else 0.0 for m, _, _ in stats]
@@ -653,11 +772,17 @@ def spc_figure(rows: Sequence[Row], name: str, targets: Sequence[str]) -> Any:
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(rows))]
         style: dict[str, Any] = {"label": target}
         if by_padding:
-            style = {"color": [padding_color(row_padding(row) or "?") for row in rows],
-                     "hatch": HATCHES[j % len(HATCHES)], "edgecolor": "white", "linewidth": 0}
+            style = {
+                "color": [padding_color(row_padding(row) or "?") for row in rows],
+                "hatch": HATCHES[j % len(HATCHES)],
+                "edgecolor": "white",
+                "linewidth": 0,
+            }
         ax.bar(xs, means, width, yerr=errs if any(errs) else None, capsize=2, **style)
-    labels = [(" ".join(row.values.values()) if row.values else row.label) + ("" if row.done else f" ({row.status})")
-              for row in rows]
+    labels = [
+        (" ".join(row.values.values()) if row.values else row.label) + ("" if row.done else f" ({row.status})")
+        for row in rows
+    ]
     ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=30, ha="right")
     keys = list(dict.fromkeys(k for row in rows for k in row.values))
     ax.set_xlabel(" ".join(keys))
@@ -668,13 +793,22 @@ def spc_figure(rows: Sequence[Row], name: str, targets: Sequence[str]) -> Any:
     if by_padding:
         paddings = list(dict.fromkeys(p for row in rows if (p := row_padding(row)) is not None))
         handles = [Patch(facecolor=padding_color(p), label=p) for p in paddings]
-        legend = ax.legend(handles=handles, fontsize=7, ncols=min(len(handles), 4), loc="lower left",
-                           title="padding", title_fontsize=7)
+        legend = ax.legend(
+            handles=handles, fontsize=7, ncols=min(len(handles), 4), loc="lower left", title="padding", title_fontsize=7
+        )
         if len(targets) > 1:
             ax.add_artist(legend)
-            ax.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=HATCHES[j % len(HATCHES)], label=t)
-                               for j, t in enumerate(targets)], fontsize=7, ncols=min(len(targets), 5),
-                      loc="lower right", title="target", title_fontsize=7)
+            ax.legend(
+                handles=[
+                    Patch(facecolor="white", edgecolor="black", hatch=HATCHES[j % len(HATCHES)], label=t)
+                    for j, t in enumerate(targets)
+                ],
+                fontsize=7,
+                ncols=min(len(targets), 5),
+                loc="lower right",
+                title="target",
+                title_fontsize=7,
+            )
     else:
         ax.legend(fontsize=7, ncols=min(len(targets), 5))
     return fig
@@ -701,9 +835,10 @@ def distance_curves_figure(rows: Sequence[Row], pivot: str | None = None) -> Any
     others: dict[tuple[str, ...], int] = {}  # non-padding values (and pivot value) -> line style
     bins: dict[str, list[str]] = {}
     for row in rows:
-        for value in pivot_values(row.done, pivot) or [None]:
+        pivoted: list[str | None] = [*pivot_values(row.done, pivot)] or [None]
+        for value in pivoted:
             where = {pivot: value} if pivot and value is not None else None
-            jobs = [j for j in row.done if not where or override_dict(j.overrides).get(pivot) == value]
+            jobs = [j for j in row.done if not where or override_dict(j.overrides).get(pivot or "") == value]
             if not jobs:
                 continue
             row_bins, _ = distance_curves(jobs[0].metrics)
@@ -751,8 +886,15 @@ def sweep_command(sweep_dir: Path) -> str:
     sweep_dir = Path(sweep_dir)
     spec = _read_json(sweep_dir.parent / GROUPS_FILE)
     if spec is not None and sweep_dir.name in [label for label, _ in spec.get("groups", [])]:
-        return shlex.join(["python", "sweep.py", str(spec.get("preset")), f"groups={sweep_dir.name}",
-                           *map(str, spec.get("overrides", []))])
+        return shlex.join(
+            [
+                "python",
+                "sweep.py",
+                str(spec.get("preset")),
+                f"groups={sweep_dir.name}",
+                *map(str, spec.get("overrides", [])),
+            ]
+        )
     cfg = _load_multirun(sweep_dir)
     if cfg is None:
         if sweep_dir.name == PROBE_DIR and (sweep_dir.parent / "multirun.yaml").is_file():
@@ -765,8 +907,9 @@ def sweep_command(sweep_dir: Path) -> str:
     return shlex.join(["python", "train.py", "-m", *task])
 
 
-def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | None = None,
-                  command: str | None = None) -> list[Path]:
+def write_reports(
+    sweep_dir: Path, results: Sequence[JobResult], pivot: str | None = None, command: str | None = None
+) -> list[Path]:
     """Write ``results.csv``, ``results.md``, ``results_<input>_spc.png`` (PosENet: one per test
     input with completed jobs) and ``results_by_distance.png`` (trainable tasks: every row's
     distance-to-border curves) into ``sweep_dir``; return their paths. ``results.md`` opens with its
@@ -781,10 +924,11 @@ def write_reports(sweep_dir: Path, results: Sequence[JobResult], pivot: str | No
     paths = [write_csv(sweep_dir / "results.csv", results)]
     md = sweep_dir / "results.md"
     paper = OmegaConf.select(cfg, "paper", default=None) if cfg is not None else None
-    paper = OmegaConf.to_container(paper, resolve=True) if paper is not None else None
+    paper = _plain(paper, resolve=True) if paper is not None else None
     jobs = sweep_command(sweep_dir)
-    info = provenance(command or (f"python sweep.py collect {shlex.quote(_shown_path(sweep_dir))}" if md.is_file()
-                                  else jobs))
+    info = provenance(
+        command or (f"python sweep.py collect {shlex.quote(_shown_path(sweep_dir))}" if md.is_file() else jobs)
+    )
     if info["command"] != jobs:
         info["jobs run by"] = f"`{jobs}`"
     report = markdown_report(results, title, pivot, paper).split("\n")
@@ -812,7 +956,8 @@ def preset_groups(name: str, conf_dir: Path = CONF_DIR) -> tuple[dict[str, list[
     ``report:`` (a writer over all groups, :data:`REPORTS`); ``({}, None)`` for a plain preset."""
     path = Path(conf_dir) / "sweep" / f"{name}.yaml"
     cfg = OmegaConf.load(path) if path.is_file() else OmegaConf.create()
-    groups = OmegaConf.to_container(cfg.get("groups") or OmegaConf.create(), resolve=False)
+    assert isinstance(cfg, DictConfig), f"{path} holds a list, not a sweep preset"
+    groups = _plain(cfg.get("groups") or OmegaConf.create(), resolve=False)
     report = cfg.get("report")
     return {str(k): [str(o) for o in v] for k, v in groups.items()}, (str(report) if report else None)
 
@@ -832,8 +977,9 @@ def select_groups(groups: Mapping[str, list[str]], chosen: str | None) -> dict[s
         elif label in backbones:
             picked[label] = [f"backbone={label}"]
         else:
-            raise PosencError(f"groups={chosen}: {label!r} is not valid; valid: {', '.join(groups)}, or any backbone "
-                              "option")
+            raise PosencError(
+                f"groups={chosen}: {label!r} is not valid; valid: {', '.join(groups)}, or any backbone option"
+            )
     if not picked:
         raise PosencError(f"groups={chosen} names no group; valid: {', '.join(groups)}")
     return picked
@@ -845,8 +991,11 @@ def group_results(sweep_dir: Path) -> dict[str, list[JobResult]] | None:
     spec = _read_json(Path(sweep_dir) / GROUPS_FILE)
     if spec is None:
         return None
-    return {label: collect(Path(sweep_dir) / label) for label, _ in spec.get("groups", [])
-            if (Path(sweep_dir) / label / "multirun.yaml").is_file()}
+    return {
+        label: collect(Path(sweep_dir) / label)
+        for label, _ in spec.get("groups", [])
+        if (Path(sweep_dir) / label / "multirun.yaml").is_file()
+    }
 
 
 def write_group_reports(sweep_dir: Path, groups: Mapping[str, Sequence[JobResult]]) -> list[Path]:

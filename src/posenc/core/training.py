@@ -29,9 +29,16 @@ from posenc.core.interruption import Interruption, RunInterrupted, requeue_slurm
 from posenc.core.jsonio import read_json
 from posenc.core.loggers import build_loggers, end_loggers, finish_loggers, settle_logger_config
 from posenc.core.reporting import print_results
+from posenc.core.run_contract import (
+    claim_run_dir,
+    flat_metrics,
+    mark_metrics,
+    read_status,
+    save_resolved_config,
+    write_json,
+    write_status,
+)
 from posenc.tasks.base import PosencTask
-from posenc.core.run_contract import (claim_run_dir, flat_metrics, mark_metrics, read_status, save_resolved_config,
-                                 write_json, write_status)
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +111,8 @@ def isolated_distributed_state(enabled: bool) -> Iterator[None]:
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, int | None]:
     """The checkpoint ``ckpt_path`` names (``last``: this run dir's ``checkpoints/last.ckpt``),
     checked before anything is built: it exists, loads without running code, and was written by a
-    run of this task, with the global step it holds; ``(None, None)`` for a fresh run. A requeued SLURM job resumes its preempted run dir."""
+    run of this task, with the global step it holds; ``(None, None)`` for a fresh run. A requeued SLURM
+    job resumes its preempted run dir."""
     given = cfg.get("ckpt_path")
     last = run_dir / "checkpoints" / LAST
     if given is None and under_slurm() and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
@@ -116,10 +124,15 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, int 
     path = last if given == "last" else Path(str(given)).expanduser()
     if not path.is_file():
         if given == "last":
-            raise PosencError(f"cannot resume {run_dir}: it has no checkpoint ({path} is missing: the run stopped "
-                              "before its first one, see callbacks.checkpoint.every_n_steps); start it again")
-        raise invalid_value("ckpt_path", given, "no such file; valid: last (the run dir's checkpoints/last.ckpt) "
-                            "or the path of a .ckpt file")
+            raise PosencError(
+                f"cannot resume {run_dir}: it has no checkpoint ({path} is missing: the run stopped "
+                "before its first one, see callbacks.checkpoint.every_n_steps); start it again"
+            )
+        raise invalid_value(
+            "ckpt_path",
+            given,
+            "no such file; valid: last (the run dir's checkpoints/last.ckpt) or the path of a .ckpt file",
+        )
     header = safe_load(path)
     if not isinstance(header, dict) or "state_dict" not in header:
         raise invalid_value("ckpt_path", str(path), "not a Lightning checkpoint (no state_dict)")
@@ -151,8 +164,9 @@ def fit_error(exc: BaseException, ckpt: Path | None) -> PosencError | None:
     return None
 
 
-def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | None = None,
-          loggers: list[Any] | None = None) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | None = None, loggers: list[Any] | None = None
+) -> dict[str, Any]:
     """Fit (from ``ckpt`` when resuming) and test the task of ``cfg``; write ``metrics.json`` into
     ``run_dir``; return it. The loggers it builds are appended to ``loggers``, left open for the
     caller to tell them how the run ended and close them (:func:`run`); without a list they are
@@ -161,16 +175,24 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, Any], ckpt: Path | 
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
     if not isinstance(task, PosencTask):
-        raise invalid_value("task._target_", cfg.task.get("_target_"), f"builds a {type(task).__name__}; valid: a "
-                            "subclass of posenc.tasks.base.PosencTask (docs/extending.md)")
+        raise invalid_value(
+            "task._target_",
+            cfg.task.get("_target_"),
+            f"builds a {type(task).__name__}; valid: a subclass of posenc.tasks.base.PosencTask (docs/extending.md)",
+        )
     task.check_data(datamodule)  # task-and-data mismatches fail here, in one line, before the Trainer starts
     owned = loggers is None
     loggers = [] if loggers is None else loggers
     loggers.extend(build_loggers(cfg.logger))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     try:
-        trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
-                              plugins=trainer_plugins(cfg))
+        trainer = instantiate(
+            cfg.trainer,
+            logger=loggers,
+            callbacks=callbacks,
+            default_root_dir=str(run_dir),
+            plugins=trainer_plugins(cfg),
+        )
     except Exception as exc:  # Lightning refusing an argument (devices=0, precision=7): the user's error
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         raise (user_error(exc) or argument_error("trainer", cfg.trainer, exc, overrides)) from exc
@@ -282,12 +304,21 @@ def _interrupted(stop: RunInterrupted, run_dir: Path, rank_zero: bool, loggers: 
         step = _checkpoint_step(run_dir)
         requeued = requeue_slurm_job(stop.signum)
         status = "preempted" if requeued else "interrupted"
-        fields = {"signal": stop.name, "checkpoint_step": step, "requeued": requeued,
-                  **{k: v for k, v in (read_status(run_dir) or {}).items() if k == "slurm_job_id"}}
+        fields = {
+            "signal": stop.name,
+            "checkpoint_step": step,
+            "requeued": requeued,
+            **{k: v for k, v in (read_status(run_dir) or {}).items() if k == "slurm_job_id"},
+        }
         write_status(run_dir, status, **fields)
         mark_metrics(run_dir, status, **fields)
-        end_loggers(loggers, read_json(run_dir / "metrics.json") or {}, {"status": status, **fields},
-                    run_dir / "figures", stop.exit_code)
+        end_loggers(
+            loggers,
+            read_json(run_dir / "metrics.json") or {},
+            {"status": status, **fields},
+            run_dir / "figures",
+            stop.exit_code,
+        )
         where = f"checkpoint at step {step}" if step is not None else "no checkpoint (stopped before training)"
         then = "requeued" if requeued else f"resume: python train.py --resume {run_dir}"
         print(f"interrupted by {stop.name}: {where}; {then}", file=sys.stderr)

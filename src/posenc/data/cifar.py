@@ -23,9 +23,7 @@ TEST_BATCHES: tuple[str, ...] = ("test_batch",)
 META_FILE = "batches.meta"
 SIDE = 32
 # What unpickling a truncated or foreign file raises.
-UNPICKLE_ERRORS = (
-    OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError
-)
+UNPICKLE_ERRORS = (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError)
 
 
 def _put_hint(parent: Path) -> str:
@@ -94,9 +92,7 @@ def read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
             f"expected uint8 [N, {3 * SIDE * SIDE}]"
         )
     if len(labels) != len(data):
-        raise PosencError(
-            f"malformed CIFAR-10 file {path}: {len(labels)} labels for {len(data)} images"
-        )
+        raise PosencError(f"malformed CIFAR-10 file {path}: {len(labels)} labels for {len(data)} images")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise PosencError(f"malformed CIFAR-10 file {path}: labels outside 0..{num_classes - 1}")
     return data.reshape(-1, 3, SIDE, SIDE), labels

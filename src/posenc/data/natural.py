@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from posenc.data.images import read_rgb
 from posenc.core.errors import PosencError, check_choice
+from posenc.data.images import read_rgb
 
 # name -> (package whose directory holds it, file path relative to that directory)
 _PHOTO_FILES: dict[str, tuple[str, str]] = {
@@ -60,7 +60,7 @@ def available_photos() -> dict[str, Path]:
     return {name: p for name, p in paths.items() if p.is_file()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_cached(name: str) -> np.ndarray:
     path = photo_path(name)
     if not path.is_file():

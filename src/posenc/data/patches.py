@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from posenc.core.choices import PATCH_SOURCES  # noqa: F401 - the valid values live there
-from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
 from posenc.core.errors import PosencError, check_choice, invalid_value
+from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
 
 # Shape classes; a shape's class index is its position here (semantic label = index + 1).
 SHAPE_CLASSES: tuple[str, ...] = ("disk", "square", "triangle", "cross", "ring")
@@ -193,9 +193,7 @@ def stripe_texture(params: ShapeParams, height: int, width: int) -> Tensor:
     device = params.centres.device
     ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5).view(1, height, 1)
     xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5).view(1, 1, width)
-    along = xs * torch.cos(params.stripe_angle).view(-1, 1, 1) + ys * torch.sin(
-        params.stripe_angle
-    ).view(-1, 1, 1)
+    along = xs * torch.cos(params.stripe_angle).view(-1, 1, 1) + ys * torch.sin(params.stripe_angle).view(-1, 1, 1)
     omega = (2 * math.pi * params.stripe_freq / params.radii).view(-1, 1, 1)
     wave = 0.5 + 0.5 * torch.sin(omega * along + params.stripe_phase.view(-1, 1, 1))
     shade = 1.0 - params.stripe_depth.view(-1, 1, 1) * wave  # [N,H,W]
@@ -220,9 +218,7 @@ def sample_patch_shapes(num: int, size: int, gen: torch.Generator) -> ShapeParam
     return ShapeParams(classes=classes, centres=centres, radii=radii, angles=angles, **style)
 
 
-def shape_patches(
-    num: int, size: int, seed: int, train: bool = True, device: torch.device | str = "cpu"
-) -> Patches:
+def shape_patches(num: int, size: int, seed: int, train: bool = True, device: torch.device | str = "cpu") -> Patches:
     """``num`` textured shapes (classes :data:`SHAPE_CLASSES`) on plain random-colour
     backgrounds; mask = shape pixels. Deterministic for (seed, train) on any device: the random
     parameters are drawn on the CPU, the pixels are computed on ``device``."""
@@ -257,9 +253,7 @@ def digit_split(train: bool) -> Tensor:
     return index[~is_test] if train else index[is_test]
 
 
-def digit_patches(
-    num: int, size: int, seed: int, train: bool = True, device: torch.device | str = "cpu"
-) -> Patches:
+def digit_patches(num: int, size: int, seed: int, train: bool = True, device: torch.device | str = "cpu") -> Patches:
     """``num`` grey handwritten digits (white strokes on black) bilinearly upsampled to
     ``size``; mask = intensity > 0.25; labels 0..9. Sampled from a fixed train/test split
     (distinct digits while ``num`` fits the split, else with replacement)."""
@@ -279,9 +273,7 @@ def digit_patches(
     )
 
 
-def photo_patches(
-    num: int, size: int, seed: int, train: bool = True, device: torch.device | str = "cpu"
-) -> Patches:
+def photo_patches(num: int, size: int, seed: int, train: bool = True, device: torch.device | str = "cpu") -> Patches:
     """``num`` random crops of the bundled photos (train or test photos); label = index of the
     photo in ``TRAIN_PHOTOS`` / ``TEST_PHOTOS`` (so labels only mean the same within a split);
     mask all True."""
@@ -332,7 +324,5 @@ def make_patches(
     if source == "shapes":
         return shape_patches(num, size, seed, train, device)
     if data_dir is None:
-        raise PosencError(
-            "patch source 'cifar10' needs its data folder: set data.data_dir=/path/to/cifar10"
-        )
+        raise PosencError("patch source 'cifar10' needs its data folder: set data.data_dir=/path/to/cifar10")
     return cifar_patches(data_dir, num, size, seed, train, device)

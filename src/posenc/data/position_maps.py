@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posenc.core.choices import STRIPE_RANGES, TARGETS, TARGET_SOURCES  # noqa: F401 - the valid values live there
+from posenc.core.choices import STRIPE_RANGES, TARGET_SOURCES, TARGETS  # noqa: F401 - the valid values live there
 from posenc.core.errors import PosencError, check_choice
 
 OFFICIAL_FILES: dict[str, str] = {
@@ -92,9 +92,7 @@ def load_official_map(name: str, size: int) -> torch.Tensor:
     return (m - m.min()) / (m.max() - m.min())
 
 
-def make_target(
-    name: str, size: int, source: str = "formula", stripe_range: str = "unit"
-) -> torch.Tensor:
+def make_target(name: str, size: int, source: str = "formula", stripe_range: str = "unit") -> torch.Tensor:
     """One target map ``[size, size]``; ``source="official"`` loads the authors' PNG instead."""
     check_choice("target", name, TARGETS)
     check_choice("target source", source, TARGET_SOURCES)

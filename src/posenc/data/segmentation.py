@@ -16,10 +16,10 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from posenc.core.choices import SEGMENTATION_SOURCES  # noqa: F401 - the valid values live there
+from posenc.core.errors import PosencError, check_choice
 from posenc.data.datamodule import IndexedImages, SeededDataModule, TensorDictDataset, check_sizes
 from posenc.data.segmentation_sets import SALIENCY_SETS, saliency_dataset, voc_segmentation
 from posenc.data.shapes import NUM_SEMANTIC_CLASSES, check_layout, shape_scenes
-from posenc.core.errors import PosencError, check_choice
 
 NUM_CLASSES = {"shapes": NUM_SEMANTIC_CLASSES, "voc": 21, **{name: 2 for name in SALIENCY_SETS}}
 TEST_ONLY = ("ecssd", "pascal_s")  # published as test sets: no training split
@@ -64,12 +64,20 @@ class SegmentationDataModule(SeededDataModule):
         test_source = test_source or source
         check_choice("data.test_source", test_source, SEGMENTATION_SOURCES)
         if source in TEST_ONLY:
-            raise PosencError(f"data.source={source} is a test set without a training split; "
-                              f"valid: shapes, voc, duts (and data.test_source={source})")
+            raise PosencError(
+                f"data.source={source} is a test set without a training split; "
+                f"valid: shapes, voc, duts (and data.test_source={source})"
+            )
         if NUM_CLASSES[source] != NUM_CLASSES[test_source]:
             raise PosencError(f"data.test_source={test_source} has other classes than data.source={source}")
-        check_sizes(num_train, num_val, num_test, image_size=(image_size, 8), batch_size=(batch_size, 1),
-                    max_objects=(max_objects, 1))
+        check_sizes(
+            num_train,
+            num_val,
+            num_test,
+            image_size=(image_size, 8),
+            batch_size=(batch_size, 1),
+            max_objects=(max_objects, 1),
+        )
         for name, folder in ((source, data_dir), (test_source, test_dir or data_dir)):
             if name != "shapes" and not folder:
                 raise PosencError(f"data.source={name} needs data.data_dir=<its dataset root>")
@@ -86,8 +94,15 @@ class SegmentationDataModule(SeededDataModule):
 
     def _split(self, name: str, folder: str | None, split: str, num: int, seed: int) -> Dataset:
         if name == "shapes":
-            scenes = shape_scenes(num, self.image_size, seed, train=split == "train", max_objects=self.max_objects,
-                                  layout=self.layout, backgrounds=self.backgrounds)
+            scenes = shape_scenes(
+                num,
+                self.image_size,
+                seed,
+                train=split == "train",
+                max_objects=self.max_objects,
+                layout=self.layout,
+                backgrounds=self.backgrounds,
+            )
             return TensorDictDataset({"image": scenes["image"], "mask": scenes["semantic"]})
         assert folder is not None, name  # __init__ refuses a real source without data.data_dir
         if name == "voc":

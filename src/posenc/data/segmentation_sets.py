@@ -19,9 +19,9 @@ from torch.utils.data import Dataset
 from torchvision.datasets import VOCSegmentation
 
 from posenc.core.choices import SALIENCY_SETS  # noqa: F401 - the valid values live there
+from posenc.core.errors import PosencError, check_choice
 from posenc.data.folder import IMAGE_EXTENSIONS, _image_files, read_image
 from posenc.data.images import READ_ERRORS
-from posenc.core.errors import PosencError, check_choice
 
 Sample = dict[str, torch.Tensor]
 

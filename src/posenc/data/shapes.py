@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from posenc.core.choices import SCENE_BACKGROUNDS, SCENE_LAYOUTS
+from posenc.core.errors import check_choice, invalid_value
 from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
 from posenc.data.patches import (
     SHAPE_CLASSES,
@@ -24,8 +26,6 @@ from posenc.data.patches import (
     render_shapes,
     split_generator,
 )
-from posenc.core.choices import SCENE_BACKGROUNDS, SCENE_LAYOUTS
-from posenc.core.errors import check_choice, invalid_value
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -45,7 +45,9 @@ def check_layout(layout: str, max_objects: int) -> None:
     """One line for a layout that is not one of ``SCENE_LAYOUTS`` or does not fit ``max_objects``."""
     check_choice("data.layout", layout, SCENE_LAYOUTS)
     if layout == "sides" and max_objects != 1:
-        raise invalid_value("data.max_objects", max_objects, "expected 1 with data.layout=sides (one object, on one side)")
+        raise invalid_value(
+            "data.max_objects", max_objects, "expected 1 with data.layout=sides (one object, on one side)"
+        )
 
 
 def _centres(num: int, size: int, layout: str, gen: torch.Generator) -> Tensor:
@@ -86,9 +88,7 @@ def sample_scene_objects(
     return layers, counts
 
 
-def render_scene(
-    background: Tensor, layers: list[ShapeParams], counts: Tensor
-) -> tuple[Tensor, Tensor]:
+def render_scene(background: Tensor, layers: list[ShapeParams], counts: Tensor) -> tuple[Tensor, Tensor]:
     """Draw ``layers`` over ``background`` float [N,3,S,S] (on its device), back to front:
     (image float [N,3,S,S], semantic int64 [N,S,S] with the labels of the visible pixels)."""
     num, _, height, width = background.shape

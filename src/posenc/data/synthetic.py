@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 
 from posenc.core.choices import SYNTHETIC_INPUTS, SYNTHETIC_SOURCES  # noqa: F401 - the valid values live there
-from posenc.data.images import read_rgb
 from posenc.core.errors import PosencError, check_choice
+from posenc.data.images import read_rgb
 
 NOISE_MEAN = 127.5
 NOISE_STD = 50.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _official_image(kind: str) -> np.ndarray:
     """The authors' published 224x224 JPEG for ``kind`` as HxWx3 uint8 (read-only)."""
     data = resources.files("posenc.assets").joinpath(f"{kind}.jpg").read_bytes()
@@ -36,9 +36,7 @@ def _official(kind: str, num: int, image_size: int) -> torch.Tensor:
     return img.unsqueeze(0).repeat(num, 1, 1, 1)
 
 
-def synthetic_images(
-    kind: str, num: int, image_size: int, seed: int, source: str = "generated"
-) -> torch.Tensor:
+def synthetic_images(kind: str, num: int, image_size: int, seed: int, source: str = "generated") -> torch.Tensor:
     """``num`` synthetic images of ``kind`` as uint8 [num, 3, S, S].
 
     ``source="generated"``: black = 0, white = 255, noise = per-pixel Gaussian

@@ -24,23 +24,23 @@ from __future__ import annotations
 import inspect
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
 import torchvision
 
-from posenc.core.choices import BACKBONES, TAP_NAMES  # noqa: F401 - the valid values live there
-from posenc.core.registry import backbone_entry, padding_entry
 from posenc.core.checkpointing import safe_load
+from posenc.core.choices import BACKBONES, TAP_NAMES  # noqa: F401 - the valid values live there
 from posenc.core.errors import MissingWeights, PosencError, check_choice
+from posenc.core.registry import backbone_entry, padding_entry
+from posenc.core.run_contract import read_status
 from posenc.models.padding import PaddingSpec, meta_copy, minimum_input_size
 from posenc.models.permutation import PERMUTE_POINTS, permute_channels
-from posenc.core.run_contract import read_status
 
 RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # a run dir's checkpoint (conf/callbacks/default.yaml)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,8 +73,10 @@ def run_checkpoint(weights: str | None) -> Path | None:
     if path.is_dir():
         ckpt = path / RUN_CHECKPOINT
         if not ckpt.is_file():
-            raise PosencError(f"backbone.weights={weights} is a directory without {RUN_CHECKPOINT}: "
-                              "expected a posenc run dir, a .ckpt file or a state dict file")
+            raise PosencError(
+                f"backbone.weights={weights} is a directory without {RUN_CHECKPOINT}: "
+                "expected a posenc run dir, a .ckpt file or a state dict file"
+            )
         check_source_run(weights, ckpt)
         return ckpt
     if path.suffix != ".ckpt":
@@ -93,8 +95,10 @@ def check_source_run(weights: str, ckpt: Path) -> None:
     status = read_status(run_dir) or {"status": "unreadable"}
     if status.get("status") != "completed":
         why = f": {status['error']}" if status.get("error") else ""
-        raise PosencError(f"backbone.weights={weights} is not valid: its run {run_dir} ended "
-                          f"{status.get('status')!r}{why}; valid: a completed run (or its checkpoints/init.ckpt)")
+        raise PosencError(
+            f"backbone.weights={weights} is not valid: its run {run_dir} ended "
+            f"{status.get('status')!r}{why}; valid: a completed run (or its checkpoints/init.ckpt)"
+        )
 
 
 def load_run_backbone(backbone: nn.Module, ckpt: Path) -> None:
@@ -110,8 +114,10 @@ def load_run_backbone(backbone: nn.Module, ckpt: Path) -> None:
     mismatched = [k for k in expected.keys() & own.keys() if own[k].shape != expected[k].shape]
     if missing or mismatched:
         bad = (missing or mismatched)[:2]
-        raise PosencError(f"checkpoint {ckpt} does not fit this backbone (name, taps and padding must be the "
-                          f"run's): {'missing' if missing else 'shape of'} {bad}")
+        raise PosencError(
+            f"checkpoint {ckpt} does not fit this backbone (name, taps and padding must be the "
+            f"run's): {'missing' if missing else 'shape of'} {bad}"
+        )
     # keys of the run's deeper layers (beyond this backbone's last tap) are not needed
     backbone.load_state_dict({k: own[k] for k in expected}, strict=True)
 
@@ -265,8 +271,10 @@ class TappedBackbone(nn.Module):
             return
         valid = [k for k in PERMUTE_POINTS if TAP_NAMES[k - 1] in self.tap_names]
         if permute_at not in valid:
-            raise PosencError(f"readout.permute_at={permute_at} is not valid for backbone {self.name} with taps "
-                              f"{self.tap_names}: valid: {', '.join(map(str, valid)) or 'none (no stages)'}")
+            raise PosencError(
+                f"readout.permute_at={permute_at} is not valid for backbone {self.name} with taps "
+                f"{self.tap_names}: valid: {', '.join(map(str, valid)) or 'none (no stages)'}"
+            )
         tap = TAP_NAMES[permute_at - 1]
         self.permute_at = permute_at
         self._permuted_module = next(module for module, name in self._tap_of.items() if name == tap)
@@ -288,13 +296,17 @@ class TappedBackbone(nn.Module):
         if padding_entry(self.padding).shrinks:
             minimum = minimum_input_size(self.body)
             if image_size < minimum:
-                raise PosencError(f"data.image_size={image_size} is too small for backbone {self.name} with "
-                                  f"padding={self.padding}: the minimum is {minimum}")
-        if self.tap_shapes(image_size) is None and self.tap_shapes(2 ** 13) is not None:  # else: meta unsupported
-            smallest = next(s for s in (2 ** k for k in range(3, 14)) if self.tap_shapes(s) is not None)
+                raise PosencError(
+                    f"data.image_size={image_size} is too small for backbone {self.name} with "
+                    f"padding={self.padding}: the minimum is {minimum}"
+                )
+        if self.tap_shapes(image_size) is None and self.tap_shapes(2**13) is not None:  # else: meta unsupported
+            smallest = next(s for s in (2**k for k in range(3, 14)) if self.tap_shapes(s) is not None)
             minimum = next(s for s in range(smallest // 2, smallest + 1) if self.tap_shapes(s) is not None)
-            raise PosencError(f"data.image_size={image_size} is too small for backbone {self.name}: its tap "
-                              f"{self.tap_names[-1]} would have no pixels; valid: data.image_size >= {minimum}")
+            raise PosencError(
+                f"data.image_size={image_size} is too small for backbone {self.name}: its tap "
+                f"{self.tap_names[-1]} would have no pixels; valid: data.image_size >= {minimum}"
+            )
 
     @property
     def tap_strides(self) -> list[int]:
@@ -302,8 +314,9 @@ class TappedBackbone(nn.Module):
         if self._strides is None:
             shapes = self.tap_shapes(256)
             if shapes is None:
-                raise PosencError(f"backbone {self.name} does not run on a 256 px input, so its taps' strides "
-                                  "cannot be measured")
+                raise PosencError(
+                    f"backbone {self.name} does not run on a 256 px input, so its taps' strides cannot be measured"
+                )
             self._strides = [max(1, round(256 / shape[-1])) for shape in shapes]
         return self._strides
 
@@ -344,9 +357,17 @@ class ExtractorBackbone(TappedBackbone):
     global_receptive_field: bool
     position_embedding: str
 
-    def __init__(self, name: str, body: nn.Module, taps: Sequence[str], keys: Sequence[int | str],
-                 channels: Sequence[int], options: BackboneOptions, padding_report: dict[str, int],
-                 strides: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        body: nn.Module,
+        taps: Sequence[str],
+        keys: Sequence[int | str],
+        channels: Sequence[int],
+        options: BackboneOptions,
+        padding_report: dict[str, int],
+        strides: Sequence[int] | None = None,
+    ) -> None:
         super().__init__(name, None, {t: t for t in taps}, options.padding.name, options.normalize, options.trainable)
         self.body, self.keys, self.tap_channels = body, list(keys), list(channels)
         if strides is not None:
@@ -357,8 +378,10 @@ class ExtractorBackbone(TappedBackbone):
 
     def set_channel_permutation(self, permute_at: int | None) -> None:
         if permute_at is not None:
-            raise PosencError(f"readout.permute_at={permute_at} is not valid for backbone {self.name}: PermuteNet's "
-                              "permutation point needs a torchvision backbone (a plain sequence of stages)")
+            raise PosencError(
+                f"readout.permute_at={permute_at} is not valid for backbone {self.name}: PermuteNet's "
+                "permutation point needs a torchvision backbone (a plain sequence of stages)"
+            )
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = (images - self.mean) / self.std if self.normalize else images
@@ -412,8 +435,11 @@ def takes_backbone_options(builder: F) -> F:
     config validator, the schema tests and ``help()`` see every option a family takes."""
     signature = inspect.signature(builder)
     named = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
-               for f in fields(BackboneOptions) if f.name not in {p.name for p in named}]
+    options = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        for f in fields(BackboneOptions)
+        if f.name not in {p.name for p in named}
+    ]
     builder.__signature__ = signature.replace(parameters=[*named, *options])  # type: ignore[attr-defined]
     return builder
 
@@ -432,8 +458,9 @@ def check_taps(taps: Sequence[str] | None, valid: Sequence[str], kind: str = "ta
 
 
 @takes_backbone_options
-def build_backbone(name: str = "vgg16", padding: PaddingSpec | str = "zeros",
-                   taps: Sequence[str] | None = TAP_NAMES, **options: Any) -> TappedBackbone:
+def build_backbone(
+    name: str = "vgg16", padding: PaddingSpec | str = "zeros", taps: Sequence[str] | None = TAP_NAMES, **options: Any
+) -> TappedBackbone:
     """Build a ``TappedBackbone``: torchvision model -> weights -> padding conversion (a posenc
     run's checkpoint is loaded after the conversion, into the converted modules it was saved from)."""
     entry = backbone_entry(name)

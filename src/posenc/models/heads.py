@@ -50,8 +50,9 @@ def _check(num_classes: int, tap_channels: Sequence[int], tap_sizes: Sequence[tu
 
 def _check_permute_at(permute_at: int | None) -> int | None:
     if permute_at is not None and permute_at not in PERMUTE_POINTS:
-        raise invalid_value("readout.permute_at", permute_at,
-                            f"expected null or one of {', '.join(map(str, PERMUTE_POINTS))}")
+        raise invalid_value(
+            "readout.permute_at", permute_at, f"expected null or one of {', '.join(map(str, PERMUTE_POINTS))}"
+        )
     return permute_at
 
 
@@ -61,8 +62,14 @@ class GapLinearHead(nn.Module):
 
     kind = "classification"
 
-    def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
-                 dropout: float = 0.0, permute_at: int | None = None) -> None:
+    def __init__(
+        self,
+        tap_channels: Sequence[int],
+        tap_sizes: Sequence[tuple[int, int]],
+        num_classes: int,
+        dropout: float = 0.0,
+        permute_at: int | None = None,
+    ) -> None:
         super().__init__()
         _check(num_classes, tap_channels, tap_sizes)
         self.permute_at = _check_permute_at(permute_at)
@@ -77,11 +84,20 @@ class GapPermuteHead(GapLinearHead):
     """PermuteNet (Islam, Kowal et al., ICCV 2021): :class:`GapLinearHead` whose channels at tap
     ``f<permute_at>`` (5: the pooled features) are permuted afresh on every forward."""
 
-    def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
-                 dropout: float = 0.0, permute_at: int = 5) -> None:
+    def __init__(
+        self,
+        tap_channels: Sequence[int],
+        tap_sizes: Sequence[tuple[int, int]],
+        num_classes: int,
+        dropout: float = 0.0,
+        permute_at: int = 5,
+    ) -> None:
         if permute_at is None:
-            raise invalid_value("readout.permute_at", permute_at,
-                                f"expected one of {', '.join(map(str, PERMUTE_POINTS))} (gap_linear has no permutation)")
+            raise invalid_value(
+                "readout.permute_at",
+                permute_at,
+                f"expected one of {', '.join(map(str, PERMUTE_POINTS))} (gap_linear has no permutation)",
+            )
         super().__init__(tap_channels, tap_sizes, num_classes, dropout, permute_at)
 
 
@@ -93,22 +109,35 @@ class GapNetHead(nn.Module):
 
     kind = "classification"
 
-    def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
-                 kernel_size: int = 3, padding: int = 1, permute_at: int | None = None) -> None:
+    def __init__(
+        self,
+        tap_channels: Sequence[int],
+        tap_sizes: Sequence[tuple[int, int]],
+        num_classes: int,
+        kernel_size: int = 3,
+        padding: int = 1,
+        permute_at: int | None = None,
+    ) -> None:
         super().__init__()
         _check(num_classes, tap_channels, tap_sizes)
         self.permute_at = _check_permute_at(permute_at)
         h, w = tap_sizes[-1]
         if kernel_size < 1 or min(h, w) + 2 * padding < kernel_size:
-            raise invalid_value("readout.kernel_size", kernel_size,
-                                f"expected 1..{min(h, w) + 2 * padding} for the last tap's {h}x{w} map "
-                                f"with readout.padding={padding}")
+            raise invalid_value(
+                "readout.kernel_size",
+                kernel_size,
+                f"expected 1..{min(h, w) + 2 * padding} for the last tap's {h}x{w} map with readout.padding={padding}",
+            )
         out = min(h, w) + 2 * padding - kernel_size + 1
         if out == 1 and max(h, w) > 1:
-            raise invalid_value("readout.padding", padding, f"readout.kernel_size={kernel_size} leaves a 1x1 map of the "
-                                f"last tap's {h}x{w}: global pooling would pool nothing and the head would read every "
-                                f"position; valid: readout.padding >= {(kernel_size - min(h, w)) // 2 + 1}, a smaller "
-                                "kernel or a larger input")
+            raise invalid_value(
+                "readout.padding",
+                padding,
+                f"readout.kernel_size={kernel_size} leaves a 1x1 map of the "
+                f"last tap's {h}x{w}: global pooling would pool nothing and the head would read every "
+                f"position; valid: readout.padding >= {(kernel_size - min(h, w)) // 2 + 1}, a smaller "
+                "kernel or a larger input",
+            )
         self.conv = nn.Conv2d(tap_channels[-1], num_classes, kernel_size, padding=padding)
 
     def forward(self, taps: Sequence[torch.Tensor], image_size: int | None = None) -> torch.Tensor:
@@ -120,8 +149,9 @@ class FlattenLinearHead(nn.Module):
 
     kind = "classification"
 
-    def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         _check(num_classes, tap_channels, tap_sizes)
         h, w = tap_sizes[-1]
@@ -142,8 +172,15 @@ class PixelDecoder(nn.Module):
 
     kind = "segmentation"
 
-    def __init__(self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int,
-                 width: int = 64, fuse_at: int = 1, depth: int = 1) -> None:
+    def __init__(
+        self,
+        tap_channels: Sequence[int],
+        tap_sizes: Sequence[tuple[int, int]],
+        num_classes: int,
+        width: int = 64,
+        fuse_at: int = 1,
+        depth: int = 1,
+    ) -> None:
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise PosencError(f"readout.depth={depth} is not valid: expected an int >= 1 (1x1 layers after fusing)")
@@ -153,8 +190,10 @@ class PixelDecoder(nn.Module):
         if fuse_at < 0:
             raise PosencError(f"readout.fuse_at={fuse_at} is not valid: expected a tap index >= 0")
         if fuse_at >= len(tap_channels):
-            raise PosencError(f"readout.fuse_at={fuse_at} is not valid: the backbone has {len(tap_channels)} taps; "
-                              f"valid: 0..{len(tap_channels) - 1}")
+            raise PosencError(
+                f"readout.fuse_at={fuse_at} is not valid: the backbone has {len(tap_channels)} taps; "
+                f"valid: 0..{len(tap_channels) - 1}"
+            )
         self.fuse_at = fuse_at
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in tap_channels)
         self.norm = nn.BatchNorm2d(width)

@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from posenc.models.backbones import BackboneOptions, ExtractorBackbone, check_taps, takes_backbone_options
 from posenc.core.checkpointing import safe_load
 from posenc.core.errors import PosencError
+from posenc.models.backbones import BackboneOptions, ExtractorBackbone, check_taps, takes_backbone_options
 from posenc.models.padding import PaddingSpec, meta_copy
 
 PROBE_SIZE = 224  # px: the meta-device input the taps' channels are read from
@@ -42,9 +42,13 @@ def import_factory(target: str) -> Any:
 
 
 @takes_backbone_options
-def build_module_backbone(target: str = "posenc.models.example_model.make_net",
-                          taps: Sequence[str] = ("stage1", "stage2", "stage3"), padding: PaddingSpec | str = "zeros",
-                          kwargs: Mapping[str, Any] | None = None, **options: Any) -> ExtractorBackbone:
+def build_module_backbone(
+    target: str = "posenc.models.example_model.make_net",
+    taps: Sequence[str] = ("stage1", "stage2", "stage3"),
+    padding: PaddingSpec | str = "zeros",
+    kwargs: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> ExtractorBackbone:
     """``target(**kwargs)`` with ``taps`` (names of its modules, in ``named_modules()`` order)."""
     opts = BackboneOptions.of(padding, **options)
     model = import_factory(target)(**dict(kwargs or {}))
@@ -58,7 +62,9 @@ def build_module_backbone(target: str = "posenc.models.example_model.make_net",
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise PosencError(f"weights file {opts.weights} does not fit {target}: {str(exc).splitlines()[1:2]}") from exc
+            raise PosencError(
+                f"weights file {opts.weights} does not fit {target}: {str(exc).splitlines()[1:2]}"
+            ) from exc
     report = opts.convert(model)
     order = [t for t in names if t in taps]  # the order the taps are computed in
     extractor = create_feature_extractor(model, return_nodes={t: t for t in order})

@@ -91,7 +91,7 @@ class PartialConv2d(nn.Conv2d):
 
 
 class UpsampledValidConv2d(nn.Conv2d):
-    """"No padding" conv: bilinearly upsample ``(H, W)`` by the padding, then conv unpadded.
+    """ "No padding" conv: bilinearly upsample ``(H, W)`` by the padding, then conv unpadded.
 
     Follows the authors' code for Islam et al. (ICLR 2020 / IJCV 2024): the input is
     resized to ``(H + pad_top + pad_bottom, W + pad_left + pad_right)`` and convolved
@@ -168,8 +168,9 @@ class PaddingHooks:
         self._input_size = (x.shape[-2], x.shape[-1])
         left, right, top, bottom = self.pads
         if self.mode == "none":
-            x = F.interpolate(x, size=(x.shape[-2] + top + bottom, x.shape[-1] + left + right), mode="bilinear",
-                              align_corners=False)
+            x = F.interpolate(
+                x, size=(x.shape[-2] + top + bottom, x.shape[-1] + left + right), mode="bilinear", align_corners=False
+            )
         elif self.mode != "none_shrink":
             x = F.pad(x, self.pads, mode="constant" if self.mode in ("zeros", "partial") else self.mode)
         return (x, *args[1:])
@@ -197,8 +198,9 @@ def _honours_padding(conv: nn.Conv2d) -> bool:
     side = max(conv.kernel_size) * max(conv.dilation) + 2 * max(conv.stride) + 3
     pads = _pads(conv)
     weight = conv.weight
-    probe = torch.randn(1, conv.in_channels, side, side + 1, generator=torch.Generator().manual_seed(0),
-                        dtype=weight.dtype).to(weight.device)
+    probe = torch.randn(
+        1, conv.in_channels, side, side + 1, generator=torch.Generator().manual_seed(0), dtype=weight.dtype
+    ).to(weight.device)
     declared, was_training = conv.padding, conv.training
     conv.eval()
     try:
@@ -210,8 +212,12 @@ def _honours_padding(conv: nn.Conv2d) -> bool:
         conv.padding = declared
         conv.train(was_training)
     left, right, top, bottom = pads
-    expected = tuple((n + a + b - d * (k - 1) - 1) // st + 1 for n, a, b, d, k, st in zip(
-        probe.shape[-2:], (top, left), (bottom, right), conv.dilation, conv.kernel_size, conv.stride))
+    expected = tuple(
+        (n + a + b - d * (k - 1) - 1) // st + 1
+        for n, a, b, d, k, st in zip(
+            probe.shape[-2:], (top, left), (bottom, right), conv.dilation, conv.kernel_size, conv.stride
+        )
+    )
     if tuple(direct.shape[-2:]) != expected or direct.shape != explicit.shape:
         return False  # it pads more than it declares
     scale = direct.abs().max().item() + 1e-12  # standardised weights give outputs of any scale
@@ -245,8 +251,9 @@ def _convert_one(conv: nn.Conv2d, mode: str, none_upsample: str = "padding") -> 
     return _rebuild(conv, nn.Conv2d, padding=0, padding_mode="zeros")  # none_shrink
 
 
-def convert_padding(model: nn.Module, mode: str, report: dict[str, int] | None = None,
-                    none_upsample: str = "padding") -> nn.Module:
+def convert_padding(
+    model: nn.Module, mode: str, report: dict[str, int] | None = None, none_upsample: str = "padding"
+) -> nn.Module:
     """Switch every padded ``nn.Conv2d`` of ``model`` to padding ``mode``, in place; ``report``
     (if given) counts the converted convs per class.
 
@@ -262,16 +269,19 @@ def convert_padding(model: nn.Module, mode: str, report: dict[str, int] | None =
     check_choice("padding", mode, PADDING_MODES)
     report = {} if report is None else report
     if mode == "zeros":
-        for name, module in model.named_modules():
+        for module in model.modules():
             if isinstance(module, nn.Conv2d) and type(module) is not nn.Conv2d and not _honours_padding(module):
-                report[f"zero-padded inside forward: {type(module).__name__}"] = report.get(
-                    f"zero-padded inside forward: {type(module).__name__}", 0) + 1
+                report[f"zero-padded inside forward: {type(module).__name__}"] = (
+                    report.get(f"zero-padded inside forward: {type(module).__name__}", 0) + 1
+                )
         return model
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d) and type(module) is not nn.Conv2d and not _honours_padding(module):
-            raise PaddingRefused(f"padding={mode} cannot convert {name or 'the model'} ({type(module).__name__}): it "
-                                 "pads inside its own forward, where posenc cannot swap the scheme; valid: "
-                                 "padding=zeros for this model")
+            raise PaddingRefused(
+                f"padding={mode} cannot convert {name or 'the model'} ({type(module).__name__}): it "
+                "pads inside its own forward, where posenc cannot swap the scheme; valid: "
+                "padding=zeros for this model"
+            )
     if _is_padded(model):
         report[type(model).__name__] = 1
         return _convert_one(model, mode, none_upsample)  # type: ignore[arg-type]

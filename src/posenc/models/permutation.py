@@ -17,8 +17,8 @@ average pooling is per channel, permuting ``f5`` is the same as permuting the po
 from __future__ import annotations
 
 import torch
-from posenc.core.choices import PERMUTE_POINTS  # noqa: F401 - the valid values live there
 
+from posenc.core.choices import PERMUTE_POINTS  # noqa: F401 - the valid values live there
 
 
 def permute_channels(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

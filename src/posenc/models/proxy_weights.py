@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from posenc.core.registry import backbone_entry
 from posenc.core.checkpointing import atomic_save
+from posenc.core.registry import backbone_entry
 from posenc.data.natural import TRAIN_PHOTOS, natural_crops
 from posenc.models.padding import PaddingSpec
 

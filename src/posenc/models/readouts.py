@@ -29,7 +29,6 @@ from posenc.core.choices import DEPTHS, KERNEL_SIZES  # noqa: F401 - the valid v
 from posenc.core.errors import PosencError, check_choice
 
 
-
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose training statistics span the batches of all DDP ranks, on any device.
 
@@ -79,16 +78,26 @@ class ThinConv2d(nn.Conv2d):
 
     def _thin(self) -> bool:
         k = self.kernel_size[0]
-        return (self.groups == 1 and self.stride == (1, 1) and self.dilation == (1, 1)
-                and self.padding_mode == "zeros" and self.kernel_size == (k, k) and isinstance(self.padding, tuple)
-                and self.padding[0] == self.padding[1])
+        return (
+            self.groups == 1
+            and self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and self.padding_mode == "zeros"
+            and self.kernel_size == (k, k)
+            and isinstance(self.padding, tuple)
+            and self.padding[0] == self.padding[1]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks, bias = self.blocks, self.bias  # channel_groups: each run of heads reads its own channels
         if blocks is not None:
-            return torch.cat([self._linear_map(x[:, a:b], self.weight[h0:h1, a:b],
-                                               None if bias is None else bias[h0:h1])
-                              for (a, b), (h0, h1) in blocks], dim=1)
+            return torch.cat(
+                [
+                    self._linear_map(x[:, a:b], self.weight[h0:h1, a:b], None if bias is None else bias[h0:h1])
+                    for (a, b), (h0, h1) in blocks
+                ],
+                dim=1,
+            )
         return self._linear_map(x, self.weight, self.bias)
 
     def _linear_map(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -115,7 +124,8 @@ def resize_and_concat(features: Sequence[torch.Tensor], size: int, align_corners
     """Resize every tap to ``size x size`` (bilinear; ``align_corners=True`` as in the authors'
     decoder) and concatenate them on channels."""
     resized = [
-        f if f.shape[-2:] == (size, size)
+        f
+        if f.shape[-2:] == (size, size)
         else F.interpolate(f, size=(size, size), mode="bilinear", align_corners=align_corners)
         for f in features
     ]
@@ -178,8 +188,9 @@ class PosENetReadout(nn.Module):
         if depth != 1:
             raise PosencError(f"readout.depth={depth} is not valid with one readout per tap; valid: 1")
         if len(groups) != num_maps or any(not 0 <= a < b <= in_channels for a, b in groups):
-            raise PosencError(f"channel_groups={groups} is not valid: expected {num_maps} ranges within "
-                              f"0..{in_channels}")
+            raise PosencError(
+                f"channel_groups={groups} is not valid: expected {num_maps} ranges within 0..{in_channels}"
+            )
         conv = self.net[0]
         assert isinstance(conv, ThinConv2d)  # __init__ starts the net with one
         blocks: list[tuple[tuple[int, int], tuple[int, int]]] = []  # (channels, heads) of each run of heads

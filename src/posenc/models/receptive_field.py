@@ -30,9 +30,9 @@ an argmax), with the tap's declared stride as the jump; then checked with NaN, w
 propagates structurally (even through a zero weight or a saturated gate): a NaN column just
 outside the measured field, or at the input's edge, must not reach the unit. A unit that depends
 on pixels that far (squeeze-excitation, GroupNorm: ops over the whole map) has no padding-free
-reference; it is refused in one line, as is a field wider than 1024 px. :class:`~posenc.models.padding.UpsampledValidConv2d`
-(``padding=none``) is counted with its virtual padding: its bilinear resize keeps the map's size,
-so its geometry is that of the padded conv up to the interpolation's sub-pixel blur. Under
+reference; it is refused in one line, as is a field wider than 1024 px.
+:class:`~posenc.models.padding.UpsampledValidConv2d` (``padding=none``) is counted with its virtual
+padding: its bilinear resize keeps the map's size, so its geometry is that of the padded conv up to the interpolation's sub-pixel blur. Under
 ``padding.none_upsample=authors`` a 7x7 stride-2 stem grows by 3 px, not 6, and its map is one
 pixel smaller: the derived geometry does not model that pixel (measure it instead).
 """
@@ -56,8 +56,14 @@ if TYPE_CHECKING:
     from posenc.models.backbones import TappedBackbone
 
 SKIPPED_CHILD = "downsample"  # torchvision ResNet blocks' parallel shortcut
-_SPATIAL_UNSUPPORTED = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample, nn.ConvTranspose2d, nn.Flatten,
-                        nn.Linear)
+_SPATIAL_UNSUPPORTED = (
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Upsample,
+    nn.ConvTranspose2d,
+    nn.Flatten,
+    nn.Linear,
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,10 @@ def _named_leaves(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Modu
 def _square(name: str, module: nn.Module, what: str, value: object) -> int:
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or pair[0] != pair[1]:
-        raise PosencError(f"receptive field of {name} ({type(module).__name__}): non-square {what} {value}; "
-                          "only square kernels, strides, paddings and dilations are supported")
+        raise PosencError(
+            f"receptive field of {name} ({type(module).__name__}): non-square {what} {value}; "
+            "only square kernels, strides, paddings and dilations are supported"
+        )
     return int(pair[0])
 
 
@@ -117,10 +125,17 @@ def _op_of(name: str, module: nn.Module) -> _Op | None:
     if isinstance(module, nn.Conv2d):
         left, right, top, bottom = _pads(module)
         if (left, right) != (top, bottom):
-            raise PosencError(f"receptive field of {name} ({type(module).__name__}): non-square padding "
-                              f"{module.padding}; only square kernels, strides, paddings and dilations are supported")
-        return _Op(_square(name, module, "kernel", module.kernel_size), _square(name, module, "stride", module.stride),
-                   left, right, _square(name, module, "dilation", module.dilation))
+            raise PosencError(
+                f"receptive field of {name} ({type(module).__name__}): non-square padding "
+                f"{module.padding}; only square kernels, strides, paddings and dilations are supported"
+            )
+        return _Op(
+            _square(name, module, "kernel", module.kernel_size),
+            _square(name, module, "stride", module.stride),
+            left,
+            right,
+            _square(name, module, "dilation", module.dilation),
+        )
     if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
         kernel = _square(name, module, "kernel", module.kernel_size)
         stride = _square(name, module, "stride", module.stride if module.stride is not None else kernel)
@@ -164,8 +179,10 @@ def output_size(modules: nn.Module | Iterable[nn.Module], size: int) -> int:
     for name, op in _ops(modules):
         span = n + op.pad_before + op.pad_after - op.dilation * (op.kernel - 1) - 1
         if span < 0:
-            raise PosencError(f"an input of {size} px is too small: module {name} gets a {n} px map, "
-                              f"smaller than its {op.dilation * (op.kernel - 1) + 1} px kernel")
+            raise PosencError(
+                f"an input of {size} px is too small: module {name} gets a {n} px map, "
+                f"smaller than its {op.dilation * (op.kernel - 1) + 1} px kernel"
+            )
         if op.ceil_mode:
             out = math.ceil(span / op.stride) + 1
             if (out - 1) * op.stride >= n + op.pad_before:  # torch: the last window must start inside
@@ -182,11 +199,16 @@ def tap_modules(backbone: TappedBackbone) -> dict[str, list[nn.Module]]:
     if backbone.body is None:
         return {tap: [] for tap in backbone.tap_names}
     if not getattr(backbone, "sequential", True):
-        raise PosencError(f"backbone {backbone.name} is not a plain sequence of stages, so its receptive fields "
-                          "(and PPP's padding-free reference) cannot be derived; valid: a torchvision backbone")
+        raise PosencError(
+            f"backbone {backbone.name} is not a plain sequence of stages, so its receptive fields "
+            "(and PPP's padding-free reference) cannot be derived; valid: a torchvision backbone"
+        )
     children = list(backbone.body.named_children())
-    found = {backbone._tap_of[name]: [m for _, m in children[: k + 1]]
-             for k, (name, _) in enumerate(children) if name in backbone._tap_of}
+    found = {
+        backbone._tap_of[name]: [m for _, m in children[: k + 1]]
+        for k, (name, _) in enumerate(children)
+        if name in backbone._tap_of
+    }
     return {tap: found[tap] for tap in backbone.tap_names}
 
 
@@ -194,8 +216,10 @@ def tap_geometries(backbone: TappedBackbone) -> dict[str, Geometry]:
     """:func:`module_geometry` of each tap (``f1``..``f5``; the identity for the ``none`` backbone);
     :func:`measured_geometries` for a backbone that is not a plain sequence of stages."""
     if getattr(backbone, "global_receptive_field", False):
-        raise PosencError(f"every tap of backbone {backbone.name} depends on every pixel (attention over the whole "
-                          "image): no padding-free reference exists; valid: a CNN")
+        raise PosencError(
+            f"every tap of backbone {backbone.name} depends on every pixel (attention over the whole "
+            "image): no padding-free reference exists; valid: a CNN"
+        )
     if not getattr(backbone, "sequential", True):
         measured: dict[str, Geometry] = {}
         for tap, geometry in measured_geometries(backbone).items():
@@ -219,8 +243,9 @@ def tap_output_sizes(backbone: TappedBackbone, size: int) -> dict[str, int]:
 LARGEST_MEASURED_INPUT = 1024  # px: a receptive field that still touches its borders there counts as global
 
 
-def _average_instead_of_max(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                            return_indices=False) -> Tensor:
+def _average_instead_of_max(
+    x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+) -> Tensor:
     """``F.max_pool2d``'s window as an average: the same support, a gradient to every pixel of it."""
     if dilation not in (1, (1, 1)) or return_indices:
         raise PosencError("receptive field: a dilated or index-returning max-pool is not supported")
@@ -262,10 +287,12 @@ def measured_geometries(backbone: TappedBackbone, allow_global: bool = False) ->
             break
         if side > LARGEST_MEASURED_INPUT:
             tap = next(t for t in backbone.tap_names if t not in found)
-            raise PosencError(f"tap {tap} of backbone {backbone.name} depends on every pixel of a "
-                              f"{LARGEST_MEASURED_INPUT} px input (an op over the whole map, such as GroupNorm or "
-                              f"squeeze-excitation, or a receptive field wider than {LARGEST_MEASURED_INPUT} px): "
-                              "no padding-free reference exists; valid: layers with smaller receptive fields")
+            raise PosencError(
+                f"tap {tap} of backbone {backbone.name} depends on every pixel of a "
+                f"{LARGEST_MEASURED_INPUT} px input (an op over the whole map, such as GroupNorm or "
+                f"squeeze-excitation, or a receptive field wider than {LARGEST_MEASURED_INPUT} px): "
+                "no padding-free reference exists; valid: layers with smaller receptive fields"
+            )
         image = (torch.rand(1, 3, side, side, dtype=torch.float64, generator=generator) + 0.5).requires_grad_(True)
         original = F.max_pool2d
         # nn.MaxPool2d (and timm's pools) look it up at call time; restored below
@@ -305,8 +332,8 @@ def measured_geometries(backbone: TappedBackbone, allow_global: bool = False) ->
 
 
 def _check_with_nan(backbone: TappedBackbone, index: int, side: int, lo: int, hi: int) -> None:
-    """Refuse tap ``index`` of ``backbone`` (in eval mode) if its centre unit depends on an input column outside ``[lo, hi]``
-    (NaN there reaches it), or does not depend on column ``lo`` (the measurement missed a path)."""
+    """Refuse tap ``index`` of ``backbone`` (in eval mode) if its centre unit depends on an input column
+    outside ``[lo, hi]`` (NaN there reaches it), or does not depend on column ``lo`` (the measurement missed a path)."""
     columns = sorted({0, lo - 1, hi + 1, side - 1} - {lo, hi}) + [lo]
     dtype = next(backbone.parameters()).dtype
     images = torch.rand(len(columns), 3, side, side, generator=torch.Generator().manual_seed(1)).to(dtype)
@@ -318,13 +345,17 @@ def _check_with_nan(backbone: TappedBackbone, index: int, side: int, lo: int, hi
     tap = backbone.tap_names[index]
     if any(reached[:-1]):
         column = columns[reached.index(True)]
-        raise PosencError(f"tap {tap} of backbone {backbone.name} depends on input column {column}, outside its "
-                          f"receptive field [{lo}, {hi}] of a {side} px input: an op over the whole map (squeeze-"
-                          "excitation, GroupNorm, ...), so no padding-free reference exists; valid: a backbone "
-                          "without such ops")
+        raise PosencError(
+            f"tap {tap} of backbone {backbone.name} depends on input column {column}, outside its "
+            f"receptive field [{lo}, {hi}] of a {side} px input: an op over the whole map (squeeze-"
+            "excitation, GroupNorm, ...), so no padding-free reference exists; valid: a backbone "
+            "without such ops"
+        )
     if not reached[-1]:
-        raise PosencError(f"receptive field of tap {tap} of backbone {backbone.name} could not be measured "
-                          f"(column {lo} does not reach its centre unit)")
+        raise PosencError(
+            f"receptive field of tap {tap} of backbone {backbone.name} could not be measured "
+            f"(column {lo} does not reach its centre unit)"
+        )
 
 
 _DEPTHS: dict[tuple[str, tuple[str, ...], int], dict[str, Geometry | None]] = {}  # per process
@@ -334,8 +365,18 @@ def _structure(backbone: TappedBackbone) -> int:
     """A hash of what the receptive fields depend on: every leaf's class, kernel, stride and dilation.
     Not the padding *mode* (zeros, reflect and circular share one measurement) nor the weights;
     a user's module built with other kwargs (``backbone=module``, same name) gets its own."""
-    return hash(tuple((type(m).__name__, getattr(m, "kernel_size", None), getattr(m, "stride", None),
-                       getattr(m, "dilation", None)) for m in backbone.modules() if not list(m.children())))
+    return hash(
+        tuple(
+            (
+                type(m).__name__,
+                getattr(m, "kernel_size", None),
+                getattr(m, "stride", None),
+                getattr(m, "dilation", None),
+            )
+            for m in backbone.modules()
+            if not list(m.children())
+        )
+    )
 
 
 def tap_receptive_fields(backbone: TappedBackbone) -> dict[str, Geometry | None]:
@@ -348,8 +389,11 @@ def tap_receptive_fields(backbone: TappedBackbone) -> dict[str, Geometry | None]
         if getattr(backbone, "global_receptive_field", False):
             _DEPTHS[key] = {tap: None for tap in backbone.tap_names}
         else:
-            _DEPTHS[key] = (measured_geometries(backbone, allow_global=True)
-                            if not getattr(backbone, "sequential", True) else dict(tap_geometries(backbone)))
+            _DEPTHS[key] = (
+                measured_geometries(backbone, allow_global=True)
+                if not getattr(backbone, "sequential", True)
+                else dict(tap_geometries(backbone))
+            )
     return _DEPTHS[key]
 
 
@@ -361,8 +405,13 @@ def tap_depths(backbone: TappedBackbone, image_size: int) -> dict[str, float | i
     out: dict[str, float | int | None] = {}
     for tap, stride in zip(backbone.tap_names, backbone.tap_strides):
         g = fields[tap]
-        out.update({f"tap/{tap}/rf_px": None if g is None else int(g.size), f"tap/{tap}/stride": int(stride),
-                    f"tap/{tap}/rf_rel": None if g is None else g.size / image_size})
+        out.update(
+            {
+                f"tap/{tap}/rf_px": None if g is None else int(g.size),
+                f"tap/{tap}/stride": int(stride),
+                f"tap/{tap}/rf_rel": None if g is None else g.size / image_size,
+            }
+        )
     return out
 
 
@@ -375,8 +424,12 @@ def margin_needed(geometry: Geometry, crop_size: int, out: int) -> float:
     return max(0.0, left, right)
 
 
-def context_margin(backbone: TappedBackbone, crop_size: int, taps: Sequence[str] | None = None,
-                   geometries: Mapping[str, Geometry] | None = None) -> int:
+def context_margin(
+    backbone: TappedBackbone,
+    crop_size: int,
+    taps: Sequence[str] | None = None,
+    geometries: Mapping[str, Geometry] | None = None,
+) -> int:
     """Margin ``m`` of the context around a ``crop_size`` crop for PPP (Lin et al., ICML 2023):
     the smallest multiple of the largest jump of ``taps`` (default: all of ``backbone``'s) such that
     every unit of every tap of the crop has its whole receptive field inside the context (crop plus
@@ -387,8 +440,9 @@ def context_margin(backbone: TappedBackbone, crop_size: int, taps: Sequence[str]
     taps = list(taps) if taps is not None else list(geometries)
     for tap in taps:
         if tap not in geometries:
-            raise invalid_value("taps", list(taps), f"expected taps of backbone {backbone.name}: "
-                                f"{', '.join(geometries)}")
+            raise invalid_value(
+                "taps", list(taps), f"expected taps of backbone {backbone.name}: {', '.join(geometries)}"
+            )
     if not taps:
         raise invalid_value("taps", [], f"expected at least one of {', '.join(geometries)}")
     jump = max(geometries[t].jump for t in taps)
@@ -400,8 +454,11 @@ def check_context(context_size: int, crop_size: int, margin: int, what: str) -> 
     """One-line PosencError unless ``context_size >= crop_size + 2 * margin``."""
     needed = crop_size + 2 * margin
     if context_size < needed:
-        raise invalid_value("data.context_size", context_size, f"{what} needs contexts of at least {needed} px "
-                            f"(crop {crop_size} + 2 x margin {margin})")
+        raise invalid_value(
+            "data.context_size",
+            context_size,
+            f"{what} needs contexts of at least {needed} px (crop {crop_size} + 2 x margin {margin})",
+        )
 
 
 def reference_crop(tap: Tensor, margin: int, jump: int, out_size: tuple[int, int]) -> Tensor:
@@ -412,6 +469,10 @@ def reference_crop(tap: Tensor, margin: int, jump: int, out_size: tuple[int, int
     offset = margin // jump
     height, width = int(out_size[0]), int(out_size[1])
     if offset + height > tap.shape[-2] or offset + width > tap.shape[-1]:
-        raise invalid_value("margin", margin, f"the {height}x{width} window at offset {offset} does not fit the "
-                            f"context's {tap.shape[-2]}x{tap.shape[-1]} tap")
-    return tap[..., offset: offset + height, offset: offset + width]
+        raise invalid_value(
+            "margin",
+            margin,
+            f"the {height}x{width} window at offset {offset} does not fit the "
+            f"context's {tap.shape[-2]}x{tap.shape[-1]} tap",
+        )
+    return tap[..., offset : offset + height, offset : offset + width]

@@ -31,20 +31,27 @@ from posenc.models.timm_backbone import timm_extractor
 
 
 @takes_backbone_options
-def build_vit_backbone(name: str = "vit_tiny_patch16_224", padding: PaddingSpec | str = "zeros",
-                       taps: Sequence[str] | None = None, position_embedding: str = "learned",
-                       **options: Any) -> ExtractorBackbone:
+def build_vit_backbone(
+    name: str = "vit_tiny_patch16_224",
+    padding: PaddingSpec | str = "zeros",
+    taps: Sequence[str] | None = None,
+    position_embedding: str = "learned",
+    **options: Any,
+) -> ExtractorBackbone:
     """timm ViT ``name`` with every block's patch tokens as a tap; ``position_embedding=none``
     removes the learned position embedding (zeroed and frozen)."""
     check_choice("backbone.position_embedding", position_embedding, POSITION_EMBEDDINGS)
     timm = require_extra("timm", "backbone=vit_tiny", "timm")
 
     if name in timm.list_models() and not name.startswith(("vit_", "deit_")):
-        raise PosencError(f"backbone.name={name} is not a Vision Transformer; valid: a vit_* / deit_* name of "
-                          "timm.list_models() (CNNs: backbone=timm)")
+        raise PosencError(
+            f"backbone.name={name} is not a Vision Transformer; valid: a vit_* / deit_* name of "
+            "timm.list_models() (CNNs: backbone=timm)"
+        )
     depth = _depth(timm, name)
-    backbone = timm_extractor(name, BackboneOptions.of(padding, **options), taps, "vit", range(depth),
-                              dynamic_img_size=True)
+    backbone = timm_extractor(
+        name, BackboneOptions.of(padding, **options), taps, "vit", range(depth), dynamic_img_size=True
+    )
     vit = backbone.body.model  # timm's VisionTransformer, under its features_only getter
     if position_embedding == "none":
         pos_embed = getattr(vit, "pos_embed", None)  # a Parameter, or None when built without one

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torchmetrics import CatMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from posenc.core.choices import AUGMENTS  # noqa: F401 - the valid values live there
 from posenc.analysis.distance import (
     BinnedMean,
     band_edges,
@@ -42,10 +41,11 @@ from posenc.analysis.distance import (
     object_distance,
     ring_of_cell,
 )
-from posenc.data.augment import random_shift
-from posenc.models.backbones import TappedBackbone
-from posenc.data.canvas import LABEL_MODES, location_class_label, split_class_and_location
+from posenc.core.choices import AUGMENTS  # noqa: F401 - the valid values live there
 from posenc.core.errors import PosencError, check_choice, invalid_value
+from posenc.data.augment import random_shift
+from posenc.data.canvas import LABEL_MODES, location_class_label, split_class_and_location
+from posenc.models.backbones import TappedBackbone
 from posenc.tasks.supervised import SupervisedTask
 
 JOINT_PARTS: tuple[str, ...] = ("location", "class")  # the halves of a class_and_location label
@@ -78,16 +78,21 @@ class LocationClassificationTask(SupervisedTask):
         check_choice("task.augment", augment, AUGMENTS)
         shifted = augment == "shift" or label == "class"  # training views, or the test's invariance metrics
         if shifted and (isinstance(shift, bool) or not isinstance(shift, int) or not 1 <= shift < image_size // 2):
-            raise invalid_value("task.shift", shift, f"expected pixels in [1, {image_size // 2 - 1}] at "
-                                f"data.image_size={image_size}")
+            raise invalid_value(
+                "task.shift", shift, f"expected pixels in [1, {image_size // 2 - 1}] at data.image_size={image_size}"
+            )
         if consistency_weight < 0:
             raise invalid_value("task.consistency_weight", consistency_weight, "expected a weight >= 0")
         if consistency_weight > 0 and augment != "shift":
-            raise PosencError(f"task.consistency_weight={consistency_weight} compares two shifted views: it needs "
-                              f"task.augment=shift (got {augment}); valid: task.augment=shift or task.consistency_weight=0")
+            raise PosencError(
+                f"task.consistency_weight={consistency_weight} compares two shifted views: it needs "
+                f"task.augment=shift (got {augment}); valid: task.augment=shift or task.consistency_weight=0"
+            )
         if augment == "shift" and label != "class":
-            raise PosencError(f"task.augment=shift moves the patch across cells, so the label must not depend on "
-                              f"where it is: got task.label={label}; valid: task.label=class")
+            raise PosencError(
+                f"task.augment=shift moves the patch across cells, so the label must not depend on "
+                f"where it is: got task.label={label}; valid: task.label=class"
+            )
         super().__init__(backbone, head, image_size=image_size, **kwargs)
         self.label, self.augment, self.shift = label, augment, shift
         self.consistency_weight = float(consistency_weight)
@@ -151,7 +156,9 @@ class LocationClassificationTask(SupervisedTask):
         self.test_labels = CatMetric().to(self.device)  # for the empirical chance ("majority")
         self.distance_accuracy = BinnedMean(len(self.bin_names)).to(self.device)
         # class_and_location: which half of the joint label the network gets right (cell, class)
-        self.part_accuracy = nn.ModuleDict({part: BinnedMean(len(self.bin_names)) for part in JOINT_PARTS}).to(self.device)
+        self.part_accuracy = nn.ModuleDict({part: BinnedMean(len(self.bin_names)) for part in JOINT_PARTS}).to(
+            self.device
+        )
         self.part_overall = nn.ModuleDict({part: MeanMetric() for part in JOINT_PARTS}).to(self.device)
         self.shift_consistency = MeanMetric().to(self.device)
         self.shift_cosine = MeanMetric().to(self.device)
@@ -180,8 +187,12 @@ class LocationClassificationTask(SupervisedTask):
                 overall.update(right.float())
         if self.label == "class":  # where the object is does not change the label: measure invariance
             images = batch["image"]
-            views = torch.cat([random_shift(images, self.shift, self.shift_generator),
-                               random_shift(images, self.shift, self.shift_generator)])
+            views = torch.cat(
+                [
+                    random_shift(images, self.shift, self.shift_generator),
+                    random_shift(images, self.shift, self.shift_generator),
+                ]
+            )
             taps = self.encode(views)
             assert self.head is not None
             first, second = self.head(taps, self.image_size).argmax(dim=1).chunk(2)

@@ -39,15 +39,18 @@ class SaliencyTask(SegmentationTask):
         edges = band_edges(self.image_size, self.distance_bands)
         self.names = bin_names_bands(edges, (self.image_size + 1) // 2 - 1)
         self.band_map = band_of_pixels(self.image_size, self.image_size, edges).to(self.device)
-        self.mae, self.max_f, self.s_measure = SaliencyMAE().to(self.device), MaxFMeasure().to(self.device), \
-            SMeasure().to(self.device)
+        self.mae, self.max_f, self.s_measure = (
+            SaliencyMAE().to(self.device),
+            MaxFMeasure().to(self.device),
+            SMeasure().to(self.device),
+        )
         self.band_error = BinnedMean(len(self.names)).to(self.device)
         self.band_correct = BinnedMean(len(self.names)).to(self.device)
         self.pixel_acc = BinaryAccuracy(ignore_index=IGNORE_INDEX).to(self.device)
 
     def update_metrics(self, logits: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         prob = torch.sigmoid(logits[:, 0].float())
-        gt = (target == 1)
+        gt = target == 1
         self.mae.update(prob, gt)
         self.max_f.update(prob, gt)
         self.s_measure.update(prob, gt)
@@ -57,8 +60,14 @@ class SaliencyTask(SegmentationTask):
         self.band_correct.update(((prob >= 0.5) == gt).float(), bins)
 
     def compute_metrics(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        overall = {"max_f": float(self.max_f.compute()), "mae": float(self.mae.compute()),
-                   "s_measure": float(self.s_measure.compute()), "pixel_acc": float(self.pixel_acc.compute())}
-        binned = {"mae": dict(zip(self.names, self.band_error.compute().tolist())),
-                  "pixel_acc": dict(zip(self.names, self.band_correct.compute().tolist()))}
+        overall = {
+            "max_f": float(self.max_f.compute()),
+            "mae": float(self.mae.compute()),
+            "s_measure": float(self.s_measure.compute()),
+            "pixel_acc": float(self.pixel_acc.compute()),
+        }
+        binned = {
+            "mae": dict(zip(self.names, self.band_error.compute().tolist())),
+            "pixel_acc": dict(zip(self.names, self.band_correct.compute().tolist())),
+        }
         return overall, binned

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from posenc.analysis.distance import BinnedConfusion, band_edges, band_of_pixels, bin_names_bands
-from posenc.models.backbones import TappedBackbone
+from posenc.core.errors import PosencError
 from posenc.core.figures import save_figure, segmentation_preview
 from posenc.data.segmentation_sets import VOC_CLASSES
 from posenc.data.shapes import SHAPE_CLASSES
-from posenc.core.errors import PosencError
+from posenc.models.backbones import TappedBackbone
 from posenc.tasks.supervised import SupervisedTask
 
 IGNORE_INDEX = 255
@@ -33,19 +34,22 @@ class SegmentationTask(SupervisedTask):
     """Semantic segmentation; subclasses say where targets and distance bins come from."""
 
     head_kind = "segmentation"
-    metric_order = ("miou", "pixel_acc")
+    metric_order: ClassVar[tuple[str, ...]] = ("miou", "pixel_acc")
     needs_data = ("num_classes", "data=shapes|voc|duts (segmentation masks)")
 
-    def __init__(self, backbone: TappedBackbone, head: Callable[..., nn.Module], image_size: int = 64,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, backbone: TappedBackbone, head: Callable[..., nn.Module], image_size: int = 64, **kwargs: Any
+    ) -> None:
         """The arguments are :class:`SupervisedTask`'s; its ``distance_bands`` are equal bands of
         pixels' distance to the border here."""
         super().__init__(backbone, head, image_size=image_size, **kwargs)
         band_edges(self.image_size, self.distance_bands)  # one-line error when the bands do not fit the image
         fuse_at = getattr(head, "keywords", {}).get("fuse_at")
         if isinstance(fuse_at, int) and not 0 <= fuse_at < len(backbone.tap_names):
-            raise PosencError(f"readout.fuse_at={fuse_at} is not valid: the backbone has {len(backbone.tap_names)} "
-                              f"taps; valid: 0..{len(backbone.tap_names) - 1}")
+            raise PosencError(
+                f"readout.fuse_at={fuse_at} is not valid: the backbone has {len(backbone.tap_names)} "
+                f"taps; valid: 0..{len(backbone.tap_names) - 1}"
+            )
 
     def num_outputs(self) -> int:
         return self.datamodule.num_classes
@@ -69,7 +73,9 @@ class SegmentationTask(SupervisedTask):
         self.names = self.bin_names()
         classes = self.num_outputs()
         self.miou = MulticlassJaccardIndex(num_classes=classes, ignore_index=IGNORE_INDEX).to(self.device)
-        self.pixel_acc = MulticlassAccuracy(num_classes=classes, average="micro", ignore_index=IGNORE_INDEX).to(self.device)
+        self.pixel_acc: Metric = MulticlassAccuracy(num_classes=classes, average="micro", ignore_index=IGNORE_INDEX).to(
+            self.device
+        )
         self.binned = BinnedConfusion(classes, len(self.names), ignore_index=IGNORE_INDEX).to(self.device)
 
     def update_metrics(self, logits: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
@@ -87,10 +93,18 @@ class SegmentationTask(SupervisedTask):
     def class_names(self) -> list[str] | None:
         """Names of the class ids for the preview's legend: the data source's (shapes, VOC), else None."""
         return {"shapes": ["background", *SHAPE_CLASSES], "voc": list(VOC_CLASSES)}.get(
-            str(getattr(self.datamodule, "source", "")))
+            str(getattr(self.datamodule, "source", ""))
+        )
 
     def save_preview(self, figures: Path) -> None:
         if self.preview:
-            save_figure(segmentation_preview(self.preview["image"], self.preview["target"], self.preview["pred"],
-                                             num_classes=self.num_outputs(), class_names=self.class_names()),
-                        figures / "predictions.png")
+            save_figure(
+                segmentation_preview(
+                    self.preview["image"],
+                    self.preview["target"],
+                    self.preview["pred"],
+                    num_classes=self.num_outputs(),
+                    class_names=self.class_names(),
+                ),
+                figures / "predictions.png",
+            )

@@ -21,10 +21,10 @@ import lightning as L
 import torch
 import torch.nn as nn
 
-from posenc.models.backbones import TappedBackbone
 from posenc.core.checkpointing import atomic_save
 from posenc.core.errors import PosencError
 from posenc.core.figures import by_distance_figure, save_figure
+from posenc.models.backbones import TappedBackbone
 from posenc.tasks.base import PosencTask
 
 
@@ -58,10 +58,15 @@ class SupervisedTask(PosencTask):
         kind = getattr(getattr(head, "func", head), "kind", None)
         if kind != self.head_kind:
             name = getattr(getattr(head, "func", head), "__name__", type(head).__name__)
-            valid = "gap_linear, gap_permute, gapnet or flatten_linear" if self.head_kind == "classification" \
+            valid = (
+                "gap_linear, gap_permute, gapnet or flatten_linear"
+                if self.head_kind == "classification"
                 else "pixel_decoder"
-            raise PosencError(f"readout={name} is a {kind or 'PosENet'} head; this task needs a {self.head_kind} "
-                              f"head (readout={valid})")
+            )
+            raise PosencError(
+                f"readout={name} is a {kind or 'PosENet'} head; this task needs a {self.head_kind} "
+                f"head (readout={valid})"
+            )
         # PermuteNet's permutation point must exist in this backbone: say so now, not after the Trainer starts
         self.backbone.set_channel_permutation(getattr(head, "keywords", {}).get("permute_at"))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -90,8 +95,9 @@ class SupervisedTask(PosencTask):
     def check_data(self, datamodule: L.LightningDataModule) -> None:
         """One line, before anything is built, when ``datamodule`` cannot feed this task."""
         if self.needs_data is not None and not hasattr(datamodule, self.needs_data[0]):
-            raise PosencError(f"{type(self).__name__} cannot train on {type(datamodule).__name__}; valid: "
-                              f"{self.needs_data[1]}")
+            raise PosencError(
+                f"{type(self).__name__} cannot train on {type(datamodule).__name__}; valid: {self.needs_data[1]}"
+            )
 
     def attach_datamodule(self, datamodule: L.LightningDataModule) -> None:
         self._offline_datamodule = datamodule
@@ -132,8 +138,11 @@ class SupervisedTask(PosencTask):
         with torch.no_grad():
             taps = self.backbone(torch.zeros(1, 3, self.image_size, self.image_size, device=self.device))
         self.backbone.train(was_training)
-        head = self.head_factory(tap_channels=[t.shape[1] for t in taps],
-                                 tap_sizes=[tuple(t.shape[-2:]) for t in taps], num_classes=self.num_outputs())
+        head = self.head_factory(
+            tap_channels=[t.shape[1] for t in taps],
+            tap_sizes=[tuple(t.shape[-2:]) for t in taps],
+            num_classes=self.num_outputs(),
+        )
         # PermuteNet: the head's permutation acts inside the backbone (posenc.models.permutation)
         self.backbone.set_channel_permutation(getattr(head, "permute_at", None))
         return head.to(self.device)
@@ -186,8 +195,11 @@ class SupervisedTask(PosencTask):
         logits = self(batch["image"])
         self.update_metrics(logits, self.targets(batch), batch)
         if batch_idx == 0 and not self.preview:
-            self.preview = {"image": batch["image"][:4].detach().cpu(), "target": self.targets(batch)[:4].cpu(),
-                            "pred": self.predictions(logits[:4]).detach().cpu()}
+            self.preview = {
+                "image": batch["image"][:4].detach().cpu(),
+                "target": self.targets(batch)[:4].cpu(),
+                "pred": self.predictions(logits[:4]).detach().cpu(),
+            }
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
         """What a preview shows: the predicted class (per image or per pixel)."""

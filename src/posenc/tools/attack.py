@@ -20,11 +20,19 @@ from collections.abc import Callable, Sequence
 import torch
 
 from posenc.analysis.channels import attack_curves, attack_figure, check_counts
-from posenc.tools.rank_channels import (check_device, encode_all, layer_index, output_dir, parser, positive_int,
-                                           score_layer, test_set)
 from posenc.core.errors import PosencError, invalid_value
-from posenc.tools.runs import LoadedRun, load_run
 from posenc.core.run_contract import write_json
+from posenc.tools.rank_channels import (
+    check_device,
+    encode_all,
+    layer_index,
+    output_dir,
+    parser,
+    positive_int,
+    score_layer,
+    test_set,
+)
+from posenc.tools.runs import LoadedRun, load_run
 
 IGNORE_INDEX = 255
 
@@ -43,8 +51,10 @@ def head_labels(run: LoadedRun) -> tuple[int, Callable[[list[torch.Tensor]], tor
     head's one logit becomes two classes, background and salient (logit > 0)."""
     task = run.task
     if task.head_kind != "segmentation":
-        raise PosencError(f"the attack needs a segmentation run (task=semseg|location_seg|saliency); "
-                          f"{run.run_dir} is a run of {type(task).__name__}")
+        raise PosencError(
+            f"the attack needs a segmentation run (task=semseg|location_seg|saliency); "
+            f"{run.run_dir} is a run of {type(task).__name__}"
+        )
     classes = task.num_outputs()
 
     def head(taps: list[torch.Tensor]) -> torch.Tensor:
@@ -72,8 +82,11 @@ def parse_counts(text: str | None, num_channels: int | None, layer: str) -> list
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.split("\n\n")[0].rstrip(":"))
-    p.add_argument("--counts", default=None, help="numbers of channels to zero, e.g. 1,2,4,8 (default: powers of 2 "
-                                                 "up to half the layer)")
+    p.add_argument(
+        "--counts",
+        default=None,
+        help="numbers of channels to zero, e.g. 1,2,4,8 (default: powers of 2 up to half the layer)",
+    )
     p.add_argument("--draws", type=positive_int, default=5, help="random channel sets per N (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random channel sets (draws of N use seed + N)")
     args = p.parse_args(argv)
@@ -84,40 +97,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = load_run(args.run_dir, device)
         num_classes, head = head_labels(run)
         index = layer_index(run, args.layer)
+        parse_counts(args.counts, run.task.backbone.tap_channels[index], args.layer)  # before the passes it bounds
         data = test_set(run)
         target = targets_of(run, data)
         start = time.perf_counter()
         taps = encode_all(run, data["image"], args.batch_size)
         with torch.no_grad():
             for s in range(0, len(target), args.batch_size):
-                head([t[s:s + args.batch_size] for t in taps])
+                head([t[s : s + args.batch_size] for t in taps])
         one_forward = time.perf_counter() - start
         counts = parse_counts(args.counts, taps[index].shape[1], args.layer)
         start = time.perf_counter()
         ranking = score_layer(run, data, args.layer, args.batch_size, taps=taps)
-        result = attack_curves(head, taps, target, index, ranking["ranking"], counts, num_classes,
-                               draws=args.draws, seed=args.seed, batch_size=args.batch_size,
-                               ignore_index=IGNORE_INDEX)
+        result = attack_curves(
+            head,
+            taps,
+            target,
+            index,
+            ranking["ranking"],
+            counts,
+            num_classes,
+            draws=args.draws,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            ignore_index=IGNORE_INDEX,
+        )
         sweep = time.perf_counter() - start
     except PosencError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings = 1 + len(counts) * (len(ranking["ranking"]) + args.draws)
-    result.update({"layer": args.layer, "ranking": ranking, "settings": settings,
-                   "wall_time_s": {"one_forward": one_forward, "ranking_and_attack": sweep}})
+    result.update(
+        {
+            "layer": args.layer,
+            "ranking": ranking,
+            "settings": settings,
+            "wall_time_s": {"one_forward": one_forward, "ranking_and_attack": sweep},
+        }
+    )
     write_json(out / f"attack_{args.layer}.json", result)
     from posenc.core.figures import save_figure
 
     save_figure(attack_figure(result), out / f"attack_{args.layer}.png")
     base = result["baseline"]
-    print(f"attack on {args.layer} ({ranking['num_channels']} channels, {len(target)} test images): baseline mIoU "
-          + ", ".join(f"{k} {v:.3f}" for k, v in base.items()))
+    print(
+        f"attack on {args.layer} ({ranking['num_channels']} channels, {len(target)} test images): baseline mIoU "
+        + ", ".join(f"{k} {v:.3f}" for k, v in base.items())
+    )
     for name, curves in result["ranked"].items():
         print(f"  {name:>7}-ranked, N={counts[-1]}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in curves.items()))
-    print(f"   random ({args.draws} draws), N={counts[-1]}: "
-          + ", ".join(f"{k} {v['mean'][-1]:.3f}" for k, v in result["random"].items()))
-    print(f"{settings} settings (ranking incl.) in {sweep:.2f} s vs one forward pass over the same images in "
-          f"{one_forward:.2f} s: {sweep / one_forward:.1f}x")
+    print(
+        f"   random ({args.draws} draws), N={counts[-1]}: "
+        + ", ".join(f"{k} {v['mean'][-1]:.3f}" for k, v in result["random"].items())
+    )
+    print(
+        f"{settings} settings (ranking incl.) in {sweep:.2f} s vs one forward pass over the same images in "
+        f"{one_forward:.2f} s: {sweep / one_forward:.1f}x"
+    )
     print(out)
     return 0
 

@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from posenc.core.cli import OneLineParser, positive_int
-from posenc.core.progress import track
 from posenc.analysis.channels import channel_scores, content_sides, global_pool, rank_channels, scores_figure
+from posenc.core.cli import OneLineParser, positive_int
 from posenc.core.errors import PosencError, invalid_choice, invalid_value
-from posenc.tools.runs import LoadedRun, load_run
+from posenc.core.progress import track
 from posenc.core.run_contract import write_json
+from posenc.tools.runs import LoadedRun, load_run
 
 IGNORE_INDEX = 255
 
@@ -61,7 +61,7 @@ def encode_all(run: LoadedRun, images: torch.Tensor, batch_size: int = 64, what:
     device = next(run.task.parameters()).device
     starts = range(0, len(images), batch_size)
     for start in track(starts, f"encoding {len(images)} images{what} ({run.task.backbone.name})"):
-        taps = run.task.encode(images[start:start + batch_size].to(device))
+        taps = run.task.encode(images[start : start + batch_size].to(device))
         chunks.append([t.float().cpu() for t in taps])
     return [torch.cat(parts) for parts in zip(*chunks)]
 
@@ -77,8 +77,13 @@ def sides_of(data: dict[str, torch.Tensor]) -> torch.Tensor | None:
     return None
 
 
-def score_layer(run: LoadedRun, data: dict[str, torch.Tensor], layer: str, batch_size: int = 64,
-                taps: list[torch.Tensor] | None = None) -> dict[str, Any]:
+def score_layer(
+    run: LoadedRun,
+    data: dict[str, torch.Tensor],
+    layer: str,
+    batch_size: int = 64,
+    taps: list[torch.Tensor] | None = None,
+) -> dict[str, Any]:
     """Scores and rankings of ``layer``'s channels on ``data``'s images (``taps``: their cached
     taps, when the caller has them already; the flipped images are encoded here)."""
     index = layer_index(run, layer)
@@ -87,10 +92,16 @@ def score_layer(run: LoadedRun, data: dict[str, torch.Tensor], layer: str, batch
     flipped = encode_all(run, images.flip(-1), batch_size, ", flipped")
     sides = sides_of(data)
     scores = channel_scores(global_pool(taps[index]), global_pool(flipped[index]), sides)
-    return {"layer": layer, "num_channels": int(taps[index].shape[1]), "num_images": int(len(images)),
-            "sides": None if sides is None else {"left": int((sides > 0).sum()), "right": int((sides < 0).sum()),
-                                                 "centred": int((sides == 0).sum())},
-            "scores": {k: v.tolist() for k, v in scores.items()}, "ranking": rank_channels(scores)}
+    return {
+        "layer": layer,
+        "num_channels": int(taps[index].shape[1]),
+        "num_images": int(len(images)),
+        "sides": None
+        if sides is None
+        else {"left": int((sides > 0).sum()), "right": int((sides < 0).sum()), "centred": int((sides == 0).sum())},
+        "scores": {k: v.tolist() for k, v in scores.items()},
+        "ranking": rank_channels(scores),
+    }
 
 
 def output_dir(run_dir: str | Path, out: str | None) -> Path:
@@ -143,15 +154,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json(out / f"rank_channels_{args.layer}.json", result)
         from posenc.core.figures import save_figure
 
-        save_figure(scores_figure({k: torch.tensor(v) for k, v in result["scores"].items()}, args.layer),
-                    out / f"rank_channels_{args.layer}.png")
+        save_figure(
+            scores_figure({k: torch.tensor(v) for k, v in result["scores"].items()}, args.layer),
+            out / f"rank_channels_{args.layer}.png",
+        )
     except PosencError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     top = result["ranking"]
-    print(f"{result['num_channels']} channels of {args.layer} on {result['num_images']} test images "
-          f"({time.perf_counter() - start:.1f} s); top overall {top['overall'][:5]}, left {top['left'][:5]}, "
-          f"right {top['right'][:5]}")
+    print(
+        f"{result['num_channels']} channels of {args.layer} on {result['num_images']} test images "
+        f"({time.perf_counter() - start:.1f} s); top overall {top['overall'][:5]}, left {top['left'][:5]}, "
+        f"right {top['right'][:5]}"
+    )
     print(out)
     return 0
 

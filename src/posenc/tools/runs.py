@@ -13,13 +13,12 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from posenc.models.backbones import RUN_CHECKPOINT
 from posenc.core.checkpointing import safe_load
 from posenc.core.compose import CONF_DIR
 from posenc.core.config_validation import user_error
 from posenc.core.errors import PosencError
 from posenc.core.run_contract import read_status
-
+from posenc.models.backbones import RUN_CHECKPOINT
 
 
 def trained_tasks(conf_dir: Path = CONF_DIR) -> str:
@@ -55,12 +54,16 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     config, ckpt = run_dir / "config.yaml", run_dir / RUN_CHECKPOINT
     if not config.is_file() or not ckpt.is_file():
         missing = config.name if not config.is_file() else str(RUN_CHECKPOINT)
-        raise PosencError(f"run dir {str(run_dir)!r} holds no trained model (no {missing}): expected the run dir of "
-                          f"`python train.py task=<{trained_tasks()}>`")
+        raise PosencError(
+            f"run dir {str(run_dir)!r} holds no trained model (no {missing}): expected the run dir of "
+            f"`python train.py task=<{trained_tasks()}>`"
+        )
     status = read_status(run_dir)
     if status is not None and status.get("status") != "completed":
-        raise PosencError(f"run dir {str(run_dir)!r} ended {status.get('status')!r}"
-                          f"{': ' + status['error'] if status.get('error') else ''}; valid: a completed run")
+        raise PosencError(
+            f"run dir {str(run_dir)!r} ended {status.get('status')!r}"
+            f"{': ' + status['error'] if status.get('error') else ''}; valid: a completed run"
+        )
     cfg = OmegaConf.load(config)
     if not isinstance(cfg, DictConfig):  # a YAML list: not the config.yaml train.py writes
         raise PosencError(f"{config} is not a run's config: expected a mapping of keys, got a list")
@@ -76,8 +79,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
             raise
         raise PosencError(f"cannot rebuild the run {run_dir}: {user}") from exc
     if not isinstance(task, SupervisedTask):
-        raise PosencError(f"run dir {str(run_dir)!r} is a run of {type(task).__name__}, which trains no model of its "
-                          f"own to analyse; valid: a run of task={trained_tasks()}")
+        raise PosencError(
+            f"run dir {str(run_dir)!r} is a run of {type(task).__name__}, which trains no model of its "
+            f"own to analyse; valid: a run of task={trained_tasks()}"
+        )
     task.attach_datamodule(datamodule)
     task.head = task.build_head()
     state = safe_load(ckpt).get("state_dict", {})
