@@ -12,7 +12,9 @@ reports: seconds per image of encoding the training set into the cache, seconds 
 (the training loop, after the cache), the process's peak RSS as the OS counts it
 (``os.wait4``'s ``ru_maxrss``, which includes every page of a memory map the process touched)
 and the cache's bytes. Printed: the table and each figure's ratio, largest N / smallest N.
-Target: seconds per image and peak RSS within 1.2x.
+Target: seconds per image and peak RSS within 1.2x. One torch thread by default (``--threads``, as
+``train_overhead.py``): on a shared 2-core machine a 2-thread op stalls whenever its second thread
+waits for a core, which made the same 200 readout steps take 24 s or 180 s depending on the load.
 
 ``--location-cls``: ``task=location_cls`` (its default ``shapes`` canvases, 96 px) at 1k / 10k /
 50k training canvases (CIFAR-10's size), a few steps each: the peak RSS of generating and holding
@@ -68,11 +70,15 @@ def write_folder(folder: Path, num: int, photos: tuple[str, ...], seed: int) -> 
 def child(spec: dict[str, Any]) -> None:
     """Compose and run ``spec["overrides"]`` in ``spec["run_dir"]``; write the timings to ``spec["out"]``."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    import torch
+
     import posenc.tasks.posenet as posenet
     from posenc.core.compose import compose_run
     from posenc.core.training import run
     from posenc.tasks.base import PosencTask
 
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
     times: dict[str, Any] = {"start": time.perf_counter()}
     cached = posenet.cached_features
 
@@ -107,9 +113,10 @@ def child(spec: dict[str, Any]) -> None:
     Path(spec["out"]).write_text(json.dumps(times))
 
 
-def run_child(overrides: list[str], root: Path) -> dict[str, Any]:
-    """One run as a subprocess: its timings, peak RSS (bytes) and the cache line it logged."""
-    spec = {"overrides": overrides, "run_dir": str(root / "run"), "out": str(root / "times.json")}
+def run_child(overrides: list[str], root: Path, threads: int = 0) -> dict[str, Any]:
+    """One run as a subprocess (``threads`` torch threads; 0: torch's default): its timings, peak RSS
+    (bytes) and the cache line it logged."""
+    spec = {"overrides": overrides, "run_dir": str(root / "run"), "out": str(root / "times.json"), "threads": threads}
     env = {**os.environ, "POSENC_PROGRESS": "0"}
     load = os.getloadavg()[0]  # a shared machine: the timings below are only as steady as this
     proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
@@ -145,7 +152,7 @@ def posenet_scale(args: argparse.Namespace) -> None:
         rows = []
         for n in sizes:
             out = root / f"n{n}"
-            result = run_child([*base, f"data.num_train={n}"], out)
+            result = run_child([*base, f"data.num_train={n}"], out, args.threads)
             rows.append((n, result))
             print(f"N={n}: {result['cache_line']}", flush=True)
             print(f"N={n}: encode {result['encode_s']:.0f} s, readout {result.get('readout_s', float('nan')):.0f} s, "
@@ -154,7 +161,8 @@ def posenet_scale(args: argparse.Namespace) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"\nconfig: {' '.join(base[:1] + base[4:])} (data.train_dir: a generated DUTS-TR-Image folder)")
+    print(f"\nconfig: {' '.join(base[:1] + base[4:])} (data.train_dir: a generated DUTS-TR-Image folder), "
+          f"{args.threads or 'default'} torch thread(s)")
     print(f"{'N':>6} {'cache':>14} {'cache GB':>9} {'encode s/img':>13} {'readout s':>10} {'peak RSS GB':>12} "
           f"{'wall s':>8} {'CPU s':>7} {'load':>5} {'natural H SPC':>14}")
     for n, r in rows:
@@ -180,7 +188,7 @@ def location_scale(args: argparse.Namespace) -> None:
         for n in CANVAS_SIZES:
             overrides = ["task=location_cls", f"data.num_train={n}", "data.device=cpu", "task.max_steps=5",
                          "callbacks.progress=null", "seed=0"]
-            result = run_child(overrides, root / f"n{n}")
+            result = run_child(overrides, root / f"n{n}", args.threads)
             rows.append((n, result))
             print(f"N={n}: peak RSS {result['peak_rss'] / 1e9:.2f} GB, wall {result['wall_s']:.0f} s", flush=True)
     finally:
@@ -208,6 +216,7 @@ def main() -> None:
     parser.add_argument("--num-test", type=int, default=32)
     parser.add_argument("--memory-fraction", type=float, default=0.02,
                         help="task.cache_memory_fraction (0.02 of ~22 GB: every N here on disk)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (0: torch's default)")
     parser.add_argument("--tmp", default=None, help="where the folders and caches go (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated folders")
     args = parser.parse_args()

@@ -40,7 +40,7 @@ def crop_center(contexts: Tensor, margin: int, crop_size: int) -> Tensor:
     :func:`~posenc.models.receptive_field.reference_crop` of the contexts' taps finds the crops' footprint).
     Contexts smaller than that are a one-line PosencError."""
     check_context(min(contexts.shape[-2:]), crop_size, margin, f"PPP of {crop_size} px crops with margin {margin}")
-    return contexts[..., margin: margin + crop_size, margin: margin + crop_size]
+    return contexts[..., margin : margin + crop_size, margin : margin + crop_size]
 
 
 def features_and_reference(
@@ -59,8 +59,10 @@ def features_and_reference(
         context_taps = list(encode(contexts))
     if len(jumps) != len(features) or len(context_taps) != len(features):
         raise invalid_value("jumps", list(jumps), f"expected one jump per tap ({len(features)} taps)")
-    reference = [reference_crop(tap, margin, jump, tuple(f.shape[-2:]))
-                 for tap, jump, f in zip(context_taps, jumps, features)]
+    reference = [
+        reference_crop(tap, margin, jump, (f.shape[-2], f.shape[-1]))
+        for tap, jump, f in zip(context_taps, jumps, features)
+    ]
     return features, reference
 
 
@@ -109,8 +111,9 @@ def ppp_stats(features: Tensor, reference: Tensor) -> dict[str, Any]:
     if features.dim() != 4:
         raise invalid_value("features.shape", tuple(features.shape), "expected 4 dims [N, C, h, w]")
     if tuple(features.shape) != tuple(reference.shape):
-        raise invalid_value("features.shape", tuple(features.shape),
-                            f"expected the reference's shape {tuple(reference.shape)}")
+        raise invalid_value(
+            "features.shape", tuple(features.shape), f"expected the reference's shape {tuple(reference.shape)}"
+        )
     if features.shape[0] < 1:
         raise PosencError("PPP needs at least one image")
     ref = reference.double()

@@ -34,13 +34,34 @@ from omegaconf import MISSING
 
 import posenc.core.budgets  # noqa: F401 - registers ${readout_steps:...}, which conf/task/posenet.yaml uses
 import posenc.core.resolvers  # noqa: F401 - registers ${run_dir:}, which the loggers and callbacks use
-
-from posenc.core.choices import (AUGMENTS, AUTOCAST, BACKBONES, CACHE_DTYPES, CACHE_MODES, CANVAS_FILLS, DEPTHS,  # noqa: E402
-                            KERNEL_SIZES, LABEL_MODES, NONE_UPSAMPLES, PADDING_MODES, PATCH_SOURCES, PERMUTE_POINTS,
-                            POSITION_EMBEDDINGS,
-                            SCENE_BACKGROUNDS, SCENE_LAYOUTS, SEGMENTATION_SOURCES, STRIPE_RANGES, SYNTHETIC_SOURCES, TAP_NAMES, TAP_READOUTS,
-                            TARGET_SOURCES,
-                            TARGETS, TEST_INPUTS, TEST_PLACEMENTS, TRAIN_PLACEMENTS)
+from posenc.core.choices import (  # noqa: E402
+    AUGMENTS,
+    AUTOCAST,
+    BACKBONES,
+    CACHE_DTYPES,
+    CACHE_MODES,
+    CANVAS_FILLS,
+    DEPTHS,
+    KERNEL_SIZES,
+    LABEL_MODES,
+    NONE_UPSAMPLES,
+    PADDING_MODES,
+    PATCH_SOURCES,
+    PERMUTE_POINTS,
+    POSITION_EMBEDDINGS,
+    SCENE_BACKGROUNDS,
+    SCENE_LAYOUTS,
+    SEGMENTATION_SOURCES,
+    STRIPE_RANGES,
+    SYNTHETIC_SOURCES,
+    TAP_NAMES,
+    TAP_READOUTS,
+    TARGET_SOURCES,
+    TARGETS,
+    TEST_INPUTS,
+    TEST_PLACEMENTS,
+    TRAIN_PLACEMENTS,
+)
 from posenc.core.choices import SOURCES as DATA_SOURCES  # noqa: E402
 
 SCHEMA_GROUP = "schema"

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from posenc.core.choices import CANVAS_FILLS, LABEL_MODES  # noqa: F401 - the valid values live there
-from posenc.data.patches import Patches
 from posenc.core.errors import PosencError, check_choice, invalid_value
+from posenc.data.patches import Patches
 
 DEFAULT_LOCATION_GRID = 3
 CANVAS_CHUNK = 256  # canvases built at a time when they are stored as uint8 (make_canvases(uint8=True))
@@ -103,9 +103,7 @@ def _check_inside(positions: Tensor, canvas: int, patch: int) -> None:
         )
 
 
-def paste(
-    canvases: Tensor, patches: Tensor, positions: Tensor, masks: Tensor | None = None
-) -> Tensor:
+def paste(canvases: Tensor, patches: Tensor, positions: Tensor, masks: Tensor | None = None) -> Tensor:
     """New canvases [N,3,S,S] with ``patches`` [N,3,P,P] written at ``positions`` (top, left).
 
     With ``masks`` bool [N,P,P], only the masked pixels (the object) are written; otherwise the
@@ -158,14 +156,13 @@ def check_canvas(image_size: int, grid: int | None, patch: int) -> None:
         raise invalid_value("data.canvas.patch_size", patch, "expected an int >= 1")
     if grid is None:
         if patch > image_size:
-            raise invalid_value(
-                "data.canvas.patch_size", patch, f"a patch must fit data.image_size={image_size}"
-            )
+            raise invalid_value("data.canvas.patch_size", patch, f"a patch must fit data.image_size={image_size}")
         return
     cell = cell_size(image_size, grid)
     if patch > cell:
         raise invalid_value(
-            "data.canvas.patch_size", patch,
+            "data.canvas.patch_size",
+            patch,
             f"a patch must fit one {cell} px cell of data.canvas.grid={grid}"
             f" on data.image_size={image_size}; valid: 1..{cell}",
         )
@@ -224,8 +221,9 @@ def make_canvases(
         for start in range(0, num, CANVAS_CHUNK):
             part = slice(start, min(start + CANVAS_CHUNK, num))
             canvases = fill_canvas(part.stop - start, image_size, fill, generator, mean_colour, device)
-            pasted = paste(canvases, patches.images[part], positions[part],
-                           patches.masks[part] if paste_object_only else None)
+            pasted = paste(
+                canvases, patches.images[part], positions[part], patches.masks[part] if paste_object_only else None
+            )
             image[part] = pasted.mul_(255.0).round_().clamp_(0, 255)
     else:
         canvases = fill_canvas(num, image_size, fill, generator, mean_colour, device)
@@ -244,7 +242,8 @@ def check_frame(image_size: int, margin: int) -> None:
     largest = (image_size - 8) // 2
     if isinstance(margin, bool) or not isinstance(margin, int) or not 0 <= margin <= largest:
         raise invalid_value(
-            "data.canvas.margin", margin,
+            "data.canvas.margin",
+            margin,
             f"the image needs at least 8 px of data.image_size={image_size}; valid: 0..{largest}",
         )
 
@@ -263,8 +262,9 @@ def frame_on_canvas(images: Tensor, fill: str, margin: int, **fill_options: Any)
     if margin == 0:
         return images
     inner = size - 2 * margin
-    small = F.interpolate(images.float(), size=(inner, inner), mode="bilinear", align_corners=False,
-                          antialias=True).clamp_(0.0, 1.0)
+    small = F.interpolate(
+        images.float(), size=(inner, inner), mode="bilinear", align_corners=False, antialias=True
+    ).clamp_(0.0, 1.0)
     canvases = fill_canvas(num, size, fill, device=images.device, **fill_options)
     return paste(canvases, small, torch.full((num, 2), margin, dtype=torch.long))
 

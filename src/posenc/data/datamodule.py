@@ -7,9 +7,9 @@ Every task honours the same knobs: ``num_train``, ``num_test``, ``image_size``, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import lightning as L
 import numpy as np
@@ -17,13 +17,13 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from posenc.core.choices import SOURCES, TEST_INPUTS  # noqa: F401 - the valid values live there
-from posenc.models.backbones import IMAGENET_MEAN
+from posenc.core.errors import PosencError, check_choice
 from posenc.data.canvas import CANVAS_FILLS, check_frame, frame_on_canvas
 from posenc.data.feature_cache import FeatureFile, available_memory
 from posenc.data.folder import ImageFolderDataset
 from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
 from posenc.data.synthetic import SYNTHETIC_INPUTS, synthetic_images
-from posenc.core.errors import PosencError, check_choice
+from posenc.models.backbones import IMAGENET_MEAN
 
 CONSTANT_INPUTS = ("black", "white")  # one image is the whole set: every copy is identical
 
@@ -57,7 +57,7 @@ class IndexedImages(Dataset):
         self.frame, self.seed = frame, seed
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(cast(Sized, self.images))  # torch's Dataset declares no __len__; every image set here has one
 
     @staticmethod
     def to_float(image: torch.Tensor) -> torch.Tensor:
@@ -89,7 +89,7 @@ class TensorDictDataset(Dataset):
         return self.size
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {k: t[i] for k, t in self.tensors.items()}
+        item: dict[str, Any] = {k: t[i] for k, t in self.tensors.items()}
         if "image" in item:
             item["image"] = IndexedImages.to_float(item["image"])
         item["index"] = i
@@ -124,7 +124,7 @@ class IndexedFeatures(Dataset):
         self._turn += 1
         if slot == len(self._ring) or self._ring[slot].shape[0] < rows:
             buffer = torch.empty((rows, *self.features.shape[1:]), dtype=torch.float32)
-            self._ring[slot:slot + 1] = [buffer]
+            self._ring[slot : slot + 1] = [buffer]
         return self._ring[slot][:rows]
 
     def __getitem__(self, indices: list[int]) -> dict[str, Any]:
@@ -170,6 +170,8 @@ class EpochShuffleSampler(Sampler[int]):
 
 class EpochBatchSampler(BatchSampler):
     """Batches of an :class:`EpochShuffleSampler`, forwarding ``set_epoch`` to it."""
+
+    sampler: EpochShuffleSampler  # BatchSampler types it as any sampler or iterable
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -238,9 +240,11 @@ def check_fits_in_memory(image_size: int, num_images: int) -> None:
     needed = num_images * 3 * image_size**2 + 3 * image_size**2 * 4
     available = available_memory()
     if available is not None and needed > available:
-        raise PosencError(f"data.image_size={image_size} is not valid: {num_images} images of {image_size} px need "
-                          f"{needed / 2**30:.1f} GiB, this machine has {available / 2**30:.1f} GiB available; valid: a "
-                          "smaller data.image_size or fewer images")
+        raise PosencError(
+            f"data.image_size={image_size} is not valid: {num_images} images of {image_size} px need "
+            f"{needed / 2**30:.1f} GiB, this machine has {available / 2**30:.1f} GiB available; valid: a "
+            "smaller data.image_size or fewer images"
+        )
 
 
 class SeededDataModule(L.LightningDataModule):
@@ -254,8 +258,17 @@ class SeededDataModule(L.LightningDataModule):
 
     SOURCES: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, source: str | None = None, num_train: int = 256, num_val: int = 32, num_test: int = 32,
-                 image_size: int = 64, batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        source: str | None = None,
+        num_train: int = 256,
+        num_val: int = 32,
+        num_test: int = 32,
+        image_size: int = 64,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.source = self.SOURCES[0] if source is None else source
         check_choice("data.source", self.source, self.SOURCES)
@@ -271,10 +284,14 @@ class SeededDataModule(L.LightningDataModule):
         return list(self.test_sets)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        options = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
-                   "generator": loader_generator(self.seed)}
+        options: dict[str, Any] = {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "generator": loader_generator(self.seed),
+        }
         if shuffle:
-            sampler = EpochShuffleSampler(len(dataset), self.seed, tag_epoch=getattr(dataset, "per_epoch", False))
+            size = len(cast(Sized, dataset))  # torch's Dataset declares no __len__; every dataset here has one
+            sampler = EpochShuffleSampler(size, self.seed, tag_epoch=getattr(dataset, "per_epoch", False))
             return ResumableLoader(dataset, batch_size=self.batch_size, sampler=sampler, **options)
         return DataLoader(dataset, batch_size=self.batch_size, **options)
 
@@ -315,14 +332,18 @@ class PositionDataModule(SeededDataModule):
         frame = canvas if isinstance(canvas, CanvasFrame) else CanvasFrame(**dict(canvas or {}))
         check_frame(int(image_size), frame.margin)
         if not list(test_inputs):
-            raise PosencError(f"data.test_inputs=[] is not valid: a run with no test set measures nothing; valid: "
-                              f"any of {', '.join(TEST_INPUTS)}")
+            raise PosencError(
+                f"data.test_inputs=[] is not valid: a run with no test set measures nothing; valid: "
+                f"any of {', '.join(TEST_INPUTS)}"
+            )
         for name in test_inputs:
             check_choice("data.test_inputs entry", name, TEST_INPUTS)
         for key, given in (("train_dir", train_dir), ("test_dir", test_dir)):
             if given and source != "folder":
-                raise PosencError(f"data.{key}={given} is not valid with data.source={source}: only data=folder reads "
-                                  f"image folders; valid: data=folder data.{key}=<dir>, or leave data.{key} unset")
+                raise PosencError(
+                    f"data.{key}={given} is not valid with data.source={source}: only data=folder reads "
+                    f"image folders; valid: data=folder data.{key}=<dir>, or leave data.{key} unset"
+                )
         check_sizes(num_train, num_val, num_test, image_size=(image_size, 8), batch_size=(batch_size, 1))
         if source == "folder" and not train_dir:
             raise PosencError("data=folder needs data.train_dir=<DUTS-TR root or image folder>")
@@ -356,6 +377,7 @@ class PositionDataModule(SeededDataModule):
             return synthetic_images(name, num, size, seed, source=self.synthetic_source)
         if self.source == "folder":
             root = self.train_dir if train else self.test_dir
+            assert root is not None, "data=folder without its train_dir / test_dir (refused in __init__)"
             if val:  # at most the whole folder: a held-out check, not a request the user made
                 num = min(num, len(ImageFolderDataset(root, size, seed=seed)))
             return ImageFolderDataset(root, size, num=num, seed=seed)
@@ -368,8 +390,9 @@ class PositionDataModule(SeededDataModule):
             if self.num_val:
                 self.val_set = IndexedImages(self._images("natural", train=True, val=True), self.frame, self.seed + 2)
         if stage in (None, "test") and not self.test_sets:
-            self.test_sets = {n: IndexedImages(self._images(n, train=False), self.frame, self.seed + 1)
-                              for n in self.test_inputs}
+            self.test_sets = {
+                n: IndexedImages(self._images(n, train=False), self.frame, self.seed + 1) for n in self.test_inputs
+            }
 
     def set_train_features(
         self, features: torch.Tensor | FeatureFile | None, val_features: torch.Tensor | None = None

@@ -21,10 +21,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}  # of posenc.core.choices.CACHE_DTYPES
 DEFAULT_MEMORY_FRACTION = 0.25  # auto's budget: this share of the available RAM (task.cache_memory_fraction)
+Store = TypeVar("Store", bound="torch.Tensor | FeatureFile")  # what encode_dataset fills: what its allocate returns
 
 
 def module_digest(module: nn.Module) -> str:
@@ -116,17 +117,27 @@ class CachePlan:
         elif self.budget is None:
             line += "; available memory unknown: kept in memory"
         else:
-            budget = (f"the memory budget {_size(self.budget)} (task.cache_memory_fraction={self.fraction:g} of "
-                      f"{_size(self.available or 0)} available)")
-            line += (f"; within {budget}" if self.mode == "memory" else
-                     f"; {_size(self.memory_nbytes or 0)} in memory would exceed {budget}")
+            budget = (
+                f"the memory budget {_size(self.budget)} (task.cache_memory_fraction={self.fraction:g} of "
+                f"{_size(self.available or 0)} available)"
+            )
+            line += (
+                f"; within {budget}"
+                if self.mode == "memory"
+                else f"; {_size(self.memory_nbytes or 0)} in memory would exceed {budget}"
+            )
         if path is not None:
             line += f" -> {path}" + (" (reused)" if reused else "")
         return line
 
 
-def plan_cache(mode: str, dtype: str, shape: Sequence[int], memory_fraction: float = DEFAULT_MEMORY_FRACTION,
-               available: int | None = None) -> CachePlan:
+def plan_cache(
+    mode: str,
+    dtype: str,
+    shape: Sequence[int],
+    memory_fraction: float = DEFAULT_MEMORY_FRACTION,
+    available: int | None = None,
+) -> CachePlan:
     """Resolve ``auto``: memory when the features (at float32, or at an explicit ``dtype``) take at
     most ``memory_fraction`` x ``available`` bytes (default: :func:`available_memory` now; unknown:
     memory), else disk; dtype ``auto`` = float32 in memory, float16 on disk. Explicit values win."""
@@ -146,8 +157,17 @@ def plan_cache(mode: str, dtype: str, shape: Sequence[int], memory_fraction: flo
         resolved = "memory" if budget is None or in_memory <= budget else "disk"
     if dtype == "auto":
         dtype = "float16" if resolved == "disk" else "float32"
-    return CachePlan(resolved, dtype, shape, cache_nbytes(shape, dtype), mode, in_memory, budget, fraction,
-                     available if budget is not None else None)
+    return CachePlan(
+        resolved,
+        dtype,
+        shape,
+        cache_nbytes(shape, dtype),
+        mode,
+        in_memory,
+        budget,
+        fraction,
+        available if budget is not None else None,
+    )
 
 
 class FeatureFile:
@@ -177,7 +197,8 @@ class FeatureFile:
     @classmethod
     def create(cls, path: str | os.PathLike[str], shape: Sequence[int], dtype: str) -> FeatureFile:
         """A new file of ``shape`` x ``dtype`` (header written, rows unwritten: sparse), open for writing."""
-        np.lib.format.open_memmap(path, mode="w+", dtype=NUMPY_DTYPES[dtype], shape=tuple(shape))  # maps, touches no row
+        # maps, touches no row
+        np.lib.format.open_memmap(path, mode="w+", dtype=NUMPY_DTYPES[dtype], shape=tuple(shape))
         return cls(path, writable=True)
 
     def __len__(self) -> int:
@@ -208,7 +229,12 @@ class FeatureFile:
 
     def _transfer(self, write: bool, buffer: np.ndarray, row: int) -> None:
         """Read (or write) the contiguous ``buffer`` from (to) the rows starting at ``row``."""
-        view, offset, fd = memoryview(buffer.reshape(-1).view(np.uint8)), self.offset + row * self.row_bytes, self._descriptor()
+        # .data: the array's memoryview (numpy types ndarray as a Buffer only for Python >= 3.12)
+        view, offset, fd = (
+            buffer.reshape(-1).view(np.uint8).data,
+            self.offset + row * self.row_bytes,
+            self._descriptor(),
+        )
         while len(view):
             done = os.pwrite(fd, view, offset) if write else os.preadv(fd, [view], offset)
             if done <= 0:
@@ -258,19 +284,21 @@ def encode_dataset(
     dataset: Dataset,
     batch_size: int,
     device: torch.device,
-    allocate: Callable[[tuple[int, ...]], torch.Tensor | FeatureFile],
+    allocate: Callable[[tuple[int, ...]], Store],
     description: str | None = None,
-) -> torch.Tensor | FeatureFile:
+) -> Store:
     """Run ``encode`` over ``dataset`` (dicts with an ``"image"``) in order, a batch at a time, into
     the ``[N, H, W, C]`` store ``allocate(shape)`` returns once the first batch tells the shape
     (under a progress bar saying ``description``)."""
-    out, start = None, 0
+    out: Store | None = None
+    start = 0
+    size = len(cast(Sized, dataset))  # torch's Dataset declares no __len__; every dataset cached here has one
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    description = description or f"encoding {len(dataset)} images"
+    description = description or f"encoding {size} images"
     for batch in track(loader, description, total=len(loader)):
         feats = encode(batch["image"].to(device)).permute(0, 2, 3, 1)
         if out is None:
-            out = allocate((len(dataset), *feats.shape[1:]))
+            out = allocate((size, *feats.shape[1:]))
         out[start : start + len(feats)] = feats
         start += len(feats)
     assert out is not None, "empty dataset"
@@ -278,12 +306,15 @@ def encode_dataset(
 
 
 @torch.no_grad()
-def feature_shape(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, device: torch.device) -> tuple[int, ...]:
+def feature_shape(
+    encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, device: torch.device
+) -> tuple[int, ...]:
     """``(N, H, W, C)`` of ``dataset``'s features, from one encoded image."""
-    if not len(dataset):
+    size = len(cast(Sized, dataset))  # torch's Dataset declares no __len__; every dataset cached here has one
+    if not size:
         raise PosencError("the feature cache has no images to encode")
     one = encode(dataset[0]["image"][None].to(device))
-    return (len(dataset), *one.permute(0, 2, 3, 1).shape[1:])
+    return (size, *one.permute(0, 2, 3, 1).shape[1:])
 
 
 def cached_features(
@@ -305,21 +336,24 @@ def cached_features(
     progress bar (``vgg16, f1-f5``); ``announce``: log the plan's one line."""
     if mode == "off":
         return None
-    shape = feature_shape(encode, dataset, device) if mode == "auto" else (len(dataset),)  # auto decides on bytes
+    size = len(cast(Sized, dataset))  # torch's Dataset declares no __len__; every dataset cached here has one
+    shape = feature_shape(encode, dataset, device) if mode == "auto" else (size,)  # auto decides on bytes
     plan = plan_cache(mode, dtype, shape, memory_fraction)
     resolved, resolved_dtype = plan.mode, plan.dtype
-    description = f"encoding {len(dataset)} images{f' ({what})' if what else ''} -> {resolved} cache {resolved_dtype}"
+    description = f"encoding {size} images{f' ({what})' if what else ''} -> {resolved} cache {resolved_dtype}"
 
     def say(shape: tuple[int, ...], path: Path | None = None, reused: bool = False) -> None:
-        if announce and rank_zero_only.rank == 0:
+        if announce and rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by Lightning at import
             final = replace(plan, shape=tuple(shape), nbytes=cache_nbytes(shape, resolved_dtype))  # the encoded shape
             log.info(final.describe(path, reused))
 
     if resolved == "memory":
+
         def allocate(shape: tuple[int, ...]) -> torch.Tensor:
             say(shape)
-            return torch.empty(shape, dtype=getattr(torch, resolved_dtype),
-                               device=memory_cache_device(shape, resolved_dtype, device))
+            return torch.empty(
+                shape, dtype=getattr(torch, resolved_dtype), device=memory_cache_device(shape, resolved_dtype, device)
+            )
 
         return encode_dataset(encode, dataset, batch_size, device, allocate, description)
     path = Path(cache_dir) / f"{key}-{resolved_dtype}.npy"

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from posenc.data.images import read_rgb
 from posenc.core.errors import PosencError
+from posenc.data.images import read_rgb
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -62,9 +62,7 @@ def read_image(path: Path, image_size: int) -> torch.Tensor:
 class ImageFolderDataset(Dataset[torch.Tensor]):
     """Images of a folder (or dataset root) as uint8 [3, S, S] tensors."""
 
-    def __init__(
-        self, root: str | Path, image_size: int, num: int | None = None, seed: int = 0
-    ) -> None:
+    def __init__(self, root: str | Path, image_size: int, num: int | None = None, seed: int = 0) -> None:
         if image_size < 1:
             raise PosencError(f"image_size must be >= 1, got {image_size}")
         paths = list_images(root)
@@ -72,9 +70,7 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
             if num < 0:
                 raise PosencError(f"num must be >= 0, got {num}")
             if num > len(paths):
-                raise PosencError(
-                    f"asked for {num} images but {find_image_dir(root)} has only {len(paths)}"
-                )
+                raise PosencError(f"asked for {num} images but {find_image_dir(root)} has only {len(paths)}")
             if num < len(paths):
                 rng = np.random.default_rng(seed)
                 chosen = rng.choice(len(paths), size=num, replace=False)
@@ -89,9 +85,7 @@ class ImageFolderDataset(Dataset[torch.Tensor]):
         return read_image(self.paths[index], self.image_size)
 
 
-def load_folder(
-    root: str | Path, image_size: int, num: int | None = None, seed: int = 0
-) -> torch.Tensor:
+def load_folder(root: str | Path, image_size: int, num: int | None = None, seed: int = 0) -> torch.Tensor:
     """All (or a seeded subset of ``num``) images of ``root`` stacked to uint8 [N, 3, S, S]."""
     dataset = ImageFolderDataset(root, image_size, num=num, seed=seed)
     out = torch.empty((len(dataset), 3, image_size, image_size), dtype=torch.uint8)

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from posenc.core.choices import TEST_PLACEMENTS, TRAIN_PLACEMENTS
+from posenc.core.errors import PosencError, check_choice
 from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, cell_size, check_canvas, make_canvases
 from posenc.data.cifar import check_cifar10
 from posenc.data.datamodule import SeededDataModule, TensorDictDataset, check_sizes
 from posenc.data.patches import PATCH_SOURCES, Patches, make_patches
-from posenc.core.errors import PosencError, check_choice
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,9 @@ class ResampledCanvases(torch.utils.data.Dataset):
 
     per_epoch = True
 
-    def __init__(self, patches: Patches, image_size: int, spec: CanvasSpec, mean_colour: torch.Tensor,
-                 seed: int) -> None:
+    def __init__(
+        self, patches: Patches, image_size: int, spec: CanvasSpec, mean_colour: torch.Tensor, seed: int
+    ) -> None:
         self.patches = patches.to("cpu")
         self.image_size, self.spec, self.seed = image_size, spec, seed
         self.mean_colour = mean_colour.cpu()
@@ -73,14 +74,26 @@ class ResampledCanvases(torch.utils.data.Dataset):
         epoch, i = divmod(int(tagged), len(self))
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + i)
         flip = bool(torch.rand((), generator=generator) < 0.5)
-        one = Patches(self.patches.images[i: i + 1], self.patches.labels[i: i + 1], self.patches.masks[i: i + 1],
-                      self.patches.num_classes, self.patches.class_names)
+        one = Patches(
+            self.patches.images[i : i + 1],
+            self.patches.labels[i : i + 1],
+            self.patches.masks[i : i + 1],
+            self.patches.num_classes,
+            self.patches.class_names,
+        )
         if flip:
             one = replace(one, images=one.images.flip(-1), masks=one.masks.flip(-1))
-        out = make_canvases(one, self.image_size, self.spec.grid, self.spec.fill, generator,
-                            mean_colour=self.mean_colour, paste_object_only=self.spec.object_only,
-                            location_grid=self.spec.location_grid)
-        item = {key: value[0] for key, value in out.items()}
+        out = make_canvases(
+            one,
+            self.image_size,
+            self.spec.grid,
+            self.spec.fill,
+            generator,
+            mean_colour=self.mean_colour,
+            paste_object_only=self.spec.object_only,
+            location_grid=self.spec.location_grid,
+        )
+        item: dict[str, Any] = {key: value[0] for key, value in out.items()}
         item["index"] = i
         return item
 
@@ -118,8 +131,9 @@ class CanvasDataModule(SeededDataModule):
         source = self.source
         spec = canvas if isinstance(canvas, CanvasSpec) else CanvasSpec(**dict(canvas or {}))
         check_choice("data.canvas.fill", spec.fill, CANVAS_FILLS)
-        spec = replace(spec, patch_size=spec.patch_for(int(image_size)))
-        check_canvas(image_size, spec.grid, spec.patch_size)
+        patch_size = spec.patch_for(int(image_size))
+        spec = replace(spec, patch_size=patch_size)
+        check_canvas(image_size, spec.grid, patch_size)
         check_sizes(num_train, num_val, num_test, batch_size=(batch_size, 1))
         if source == "cifar10":
             if not data_dir:
@@ -130,12 +144,14 @@ class CanvasDataModule(SeededDataModule):
         if test_placement is not None:
             check_choice("data.test_placement", test_placement, TEST_PLACEMENTS)
         if test_placement == "balanced" and spec.grid is None:
-            raise PosencError("data.test_placement=balanced puts every test patch in every grid cell: it needs "
-                              "data.canvas.grid=<cells per side>; valid: random for free placement")
+            raise PosencError(
+                "data.test_placement=balanced puts every test patch in every grid cell: it needs "
+                "data.canvas.grid=<cells per side>; valid: random for free placement"
+            )
         self.test_placement = test_placement or ("balanced" if spec.grid is not None else "random")
         check_choice("data.train_placement", train_placement, TRAIN_PLACEMENTS)
         self.train_placement = train_placement
-        self.num_cells = spec.cells_per_side ** 2
+        self.num_cells = spec.cells_per_side**2
         self.num_patch_classes: int | None = None
         self.class_names: list[str] = []
 
@@ -147,25 +163,41 @@ class CanvasDataModule(SeededDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
-    def _canvases(self, num: int, seed: int, train: bool, mean_colour: torch.Tensor | None,
-                  stream: int, balanced: bool = False) -> dict[str, torch.Tensor]:
+    def _canvases(
+        self, num: int, seed: int, train: bool, mean_colour: torch.Tensor | None, stream: int, balanced: bool = False
+    ) -> dict[str, torch.Tensor]:
         """``num`` canvases of patches drawn with ``seed`` from the train or test split; cells,
         offsets and noise from the generator ``stream`` (one per split, so no two share them);
         ``balanced``: every patch once in every cell instead."""
-        patches = make_patches(self.source, num, self.spec.patch_size, seed, train=train, data_dir=self.data_dir,
-                               device=self.device)
+        patch_size = self.spec.patch_for(self.image_size)  # spec.patch_size (set in __init__), as an int
+        patches = make_patches(
+            self.source, num, patch_size, seed, train=train, data_dir=self.data_dir, device=self.device
+        )
         self.num_patch_classes, self.class_names = patches.num_classes, list(patches.class_names)
         generator = torch.Generator(device=self.device).manual_seed(stream)
         cells = None
         if balanced:
+            assert self.spec.grid is not None, "balanced placement needs a grid (refused in __init__)"
             count = self.spec.grid * self.spec.grid
-            patches = replace(patches, images=patches.images.repeat_interleave(count, 0),
-                              labels=patches.labels.repeat_interleave(count, 0),
-                              masks=patches.masks.repeat_interleave(count, 0))
+            patches = replace(
+                patches,
+                images=patches.images.repeat_interleave(count, 0),
+                labels=patches.labels.repeat_interleave(count, 0),
+                masks=patches.masks.repeat_interleave(count, 0),
+            )
             cells = torch.arange(count, device=patches.images.device).repeat(num)
-        out = make_canvases(patches, self.image_size, self.spec.grid, self.spec.fill, generator,
-                            mean_colour=mean_colour, paste_object_only=self.spec.object_only,
-                            location_grid=self.spec.location_grid, cells=cells, uint8=True)
+        out = make_canvases(
+            patches,
+            self.image_size,
+            self.spec.grid,
+            self.spec.fill,
+            generator,
+            mean_colour=mean_colour,
+            paste_object_only=self.spec.object_only,
+            location_grid=self.spec.location_grid,
+            cells=cells,
+            uint8=True,
+        )
         out["mean_colour"] = patches.images.mean(dim=(0, 2, 3))
         return out
 
@@ -174,8 +206,16 @@ class CanvasDataModule(SeededDataModule):
             return
         # the training patches' mean colour fills the "mean" canvas of every split
         if self.train_placement == "resample":  # the patches only: their canvases are drawn per access
-            patches = make_patches(self.source, self.num_train, self.spec.patch_size, self.seed, train=True,
-                                   data_dir=self.data_dir, device=self.device)
+            patch_size = self.spec.patch_for(self.image_size)  # spec.patch_size (set in __init__), as an int
+            patches = make_patches(
+                self.source,
+                self.num_train,
+                patch_size,
+                self.seed,
+                train=True,
+                data_dir=self.data_dir,
+                device=self.device,
+            )
             self.num_patch_classes, self.class_names = patches.num_classes, list(patches.class_names)
             mean = patches.images.mean(dim=(0, 2, 3))
             self.train_set = ResampledCanvases(patches, self.image_size, self.spec, mean, self.seed)
@@ -187,7 +227,8 @@ class CanvasDataModule(SeededDataModule):
             val = self._canvases(self.num_val, self.seed + 2, True, mean, stream=self.seed + 3)
             val.pop("mean_colour")
             self.val_set = TensorDictDataset(val)
-        test = self._canvases(self.num_test, self.seed + 1, False, mean, stream=self.seed + 2,
-                              balanced=self.test_placement == "balanced")
+        test = self._canvases(
+            self.num_test, self.seed + 1, False, mean, stream=self.seed + 2, balanced=self.test_placement == "balanced"
+        )
         test.pop("mean_colour")
         self.test_sets = {"canvas": TensorDictDataset(test)}

@@ -32,7 +32,8 @@ outside the measured field, or at the input's edge, must not reach the unit. A u
 on pixels that far (squeeze-excitation, GroupNorm: ops over the whole map) has no padding-free
 reference; it is refused in one line, as is a field wider than 1024 px.
 :class:`~posenc.models.padding.UpsampledValidConv2d` (``padding=none``) is counted with its virtual
-padding: its bilinear resize keeps the map's size, so its geometry is that of the padded conv up to the interpolation's sub-pixel blur. Under
+padding: its bilinear resize keeps the map's size, so its geometry is that of the padded conv up to the
+interpolation's sub-pixel blur. Under
 ``padding.none_upsample=authors`` a 7x7 stride-2 stem grows by 3 px, not 6, and its map is one
 pixel smaller: the derived geometry does not model that pixel (measure it instead).
 """

@@ -12,9 +12,10 @@ Scored per image by SPC and MAE, then averaged, for every test input.
 position atlas, ``python sweep.py atlas``) on the same cached features: a tap's readout reads
 the tap's channels of the concatenation (one fused module, its heads masked to their taps'
 channels), so the backbone runs once for all of them. The readouts share nothing but the
-optimizer (their parameters are disjoint, so summing their losses trains each as alone); their metrics are ``tap/<tap>/<input>/<target>/<metric>``, next to each
-tap's receptive field and stride (``tap/<tap>/rf_px``, ``/stride``, ``/rf_rel`` = receptive field
-/ image size; null for a tap that depends on every pixel, such as attention or squeeze-excitation).
+optimizer (their parameters are disjoint, so summing their losses trains each as alone); their
+metrics are ``tap/<tap>/<input>/<target>/<metric>``, next to each tap's receptive field and
+stride (``tap/<tap>/rf_px``, ``/stride``, ``/rf_rel`` = receptive field / image size; null for a
+tap that depends on every pixel, such as attention or squeeze-excitation).
 """
 
 from __future__ import annotations
@@ -22,32 +23,30 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
 from torchmetrics import MeanMetric
 
-from posenc.core.choices import AUTOCAST, TAP_READOUTS  # noqa: F401 - the valid values live there
-from posenc.models.backbones import TappedBackbone
-from posenc.data.feature_cache import cache_key, cached_features, module_digest
-from posenc.core.figures import prediction_grid, save_figure
-from posenc.models.losses import UpsampledMSE
 from posenc.analysis.metrics import mae_per_image, spearman_per_image
-from posenc.core.choices import TEST_INPUTS
+from posenc.core.choices import AUTOCAST, TAP_READOUTS, TEST_INPUTS  # noqa: F401 - the valid values live there
+from posenc.core.errors import PosencError, check_choice
+from posenc.core.figures import prediction_grid, save_figure
+from posenc.data.feature_cache import cache_key, cached_features, module_digest
 from posenc.data.position_maps import TARGETS, make_targets
-from posenc.tasks.base import PosencTask
+from posenc.models.backbones import TappedBackbone
+from posenc.models.losses import UpsampledMSE
 from posenc.models.readouts import PosENetReadout, resize_and_concat
 from posenc.models.receptive_field import tap_depths
-from posenc.core.errors import PosencError, check_choice
-
-
+from posenc.tasks.base import PosencTask
 
 
 class PosENetTask(PosencTask):
     """Train one readout per target map on frozen features; test SPC / MAE per input type."""
 
     grid_order = (TEST_INPUTS, TARGETS, ("spc", "mae"))  # Table 1 of Islam et al. 2020: input x target x metric
+    targets: torch.Tensor  # [T, S, S] target maps, a buffer registered in __init__
 
     def __init__(
         self,
@@ -83,11 +82,14 @@ class PosENetTask(PosencTask):
             check_choice("target", name, TARGETS)
         backbone.check_input_size(image_size)
         if backbone.trainable:
-            raise PosencError("task=posenet reads position out of a frozen backbone; valid: backbone.trainable=false "
-                              "(to measure a trained backbone, pass its run as backbone.weights=<run dir>)")
+            raise PosencError(
+                "task=posenet reads position out of a frozen backbone; valid: backbone.trainable=false "
+                "(to measure a trained backbone, pass its run as backbone.weights=<run dir>)"
+            )
         if not (isinstance(readout, type) and issubclass(readout, PosENetReadout)) and not (
-                issubclass(getattr(readout, "func", object), PosENetReadout)):
-            name = getattr(getattr(readout, "func", readout), "__name__", readout)
+            issubclass(getattr(readout, "func", object), PosENetReadout)
+        ):
+            name = getattr(getattr(readout, "func", readout), "__name__", str(readout))
             raise PosencError(f"task=posenet needs readout=posenet, got a {name} (a head of the padding-study tasks)")
         self.backbone = backbone
         self.target_names = list(targets)
@@ -96,10 +98,17 @@ class PosENetTask(PosencTask):
         # their tap's channels of the concatenation (posenc.models.readouts: exactly independent readouts)
         offsets = [sum(backbone.tap_channels[:i]) for i in range(len(backbone.tap_channels) + 1)]
         self.each_tap = list(backbone.tap_names) if tap_readouts == "each" else []
-        self.tap_readouts = readout(
-            in_channels=backbone.out_channels, num_maps=len(self.each_tap) * len(self.target_names),
-            channel_groups=[(offsets[i], offsets[i + 1]) for i in range(len(self.each_tap))
-                            for _ in self.target_names]) if self.each_tap else None
+        self.tap_readouts = (
+            readout(
+                in_channels=backbone.out_channels,
+                num_maps=len(self.each_tap) * len(self.target_names),
+                channel_groups=[
+                    (offsets[i], offsets[i + 1]) for i in range(len(self.each_tap)) for _ in self.target_names
+                ],
+            )
+            if self.each_tap
+            else None
+        )
         self.feature_size = self.readout.feature_size
         self.register_buffer(
             "targets", make_targets(self.target_names, image_size, target_source, stripe_range), persistent=False
@@ -130,7 +139,8 @@ class PosENetTask(PosencTask):
         features = resize_and_concat([t.float() for t in taps], self.feature_size, self.readout.align_corners)
         if self.each_tap:  # the atlas's cost figure; kept out of other runs' metrics.json (byte-identical reruns)
             self.summary["posenet/time/encode_s"] = self.summary.get("posenet/time/encode_s", 0.0) + (
-                time.perf_counter() - start)
+                time.perf_counter() - start
+            )
         return features
 
     def backbone_digest(self) -> str:
@@ -150,43 +160,71 @@ class PosENetTask(PosencTask):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         digest = checkpoint.get("backbone_digest")
         if digest is not None and digest != self.backbone_digest():
-            raise PosencError("checkpoint was trained on another backbone: its weights differ from this "
-                              "config's (check backbone, backbone.weights, padding and seed)")
+            raise PosencError(
+                "checkpoint was trained on another backbone: its weights differ from this "
+                "config's (check backbone, backbone.weights, padding and seed)"
+            )
         checkpoint["state_dict"].update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()})
 
     def feature_cache_key(self) -> str:
         """Hash of what determines the features (the disk cache's file adds the dtype it stores)."""
-        dm = self.trainer.datamodule
-        return cache_key({
-            "backbone": self.backbone.name, "taps": self.backbone.tap_names, "padding": self.backbone.padding,
-            "normalize": self.backbone.normalize, "weights": self.backbone_digest(),
-            "feature_size": self.feature_size, "align_corners": self.readout.align_corners,
-            "data": dm.fingerprint(), "autocast": self.autocast,
-        })
+        dm = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, not declared on Trainer
+        return cache_key(
+            {
+                "backbone": self.backbone.name,
+                "taps": self.backbone.tap_names,
+                "padding": self.backbone.padding,
+                "normalize": self.backbone.normalize,
+                "weights": self.backbone_digest(),
+                "feature_size": self.feature_size,
+                "align_corners": self.readout.align_corners,
+                "data": dm.fingerprint(),
+                "autocast": self.autocast,
+            }
+        )
 
     def encoder_name(self) -> str:
         """``vgg16, f1-f5``: the backbone and its taps, for the encoding progress bar."""
         taps = list(self.backbone.tap_names)
         numbers = [t[1:] for t in taps if t.startswith("f") and t[1:].isdigit()]
-        consecutive = len(numbers) == len(taps) > 2 and all(
-            int(b) == int(a) + 1 for a, b in zip(numbers, numbers[1:]))
+        consecutive = len(numbers) == len(taps) > 2 and all(int(b) == int(a) + 1 for a, b in zip(numbers, numbers[1:]))
         return f"{self.backbone.name}, " + (f"{taps[0]}-{taps[-1]}" if consecutive else ",".join(taps))
 
     def cache_train_features(self) -> None:
         """Encode the training set once, on the device the run trains on, and hand the features
         to the datamodule. Runs in ``setup("fit")``, before ``configure_optimizers``: the lr
         schedule reads the step count from the train loader, which must be the features' one."""
-        dm = self.trainer.datamodule
+        dm = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, not declared on Trainer
         key = self.feature_cache_key() if self.feature_cache in ("disk", "auto") else ""
         device = self.trainer.strategy.root_device
         self.backbone.to(device)
         what = self.encoder_name()
-        features = cached_features(self.feature_cache, key, self.cache_dir, self.encode, dm.train_set,
-                                   dm.batch_size, device, self.cache_dtype, self.cache_memory_fraction, what=what)
+        features = cached_features(
+            self.feature_cache,
+            key,
+            self.cache_dir,
+            self.encode,
+            dm.train_set,
+            dm.batch_size,
+            device,
+            self.cache_dtype,
+            self.cache_memory_fraction,
+            what=what,
+        )
         val = None
         if dm.val_set is not None and features is not None:  # small: always kept in memory
-            val = cached_features("memory", "", self.cache_dir, self.encode, dm.val_set, dm.batch_size, device,
-                                  "float32", what=f"{what}, held out", announce=False)
+            val = cached_features(
+                "memory",
+                "",
+                self.cache_dir,
+                self.encode,
+                dm.val_set,
+                dm.batch_size,
+                device,
+                "float32",
+                what=f"{what}, held out",
+                announce=False,
+            )
         dm.set_train_features(features, val)
 
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -204,7 +242,7 @@ class PosENetTask(PosencTask):
         if self.tap_readouts is not None:
             maps = self.tap_readouts.maps(features)  # [B, taps x targets, h, w]
             for i, tap in enumerate(self.each_tap):
-                per_target = self.loss(maps[:, i * len(self.target_names): (i + 1) * len(self.target_names)])
+                per_target = self.loss(maps[:, i * len(self.target_names) : (i + 1) * len(self.target_names)])
                 losses.update({f"{tap}_{name}": v for name, v in zip(self.target_names, per_target)})
         return losses
 
@@ -223,8 +261,14 @@ class PosENetTask(PosencTask):
         size = len(batch["index"])
         for name, loss in losses.items():
             self.log(f"val/loss_{name}", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
-        self.log("val/loss", torch.stack(list(losses.values())).sum(), on_step=False, on_epoch=True, batch_size=size,
-                 sync_dist=True)
+        self.log(
+            "val/loss",
+            torch.stack(list(losses.values())).sum(),
+            on_step=False,
+            on_epoch=True,
+            batch_size=size,
+            sync_dist=True,
+        )
 
     def configure_optimizers(self) -> Any:
         """The optimizer over the readout; the scheduler factory gets the run's optimizer-step
@@ -242,7 +286,7 @@ class PosENetTask(PosencTask):
             self.cache_train_features()
         if stage == "test" and not len(self.test_metrics):
             for prefix in ["test", *(f"tap/{tap}" for tap in self.each_tap)]:
-                for name in self.trainer.datamodule.test_names:
+                for name in self.trainer.datamodule.test_names:  # type: ignore[attr-defined]  # set by Lightning
                     for target in self.target_names:
                         for metric in ("spc", "mae"):
                             self.test_metrics[f"{prefix}|{name}|{target}|{metric}"] = MeanMetric()
@@ -253,13 +297,20 @@ class PosENetTask(PosencTask):
         for j, target in enumerate(self.target_names):
             for metric, fn in (("spc", spearman_per_image), ("mae", mae_per_image)):
                 values = fn(pred[:, j], self.targets[j]).float()
-                meter = self.test_metrics[f"{prefix}|{name}|{target}|{metric}"]
+                # a ModuleDict's items are typed as Module: this one holds only MeanMetric (setup)
+                meter = cast(MeanMetric, self.test_metrics[f"{prefix}|{name}|{target}|{metric}"])
                 meter.update(values)
-                self.log(f"{prefix}/{name}/{target}/{metric}", meter, on_step=False, on_epoch=True,
-                         add_dataloader_idx=False, batch_size=len(values))
+                self.log(
+                    f"{prefix}/{name}/{target}/{metric}",
+                    meter,
+                    on_step=False,
+                    on_epoch=True,
+                    add_dataloader_idx=False,
+                    batch_size=len(values),
+                )
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        name = self.trainer.datamodule.test_names[dataloader_idx]
+        name = self.trainer.datamodule.test_names[dataloader_idx]  # type: ignore[attr-defined]  # set by Lightning
         features = self.encode(batch["image"])
         pred = self.predict_maps(features)
         self._score("test", name, pred)
@@ -267,16 +318,26 @@ class PosENetTask(PosencTask):
             maps = self.tap_readouts(features, self.image_size)
             t = len(self.target_names)
             for i, tap in enumerate(self.each_tap):
-                self._score(f"tap/{tap}", name, maps[:, i * t: (i + 1) * t])
+                self._score(f"tap/{tap}", name, maps[:, i * t : (i + 1) * t])
         if batch_idx == 0:
             self.previews[name] = {"image": batch["image"][0].cpu(), "pred": pred[0].detach().cpu()}
 
     def on_test_end(self) -> None:
         if not self.previews or not self.trainer.is_global_zero:
             return
-        spc = {n: [float(spearman_per_image(p["pred"][j][None].float(), self.targets[j].float().cpu()[None])[0])
-                   for j in range(len(self.target_names))] for n, p in self.previews.items()}
-        fig = prediction_grid({n: p["image"] for n, p in self.previews.items()},
-                              {n: p["pred"] for n, p in self.previews.items()}, self.targets, self.target_names, spc)
+        spc = {
+            n: [
+                float(spearman_per_image(p["pred"][j][None].float(), self.targets[j].float().cpu()[None])[0])
+                for j in range(len(self.target_names))
+            ]
+            for n, p in self.previews.items()
+        }
+        fig = prediction_grid(
+            {n: p["image"] for n, p in self.previews.items()},
+            {n: p["pred"] for n, p in self.previews.items()},
+            self.targets,
+            self.target_names,
+            spc,
+        )
         # every logger gets figures/*.png at the end of the run (posenc.core.loggers.publish)
         save_figure(fig, Path(self.trainer.default_root_dir) / "figures" / "predictions.png")

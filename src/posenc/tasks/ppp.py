@@ -20,19 +20,24 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from posenc.analysis.ppp import crop_center, ppp_from_moments, ppp_figure
-from posenc.models.backbones import TappedBackbone
+from posenc.analysis.ppp import crop_center, ppp_figure, ppp_from_moments
 from posenc.core.checkpointing import atomic_save, safe_load
 from posenc.core.errors import PosencError, check_choice
-from posenc.models.receptive_field import (check_context, context_margin, reference_crop, tap_geometries,
-                                           tap_receptive_fields)
 from posenc.core.registry import padding_entry
+from posenc.models.backbones import TappedBackbone
+from posenc.models.receptive_field import (
+    check_context,
+    context_margin,
+    reference_crop,
+    tap_geometries,
+    tap_receptive_fields,
+)
 from posenc.tasks.base import PosencTask
 
 REFERENCE_CACHES: tuple[str, ...] = ("disk", "off")
@@ -67,8 +72,10 @@ class PPPTask(PosencTask):
         self.image_size = int(image_size)
         backbone.check_input_size(self.image_size)  # e.g. reflect padding wider than a deep 2x2 map: one line
         if layers is not None and not list(layers):
-            raise PosencError(f"task.layers=[] is not valid: PPP measures at least one tap; valid: any of "
-                              f"{', '.join(backbone.tap_names)}, or null for all")
+            raise PosencError(
+                f"task.layers=[] is not valid: PPP measures at least one tap; valid: any of "
+                f"{', '.join(backbone.tap_names)}, or null for all"
+            )
         layers = list(layers) if layers else list(backbone.tap_names)
         for layer in layers:
             check_choice(f"task.layers entry (taps of backbone {backbone.name})", layer, backbone.tap_names)
@@ -78,9 +85,11 @@ class PPPTask(PosencTask):
             skipped = [layer for layer in layers if fields[layer] is None]
             layers = [layer for layer in layers if fields[layer] is not None]
             if not layers:
-                raise PosencError(f"no tap of backbone {backbone.name} has a padding-free reference (every one "
-                                  "depends on every pixel); valid: a backbone with local receptive fields")
-            geometries = {layer: fields[layer] for layer in layers}
+                raise PosencError(
+                    f"no tap of backbone {backbone.name} has a padding-free reference (every one "
+                    "depends on every pixel); valid: a backbone with local receptive fields"
+                )
+            geometries = {layer: g for layer in layers if (g := fields[layer]) is not None}  # all: filtered above
         else:
             geometries = tap_geometries(backbone)
         self.layers = layers
@@ -95,17 +104,23 @@ class PPPTask(PosencTask):
     def check_data(self, datamodule: Any) -> None:
         """Choose the contexts' size (``data.context_size: null``) or check the one given."""
         if not hasattr(datamodule, "prepare"):
-            raise PosencError(f"task=ppp needs contexts around its crops (data=contexts), got {type(datamodule).__name__}")
+            raise PosencError(
+                f"task=ppp needs contexts around its crops (data=contexts), got {type(datamodule).__name__}"
+            )
         if datamodule.image_size != self.image_size:
             raise PosencError(f"task.image_size={self.image_size} differs from data.image_size={datamodule.image_size}")
         datamodule.prepare(self.image_size + 2 * self.margin)
         deepest = max(self.layers, key=lambda n: self.geometries[n].size)
         g = self.geometries[deepest]
-        check_context(datamodule.context_size, self.image_size, self.margin,
-                      f"layer {deepest} of {self.backbone.name} (receptive field {g.size} px, stride {g.jump})")
+        check_context(
+            datamodule.context_size,
+            self.image_size,
+            self.margin,
+            f"layer {deepest} of {self.backbone.name} (receptive field {g.size} px, stride {g.jump})",
+        )
 
     def setup(self, stage: str) -> None:
-        self.check_data(self.trainer.datamodule)
+        self.check_data(self.trainer.datamodule)  # type: ignore[attr-defined]  # set by Lightning, not declared
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
         self.seconds = {"crops": 0.0, "contexts": 0.0}
@@ -113,15 +128,29 @@ class PPPTask(PosencTask):
 
     def reference_key(self) -> str:
         """Hash of what the reference moments depend on: weights, images, geometry, interior."""
-        dm = self.trainer.datamodule
+        dm = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, not declared on Trainer
         h = hashlib.sha1()
         for name, tensor in self.backbone.state_dict().items():
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         interior = "conv" if padding_entry(self.backbone.padding).same_interior else self.backbone.padding
-        h.update(repr((self.backbone.name, interior, self.layers, self.image_size, self.margin, dm.context_size,
-                       dm.num_test, dm.seed, dm.min_scale, dm.source,
-                       [(g.size, g.jump, g.start) for g in self.geometries.values()])).encode())
+        h.update(
+            repr(
+                (
+                    self.backbone.name,
+                    interior,
+                    self.layers,
+                    self.image_size,
+                    self.margin,
+                    dm.context_size,
+                    dm.num_test,
+                    dm.seed,
+                    dm.min_scale,
+                    dm.source,
+                    [(g.size, g.jump, g.start) for g in self.geometries.values()],
+                )
+            ).encode()
+        )
         return h.hexdigest()[:20]
 
     def _cache_path(self) -> Path:
@@ -151,8 +180,9 @@ class PPPTask(PosencTask):
             wide = dict(zip(self.backbone.tap_names, self.backbone(contexts)))
             self.seconds["contexts"] += time.perf_counter() - start
             for layer in self.layers:
-                ref = reference_crop(wide[layer], self.margin, self.geometries[layer].jump,
-                                     tuple(taps[layer].shape[-2:])).double()
+                ref = reference_crop(
+                    wide[layer], self.margin, self.geometries[layer].jump, tuple(taps[layer].shape[-2:])
+                ).double()
                 self._add(f"{layer}/reference", ref)
                 self._add(f"{layer}/reference_sq", ref * ref)
         self.count += len(contexts)
@@ -171,17 +201,31 @@ class PPPTask(PosencTask):
         self.heatmaps, self.profiles = {}, {}
         summary: dict[str, Any] = {}
         for layer in self.layers:
-            stats = ppp_from_moments(sums[f"{layer}/features"] / count, moments[f"{layer}/reference"],
-                                     moments[f"{layer}/reference_sq"])
+            stats = ppp_from_moments(
+                sums[f"{layer}/features"] / count, moments[f"{layer}/reference"], moments[f"{layer}/reference_sq"]
+            )
             self.log(f"test/ppp_snr_{layer}", stats["snr"])
             self.log(f"test/ppp_rel_energy_{layer}", stats["rel_energy"])
-            summary.update({f"ppp/{layer}/snr": stats["snr"], f"ppp/{layer}/energy": stats["energy"],
-                            f"ppp/{layer}/variance": stats["variance"], f"ppp/{layer}/rel_energy": stats["rel_energy"],
-                            f"ppp/{layer}/border_profile": stats["border_profile"]})
+            summary.update(
+                {
+                    f"ppp/{layer}/snr": stats["snr"],
+                    f"ppp/{layer}/energy": stats["energy"],
+                    f"ppp/{layer}/variance": stats["variance"],
+                    f"ppp/{layer}/rel_energy": stats["rel_energy"],
+                    f"ppp/{layer}/border_profile": stats["border_profile"],
+                }
+            )
             self.heatmaps[layer], self.profiles[layer] = stats["heatmap"].float().cpu(), stats["border_profile"]
-        summary.update({"ppp/images": int(count), "ppp/margin_px": self.margin, "ppp/crop_px": self.image_size,
-                        "ppp/reference_cached": self.cached is not None,
-                        "ppp/time/crops_s": self.seconds["crops"], "ppp/time/contexts_s": self.seconds["contexts"]})
+        summary.update(
+            {
+                "ppp/images": int(count),
+                "ppp/margin_px": self.margin,
+                "ppp/crop_px": self.image_size,
+                "ppp/reference_cached": self.cached is not None,
+                "ppp/time/crops_s": self.seconds["crops"],
+                "ppp/time/contexts_s": self.seconds["contexts"],
+            }
+        )
         if self.skipped:
             summary["ppp/skipped"] = ",".join(self.skipped)
         self.summary = summary
@@ -192,7 +236,9 @@ class PPPTask(PosencTask):
         from posenc.core.figures import save_figure
 
         # every logger gets figures/*.png at the end of the run (posenc.core.loggers.publish)
-        save_figure(ppp_figure(self.heatmaps, self.profiles), Path(self.trainer.default_root_dir) / "figures" / "ppp.png")
+        save_figure(
+            ppp_figure(self.heatmaps, self.profiles), Path(self.trainer.default_root_dir) / "figures" / "ppp.png"
+        )
 
     @classmethod
     def sweep_sections(cls, metrics: Sequence[Mapping[str, Any]], wall_times: Sequence[float]) -> list[str]:
@@ -203,7 +249,11 @@ class PPPTask(PosencTask):
         crops = sum(float(m.get("ppp/time/crops_s", 0.0)) for m in metrics)
         contexts = sum(float(m.get("ppp/time/contexts_s", 0.0)) for m in metrics)
         cached = sum(bool(m.get("ppp/reference_cached")) for m in metrics)
-        return ["## PPP wall time", "",
-                f"{len(metrics)} PPP runs: {sum(wall_times):.1f} s of run wall time, of which forward passes "
-                f"{crops:.1f} s over the crops and {contexts:.1f} s over the contexts; {cached} of {len(metrics)} "
-                "runs reused a cached reference (one context pass per weights and geometry).", ""]
+        return [
+            "## PPP wall time",
+            "",
+            f"{len(metrics)} PPP runs: {sum(wall_times):.1f} s of run wall time, of which forward passes "
+            f"{crops:.1f} s over the crops and {contexts:.1f} s over the contexts; {cached} of {len(metrics)} "
+            "runs reused a cached reference (one context pass per weights and geometry).",
+            "",
+        ]
