@@ -58,12 +58,13 @@ def cached_run(tmp_root: str, *overrides: str) -> dict:
     return metrics
 
 
-@lru_cache(maxsize=1)
-def _train_script():
-    """``train.py`` loaded as a module once (its ``cli`` is ``python train.py`` as a function)."""
+@lru_cache(maxsize=None)
+def _script(name: str):
+    """A top-level script (``train.py``, ``sweep.py``) loaded as a module once: its ``cli`` / ``main``
+    is the command as a function."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("posenc_train_script", ROOT / "train.py")
+    spec = importlib.util.spec_from_file_location(f"posenc_{name}_script", ROOT / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -73,6 +74,18 @@ def train_in_process(*args: str, env: dict[str, str] | None = None):
     """``python train.py ARGS`` run in this process: its exit status, stdout and stderr, as a subprocess's
     would be, without the seconds a fresh interpreter spends importing torch. For commands that stop with
     a one-line error or finish in a few steps; signals and DDP need a real process."""
+    return main_in_process(_script("train").cli, "train.py", *args, env=env)
+
+
+def sweep_in_process(*args: str):
+    """``python sweep.py ARGS`` in this process; the jobs it launches are ``train.py`` processes as ever
+    (their output is not in the result's)."""
+    return main_in_process(_script("sweep").main, "sweep.py", *args)
+
+
+def main_in_process(main, name: str, *args: str, env: dict[str, str] | None = None):
+    """A command's ``main(argv) -> int`` (train.py's ``cli``, ``posenc.tools.*.main``) run in this process
+    on ``args``: a ``subprocess.CompletedProcess`` of its exit status and what it printed."""
     import contextlib
     import io
     import subprocess
@@ -80,7 +93,6 @@ def train_in_process(*args: str, env: dict[str, str] | None = None):
 
     from hydra.core.global_hydra import GlobalHydra
 
-    cli = _train_script().cli
     out, err = io.StringIO(), io.StringIO()
     argv, environ = list(sys.argv), dict(os.environ)
     os.environ.update(env or {})
@@ -88,7 +100,7 @@ def train_in_process(*args: str, env: dict[str, str] | None = None):
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                code = cli(list(args))
+                code = main(list(args))
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
     finally:
@@ -96,4 +108,4 @@ def train_in_process(*args: str, env: dict[str, str] | None = None):
         os.environ.clear()
         os.environ.update(environ)
         GlobalHydra.instance().clear()
-    return subprocess.CompletedProcess(["train.py", *args], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())

@@ -5,13 +5,11 @@ without weights marked, never filled."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cached_run
+from conftest import cached_run, sweep_in_process
 from posenc.analysis.atlas import ALL_TAPS, COLUMNS, NO_WEIGHTS, atlas_cells, atlas_rows
 from posenc.core.errors import MissingWeights
 from posenc.core.sweeps import JobResult
@@ -90,9 +88,7 @@ def test_the_atlas_of_two_models_by_two_paddings(tmp_path) -> None:
     the figure is drawn, and ``collect`` redraws it."""
     small = ["data.num_test=8", "task.max_steps=20", "callbacks.progress=null"]  # keys both runs take
     sweep = tmp_path / "atlas"
-    cmd = [sys.executable, str(ROOT / "sweep.py"), "atlas", "groups=tiny,resnet18", "padding=zeros,none", *small,
-           f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = sweep_in_process("atlas", "groups=tiny,resnet18", "padding=zeros,none", *small, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(sweep)
     with open(sweep / "atlas.csv", newline="") as fh:
@@ -108,7 +104,6 @@ def test_the_atlas_of_two_models_by_two_paddings(tmp_path) -> None:
     assert snr[("tiny", "zeros", "f5")] > 10 * snr[("tiny", "none", "f5")]  # zero padding's pattern, none's nearly 0
     assert "| tiny | zeros | random init |" in (sweep / "atlas.md").read_text()
     (sweep / "atlas.png").unlink()
-    proc = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "collect", str(sweep)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=600)
+    proc = sweep_in_process("collect", str(sweep))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (sweep / "atlas.png").stat().st_size > 10_000

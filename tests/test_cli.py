@@ -82,7 +82,8 @@ def test_run_prints_its_run_dir_last(tmp_path):
 
 
 def test_multirun_sweeps_paddings_into_one_sweep_dir(tmp_path):
-    proc = train("-m", "padding=zeros,circular", *FAST, out=tmp_path, check=True)
+    proc = train_here("-m", "padding=zeros,circular", *FAST, out=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     sweeps = list((tmp_path / "multirun").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and (p / "metrics.json").exists())
@@ -100,8 +101,7 @@ def test_multirun_sweeps_paddings_into_one_sweep_dir(tmp_path):
 def test_every_hydra_flag_prints_without_running(tmp_path, flags, expect):
     """``--cfg job|hydra|all`` (with ``--resolve``, ``--package``), ``--info`` and ``--help`` print and exit 0,
     write nothing, and ``--help`` lists the groups users choose from, not the internal ``schema`` group."""
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, f"paths.output_root={tmp_path}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = train_here(*flags, out=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert expect.format(root=tmp_path) in proc.stdout
     assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())  # nothing written, no dir reserved

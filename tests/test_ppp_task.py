@@ -5,12 +5,9 @@ across paddings, and one-line errors. The PPP arithmetic itself is tested in tes
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-
 import pytest
 
-from conftest import ROOT, compose_run
+from conftest import compose_run, train_in_process
 
 SMALL = ["task=ppp", "backbone=tiny", "data.image_size=32", "data.num_test=8", "data.batch_size=4",
          "callbacks.progress=null"]
@@ -55,8 +52,7 @@ def test_the_reference_is_computed_once_for_the_paddings_that_share_it(tmp_path)
     (["data.num_train=5"], ["data.num_train=5", "0"]),
 ])
 def test_bad_ppp_input_is_one_line_and_exit_2(tmp_path, args, words):
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *SMALL, *args, f"paths.output_root={tmp_path}"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = train_in_process(*SMALL, *args, f"paths.output_root={tmp_path}")
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]

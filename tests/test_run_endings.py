@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, compose_run
+from conftest import ROOT, compose_run, train_in_process
 
 # 64 px tiny PosENet, 6 batches an epoch, a checkpoint every 4 steps; long enough to be stopped mid-training
 LONG = ["backbone=tiny", "data.image_size=64", "data.num_train=192", "data.num_val=0", "data.num_test=8",
@@ -28,8 +28,8 @@ SHORT = ["backbone=tiny", "data.image_size=32", "data.num_train=32", "data.num_v
 
 
 def train_py(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600, env={**os.environ, **(env or {})})
+    """``python train.py ARGS`` in this process (conftest.train_in_process); the signal tests start real ones."""
+    return train_in_process(*args, env=env)
 
 
 def read(path: Path) -> dict:

@@ -8,13 +8,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, main_in_process, train_in_process
 
 
 class Payload:
@@ -35,14 +34,17 @@ def plant(path: Path, marker: Path, like: Path | None = None) -> Path:
     return path
 
 
-def run_cmd(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+def tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m posenc.tools.<name> ARGS``, in this process (a payload would run here just the same)."""
+    import importlib
+
+    return main_in_process(importlib.import_module(f"posenc.tools.{name}").main, name, *args)
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained")
-    proc = run_cmd(str(ROOT / "train.py"), "task=semseg", "data.image_size=32", "data.num_train=32", "data.num_val=0",
+    proc = train_in_process("task=semseg", "data.image_size=32", "data.num_train=32", "data.num_val=0",
                    "data.num_test=8", "trainer.max_epochs=1", "callbacks.progress=null", f"paths.output_root={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return Path(proc.stdout.strip().splitlines()[-1])
@@ -67,17 +69,17 @@ def assert_refused(proc: subprocess.CompletedProcess, marker: Path, path: Path) 
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("tool", ["rank_channels", "attack"])
-def test_the_analysis_commands_refuse_a_payload_checkpoint(payload_run, tool):
+@pytest.mark.parametrize("name", ["rank_channels", "attack"])
+def test_the_analysis_commands_refuse_a_payload_checkpoint(payload_run, name):
     run_dir, marker = payload_run
-    proc = run_cmd("-m", f"posenc.tools.{tool}", str(run_dir), "--layer", "f3")
+    proc = tool(name, str(run_dir), "--layer", "f3")
     assert_refused(proc, marker, run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_resume_refuses_a_payload_checkpoint(payload_run):
     run_dir, marker = payload_run
     (run_dir / "status.json").write_text(json.dumps({"status": "running"}))
-    proc = run_cmd(str(ROOT / "train.py"), "--resume", str(run_dir))
+    proc = train_in_process("--resume", str(run_dir))
     assert_refused(proc, marker, run_dir / "checkpoints" / "last.ckpt")
 
 
@@ -90,7 +92,7 @@ def test_backbone_weights_refuse_a_payload(payload_run, tmp_path, form):
         weights = path = plant(tmp_path / "elsewhere.ckpt", marker)
     else:
         weights = path = plant(tmp_path / "weights.pth", marker)
-    proc = run_cmd(str(ROOT / "train.py"), "backbone=tiny", f"backbone.weights={weights}", "data.image_size=32",
+    proc = train_in_process("backbone=tiny", f"backbone.weights={weights}", "data.image_size=32",
                    "data.num_train=8", "data.num_test=4", "trainer.max_epochs=1", "callbacks.progress=null",
                    f"paths.output_root={tmp_path / 'out'}")
     assert_refused(proc, marker, path)

@@ -13,9 +13,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
-from conftest import CONF_DIR, ROOT, compose_run
+from conftest import CONF_DIR, ROOT, compose_run, train_in_process
 from posenc.core.cli import with_output_dir
 
 SMALL = ["backbone=tiny", "data.image_size=32", "data.num_train=16", "data.num_test=8", "callbacks.progress=null"]
@@ -26,6 +27,13 @@ TEST_KEYS = [f"test/{i}/{t}/{m}" for i in ("natural", "white", "noise") for t in
 def train(*args: str, out: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"paths.output_root={out}"],
                           capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def train_here(*args: str, out: Path) -> subprocess.CompletedProcess:
+    """``train`` in this process (conftest.train_in_process): no interpreter start-up."""
+    proc = train_in_process(*args, f"paths.output_root={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -59,11 +67,12 @@ def test_ddp_inside_a_multirun_does_not_relaunch_the_sweep(tmp_path):
 
 
 def test_same_seed_same_config_gives_identical_metrics_json(tmp_path):
-    a = train(*SMALL, "trainer.max_epochs=2", out=tmp_path / "a")
-    b = train(*SMALL, "trainer.max_epochs=2", out=tmp_path / "b")
+    """Three runs in one process: every RNG a run draws from is seeded by the run itself, so nothing an
+    earlier run left behind (global RNG states, cached modules) reaches the next one's bytes."""
+    a, b, c = (train_here(*SMALL, "trainer.max_epochs=2", *seed, out=tmp_path / name)
+               for name, seed in (("a", []), ("b", []), ("c", ["seed=1"])))
     read = lambda p: (Path(p.stdout.strip().splitlines()[-1]) / "metrics.json").read_bytes()  # noqa: E731
     assert read(a) == read(b)
-    c = train(*SMALL, "trainer.max_epochs=2", "seed=1", out=tmp_path / "c")
     assert read(c) != read(a)
 
 
@@ -86,8 +95,6 @@ RESUME_CASES = {
 
 
 def _checkpoint_step(path: Path) -> int:
-    import torch
-
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
     except Exception:  # noqa: BLE001 - being replaced right now: not yet
@@ -98,11 +105,14 @@ def _checkpoint_step(path: Path) -> int:
 def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, case):
     args, per_epoch = RESUME_CASES[case]
     args = [*args, "callbacks.checkpoint.every_n_steps=4", "callbacks.progress=null"]
-    reference = metrics_of(train(*args, out=tmp_path / "ref"))
+    reference = metrics_of(train_here(*args, out=tmp_path / "ref"))  # uninterrupted, in this process
 
+    # the killed run needs a process of its own; it computes with this process's torch threads (the
+    # reference's and the resumed run's), so that the three are comparable to the last bit
     out = tmp_path / "killed"
+    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"paths.output_root={out}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **threads})
     deadline, step = time.time() + 300, 0
     while time.time() < deadline and proc.poll() is None:
         ckpts = list(out.glob("runs/*/checkpoints/last.ckpt"))
@@ -118,8 +128,7 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, case):
     at_kill = _checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     assert at_kill > 0
 
-    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(run_dir)],
-                             capture_output=True, text=True, cwd=ROOT, timeout=600)
+    resumed = train_in_process("--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.strip().splitlines()[-1] == str(run_dir)
     status = json.loads((run_dir / "status.json").read_text())

@@ -7,12 +7,11 @@ import csv
 import json
 import statistics
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, ROOT, compose_run
+from conftest import CONF_DIR, ROOT, compose_run, sweep_in_process, train_in_process
 from omegaconf import OmegaConf
 
 from posenc.core.errors import PosencError
@@ -297,36 +296,18 @@ def test_reserved_sweep_dirs_never_collide(tmp_path):
 # ----------------------------------------------------------------------------- command line
 
 
-def sweep_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "sweep.py"), *args], check=False,
-                          capture_output=True, text=True, cwd=cwd, timeout=600)
-
-
-def sweep_here(*args: str, capsys) -> subprocess.CompletedProcess:
-    """``python sweep.py ARGS`` for the commands that run no job (``--list``, usage errors), in this process."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("posenc_sweep_script", ROOT / "sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    capsys.readouterr()
-    code = module.main(list(args))
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(["sweep.py", *args], code, out.out, out.err)
-
-
-def test_list_and_unknown_sweep(tmp_path, capsys):
-    proc = sweep_here("--list", capsys=capsys)
+def test_list_and_unknown_sweep(tmp_path):
+    proc = sweep_in_process("--list")
     assert proc.returncode == 0
     for name in ("padding_study", "readout_ablation", "tap_ablation", "posenet_alone"):
         assert any(line.startswith(name + " ") for line in proc.stdout.splitlines())
-    proc = sweep_here("padding_studdy", f"paths.output_root={tmp_path}", capsys=capsys)
+    proc = sweep_in_process("padding_studdy", f"paths.output_root={tmp_path}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: unknown sweep 'padding_studdy'; valid: atlas, border_study, canvas_frame, canvas_study, channel_order, padding_study, "
         "padding_then_probe, posenet_alone, ppp_artifact, readout_ablation, tap_ablation, translation_invariance"]
     assert not (tmp_path / "sweeps").exists()
-    proc = sweep_here("collect", str(tmp_path / "nowhere"), capsys=capsys)
+    proc = sweep_in_process("collect", str(tmp_path / "nowhere"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert str(tmp_path / "nowhere") in proc.stderr
 
@@ -334,7 +315,7 @@ def test_list_and_unknown_sweep(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def posenet_alone(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("sweep")
-    return sweep_cli("posenet_alone", *TINY_FAST, f"paths.output_root={out}"), out
+    return sweep_in_process("posenet_alone", *TINY_FAST, f"paths.output_root={out}"), out
 
 
 def test_sweep_runs_a_preset_and_reports_it(posenet_alone):
@@ -352,13 +333,12 @@ def test_sweep_runs_a_preset_and_reports_it(posenet_alone):
         assert all(float(cell) == float(cell) for cell in line.strip("| \n").split(" | ")[3:])
     assert "| backbone=vgg16 | 1 | completed |" in proc.stdout  # the table is printed
     assert (sweep / "results_natural_spc.png").stat().st_size > 1000
-    assert sweep_cli("collect", str(sweep)).stdout.strip().splitlines()[-1] == str(sweep)
+    assert sweep_in_process("collect", str(sweep)).stdout.strip().splitlines()[-1] == str(sweep)
 
 
 def multirun(*args: str, sweep: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", *args, f"hydra.sweep.dir={sweep}",
-           f"paths.output_root={sweep.parent}"]
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    """``python train.py -m ARGS`` into ``sweep``, in this process (Hydra's basic launcher runs the jobs in turn)."""
+    return train_in_process("-m", *args, f"hydra.sweep.dir={sweep}", f"paths.output_root={sweep.parent}")
 
 
 def test_collect_a_real_three_job_multirun(tmp_path):
@@ -383,7 +363,7 @@ def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path):
     status = json.loads((sweep / "1" / "status.json").read_text())
     assert status["status"] == "failed" and "4" in status["error"]
     assert json.loads((sweep / "0" / "status.json").read_text())["status"] == "completed"
-    proc = sweep_cli("collect", str(sweep))
+    proc = sweep_in_process("collect", str(sweep))
     assert proc.returncode == 1 and proc.stdout.strip().splitlines()[-1] == str(sweep)
     rows = read_csv(sweep / "results.csv")
     assert [(r["readout.kernel_size"], r["status"]) for r in rows] == [("3", "completed"), ("4", "failed")]
@@ -397,7 +377,7 @@ def test_padding_then_probe_runs_both_stages_on_the_users_launcher(tmp_path):
     and each is reported like a sweep of its own."""
     small = ["data.image_size=32", "data.num_train=16", "data.num_val=8", "data.num_test=8", "data.batch_size=8",
              "trainer.max_steps=4", "callbacks.progress=null"]
-    proc = sweep_cli("padding_then_probe", "padding=zeros,circular", "hydra/launcher=submitit_local", *small,
+    proc = sweep_in_process("padding_then_probe", "padding=zeros,circular", "hydra/launcher=submitit_local", *small,
                      f"paths.output_root={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     probe_dir = Path(proc.stdout.strip().splitlines()[-1])

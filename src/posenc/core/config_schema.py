@@ -465,12 +465,18 @@ class TrainerSchema:
 
 # -- logger / callbacks ---------------------------------------------------------------------
 @dataclass
-class CSVLoggerSchema:
-    _target_: str = "lightning.pytorch.loggers.CSVLogger"
+class _RunDirLoggerSchema:
+    """What Lightning's file loggers (CSV, TensorBoard) share: a dir, a name, a version, a prefix."""
+
     save_dir: str = MISSING
     name: Optional[str] = "lightning_logs"
     version: Any = None  # int | str | null
     prefix: str = ""
+
+
+@dataclass
+class CSVLoggerSchema(_RunDirLoggerSchema):
+    _target_: str = "lightning.pytorch.loggers.CSVLogger"
     flush_logs_every_n_steps: int = spec(100, ge=1)
 
 
@@ -492,14 +498,10 @@ class WandbLoggerSchema:
 
 
 @dataclass
-class TensorBoardLoggerSchema:
+class TensorBoardLoggerSchema(_RunDirLoggerSchema):
     _target_: str = "lightning.pytorch.loggers.TensorBoardLogger"
-    save_dir: str = MISSING
-    name: Optional[str] = "lightning_logs"
-    version: Any = None  # int | str | null
     log_graph: bool = False
     default_hp_metric: bool = True
-    prefix: str = ""
     sub_dir: Optional[str] = None
 
 

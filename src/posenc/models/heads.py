@@ -32,6 +32,7 @@ Every head is built by its task once the backbone's tap shapes and the number of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -39,6 +40,8 @@ import torch.nn.functional as F
 
 from posenc.core.errors import PosencError, invalid_value
 from posenc.models.permutation import PERMUTE_POINTS
+
+TapSizes = Sequence[tuple[int, int]]  # (h, w) of every tap
 
 
 def _check(num_classes: int, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]]) -> None:
@@ -56,11 +59,21 @@ def _check_permute_at(permute_at: int | None) -> int | None:
     return permute_at
 
 
-class GapLinearHead(nn.Module):
-    """Global average pooling of the last tap -> linear classifier (logits ``[B, K]``);
-    ``permute_at``: PermuteNet's channel permutation at that tap (``gap_permute``)."""
+class _ClassificationHead(nn.Module):
+    """What the classification heads share: the tap shapes checked, ``permute_at`` checked and kept
+    (the task reads it to install the permutation in the backbone)."""
 
     kind = "classification"
+
+    def __init__(self, tap_channels: Sequence[int], tap_sizes: TapSizes, num_classes: int, permute_at: int | None):
+        super().__init__()
+        _check(num_classes, tap_channels, tap_sizes)
+        self.permute_at = _check_permute_at(permute_at)
+
+
+class GapLinearHead(_ClassificationHead):
+    """Global average pooling of the last tap -> linear classifier (logits ``[B, K]``);
+    ``permute_at``: PermuteNet's channel permutation at that tap (``gap_permute``)."""
 
     def __init__(
         self,
@@ -70,9 +83,7 @@ class GapLinearHead(nn.Module):
         dropout: float = 0.0,
         permute_at: int | None = None,
     ) -> None:
-        super().__init__()
-        _check(num_classes, tap_channels, tap_sizes)
-        self.permute_at = _check_permute_at(permute_at)
+        super().__init__(tap_channels, tap_sizes, num_classes, permute_at)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(tap_channels[-1], num_classes)
 
@@ -82,32 +93,24 @@ class GapLinearHead(nn.Module):
 
 class GapPermuteHead(GapLinearHead):
     """PermuteNet (Islam, Kowal et al., ICCV 2021): :class:`GapLinearHead` whose channels at tap
-    ``f<permute_at>`` (5: the pooled features) are permuted afresh on every forward."""
+    ``f<permute_at>`` (5: the pooled features) are permuted afresh on every forward; its other
+    arguments are :class:`GapLinearHead`'s, by keyword."""
 
-    def __init__(
-        self,
-        tap_channels: Sequence[int],
-        tap_sizes: Sequence[tuple[int, int]],
-        num_classes: int,
-        dropout: float = 0.0,
-        permute_at: int = 5,
-    ) -> None:
+    def __init__(self, *, permute_at: int | None = 5, **kwargs: Any) -> None:
         if permute_at is None:
             raise invalid_value(
                 "readout.permute_at",
                 permute_at,
                 f"expected one of {', '.join(map(str, PERMUTE_POINTS))} (gap_linear has no permutation)",
             )
-        super().__init__(tap_channels, tap_sizes, num_classes, dropout, permute_at)
+        super().__init__(permute_at=permute_at, **kwargs)
 
 
-class GapNetHead(nn.Module):
+class GapNetHead(_ClassificationHead):
     """GAPNet (Islam, Kowal et al., ICCV 2021): ``k x k`` conv (padding 1, the authors') from the
     last tap to one map per class, then global average pooling; the pooled maps are the logits
     ``[B, K]``. A conv that leaves a 1x1 map of a larger tap is refused: the "pooling" would pool
     nothing, and the head would be a dense layer that reads every position of the tap."""
-
-    kind = "classification"
 
     def __init__(
         self,
@@ -118,9 +121,7 @@ class GapNetHead(nn.Module):
         padding: int = 1,
         permute_at: int | None = None,
     ) -> None:
-        super().__init__()
-        _check(num_classes, tap_channels, tap_sizes)
-        self.permute_at = _check_permute_at(permute_at)
+        super().__init__(tap_channels, tap_sizes, num_classes, permute_at)
         h, w = tap_sizes[-1]
         if kernel_size < 1 or min(h, w) + 2 * padding < kernel_size:
             raise invalid_value(
@@ -144,16 +145,13 @@ class GapNetHead(nn.Module):
         return self.conv(taps[-1]).mean(dim=(2, 3))
 
 
-class FlattenLinearHead(nn.Module):
+class FlattenLinearHead(_ClassificationHead):
     """The last tap flattened -> linear classifier: sees where every feature is (positive control)."""
-
-    kind = "classification"
 
     def __init__(
         self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int, dropout: float = 0.0
     ) -> None:
-        super().__init__()
-        _check(num_classes, tap_channels, tap_sizes)
+        super().__init__(tap_channels, tap_sizes, num_classes, permute_at=None)
         h, w = tap_sizes[-1]
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(tap_channels[-1] * h * w, num_classes)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from posenc.analysis.channels import attack_curves, attack_figure, check_counts
-from posenc.core.errors import PosencError, invalid_value
+from posenc.core.errors import PosencError, invalid_value, one_line_errors
 from posenc.core.run_contract import write_json
 from posenc.tools.rank_channels import (
     check_device,
@@ -80,6 +80,7 @@ def parse_counts(text: str | None, num_channels: int | None, layer: str) -> list
     return check_counts(values, num_channels, layer) if num_channels is not None else values
 
 
+@one_line_errors
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.split("\n\n")[0].rstrip(":"))
     p.add_argument(
@@ -90,42 +91,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--draws", type=positive_int, default=5, help="random channel sets per N (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random channel sets (draws of N use seed + N)")
     args = p.parse_args(argv)
-    try:
-        device = check_device(args.device)
-        parse_counts(args.counts, None, args.layer)  # its syntax, before the run is loaded
-        out = output_dir(args.run_dir, args.out)
-        run = load_run(args.run_dir, device)
-        num_classes, head = head_labels(run)
-        index = layer_index(run, args.layer)
-        parse_counts(args.counts, run.task.backbone.tap_channels[index], args.layer)  # before the passes it bounds
-        data = test_set(run)
-        target = targets_of(run, data)
-        start = time.perf_counter()
-        taps = encode_all(run, data["image"], args.batch_size)
-        with torch.no_grad():
-            for s in range(0, len(target), args.batch_size):
-                head([t[s : s + args.batch_size] for t in taps])
-        one_forward = time.perf_counter() - start
-        counts = parse_counts(args.counts, taps[index].shape[1], args.layer)
-        start = time.perf_counter()
-        ranking = score_layer(run, data, args.layer, args.batch_size, taps=taps)
-        result = attack_curves(
-            head,
-            taps,
-            target,
-            index,
-            ranking["ranking"],
-            counts,
-            num_classes,
-            draws=args.draws,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            ignore_index=IGNORE_INDEX,
-        )
-        sweep = time.perf_counter() - start
-    except PosencError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    device = check_device(args.device)
+    parse_counts(args.counts, None, args.layer)  # its syntax, before the run is loaded
+    out = output_dir(args.run_dir, args.out)
+    run = load_run(args.run_dir, device)
+    num_classes, head = head_labels(run)
+    index = layer_index(run, args.layer)
+    parse_counts(args.counts, run.task.backbone.tap_channels[index], args.layer)  # before the passes it bounds
+    data = test_set(run)
+    target = targets_of(run, data)
+    start = time.perf_counter()
+    taps = encode_all(run, data["image"], args.batch_size)
+    with torch.no_grad():
+        for s in range(0, len(target), args.batch_size):
+            head([t[s : s + args.batch_size] for t in taps])
+    one_forward = time.perf_counter() - start
+    counts = parse_counts(args.counts, taps[index].shape[1], args.layer)
+    start = time.perf_counter()
+    ranking = score_layer(run, data, args.layer, args.batch_size, taps=taps)
+    result = attack_curves(
+        head,
+        taps,
+        target,
+        index,
+        ranking["ranking"],
+        counts,
+        num_classes,
+        draws=args.draws,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        ignore_index=IGNORE_INDEX,
+    )
+    sweep = time.perf_counter() - start
     settings = 1 + len(counts) * (len(ranking["ranking"]) + args.draws)
     result.update(
         {

@@ -24,7 +24,7 @@ import torch
 
 from posenc.analysis.channels import channel_scores, content_sides, global_pool, rank_channels, scores_figure
 from posenc.core.cli import OneLineParser, positive_int
-from posenc.core.errors import PosencError, invalid_choice, invalid_value
+from posenc.core.errors import PosencError, invalid_choice, invalid_value, one_line_errors
 from posenc.core.progress import track
 from posenc.core.run_contract import write_json
 from posenc.tools.runs import LoadedRun, load_run
@@ -141,26 +141,23 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+@one_line_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser(__doc__.split("\n\n")[0].rstrip(":")).parse_args(argv)
-    try:
-        start = time.perf_counter()
-        device = check_device(args.device)
-        out = output_dir(args.run_dir, args.out)
-        run = load_run(args.run_dir, device)
-        data = test_set(run)
-        layer_index(run, args.layer)
-        result = score_layer(run, data, args.layer, args.batch_size)
-        write_json(out / f"rank_channels_{args.layer}.json", result)
-        from posenc.core.figures import save_figure
+    start = time.perf_counter()
+    device = check_device(args.device)
+    out = output_dir(args.run_dir, args.out)
+    run = load_run(args.run_dir, device)
+    data = test_set(run)
+    layer_index(run, args.layer)
+    result = score_layer(run, data, args.layer, args.batch_size)
+    write_json(out / f"rank_channels_{args.layer}.json", result)
+    from posenc.core.figures import save_figure
 
-        save_figure(
-            scores_figure({k: torch.tensor(v) for k, v in result["scores"].items()}, args.layer),
-            out / f"rank_channels_{args.layer}.png",
-        )
-    except PosencError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    save_figure(
+        scores_figure({k: torch.tensor(v) for k, v in result["scores"].items()}, args.layer),
+        out / f"rank_channels_{args.layer}.png",
+    )
     top = result["ranking"]
     print(
         f"{result['num_channels']} channels of {args.layer} on {result['num_images']} test images "
