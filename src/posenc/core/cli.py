@@ -4,13 +4,14 @@ line (``unknown backbone 'vgg'; valid: ...``) instead of Hydra's multi-line repo
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import yaml
 from omegaconf import OmegaConf
@@ -215,3 +216,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not valid: expected an int >= 1")
     return value
+
+
+def command(main: Callable[..., Path]) -> Callable[..., int]:
+    """An analysis command's ``main``: it returns its output folder, printed as the last line (as
+    ``train.py`` prints its run dir), exit status 0; bad input (a ``PosencError``) ends it with
+    ``error: <message>`` on stderr and exit status 2, without a traceback (tracebacks are for bugs)."""
+    from posenc.core.errors import PosencError
+
+    @functools.wraps(main)
+    def wrapped(*args: Any, **kwargs: Any) -> int:
+        try:
+            out = main(*args, **kwargs)
+        except PosencError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(out)
+        return 0
+
+    return wrapped

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hydra.errors import HydraException
@@ -92,18 +90,3 @@ def argument_error(key: str, node: Mapping[str, Any], exc: BaseException, overri
     if given:
         return PosencError(f"{key} is not valid ({', '.join(f'{n}={v}' for n, v in given)}): {line}")
     return PosencError(f"{key} is not valid: {line}")
-
-
-def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """A command's ``main`` whose bad input (a :class:`PosencError`) ends it with ``error: <message>``
-    on stderr and exit status 2, without a traceback (tracebacks are for bugs)."""
-
-    @functools.wraps(main)
-    def wrapped(*args: Any, **kwargs: Any) -> int:
-        try:
-            return main(*args, **kwargs)
-        except PosencError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-    return wrapped

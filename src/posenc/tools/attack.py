@@ -16,11 +16,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
 from posenc.analysis.channels import attack_curves, attack_figure, check_counts
-from posenc.core.errors import PosencError, invalid_value, one_line_errors
+from posenc.core.cli import command
+from posenc.core.errors import PosencError, invalid_value
 from posenc.core.run_contract import write_json
 from posenc.tools.rank_channels import (
     check_device,
@@ -80,8 +82,8 @@ def parse_counts(text: str | None, num_channels: int | None, layer: str) -> list
     return check_counts(values, num_channels, layer) if num_channels is not None else values
 
 
-@one_line_errors
-def main(argv: Sequence[str] | None = None) -> int:
+@command
+def main(argv: Sequence[str] | None = None) -> Path:
     p = parser(__doc__.split("\n\n")[0].rstrip(":"))
     p.add_argument(
         "--counts",
@@ -151,8 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{settings} settings (ranking incl.) in {sweep:.2f} s vs one forward pass over the same images in "
         f"{one_forward:.2f} s: {sweep / one_forward:.1f}x"
     )
-    print(out)
-    return 0
+    return out
 
 
 if __name__ == "__main__":

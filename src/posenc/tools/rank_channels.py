@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from posenc.analysis.channels import channel_scores, content_sides, global_pool, rank_channels, scores_figure
-from posenc.core.cli import OneLineParser, positive_int
-from posenc.core.errors import PosencError, invalid_choice, invalid_value, one_line_errors
+from posenc.core.cli import OneLineParser, command, positive_int
+from posenc.core.errors import PosencError, invalid_choice, invalid_value
 from posenc.core.progress import track
 from posenc.core.run_contract import write_json
 from posenc.tools.runs import LoadedRun, load_run
@@ -141,8 +141,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-@one_line_errors
-def main(argv: Sequence[str] | None = None) -> int:
+@command
+def main(argv: Sequence[str] | None = None) -> Path:
     args = parser(__doc__.split("\n\n")[0].rstrip(":")).parse_args(argv)
     start = time.perf_counter()
     device = check_device(args.device)
@@ -164,8 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({time.perf_counter() - start:.1f} s); top overall {top['overall'][:5]}, left {top['left'][:5]}, "
         f"right {top['right'][:5]}"
     )
-    print(out)
-    return 0
+    return out
 
 
 if __name__ == "__main__":
