@@ -24,9 +24,14 @@ TEST_KEYS = [f"test/{i}/{t}/{m}" for i in ("natural", "white", "noise") for t in
              for m in ("spc", "mae")]
 
 
-def train(*args: str, out: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def same_threads_env() -> dict[str, str]:
+    """A child's environment that computes with this process's torch threads (bit-comparable results)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
+def train(*args: str, out: Path, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"paths.output_root={out}"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -67,10 +72,12 @@ def test_ddp_inside_a_multirun_does_not_relaunch_the_sweep(tmp_path):
 
 
 def test_same_seed_same_config_gives_identical_metrics_json(tmp_path):
-    """Three runs in one process: every RNG a run draws from is seeded by the run itself, so nothing an
-    earlier run left behind (global RNG states, cached modules) reaches the next one's bytes."""
-    a, b, c = (train_here(*SMALL, "trainer.max_epochs=2", *seed, out=tmp_path / name)
-               for name, seed in (("a", []), ("b", []), ("c", ["seed=1"])))
+    """The same seed gives the same bytes in a fresh process (``b``, on this process's torch threads) and
+    in this one after whatever ran here before (``a``): nothing but the seed decides a run, neither
+    per-process state (hash seeds, set order) nor what an earlier run left behind; another seed differs."""
+    a = train_here(*SMALL, "trainer.max_epochs=2", out=tmp_path / "a")
+    b = train(*SMALL, "trainer.max_epochs=2", out=tmp_path / "b", env=same_threads_env())
+    c = train_here(*SMALL, "trainer.max_epochs=2", "seed=1", out=tmp_path / "c")
     read = lambda p: (Path(p.stdout.strip().splitlines()[-1]) / "metrics.json").read_bytes()  # noqa: E731
     assert read(a) == read(b)
     assert read(c) != read(a)
@@ -110,9 +117,8 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path, case):
     # the killed run needs a process of its own; it computes with this process's torch threads (the
     # reference's and the resumed run's), so that the three are comparable to the last bit
     out = tmp_path / "killed"
-    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"paths.output_root={out}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **threads})
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=same_threads_env())
     deadline, step = time.time() + 300, 0
     while time.time() < deadline and proc.poll() is None:
         ckpts = list(out.glob("runs/*/checkpoints/last.ckpt"))

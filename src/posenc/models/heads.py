@@ -44,7 +44,7 @@ from posenc.models.permutation import PERMUTE_POINTS
 TapSizes = Sequence[tuple[int, int]]  # (h, w) of every tap
 
 
-def _check(num_classes: int, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]]) -> None:
+def _check(num_classes: int, tap_channels: Sequence[int], tap_sizes: TapSizes) -> None:
     if num_classes < 1:
         raise PosencError(f"a head needs num_classes >= 1, got {num_classes}")
     if not tap_channels or len(tap_channels) != len(tap_sizes):
@@ -65,7 +65,9 @@ class _ClassificationHead(nn.Module):
 
     kind = "classification"
 
-    def __init__(self, tap_channels: Sequence[int], tap_sizes: TapSizes, num_classes: int, permute_at: int | None):
+    def __init__(
+        self, tap_channels: Sequence[int], tap_sizes: TapSizes, num_classes: int, permute_at: int | None
+    ) -> None:
         super().__init__()
         _check(num_classes, tap_channels, tap_sizes)
         self.permute_at = _check_permute_at(permute_at)
