@@ -34,7 +34,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-
 from posenc.core.cli import OneLineParser, check_group_overrides, output_root
 from posenc.core.compose import CONF_DIR
 from posenc.core.errors import PosencError, invalid_choice
@@ -43,20 +42,21 @@ from posenc.core.run_contract import write_json
 from posenc.core.sweeps import (
     COMPLETED,
     GROUPS_FILE,
-    group_results,
-    preset_groups,
-    select_groups,
-    write_group_reports,
     PROBE_DIR,
     collect,
+    group_results,
+    list_presets,
+    preset_groups,
     probe_command,
     probe_jobs,
-    write_probe_stage,
     probe_settings,
-    list_presets,
     reserve_sweep_dir,
+    select_groups,
+    write_group_reports,
+    write_probe_stage,
     write_reports,
 )
+from posenc.core.trust import pop_trust_flags, user_targets
 
 ROOT = Path(__file__).resolve().parent
 
@@ -148,7 +148,7 @@ def run_sweep(name: str, overrides: list[str]) -> int:
     presets = list_presets(CONF_DIR)
     if name not in presets:
         raise invalid_choice("sweep", name, sorted(presets))
-    overrides = [o for o in overrides if o not in ("-m", "--multirun")]
+    overrides, trusted = pop_trust_flags([o for o in overrides if o not in ("-m", "--multirun")])
     groups, report_name = preset_groups(name)
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("groups=")]
     parallel = [o.split("=", 1)[1] for o in overrides if o.startswith("parallel=")]
@@ -179,7 +179,8 @@ def run_sweep(name: str, overrides: list[str]) -> int:
     ok = report(sweep_dir)
     if interrupted:
         return 130
-    probes = probe_jobs(sweep_dir, collect(sweep_dir))
+    # the probe stage takes each job's backbone from its files: only code posenc ships or the user named
+    probes = probe_jobs(sweep_dir, collect(sweep_dir), [*trusted, *user_targets(overrides)])
     if probes:  # the second stage: one multirun on every backbone the first stage trained, same launcher
         probe_dir = write_probe_stage(sweep_dir, probes)
         print(f"sweep {name}, probe stage: {len(probes)} runs into {probe_dir}", flush=True)

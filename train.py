@@ -2,7 +2,8 @@
 
 Examples: ``python train.py backbone=vgg16 padding=reflect task=posenet``;
 ``python train.py -m padding=zeros,reflect,replicate,circular,partial,none``;
-``python train.py --resume outputs/runs/<run>`` continues a killed run from its last checkpoint.
+``python train.py --resume outputs/runs/<run>`` continues a killed run from its last checkpoint
+(``--trust-target pkg.module.factory``: the run dir may name that code of yours; posenc.core.trust).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from posenc.core.cli import AlreadyComplete, check_group_overrides, check_run_di
 from posenc.core.config_validation import user_error
 from posenc.core.errors import PosencError
 from posenc.core.training import run  # imported before Hydra sets up logging: Lightning keeps its own handler
+from posenc.core.trust import pop_trust_flags, user_targets
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -29,10 +31,11 @@ def main(cfg: DictConfig) -> None:
 
 
 def prepare_argv(argv: list[str]) -> list[str]:
+    argv, trusted = pop_trust_flags(argv)  # --trust-target: the user's own module, named in a run dir
     if argv[:1] == ["--resume"]:
         if len(argv) < 2:
             raise PosencError("--resume needs a run dir: python train.py --resume outputs/runs/<run>")
-        argv = [*resume_argv(Path(argv[1])), *argv[2:]]
+        argv = [*resume_argv(Path(argv[1]), [*trusted, *user_targets(argv[2:])]), *argv[2:]]
     check_group_overrides(argv)
     check_run_dir(argv)
     return with_output_dir(argv, datetime.now())

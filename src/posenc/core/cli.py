@@ -17,7 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from posenc.core.conf_groups import CONF_DIR, HYDRA_LAUNCHERS, group_options  # noqa: F401 - re-exported
-from posenc.core.errors import PosencError, invalid_choice, require_extra
+from posenc.core.errors import PosencError, first_line, invalid_choice, require_extra
 from posenc.core.jsonio import read_json
 
 _SIMPLE_VALUES = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
@@ -147,20 +147,43 @@ class AlreadyComplete(Exception):
         super().__init__(f"run {run_dir} is complete: nothing to resume (its metrics.json is final)")
 
 
-def resume_argv(run_dir: Path) -> list[str]:
+def resume_argv(run_dir: Path, trusted: Sequence[str] = ()) -> list[str]:
     """Overrides that continue the run in ``run_dir`` from its ``checkpoints/last.ckpt``; raises
-    :class:`AlreadyComplete` for a completed run, which is left untouched."""
+    :class:`AlreadyComplete` for a completed run, which is left untouched. The run dir is someone's
+    input: its overrides may name only code posenc ships or ``trusted`` names (:mod:`posenc.core.trust`)."""
+    from posenc.core.trust import check_overrides
+
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     if not overrides_file.is_file():
         raise PosencError(f"cannot resume {run_dir}: {overrides_file} not found (not a posenc run dir)")
     if (read_json(run_dir / "status.json") or {}).get("status") == "completed":
         raise AlreadyComplete(run_dir)
-    overrides = [
-        o
-        for o in yaml.safe_load(overrides_file.read_text()) or []
-        if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")
-    ]
+    try:
+        listed = yaml.safe_load(overrides_file.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise PosencError(
+            f"cannot resume {run_dir}: {overrides_file} is not readable YAML ({first_line(exc)})"
+        ) from None
+    if listed is None:
+        listed = []
+    if not isinstance(listed, list) or not all(isinstance(o, str) for o in listed):
+        raise PosencError(f"cannot resume {run_dir}: {overrides_file} is not a list of key=value overrides")
+    overrides = [o for o in listed if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")]
+    check_overrides(overrides, f"run dir {run_dir}", trusted)
+    check_writable(run_dir, f"cannot resume {run_dir}")
     return [*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """One line when nothing can be written into ``folder`` (read-only, full, not a directory): by
+    trying (``os.access`` says yes to root on a read-only mount)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise PosencError(f"{what}: cannot write into {folder} ({exc.strerror or first_line(exc)})") from None
 
 
 def _child_rank() -> bool:

@@ -36,6 +36,7 @@ from posenc.core.errors import PosencError
 from posenc.core.jsonio import read_json as _read_json
 from posenc.core.provenance import provenance, provenance_lines
 from posenc.core.reporting import distance_curves, has_test_metrics, parse_distance_key, parse_task_key, parse_test_key
+from posenc.core.trust import refusal, shipped_targets
 from posenc.tasks.base import PosencTask
 
 COMPLETED, FAILED, RUNNING, MISSING = "completed", "failed", "running", "missing"
@@ -178,13 +179,16 @@ class ProbeJob:
         return f"job{self.name}"
 
 
-def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[ProbeJob]:
+def probe_jobs(sweep_dir: Path, results: Sequence[JobResult], trusted: Iterable[str] = ()) -> list[ProbeJob]:
     """The second stage of a two-stage preset (``probe:`` in its config, e.g. padding_then_probe,
     ppp_artifact): for every completed job and every probe, a run on the backbone that job trained
     (same backbone, its ``backbone.*`` overrides, padding and seed; ``backbone.weights=<job dir>``,
     ``probe_stage=trained``) and, with ``probe_init: true``, on the same backbone at initialisation
     (the job's ``checkpoints/init.ckpt``, ``probe_stage=init``), named ``<job>[_<k>][_init]``.
-    ``[]`` when the preset has no probe stage."""
+    ``[]`` when the preset has no probe stage. What a job's files say is checked first: it may name only
+    code posenc ships or ``trusted`` names (:mod:`posenc.core.trust`)."""
+    from posenc.core.trust import check_overrides
+
     probes, init = probe_settings(sweep_dir)
     jobs = []
     for r in results:
@@ -197,6 +201,9 @@ def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[ProbeJob]:
             if o.split("=", 1)[0].startswith("backbone.")
             and o.split("=", 1)[0] not in ("backbone.weights", "backbone.trainable", "backbone.download")
         ]
+        taken = [f"backbone={m['backbone']}", *architecture, f"padding={m['padding']}", f"seed={m['seed']}"]
+        if probes:
+            check_overrides(taken, f"job dir {r.job_dir}", trusted)
         stages = [("trained", str(r.job_dir))] + ([("init", str(r.job_dir / INIT_CHECKPOINT))] if init else [])
         for k, probe in enumerate(probes):
             for stage, weights in stages:
@@ -206,10 +213,7 @@ def probe_jobs(sweep_dir: Path, results: Sequence[JobResult]) -> list[ProbeJob]:
                         name,
                         [
                             *probe,
-                            f"backbone={m['backbone']}",
-                            *architecture,
-                            f"padding={m['padding']}",
-                            f"seed={m['seed']}",
+                            *taken,
                             f"backbone.weights={weights}",
                             "backbone.trainable=false",
                             *([f"probe_stage={stage}"] if init else []),
@@ -513,6 +517,8 @@ def _task_class_of(path: str, mtime_ns: int) -> type[PosencTask] | None:
     """:func:`task_class` of one ``config.yaml``, read once per version of the file (a report asks for
     every job's class from its tables, its CSV and its task sections)."""
     target = OmegaConf.select(OmegaConf.load(path), "task._target_")
+    if target and target not in shipped_targets():  # a job dir's file never makes posenc import code
+        raise refusal(f"job dir {Path(path).parent}", "task._target_", target)
     try:
         cls = get_class(target) if target else None
     except (ImportError, ValueError, AttributeError):  # a task of another version of posenc

@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     device = check_device(args.device)
     parse_counts(args.counts, None, args.layer)  # its syntax, before the run is loaded
     out = output_dir(args.run_dir, args.out)
-    run = load_run(args.run_dir, device)
+    run = load_run(args.run_dir, device, args.trusted)
     num_classes, head = head_labels(run)
     index = layer_index(run, args.layer)
     parse_counts(args.counts, run.task.backbone.tap_channels[index], args.layer)  # before the passes it bounds

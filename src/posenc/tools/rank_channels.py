@@ -27,7 +27,7 @@ from posenc.core.cli import OneLineParser, command, positive_int
 from posenc.core.errors import PosencError, invalid_choice, invalid_value
 from posenc.core.progress import track
 from posenc.core.run_contract import write_json
-from posenc.tools.runs import LoadedRun, load_run
+from posenc.tools.runs import LoadedRun, add_trust_flag, load_run
 
 IGNORE_INDEX = 255
 
@@ -138,6 +138,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/analysis)")
+    add_trust_flag(p)
     return p
 
 
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     start = time.perf_counter()
     device = check_device(args.device)
     out = output_dir(args.run_dir, args.out)
-    run = load_run(args.run_dir, device)
+    run = load_run(args.run_dir, device, args.trusted)
     data = test_set(run)
     layer_index(run, args.layer)
     result = score_layer(run, data, args.layer, args.batch_size)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from posenc.core.checkpointing import safe_load
 from posenc.core.compose import CONF_DIR
 from posenc.core.config_validation import user_error
-from posenc.core.errors import PosencError
+from posenc.core.errors import PosencError, first_line
 from posenc.core.run_contract import read_status
+from posenc.core.trust import TRUST_FLAG, check_config
 from posenc.models.backbones import RUN_CHECKPOINT
 
 
@@ -45,9 +47,10 @@ class LoadedRun:
     task: Any  # a posenc.tasks.supervised.SupervisedTask in eval mode, weights loaded
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", trusted: Sequence[str] = ()) -> LoadedRun:
     """Rebuild the task of ``run_dir`` with the weights it trained (one-line error when the dir
-    is not a finished run of a trainable task)."""
+    is not a finished run of a trainable task). Its ``config.yaml`` may name only code posenc ships or
+    ``trusted`` names (:mod:`posenc.core.trust`): nothing else is imported."""
     from posenc.tasks.supervised import SupervisedTask
 
     run_dir = Path(run_dir).expanduser()
@@ -64,9 +67,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
             f"run dir {str(run_dir)!r} ended {status.get('status')!r}"
             f"{': ' + status['error'] if status.get('error') else ''}; valid: a completed run"
         )
-    cfg = OmegaConf.load(config)
+    try:
+        cfg = OmegaConf.load(config)
+    except Exception as exc:  # noqa: BLE001 - any parse failure of a foreign file is its author's
+        raise PosencError(f"{config} is not a run's config: not YAML OmegaConf can read ({first_line(exc)})") from None
     if not isinstance(cfg, DictConfig):  # a YAML list: not the config.yaml train.py writes
         raise PosencError(f"{config} is not a run's config: expected a mapping of keys, got a list")
+    check_config(cfg, f"run dir {run_dir}", trusted)
     import lightning as L
 
     L.seed_everything(int(cfg.get("seed", 0)), verbose=False)  # as train() did before building the run
@@ -90,3 +97,16 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     if missing:
         raise PosencError(f"checkpoint {ckpt} does not fit the model of {config}: missing {missing[:2]}")
     return LoadedRun(run_dir, cfg, datamodule, task.to(device).eval())
+
+
+def add_trust_flag(parser: Any) -> None:
+    """The analysis commands' ``--trust-target`` (repeatable): code of yours the run dir may name."""
+    parser.add_argument(
+        TRUST_FLAG,
+        dest="trusted",
+        action="append",
+        default=[],
+        metavar="DOTTED.PATH",
+        help="allow the run dir's config to name this code of yours (e.g. backbone.target); posenc refuses any "
+        "other code a run dir names",
+    )
