@@ -215,3 +215,13 @@ def test_probe_stage_refuses_code_named_by_a_job_dir(trained_run, tmp_path):
     with pytest.raises(PosencError, match=r"job dir .* names backbone.target=os.system, which posenc does not ship"):
         probe_jobs(sweep_dir, results)
     assert probe_jobs(sweep_dir, results, trusted=["os.system"])  # what the user named on the command line
+
+
+def test_grouped_sweep_dir_cannot_point_collect_outside_itself(tmp_path):
+    from posenc.core.sweeps import GROUPS_FILE, group_results
+
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    (sweep_dir / GROUPS_FILE).write_text(json.dumps({"groups": [["../elsewhere", []]]}))
+    with pytest.raises(PosencError, match=r"names group '../elsewhere': refused \(not a folder name\)"):
+        group_results(sweep_dir)

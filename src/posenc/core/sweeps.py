@@ -997,6 +997,9 @@ def group_results(sweep_dir: Path) -> dict[str, list[JobResult]] | None:
     spec = _read_json(Path(sweep_dir) / GROUPS_FILE)
     if spec is None:
         return None
+    for label, _ in spec.get("groups", []):  # a label names a folder inside the sweep dir, and no other
+        if not isinstance(label, str) or Path(label).name != label or label in ("", ".", ".."):
+            raise PosencError(f"{Path(sweep_dir) / GROUPS_FILE} names group {label!r}: refused (not a folder name)")
     return {
         label: collect(Path(sweep_dir) / label)
         for label, _ in spec.get("groups", [])
