@@ -6,8 +6,9 @@ at the end of training) that does not depend on Lightning's top-k bookkeeping.
 Lightning's ``ModelCheckpoint`` with ``save_top_k=0`` writes ``last.ckpt`` only when training ends
 (Lightning 2.6), so a run killed mid-training had nothing to resume from; :class:`RunCheckpoint`
 writes one file, ``checkpoints/last.ckpt``, on its schedule, through :class:`AtomicCheckpointIO`.
-A resumed run continues from the exact batch: the train loaders are resumable
-(:class:`posenc.data.datamodule.ResumableLoader`) and the checkpoint holds the RNG states.
+A resumed run continues from the exact batch, mid-epoch or at an epoch's end, as if never stopped: the
+train loaders are resumable (:class:`posenc.data.datamodule.ResumableLoader`), the checkpoint holds the
+RNG states, and it is written only where Lightning resumes exactly (:class:`RunCheckpoint`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 
 from posenc.core.errors import PosencError
 from posenc.core.interruption import active as active_interruption
@@ -130,12 +132,35 @@ def set_rng_state(module: torch.nn.Module, state: dict[str, Any]) -> None:
                 generator.set_state(value)
 
 
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Whether Lightning runs a validation pass right after the training batch that just ended (asked
+    in ``on_train_batch_end``: Lightning's own test, on the state it reads when it decides)."""
+    fit = trainer.fit_loop
+    if fit._data_fetcher is None or not fit.epoch_loop._should_check_val_fx(fit._data_fetcher):
+        return False
+    val = fit.epoch_loop.val_loop
+    if val._combined_loader is None:  # not set up yet: Lightning would now, as its pass starts; so do we, as it does
+        trainer.validating = True
+        val.setup_data()
+        trainer.training = True
+    return not val.skip  # a pass over no batches is no pass (no on_validation_end)
+
+
 class RunCheckpoint(Callback):
     """Write ``<dirpath>/last.ckpt`` every ``every_n_steps`` optimizer steps (0: never by steps),
     every ``every_n_epochs`` epochs (0: never by epochs), when the run is interrupted (SIGTERM /
     SIGINT, :mod:`posenc.core.interruption`) and when training ends. The checkpoint also holds the RNG
     states, so that a resumed run draws what the uninterrupted one would have; ``resumed_from``
-    is the global step a resumed run started at (None for a fresh run)."""
+    is the global step a resumed run started at (None for a fresh run).
+
+    Every checkpoint during training is written once a batch is wholly done: in ``on_train_batch_end``,
+    or, when a validation pass follows the batch, in ``on_validation_end`` after it; an epoch's
+    checkpoint is that of its last batch. Those are the two points Lightning resumes from exactly
+    (it completes the batch, skips the validation already done, and at an epoch's last batch moves
+    on to the next epoch). Not ``on_train_epoch_end``: with ``max_steps`` Lightning resumes such a
+    checkpoint inside the finished epoch (it trains the next epoch's first batch as one more batch
+    of it, then skips the rest of that epoch); nor before a validation pass, which a resumed run
+    skips as done."""
 
     def __init__(self, dirpath: str, every_n_steps: int = 200, every_n_epochs: int = 1) -> None:
         self.dirpath = Path(dirpath)
@@ -144,6 +169,7 @@ class RunCheckpoint(Callback):
         self._rng: dict[str, Any] | None = None  # the states a resumed run restores when training starts
         self._module: torch.nn.Module | None = None
         self._saved_step = -1
+        self._after_validation = False  # a checkpoint is due once the validation pass under way ends
 
     @property
     def path(self) -> Path:
@@ -166,6 +192,22 @@ class RunCheckpoint(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._rng = state_dict.get("rng")
 
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Read before Lightning restores its loops: an epoch's checkpoint of an earlier posenc, written in
+        ``on_train_epoch_end`` (the epoch counted as processed, not yet as completed), becomes what this
+        one writes for it, the checkpoint of the epoch's last batch, so that it too resumes exactly."""
+        fit = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        epochs, batches = fit.get("epoch_progress"), fit.get("epoch_loop.batch_progress")
+        stepped = fit.get("epoch_loop.state_dict") or {}
+        if not (epochs and batches and "_batches_that_stepped" in stepped and batches.get("is_last_batch")):
+            return
+        if epochs["total"]["processed"] != epochs["total"]["completed"] + 1:
+            return
+        for part in ("total", "current"):
+            epochs[part]["processed"] -= 1
+            batches[part]["completed"] -= 1  # as in on_train_batch_end, before Lightning counts the batch done
+        stepped["_batches_that_stepped"] -= 1
+
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint["posenc"] = {"task": type(pl_module).__name__, "global_step": trainer.global_step}
 
@@ -178,27 +220,46 @@ class RunCheckpoint(Callback):
             self._saved_step = trainer.global_step
             if self._rng is not None:
                 set_rng_state(pl_module, self._rng)
+            fit, epochs = trainer.fit_loop, trainer.fit_loop.epoch_progress.current
+            if fit.restarted_mid_epoch and epochs.ready == epochs.completed:
+                # the checkpoint of an epoch's last batch: Lightning has closed that epoch but still calls
+                # the restart "mid-epoch", so it would neither count the next epoch as started nor call
+                # on_train_epoch_start for it, as the uninterrupted run does (and a later resume misreads
+                # the counts); the next epoch starts as any other
+                fit.reset_restart_stage()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         interruption = active_interruption()
-        if interruption is not None and interruption.pending:
-            self.save(trainer)
-            interruption.raise_if_pending()
-        if not self.every_n_steps or trainer.global_step % self.every_n_steps:
+        stop = interruption is not None and interruption.pending
+        by_steps = bool(self.every_n_steps) and trainer.global_step % self.every_n_steps == 0
+        last_of_epoch = (
+            batch_idx + 1 == trainer.num_training_batches or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        )
+        by_epochs = last_of_epoch and self._epoch_due(trainer)
+        if not (stop or by_steps or by_epochs):
             return
-        last_of_epoch = batch_idx + 1 == trainer.num_training_batches
-        if last_of_epoch and self._epoch_due(trainer):
-            return  # on_train_epoch_end saves it, as an end-of-epoch checkpoint
+        if validation_follows(trainer):
+            self._after_validation = True  # on_validation_end writes it (and stops the run), after the pass
+            return
         self.save(trainer)
+        if interruption is not None:
+            interruption.raise_if_pending()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The checkpoint of the batch this validation pass followed; or of a signal that came during it."""
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        interruption = active_interruption()
+        if self._after_validation or (interruption is not None and interruption.pending):
+            self._after_validation = False
+            self.save(trainer)
+            if interruption is not None:
+                interruption.raise_if_pending()
 
     def _epoch_due(self, trainer: L.Trainer) -> bool:
         return bool(self.every_n_epochs) and (trainer.current_epoch + 1) % self.every_n_epochs == 0
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._epoch_due(trainer):
-            self.save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)
