@@ -34,16 +34,28 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from posenc.core.cli import OneLineParser, check_group_overrides, output_root
-from posenc.core.compose import CONF_DIR
+from omegaconf import OmegaConf
+
+from posenc.core.cli import (
+    OneLineParser,
+    check_dir,
+    check_group_overrides,
+    hydra_quoted,
+    output_root,
+    path_value,
+    quote_paths,
+)
+from posenc.core.compose import CONF_DIR, validate_job
 from posenc.core.errors import PosencError, invalid_choice
 from posenc.core.jsonio import read_json
 from posenc.core.run_contract import write_json
+from posenc.core.slurm import all_ended, submitit_job_ids, wait_for_jobs
 from posenc.core.sweeps import (
     COMPLETED,
     GROUPS_FILE,
     PROBE_DIR,
     collect,
+    expand_overrides,
     group_results,
     list_presets,
     preset_groups,
@@ -82,17 +94,52 @@ def report(sweep_dir: Path, pivot: str | None = None) -> bool:
     return all(r.status == COMPLETED for r in results)
 
 
-def launch(cmd: list[str]) -> tuple[int, bool]:
-    """Run a multirun ``cmd``; ``(exit status, interrupted by Ctrl-C)``."""
+LAUNCHER_GRACE_S = 60  # how long a SLURM sweep's launcher may wait once the cluster says every job has ended
+
+
+def launch(cmd: list[str], sweep_dir: Path | None = None) -> tuple[int, bool]:
+    """Run a multirun ``cmd``; ``(exit status, interrupted by Ctrl-C)``. For a SLURM sweep into ``sweep_dir``,
+    a launcher still waiting :data:`LAUNCHER_GRACE_S` after the cluster ended every job of the sweep is
+    stopped (exit status 1): submitit waits forever on a job the accounting lost track of, e.g. an array
+    cancelled before any task started."""
     proc = subprocess.Popen(cmd)
+    ended_since: float | None = None
     try:
-        return proc.wait(), False
+        while True:
+            try:
+                return proc.wait(timeout=10), False
+            except subprocess.TimeoutExpired:
+                pass
+            jobs = submitit_job_ids(sweep_dir) if sweep_dir is not None else {}
+            if not jobs or not all_ended(jobs.values()):
+                ended_since = None
+                continue
+            ended_since = ended_since or time.time()
+            if time.time() - ended_since >= LAUNCHER_GRACE_S:
+                print(f"sweep: the launcher still waits for SLURM jobs that ended {LAUNCHER_GRACE_S}s ago "
+                      f"({' '.join(jobs.values())}): stopping it", file=sys.stderr, flush=True)
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                return 1, False
     except KeyboardInterrupt:  # the child got the SIGINT too: let it record its status, then report
         try:
             return proc.wait(timeout=30), True
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             proc.send_signal(signal.SIGKILL)
             return proc.wait(), True
+
+
+def wait_for_cluster(sweep_dir: Path) -> None:
+    """After a SLURM sweep's launcher stopped early (a job ended without a result: submitit's launcher gives up
+    on the whole sweep), wait for the jobs still pending or running on the cluster, so that the report that
+    follows shows how each ended."""
+    jobs = submitit_job_ids(sweep_dir)
+    if jobs:
+        wait_for_jobs(jobs.values())
 
 
 def run_groups(name: str, groups: dict[str, list[str]], report_name: str | None, overrides: list[str],
@@ -104,8 +151,12 @@ def run_groups(name: str, groups: dict[str, list[str]], report_name: str | None,
     to sweep)."""
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")]
     overrides = [o for o in overrides if not o.startswith("hydra.sweep.dir=")]
-    sweep_dir = Path(given[-1]).resolve() if given else reserve_sweep_dir(output_root(overrides), name)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if given:
+        check_dir("hydra.sweep.dir", given[-1])
+    sweep_dir = (
+        Path(path_value("hydra.sweep.dir", given[-1])).resolve() if given
+        else reserve_sweep_dir(output_root(overrides), name)
+    )
     write_json(sweep_dir / GROUPS_FILE, {"preset": name, "report": report_name, "groups": list(groups.items()),
                                         "overrides": overrides})  # pairs: the groups' order survives sorted keys
     cores = os.cpu_count() or 1
@@ -120,7 +171,7 @@ def run_groups(name: str, groups: dict[str, list[str]], report_name: str | None,
                 print(f"sweep {name}, group {label}: {' '.join(group)}", flush=True)
                 log = open(sweep_dir / f"{label}.log", "w") if parallel > 1 else None  # noqa: SIM115
                 cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"sweep={name}",
-                       f"hydra.sweep.dir={sweep_dir / label}", *overrides, *group]
+                       f"hydra.sweep.dir={hydra_quoted(str(sweep_dir / label))}", *overrides, *group]
                 running.append((label, subprocess.Popen(cmd, env=env, stdout=log, stderr=log), log))
             time.sleep(0.2)
             for item in [r for r in running if r[1].poll() is not None]:
@@ -143,6 +194,29 @@ def run_groups(name: str, groups: dict[str, list[str]], report_name: str | None,
     return 0 if ok and rc == 0 else 1
 
 
+CHECKED_JOBS = 16  # check_jobs composes at most this many jobs (0.2 s each) looking for one that runs
+
+
+def check_jobs(name: str, overrides: list[str], group: list[str]) -> None:
+    """Refuse, before any sweep dir is made, command-line ``overrides`` no job of preset ``name`` could run
+    (``data.num_trian=3``): the jobs of its first ``group`` (its sweeper's params expanded, as Hydra would)
+    composed and validated as ``train.py`` does, until one passes; the first one's error when none does.
+    An override that only some jobs refuse (a key of one task of two) is left to those jobs, as ever."""
+    preset = OmegaConf.load(CONF_DIR / "sweep" / f"{name}.yaml")
+    params = OmegaConf.select(preset, "hydra.sweeper.params", default=None)
+    swept = {str(k): str(v) for k, v in (OmegaConf.to_container(params) if params is not None else {}).items()}
+    jobs = expand_overrides(swept, [f"sweep={name}", *overrides, *group])
+    error: PosencError | None = None
+    for job in jobs[:CHECKED_JOBS]:
+        try:
+            validate_job(job)
+            return
+        except PosencError as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+
+
 def run_sweep(name: str, overrides: list[str]) -> int:
     """Run preset ``name`` with ``overrides`` as ``train.py -m`` in a fresh sweep dir; report it."""
     presets = list_presets(CONF_DIR)
@@ -153,25 +227,30 @@ def run_sweep(name: str, overrides: list[str]) -> int:
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("groups=")]
     parallel = [o.split("=", 1)[1] for o in overrides if o.startswith("parallel=")]
     overrides = [o for o in overrides if not o.startswith(("groups=", "parallel="))]
+    overrides = quote_paths(overrides)
     check_group_overrides(overrides)
     if parallel and not (parallel[-1].isdigit() and int(parallel[-1]) >= 1):
         raise PosencError(f"parallel={parallel[-1]} is not valid; valid: an int >= 1 (groups run at once)")
-    if groups:
-        return run_groups(name, select_groups(groups, chosen[-1] if chosen else None), report_name, overrides,
-                          int(parallel[-1]) if parallel else None)
-    if chosen:
-        raise PosencError(f"groups={chosen[-1]} is not valid for sweep {name}: it has no groups; valid: a preset "
+    if not groups and (chosen or parallel):
+        key, value = ("groups", chosen[-1]) if chosen else ("parallel", parallel[-1])
+        raise PosencError(f"{key}={value} is not valid for sweep {name}: it has no groups; valid: a preset "
                           "with groups (atlas)")
+    picked = select_groups(groups, chosen[-1] if chosen else None) if groups else {}
+    check_jobs(name, overrides, next(iter(picked.values()), []))  # before a sweep dir exists
+    if groups:
+        return run_groups(name, picked, report_name, overrides, int(parallel[-1]) if parallel else None)
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")]
     if given:
-        sweep_dir = Path(given[-1]).resolve()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_dir = Path(path_value("hydra.sweep.dir", given[-1])).resolve()
+        check_dir("hydra.sweep.dir", given[-1])
     else:
         sweep_dir = reserve_sweep_dir(output_root(overrides), name)
-        overrides = [f"hydra.sweep.dir={sweep_dir}", *overrides]
+        overrides = [f"hydra.sweep.dir={hydra_quoted(str(sweep_dir))}", *overrides]
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"sweep={name}", *overrides]
     print(f"sweep {name}: {sweep_dir}", flush=True)
-    rc, interrupted = launch(cmd)
+    rc, interrupted = launch(cmd, sweep_dir)
+    if rc and not interrupted:
+        wait_for_cluster(sweep_dir)
     if not (sweep_dir / "multirun.yaml").exists():
         if not given and not any(sweep_dir.iterdir()):
             sweep_dir.rmdir()  # the multirun never started (its error is already on stderr)
@@ -185,7 +264,9 @@ def run_sweep(name: str, overrides: list[str]) -> int:
         probe_dir = write_probe_stage(sweep_dir, probes)
         print(f"sweep {name}, probe stage: {len(probes)} runs into {probe_dir}", flush=True)
         probe_rc, interrupted = launch([sys.executable, str(ROOT / "train.py"),
-                                        *probe_command(sweep_dir, probes, overrides)])
+                                        *probe_command(sweep_dir, probes, overrides)], probe_dir)
+        if probe_rc and not interrupted:
+            wait_for_cluster(probe_dir)
         rc = rc or probe_rc
         ok = report(probe_dir) and ok if (probe_dir / "multirun.yaml").exists() else False
         if interrupted:

@@ -18,9 +18,18 @@ import hydra
 from omegaconf import DictConfig
 
 import posenc.core.config_schema  # noqa: F401 - registers the config schemas before Hydra composes
-from posenc.core.cli import AlreadyComplete, check_group_overrides, check_run_dir, resume_argv, with_output_dir
+from posenc.core.cli import (
+    AlreadyComplete,
+    check_group_overrides,
+    check_run_dir,
+    discard_if_empty,
+    reserved_dir,
+    resume_argv,
+    with_output_dir,
+)
 from posenc.core.config_validation import user_error
 from posenc.core.errors import PosencError
+from posenc.core.slurm import lost_job
 from posenc.core.training import run  # imported before Hydra sets up logging: Lightning keeps its own handler
 from posenc.core.trust import pop_trust_flags, user_targets
 
@@ -43,7 +52,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
 
 def cli(argv: Sequence[str]) -> int:
     """``python train.py ARGV`` as a function: its exit status (0; 2 on a user error, in one line on stderr;
-    a signal's ``128 + n`` and a bug's traceback propagate as ``SystemExit`` / the exception)."""
+    1 when a SLURM sweep's job ended without a result, in one line; a signal's ``128 + n`` and a bug's
+    traceback propagate as ``SystemExit`` / the exception)."""
     try:
         sys.argv = [str(Path(__file__).resolve()), *prepare_argv(list(argv))]
     except AlreadyComplete as done:
@@ -61,8 +71,15 @@ def cli(argv: Sequence[str]) -> int:
     except Exception as exc:
         user = user_error(exc)
         if user is None:
-            raise
+            lost = lost_job(exc)  # a SLURM sweep job that ended without a result stops submitit's launcher
+            if lost is None:
+                raise
+            sweep = next((a.split("=", 1)[1] for a in reversed(sys.argv) if a.startswith("hydra.sweep.dir=")), "")
+            print(f"error: {lost}; the sweep's other jobs go on on the cluster: python sweep.py collect {sweep} "
+                  "reports each", file=sys.stderr)
+            return 1
         print(f"error: {user}", file=sys.stderr)
+        discard_if_empty(reserved_dir(argv, sys.argv[1:]))  # a config Hydra could not compose: nothing ran there
         return 2
     return 0
 

@@ -88,8 +88,8 @@ def test_ppp_with_no_layers_is_refused(tmp_path, capsys):
         run(cfg)
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "error: task.layers=[] is not valid: PPP measures at least one tap; valid: any of f1, f2, f3, f4, f5, or null "
-        "for all"]
+        "error: task.layers=[] is not valid: PPP measures at least one tap; valid: a list of at least 1 entry, each "
+        "entry one of f1, f2, f3, f4, f5 or null"]
 
 
 def test_sweep_usage_mistakes_are_one_line(capsys):

@@ -271,7 +271,7 @@ def test_measured_geometry_gives_a_padding_free_reference_on_timm() -> None:
         assert not torch.allclose(ref, c), tap  # the crop's own features do see padding
 
 
-@pytest.mark.parametrize(("name", "why"), [("mobilenetv3_small_100", "depends on input column"),
+@pytest.mark.parametrize(("name", "why"), [("mobilenetv3_small_100", "depends on every pixel"),
                                            ("resnetv2_50x1_bit", "depends on every pixel")])
 def test_ops_over_the_whole_map_are_refused_in_one_line(name: str, why: str) -> None:
     """Squeeze-excitation (MobileNetV3) and GroupNorm (BiT) make a unit depend on every pixel:

@@ -225,3 +225,12 @@ def test_grouped_sweep_dir_cannot_point_collect_outside_itself(tmp_path):
     (sweep_dir / GROUPS_FILE).write_text(json.dumps({"groups": [["../elsewhere", []]]}))
     with pytest.raises(PosencError, match=r"names group '../elsewhere': refused \(not a folder name\)"):
         group_results(sweep_dir)
+
+
+@pytest.mark.parametrize("text", ["{not: [yaml", "[1, 2]"])
+def test_sweep_collect_of_a_damaged_job_config_is_one_line(trained_run, tmp_path, text):
+    sweep_dir, job = sweep_of(trained_run, tmp_path)
+    (job / "config.yaml").write_text(text)
+    proc = sweep_in_process("collect", str(sweep_dir))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot read {job / 'config.yaml'}: ")

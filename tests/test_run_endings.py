@@ -1,8 +1,9 @@
 """Every ending of a run is recorded as what it was (issue 22): SIGTERM / SIGINT leave a checkpoint,
-``status: interrupted`` and exit 128 + signal (SLURM: requeued, ``preempted``, and the requeued job
-resumes the same run dir); a full disk fails in one line with the previous checkpoint intact; a
-non-finite loss fails with its step and no metric; unfinished runs are never used as weights; a run
-dir holds one run; resume refuses what it cannot resume, in one line."""
+``status: interrupted`` and exit 128 + signal (SLURM's time-limit warning: requeued, ``preempted``; a
+SLURM job's SIGTERM is never requeued by the run; the restarted job resumes the same run dir); a full
+disk fails in one line with the previous checkpoint intact; a non-finite loss fails with its step and no
+metric; unfinished runs are never used as weights; a run dir holds one run; resume refuses what it
+cannot resume, in one line."""
 
 from __future__ import annotations
 
@@ -80,18 +81,31 @@ def test_a_signal_leaves_a_checkpoint_and_status_interrupted(tmp_path, signum, c
         assert done["status"] == "completed" and done["resumed_from_step"] == step
 
 
-def test_slurm_preemption_requeues_and_the_requeued_job_resumes_the_run_dir(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+def test_slurm_warning_requeues_sigterm_does_not_and_the_restarted_job_resumes(tmp_path, signum):
+    """Under SLURM (a fake ``scontrol``: tests/test_slurm_cluster.py has the real one), the time-limit warning
+    (SIGUSR1) checkpoints and requeues the job (``preempted``); SIGTERM (a cancel) checkpoints and never
+    requeues (``interrupted``). Either way SLURM's restart of the job (SLURM_RESTART_COUNT=1) continues the
+    run dir and records ``requeued``."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "scontrol_calls"
-    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n"
+                                      "[ \"$1\" = show ] && echo JobId=4242 JobState=COMPLETING Restarts=0\nexit 0\n")
     (bin_dir / "scontrol").chmod(0o755)
     slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "posenc", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    proc, run_dir, stderr = start_and_signal(tmp_path / "out", signal.SIGTERM, env=slurm)
-    assert proc.returncode == 143, stderr[-2000:]
+    proc, run_dir, stderr = start_and_signal(tmp_path / "out", signum, env=slurm)
+    assert proc.returncode == 128 + signum, stderr[-2000:]
     status = read(run_dir / "status.json")
-    assert status["status"] == "preempted" and status["requeued"] is True and status["slurm_job_id"] == "4242"
-    assert calls.read_text().split() == ["requeue", "4242"]
+    assert status["slurm_job_id"] == "4242" and status["checkpoint_step"] >= 8
+    if signum == signal.SIGUSR1:
+        assert status["status"] == "preempted" and status["requeued"] is True and status["requeued_by"] == "posenc"
+        assert calls.read_text().split() == ["requeue", "4242"]
+        assert "SLURM job 4242 requeued" in stderr
+    else:
+        assert status["status"] == "interrupted" and status["requeued"] is False and status["cause"] == "cancelled"
+        assert "requeue" not in calls.read_text()
+        assert f"resume: python train.py --resume {run_dir}" in stderr
     # SLURM starts the same command again, with SLURM_RESTART_COUNT=1: it continues this run dir
     again = train_py(*LONG, "task.max_steps=40", f"paths.output_root={tmp_path / 'out'}",
                      env={**slurm, "SLURM_RESTART_COUNT": "1"})
@@ -99,7 +113,35 @@ def test_slurm_preemption_requeues_and_the_requeued_job_resumes_the_run_dir(tmp_
     assert again.stdout.strip().splitlines()[-1] == str(run_dir)
     done = read(run_dir / "status.json")
     assert done["status"] == "completed" and done["resumed_from_step"] == status["checkpoint_step"]
+    assert done["requeued"] is True and done["restarts"] == 1 and done["slurm_job_id"] == "4242"
     assert len(list((tmp_path / "out" / "runs").iterdir())) == 1
+
+
+def test_lightnings_srun_hint_shows_only_inside_a_slurm_job(tmp_path, monkeypatch):
+    """Lightning's "srun is available but not used" is right in a SLURM job started without srun, and noise
+    on every other machine where SLURM's commands are installed."""
+    import warnings
+
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    from posenc.core.training import srun_hint_outside_slurm
+
+    (tmp_path / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    for key in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(key, raising=False)
+
+    def hints() -> int:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with srun_hint_outside_slurm():
+                SLURMEnvironment.detect()
+        return sum("`srun` command is available" in str(w.message) for w in seen)
+
+    assert hints() == 0
+    monkeypatch.setenv("SLURM_JOB_ID", "7")  # sbatch without srun: the hint is right
+    assert hints() == 1
 
 
 def test_disk_full_at_the_final_checkpoint_fails_in_one_line_and_keeps_the_previous(tmp_path, monkeypatch, capsys):

@@ -61,7 +61,10 @@ class Cell:
 def _job_setting(job: Any, key: str) -> Any:
     """``key`` of a job's resolved config (``config.yaml``), else of its overrides, else None."""
     if job.job_dir is not None and (job.job_dir / "config.yaml").is_file():
-        value = OmegaConf.select(OmegaConf.load(job.job_dir / "config.yaml"), key, default=None)
+        from posenc.core.jsonio import load_yaml
+
+        config = load_yaml(job.job_dir / "config.yaml", "the config.yaml a run writes")
+        value = OmegaConf.select(config, key, default=None)
         if value is not None:
             return value
     for override in job.overrides:

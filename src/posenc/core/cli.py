@@ -22,6 +22,8 @@ from posenc.core.jsonio import read_json
 
 _SIMPLE_VALUES = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
 SUBMITIT_LAUNCHERS = ("slurm", "submitit_local", "submitit_slurm")  # need the slurm extra
+# the endings a requeued SLURM job continues from (the job id in status.json is the same)
+SLURM_RESTARTABLE = ("preempted", "interrupted", "cancelled", "running")
 
 
 def check_launcher(argv: Sequence[str]) -> None:
@@ -62,9 +64,10 @@ def check_group_overrides(
                 raise invalid_choice(key, option, sorted(set(groups[key])))
 
 
-def _listed_options(arg: str) -> list[str] | None:
+def _listed_options(arg: str) -> list[Any] | None:
     """The options named by a list override, ``group=[a,b]`` (or a multirun's ``group=[a],[a,b]``),
-    read by Hydra's own parser; None when it is not a list of plain names (left to Hydra)."""
+    read by Hydra's own parser (its entries as parsed: a nested list stays a list); None when it is not
+    a list (left to Hydra)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
 
@@ -73,11 +76,11 @@ def _listed_options(arg: str) -> list[str] | None:
     except Exception:  # noqa: BLE001 - Hydra reports what it cannot parse in its own words
         return None
     lists = value.list if isinstance(value, ChoiceSweep) and value.simple_form else [value]
-    options: list[str] = []
+    options: list[Any] = []
     for v in lists:
-        if not isinstance(v, list) or not all(isinstance(o, str) for o in v):
+        if not isinstance(v, list):
             return None
-        options.extend(v)
+        options.extend(v)  # an entry that is no name (logger=[[wandb]]) is no option either: refused by the caller
     return options
 
 
@@ -86,45 +89,146 @@ def _override_value(argv: Sequence[str], key: str) -> str | None:
     return values[-1] if values else None
 
 
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./+:@%~-]+")
+PATH_KEYS = ("paths.output_root", "hydra.run.dir", "hydra.sweep.dir")  # overrides whose value is a path
+
+
+def hydra_quoted(value: str) -> str:
+    """``value`` as an override's value that Hydra's grammar reads back unchanged: as it is when plain,
+    else single-quoted, with each quote escaped and the backslashes before a quote (or before the
+    closing one) doubled (a path with a space, ``é`` or ``'``)."""
+    if _PLAIN_PATH.fullmatch(value):
+        return value
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"'{escaped}'"
+
+
+def _parsed_value(key: str, text: str) -> tuple[bool, Any]:
+    """``(True, the value Hydra reads from key=text)``, or ``(False, None)`` when Hydra cannot parse it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return True, OverridesParser.create().parse_override(f"{key}={text}").value()
+    except Exception:  # noqa: BLE001 - unparseable: Hydra words it when it composes
+        return False, None
+
+
+def path_value(key: str, text: str) -> str:
+    """The path ``key=text`` names: Hydra's reading of a quoted value, the text as typed otherwise."""
+    parsed, value = _parsed_value(key, text) if text[:1] in ("'", '"') else (False, None)
+    return value if parsed and isinstance(value, str) else text
+
+
+def quote_paths(argv: Sequence[str]) -> list[str]:
+    """The command line with each path override (:data:`PATH_KEYS`) that Hydra's grammar cannot read as
+    typed (``paths.output_root=/data/é``) quoted, so that every path that exists is a valid value."""
+    quoted = []
+    for arg in argv:
+        key, _, text = arg.partition("=")
+        if key.lstrip("+") in PATH_KEYS and text and text[:1] not in ("'", '"') and not _parsed_value(key, text)[0]:
+            arg = f"{key}={hydra_quoted(text)}"
+        quoted.append(arg)
+    return quoted
+
+
 def output_root(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> Path:
     """``paths.output_root`` as the run will see it: the last override, else ``train.yaml``'s."""
     given = _override_value(argv, "paths.output_root")
     if given is not None:
-        return Path(given.strip("'\""))
+        folder = path_value("paths.output_root", given)
+        if not folder:
+            raise PosencError("paths.output_root='' is not valid: expected a directory (leave it unset for outputs)")
+        return Path(folder)
     default = OmegaConf.select(OmegaConf.load(conf_dir / "train.yaml"), "paths.output_root", default="outputs")
     return Path(str(default) if "${" not in str(default) else "outputs")
 
 
-def reserve_dir(parent: Path, stem: str) -> Path:
+def reserve_dir(parent: Path, stem: str, source: str = "") -> Path:
     """Create ``parent/stem`` (or ``stem_1``, ``stem_2``, ...) with an exclusive ``mkdir``: two
-    processes started in the same second never get the same directory."""
-    parent.mkdir(parents=True, exist_ok=True)
-    for n in range(10_000):
-        path = parent / (stem if n == 0 else f"{stem}_{n}")
-        try:
-            path.mkdir()
+    processes started in the same second never get the same directory. One line, naming ``source`` (what
+    set ``parent``: ``paths.output_root=<dir>``), when nothing can be written there: a file in the way, a
+    read-only or full file system (``os.access`` would say yes to root: this tries)."""
+    what = f"{source or parent} is not valid"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for n in range(10_000):
+            path = parent / (stem if n == 0 else f"{stem}_{n}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            try:
+                check_writable(path, what)
+            except PosencError:
+                path.rmdir()  # nothing of the run is left behind
+                raise
             return path
-        except FileExistsError:
-            continue
+    except OSError as exc:
+        raise PosencError(
+            f"{what}: cannot create {exc.filename or parent} ({exc.strerror or first_line(exc)}); valid: a "
+            "directory this user can write into"
+        ) from None
     raise RuntimeError(f"cannot reserve a directory under {parent}")
+
+
+def reserved_dir(given: Sequence[str], prepared: Sequence[str]) -> Path | None:
+    """The run or sweep dir :func:`with_output_dir` named for the command line ``given`` (now ``prepared``):
+    its ``hydra.run.dir`` / ``hydra.sweep.dir`` that ``given`` did not set; None when there is none."""
+    typed = {a.partition("=")[0].lstrip("+") for a in given}
+    added = [a for a in prepared if a.partition("=")[0] in {"hydra.run.dir", "hydra.sweep.dir"} - typed]
+    if not added:
+        return None
+    key, _, text = added[-1].partition("=")
+    return Path(path_value(key, text))
+
+
+def discard_if_empty(folder: Path | None) -> None:
+    """Remove ``folder`` when it exists and is empty (a run dir reserved for a config that never composed)."""
+    if folder is not None:
+        try:
+            folder.rmdir()  # only ever removes an empty directory
+        except OSError:
+            pass
+
+
+def check_dir(key: str, text: str) -> None:
+    """``key=text`` (a ``hydra.run.dir`` / ``hydra.sweep.dir`` the command line names): created if missing,
+    written into once; one line when that fails. A dir an interpolation names is Hydra's to make."""
+    folder = path_value(key, text)
+    if "${" in folder:
+        return
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PosencError(
+            f"{key}={folder} is not valid: cannot create {exc.filename or path} ({exc.strerror or first_line(exc)}); "
+            "valid: a directory this user can write into"
+        ) from None
+    check_writable(path, f"{key}={folder} is not valid")
 
 
 def with_output_dir(argv: Sequence[str], now: datetime) -> list[str]:
     """Add ``hydra.run.dir`` / ``hydra.sweep.dir`` naming a freshly reserved, unique directory
     under ``paths.output_root`` (``runs/`` or ``multirun/``), unless the command line sets one."""
-    argv = list(argv)
+    argv = quote_paths(argv)
     multirun = "-m" in argv or "--multirun" in argv
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    if _override_value(argv, key) is not None:
-        return argv
-    if any(a in argv for a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i")) or any(
+    printing = any(a in argv for a in ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i")) or any(
         a.startswith(("--cfg=", "--info=")) for a in argv
-    ):
+    )
+    given = _override_value(argv, key)
+    if given is not None:
+        if not printing and not _child_rank():  # a DDP child runs in the dir its parent checked
+            check_dir(key, given)
+        return argv
+    if printing:
         # Hydra only prints the config: name the dirs a run would get (made by no one), so that
         # `--cfg hydra --resolve` can resolve them without the job config hydra.run.dir refers to
         stamp = now.strftime("%Y-%m-%d_%H-%M-%S")
         dirs = [
-            f"{k}={output_root(argv) / sub / stamp}"
+            f"{k}={hydra_quoted(str(output_root(argv) / sub / stamp))}"
             for k, sub in (("hydra.run.dir", "runs"), ("hydra.sweep.dir", "multirun"))
             if _override_value(argv, k) is None
         ]
@@ -134,9 +238,12 @@ def with_output_dir(argv: Sequence[str], now: datetime) -> list[str]:
         return [*argv[:at], *dirs, *argv[at:]]
     requeued = None if multirun else slurm_run_dir(argv)
     if requeued is not None:  # the run a preempted job started: it resumes from its checkpoint
-        return [*argv, f"{key}={requeued}"]
-    path = reserve_dir(output_root(argv) / ("multirun" if multirun else "runs"), now.strftime("%Y-%m-%d_%H-%M-%S"))
-    return [*argv, f"{key}={path}"]
+        return [*argv, f"{key}={hydra_quoted(str(requeued))}"]
+    root = output_root(argv)
+    path = reserve_dir(
+        root / ("multirun" if multirun else "runs"), now.strftime("%Y-%m-%d_%H-%M-%S"), f"paths.output_root={root}"
+    )
+    return [*argv, f"{key}={hydra_quoted(str(path))}"]
 
 
 class AlreadyComplete(Exception):
@@ -180,8 +287,9 @@ def check_writable(folder: Path, what: str) -> None:
     import tempfile
 
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        with tempfile.TemporaryFile(dir=folder) as handle:
+            handle.write(b"\0" * 4096)  # a full file system still creates an empty file: write a block
+            handle.flush()
     except OSError as exc:
         raise PosencError(f"{what}: cannot write into {folder} ({exc.strerror or first_line(exc)})") from None
 
@@ -209,15 +317,17 @@ def check_run_dir(argv: Sequence[str]) -> None:
 
 
 def slurm_run_dir(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Path | None:
-    """The run dir a requeued SLURM job continues: the one whose ``status.json`` records this job
-    id and says it was preempted (posenc.core.interruption), under the output root's ``runs/``."""
+    """The run dir a requeued SLURM job continues: the one under the output root's ``runs/`` whose
+    ``status.json`` records this job id and an ending it continues from (:data:`SLURM_RESTARTABLE`:
+    requeued by itself (``preempted``), stopped by the cluster's SIGTERM (``interrupted``, ``cancelled``),
+    or killed while ``running``, e.g. by a node failure). The newest such dir when there are several."""
     job, restarts = env.get("SLURM_JOB_ID"), env.get("SLURM_RESTART_COUNT", "0")
     if not job or restarts in ("", "0"):
         return None
     runs = output_root(argv) / "runs"
-    for status_file in sorted(runs.glob("*/status.json")) if runs.is_dir() else []:
+    for status_file in sorted(runs.glob("*/status.json"), reverse=True) if runs.is_dir() else []:
         status = read_json(status_file) or {}
-        if status.get("slurm_job_id") == job and status.get("status") in ("preempted", "interrupted"):
+        if status.get("slurm_job_id") == job and status.get("status") in SLURM_RESTARTABLE:
             return status_file.parent
     return None
 

@@ -30,3 +30,29 @@ def compose_run(overrides: Sequence[str], run_dir: Path, conf_dir: Path = CONF_D
     with open_dict(cfg):
         del cfg["hydra"]  # a real task function sees the config without it
     return settle_logger_config(cfg)  # as posenc.core.training.run does first
+
+
+def validate_job(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
+    """Compose one job's ``overrides`` (no sweeps) and check its config as ``train.py`` does before it builds
+    anything (:func:`posenc.core.config_validation.validate`), without a run dir: the one-line
+    :class:`~posenc.core.errors.PosencError` a run of it would end with, else None. ``sweep.py`` asks this
+    before it makes a sweep dir."""
+    from posenc.core.config_validation import user_error, validate
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    except Exception as exc:
+        user = user_error(exc)
+        if user is None:
+            raise
+        raise user from exc
+    finally:
+        GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(Path(cfg.paths.output_root) / "runs" / "unused")  # ${run_dir:}, unmade
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    validate(settle_logger_config(cfg), overrides)

@@ -9,7 +9,10 @@ options are still exactly the YAMLs of ``conf/``.
 
 Ranges and choices, which OmegaConf cannot express, sit in each field's metadata
 (``ge``/``gt``/``le``/``lt``, ``choices``, ``also`` = extra valid values outside the range,
-``items`` = rules for each list entry); :mod:`posenc.core.config_validation` checks them before
+``items`` = rules for each list entry, ``min_items`` / ``max_items`` = its length, ``why_items`` =
+why that length; ``empty=True``: an empty string is a valid value, which it is otherwise only for a
+field whose default is one; ``only_with=(sibling, choices)``: the command line may set the field only
+beside those choices of a sibling key); :mod:`posenc.core.config_validation` checks them before
 anything is built. Field defaults are the defaults of the ``_target_`` they configure
 (``tests/test_config_schema.py`` checks that against the signatures), so a field the YAML
 leaves out changes nothing.
@@ -88,7 +91,8 @@ class PartialSchema:
 class PaddingSchema:
     _target_: str = "posenc.models.padding.PaddingSpec"
     name: str = spec(MISSING, choices=PADDING_MODES)
-    none_upsample: str = spec("padding", choices=NONE_UPSAMPLES)  # padding=none only (posenc.models.padding)
+    # padding=none only (posenc.models.padding): set beside another padding on the command line, it is refused
+    none_upsample: str = spec("padding", choices=NONE_UPSAMPLES, only_with=("name", ("none",)))
 
 
 @dataclass
@@ -111,7 +115,7 @@ class BackboneSchema(BackboneOptionsSchema):
 
     _target_: str = "posenc.models.backbones.build_backbone"
     name: str = spec("vgg16", choices=BACKBONES)
-    taps: Optional[List[str]] = spec(list(TAP_NAMES), items={"choices": TAP_NAMES})
+    taps: Optional[List[str]] = spec(list(TAP_NAMES), items={"choices": TAP_NAMES}, min_items=1)
 
 
 @dataclass
@@ -122,7 +126,7 @@ class BackboneFamilySchema(BackboneOptionsSchema):
 
     _target_: str = MISSING
     name: str = MISSING  # the family's model name, checked by its builder (timm: timm.list_models())
-    taps: Optional[List[str]] = None  # null: every tap the family declares (f1..fN)
+    taps: Optional[List[str]] = spec(None, min_items=1)  # null: every tap the family declares (f1..fN)
 
 
 @dataclass
@@ -139,7 +143,7 @@ class ModuleBackboneSchema(BackboneOptionsSchema):
 
     _target_: str = "posenc.models.module_backbone.build_module_backbone"
     target: str = "posenc.models.example_model.make_net"  # dotted path of a factory returning an nn.Module
-    taps: List[str] = field(default_factory=lambda: ["stage1", "stage2", "stage3"])  # its module names
+    taps: List[str] = spec(["stage1", "stage2", "stage3"], min_items=1)  # its module names
     kwargs: Optional[Any] = None  # the factory's keyword arguments
 
 
@@ -183,7 +187,7 @@ class PosENetTaskSchema(BudgetSchema):
     optimizer: Any = MISSING
     scheduler: Optional[Any] = None
     image_size: int = spec(224, ge=8)
-    targets: List[str] = spec(list(TARGETS), items={"choices": TARGETS})
+    targets: List[str] = spec(list(TARGETS), items={"choices": TARGETS}, min_items=1)
     target_source: str = spec("formula", choices=TARGET_SOURCES)
     stripe_range: str = spec("unit", choices=STRIPE_RANGES)
     feature_cache: str = spec("auto", choices=CACHE_MODES)  # auto: memory within the budget below, else disk
@@ -235,7 +239,9 @@ class PPPTaskSchema(BudgetSchema):
     _target_: str = "posenc.tasks.ppp.PPPTask"
     backbone: Any = MISSING  # ${backbone}
     image_size: int = spec(64, ge=8)
-    layers: Optional[List[str]] = spec(None, items={"choices": TAP_NAMES})
+    layers: Optional[List[str]] = spec(
+        None, items={"choices": TAP_NAMES}, min_items=1, why_items="PPP measures at least one tap"
+    )  # null: every tap
     skip_global: bool = False  # true: skip taps without a padding-free reference (the atlas), not refuse them
     reference_cache: str = spec("disk", choices=("disk", "off"))
     cache_dir: str = "outputs/.feature_cache"
@@ -291,7 +297,7 @@ class AdamSchema(PartialSchema):
 
     _target_: str = "torch.optim.Adam"
     lr: float = spec(1e-3, gt=0)
-    betas: List[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1})
+    betas: List[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1}, min_items=2, max_items=2)
     eps: float = spec(1e-8, gt=0)
     weight_decay: float = spec(0.0, ge=0)
     amsgrad: bool = False
@@ -345,7 +351,12 @@ class DataSchema(LoaderSchema):
     source: str = spec("natural", choices=DATA_SOURCES)
     train_dir: Optional[str] = None
     test_dir: Optional[str] = None
-    test_inputs: List[str] = spec(list(TEST_INPUTS), items={"choices": TEST_INPUTS})
+    test_inputs: List[str] = spec(
+        list(TEST_INPUTS),
+        items={"choices": TEST_INPUTS},
+        min_items=1,
+        why_items="a run with no test set measures nothing",
+    )
     synthetic_source: str = spec("generated", choices=SYNTHETIC_SOURCES)
     num_train: int = spec(256, ge=1)
     num_test: int = spec(32, ge=1)
@@ -470,7 +481,7 @@ class _RunDirLoggerSchema:
 
     save_dir: str = MISSING
     name: Optional[str] = "lightning_logs"
-    version: Any = None  # int | str | null
+    version: Any = spec(None, empty=True)  # int | str | null; "": no version_<n> sub-folder (conf/logger/csv.yaml)
     prefix: str = ""
 
 

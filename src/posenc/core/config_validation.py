@@ -79,6 +79,20 @@ def _range_words(rules: dict[str, Any]) -> str:
 _TYPE_WORDS = {int: "an int", float: "a number", bool: "true or false", str: "a string"}
 
 
+def _length_words(rules: dict[str, Any]) -> str:
+    """`` of 2 entries`` / `` of at least 1 entry`` for a list field's ``min_items`` / ``max_items``."""
+    low, high = rules.get("min_items"), rules.get("max_items")
+    if low is None and high is None:
+        return ""
+    if low == high:
+        count, bound = low, ""
+    else:
+        count, bound = (low, "at least ") if high is None else (high, "at most ") if low is None else (None, "")
+    if count is None:
+        return f" of {low} to {high} entries"
+    return f" of {bound}{count} entr{'y' if count == 1 else 'ies'}"
+
+
 def describe(tp: Any, rules: dict[str, Any]) -> str:
     """``expected ...`` for a field of type ``tp`` with metadata ``rules``."""
     tp, optional = _unwrap_optional(tp)
@@ -87,7 +101,7 @@ def describe(tp: Any, rules: dict[str, Any]) -> str:
     elif typing.get_origin(tp) in (list, list, Sequence):
         (item,) = typing.get_args(tp) or (Any,)
         each = describe(item, rules.get("items", {}))
-        base = f"a list, each entry {each}" if each != "any value" else "a list"
+        base = f"a list{_length_words(rules)}" + (f", each entry {each}" if each != "any value" else "")
     elif dataclasses.is_dataclass(tp):
         base = "a config with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
     else:
@@ -105,7 +119,13 @@ def _fields(schema: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
     if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
         return {}
     hints = typing.get_type_hints(schema)
-    return {f.name: (hints[f.name], dict(f.metadata)) for f in dataclasses.fields(schema)}
+    found = {}
+    for f in dataclasses.fields(schema):
+        rules = dict(f.metadata)
+        if f.default == "":  # an empty default (a logger's prefix): an empty value is a valid choice
+            rules.setdefault("empty", True)
+        found[f.name] = (hints[f.name], rules)
+    return found
 
 
 def expected(schema: Any, key: Any) -> str | None:
@@ -137,7 +157,14 @@ def _check_value(key: str, value: Any, tp: Any, rules: dict[str, Any]) -> None:
     inner, optional = _unwrap_optional(tp)
     if value is None:
         return  # OmegaConf already refused None where the type is not Optional / Any
+    if isinstance(value, str) and not value and not rules.get("empty"):
+        # `key=` on the command line: never a path, a name or a choice (null is the way to say "none")
+        raise invalid_value(key, value, "an empty value; expected " + describe(tp, rules))
     if isinstance(value, ListConfig):
+        low, high = rules.get("min_items", 0), rules.get("max_items")
+        if len(value) < low or (high is not None and len(value) > high):
+            reason = rules.get("why_items")
+            raise invalid_value(key, value, (f"{reason}; valid: " if reason else "expected ") + describe(tp, rules))
         item_rules = rules.get("items")
         if item_rules:
             (item_tp,) = typing.get_args(inner) or (Any,)
@@ -156,7 +183,7 @@ def _did_you_mean(key: str, keys: Sequence[str]) -> str:
 
 def _target_parameters(path: str, target: Any) -> dict[str, inspect.Parameter] | None:
     """The arguments of ``_target_`` (None when it takes ``**kwargs`` or has no signature)."""
-    if not isinstance(target, str):
+    if not isinstance(target, str) or not target.strip():
         raise invalid_value(f"{path}._target_", target, "expected a dotted import path")
     try:
         obj = get_object(target)
@@ -251,6 +278,11 @@ def _typed_by_target(node: DictConfig, path: str) -> DictConfig:
     schema = TARGET_SCHEMAS.get(_raw_target(node))
     if schema is None:
         return node
+    for name, (tp, rules) in _fields(schema).items():
+        listed = typing.get_origin(_unwrap_optional(tp)[0]) is list
+        scalar = name in node and not isinstance(node._get_node(name), ListConfig) and _raw(node, name) is not None
+        if listed and scalar:
+            raise invalid_value(f"{path}.{name}", _raw(node, name), "expected " + describe(tp, rules))
     try:
         typed = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node, resolve=True))
         return cast(DictConfig, typed)  # merged onto a structured dataclass schema: a DictConfig
@@ -273,10 +305,78 @@ def _check_node(node: DictConfig | ListConfig, path: str) -> None:
             _check_node(value, full)  # an interpolated node is checked where it lives
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """Raise :class:`PosencError` (one line naming key, value and what is expected) for the first
-    value of ``cfg`` that breaks its schema; return None when every value is valid."""
+    value of ``cfg`` that breaks its schema, or the first of the command line's ``overrides`` that
+    :func:`check_overrides` refuses; return None when every value is valid."""
+    check_overrides(cfg, overrides)
     _check_node(cfg, "")
+
+
+def _field_of(cfg: DictConfig, key: str) -> tuple[Any, dict[str, Any], DictConfig] | None:
+    """``(type, rules, parent node)`` of the schema field ``key`` of ``cfg`` names; None when
+    no schema types it (a group choice, a loosely typed node, a key of Hydra's)."""
+    parent_key, _, name = key.rpartition(".")
+    try:
+        parent = OmegaConf.select(cfg, parent_key, throw_on_missing=False) if parent_key else cfg
+    except OmegaConfBaseException:
+        return None  # an interpolation that does not resolve: _check_node names it
+    if not isinstance(parent, DictConfig) or parent._is_none() or parent._is_missing():
+        return None
+    fields = _fields(OmegaConf.get_type(parent))
+    if not fields and "_target_" in parent and isinstance(_raw_target(parent), str):
+        fields = _fields(TARGET_SCHEMAS.get(_raw_target(parent)))
+    found = fields.get(name)
+    return None if found is None else (*found, parent)
+
+
+def check_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """What the composed ``cfg`` no longer shows about the command line's ``key=value`` overrides:
+
+    - a bool field takes ``true`` or ``false`` only (and ``null`` where optional). OmegaConf would
+      read ``2``, ``0``, ``yes`` or ``off`` as a bool; ``readout.sigmoid=2`` is a typo, not a yes.
+    - a field whose schema says it applies only with another choice (``only_with``: the name of a
+      sibling key and its choices, e.g. ``padding.none_upsample`` with ``padding.name=none``) is
+      refused when the command line sets it beside any other choice. A preset may still set it for
+      every choice (``protocol=gps``): it is checked only where the user typed it.
+    - the key typed is checked before the keys that follow it by interpolation, so the one line names
+      ``data.image_size=7``, not ``task.image_size`` (``${data.image_size}``).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        try:
+            override = parser.parse_override(text)
+        except Exception:  # noqa: BLE001 - Hydra parsed the same line before composing: not ours to word
+            continue
+        if override.is_sweep_override() or override.is_delete() or override.package is not None:
+            continue
+        key = override.key_or_group
+        found = _field_of(cfg, key)
+        if found is None:
+            continue
+        tp, rules, parent = found
+        value = override.value()
+        inner, optional = _unwrap_optional(tp)
+        if inner is bool and not isinstance(value, bool) and not (optional and value is None):
+            raise invalid_value(key, value, "expected " + describe(tp, rules))
+        name = key.rpartition(".")[2]
+        if not OmegaConf.is_interpolation(parent, name):  # the key typed is named first, not a key following it
+            _check_value(key, _value(parent, name, key), tp, rules)
+        only_with = rules.get("only_with")
+        if only_with is not None:
+            sibling, choices = only_with
+            chosen = parent.get(sibling)
+            if chosen not in choices:
+                owner = key.rpartition(".")[0]
+                allowed = "|".join(str(c) for c in choices)
+                raise invalid_value(
+                    key,
+                    value,
+                    f"it applies only with {owner}.{sibling}={allowed}, and {owner}.{sibling}={_show(chosen)} "
+                    f"here; valid: {owner}.{sibling}={allowed}, or leave {key} unset",
+                )
 
 
 # -- OmegaConf / Hydra errors as one line -----------------------------------------------------

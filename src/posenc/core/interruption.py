@@ -1,26 +1,39 @@
-"""SIGTERM (cluster preemption), SIGINT (Ctrl-C) and, under SLURM, SIGUSR1 (the time-limit
-warning of ``sbatch --signal=USR1@90``): a run stops at the next batch boundary with a checkpoint,
-records ``status: interrupted`` (``preempted`` when requeued) and exits ``128 + signal``.
+"""SIGTERM (the job is being ended: a cancel, or a preemption the cluster requeues itself), SIGINT
+(Ctrl-C) and, under SLURM, the time-limit warning (``sbatch --signal=USR1@90``, or submitit's
+``signal_delay_s`` signal, SIGUSR2: :func:`posenc.core.slurm.warning_signals`): a run stops at the next
+batch boundary with a checkpoint and exits ``128 + signal``. What it then records is
+:func:`posenc.core.training.run`'s: on the warning it requeues its job itself (``preempted``,
+``requeued: true``); on SIGTERM it never requeues (``interrupted``, or ``preempted`` when the
+cluster is requeueing it).
 
 Why not Lightning's own handling: Lightning 2.6 turns SIGTERM into ``SIGTERMException``, a
 ``SystemExit`` with code 0 (a killed run looks like a finished one to a scheduler), raised in the
 middle of a validation pass as well, and writes no checkpoint; Ctrl-C raises ``KeyboardInterrupt``
-wherever the process is, possibly mid optimizer step. Here a signal during training is deferred to
-the end of the current training batch (:class:`posenc.core.checkpointing.RunCheckpoint` saves there and
-raises :class:`RunInterrupted`); outside training (data generation, feature caching, the test pass)
-nothing is half-trained, so it raises at once. A second signal always raises at once.
+wherever the process is, possibly mid optimizer step; and its SLURM plugin requeues on SIGUSR1
+without recording anything (posenc turns it off: ``auto_requeue=False``). Here a signal during
+training is deferred to the end of the current training batch
+(:class:`posenc.core.checkpointing.RunCheckpoint` saves there and raises :class:`RunInterrupted`);
+outside training (data generation, feature caching, the test pass) nothing is half-trained, so it
+raises at once. A second signal always raises at once.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 from types import FrameType
 from typing import Any
 
-HANDLED = ("SIGTERM", "SIGINT", "SIGUSR1")
+from posenc.core.slurm import under_slurm, warning_signals
+
+__all__ = ["HANDLED", "Interruption", "RunInterrupted", "active", "handled_signals", "under_slurm"]
+
+HANDLED = ("SIGTERM", "SIGINT")  # always; under SLURM also its warning signals
+
+
+def handled_signals() -> list[int]:
+    """The signals a run handles here: SIGTERM, SIGINT and, under SLURM, the time-limit warnings."""
+    found = [int(s) for name in HANDLED if (s := getattr(signal, name, None)) is not None]
+    return found + [s for s in warning_signals() if s not in found] if under_slurm() else found
 
 
 class RunInterrupted(BaseException):
@@ -35,6 +48,11 @@ class RunInterrupted(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+    @property
+    def warning(self) -> bool:
+        """SLURM's time-limit warning (checkpoint and requeue), not an end (SIGTERM, SIGINT)."""
+        return under_slurm() and self.signum in warning_signals()
 
 
 class Interruption:
@@ -68,10 +86,7 @@ class Interruption:
             raise RunInterrupted(signum)
 
     def __enter__(self) -> Interruption:
-        for name in HANDLED:
-            signum = getattr(signal, name, None)
-            if signum is None or (name == "SIGUSR1" and not under_slurm()):
-                continue
+        for signum in handled_signals():
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread (e.g. a launcher's worker thread): leave signals alone
@@ -87,24 +102,3 @@ class Interruption:
 
 def active() -> Interruption | None:
     return Interruption.active
-
-
-def under_slurm() -> bool:
-    """A batch job of SLURM (not an interactive ``srun --pty bash``)."""
-    return bool(os.environ.get("SLURM_JOB_ID")) and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
-
-
-def requeue_slurm_job(signum: int) -> bool:
-    """Requeue this SLURM job (``scontrol requeue``) after SIGTERM / SIGUSR1, as Lightning's SLURM
-    plugin does; the requeued job resumes the run dir (posenc.core.cli.slurm_run_dir). False when not
-    under SLURM, for SIGINT, or when ``scontrol`` refuses."""
-    if not under_slurm() or signum == signal.SIGINT or shutil.which("scontrol") is None:
-        return False
-    job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = (
-        f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        if job and os.environ.get("SLURM_ARRAY_TASK_ID")
-        else os.environ["SLURM_JOB_ID"]
-    )
-    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-    return done.returncode == 0

@@ -4,7 +4,8 @@
 Hydra leaves that unset when it only prints the config (``--cfg job --resolve``, ``--help``), where
 ``${hydra:runtime.output_dir}`` would fail the typed schema; there it is the run dir Hydra would use
 (``hydra.run.dir``), else a placeholder naming it. ``${help_groups:}`` is ``--help``'s list of
-config groups.
+config groups. ``${slurm_gpus:<accelerator>,<devices>}`` is the GPUs per node a SLURM job asks for
+(``hydra/launcher=slurm``): the trainer's devices with a GPU trainer, none with a CPU one.
 """
 
 from __future__ import annotations
@@ -47,10 +48,20 @@ def help_groups() -> str:
     return "\n".join(f"{group}: {', '.join(sorted(options))}" for group, options in sorted(groups.items()))
 
 
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def slurm_gpus(accelerator: str, devices: int | str) -> int | None:
+    """GPUs per node for a SLURM job: ``devices`` when the trainer runs on GPUs, else None (SLURM is not
+    asked for GPUs: a CPU trainer with ``devices=2`` is 2 tasks, as ``trainer=ddp_cpu``)."""
+    return int(devices) if str(accelerator).lower() in GPU_ACCELERATORS else None
+
+
 def register() -> None:
-    """Register ``${run_dir:}`` and ``${help_groups:}`` (idempotent)."""
+    """Register ``${run_dir:}``, ``${help_groups:}`` and ``${slurm_gpus:...}`` (idempotent)."""
     OmegaConf.register_new_resolver("run_dir", run_dir, replace=True)
     OmegaConf.register_new_resolver("help_groups", help_groups, replace=True)
+    OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
 
 
 register()

@@ -28,19 +28,23 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from posenc.core.cli import reserve_dir
 from posenc.core.compose import CONF_DIR
 from posenc.core.errors import PosencError
+from posenc.core.jsonio import load_yaml
 from posenc.core.jsonio import read_json as _read_json
 from posenc.core.provenance import provenance, provenance_lines
 from posenc.core.reporting import distance_curves, has_test_metrics, parse_distance_key, parse_task_key, parse_test_key
+from posenc.core.slurm import ACTIVE_STATES, PENDING_STATES, cluster_states, submitit_error, submitit_job_ids
 from posenc.core.trust import refusal, shipped_targets
 from posenc.tasks.base import PosencTask
 
 COMPLETED, FAILED, RUNNING, MISSING = "completed", "failed", "running", "missing"
 INTERRUPTED, PREEMPTED = "interrupted", "preempted"  # stopped by a signal, with a checkpoint (posenc.core.interruption)
+# what a SLURM sweep's jobs can be besides, as the cluster tells (with_cluster_states)
+CANCELLED, REQUEUED, PENDING = "cancelled", "requeued", "pending"
 STATUS_NOTE = {
     RUNNING: "unfinished: status running (killed, or still running)",
     INTERRUPTED: "unfinished: interrupted (resume: python train.py --resume <job dir>)",
@@ -72,7 +76,7 @@ def reserve_sweep_dir(output_root: Path, name: str, now: datetime | None = None)
     """Create and return a fresh ``<output_root>/sweeps/<name>/<timestamp>[_k]`` (an exclusive
     mkdir, so two sweeps started in the same second get different dirs)."""
     stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
-    return reserve_dir(Path(output_root) / "sweeps" / name, stamp).resolve()
+    return reserve_dir(Path(output_root) / "sweeps" / name, stamp, f"paths.output_root={output_root}").resolve()
 
 
 # ----------------------------------------------------------------------------- expected jobs
@@ -95,9 +99,15 @@ def _plain(node: Any, resolve: bool = False) -> Any:
 
 
 def _load_multirun(sweep_dir: Path) -> Any:
-    """The sweep dir's ``multirun.yaml`` (a DictConfig), None when it has none."""
+    """The sweep dir's ``multirun.yaml`` (a DictConfig), None when it has none; one line when it is not
+    the mapping Hydra writes."""
     path = Path(sweep_dir) / "multirun.yaml"
-    return OmegaConf.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    cfg = load_yaml(path, "the config Hydra writes for a multirun")
+    if not isinstance(cfg, DictConfig):
+        raise PosencError(f"cannot read {path}: a list, not the config Hydra writes for a multirun (a mapping)")
+    return cfg
 
 
 def expected_jobs(sweep_dir: Path) -> list[list[str]]:
@@ -326,6 +336,7 @@ class JobResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     expected: bool = True  # False: a job dir that matches none of multirun.yaml's jobs
     wall_time_s: float | None = None  # status.json's, for a completed job
+    slurm_job: str | None = None  # its SLURM job (status.json's slurm_job_id; a submitit array task without a dir)
 
     @property
     def name(self) -> str:
@@ -347,7 +358,12 @@ def _job_overrides(job_dir: Path) -> list[str] | None:
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    return [str(o) for o in _plain(OmegaConf.load(path))]
+    listed = load_yaml(path, "the list of key=value overrides Hydra writes for a job")
+    if isinstance(listed, DictConfig) and not listed:
+        return None  # an empty file: killed while Hydra wrote it, matched by job number like a missing one
+    if not isinstance(listed, ListConfig) or not all(isinstance(o, str) for o in _plain(listed)):
+        raise PosencError(f"cannot read {path}: not the list of key=value overrides Hydra writes for a job")
+    return [str(o) for o in _plain(listed)]
 
 
 def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool = True) -> JobResult:
@@ -370,6 +386,7 @@ def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool =
         elif status == FAILED and not error:
             error = "failed (no error recorded)"
     wall = data.get("wall_time_s") if data is not None else None
+    slurm_job = data.get("slurm_job_id") if data is not None else None
     return JobResult(
         job_dir,
         list(overrides or []),
@@ -378,6 +395,7 @@ def read_job(job_dir: Path, overrides: list[str] | None = None, expected: bool =
         metrics,
         expected,
         float(wall) if isinstance(wall, (int, float)) else None,
+        str(slurm_job) if slurm_job else None,
     )
 
 
@@ -402,6 +420,7 @@ def collect(sweep_dir: Path) -> list[JobResult]:
         raise PosencError(f"not a sweep dir {str(sweep_dir)!r}: no multirun.yaml and no job dirs")
     by_key: dict[tuple[str, ...], list[tuple[Path, list[str]]]] = {}
     unknown: dict[str, Path] = {}  # job dirs without .hydra/overrides.yaml, by job number
+    submitted = submitit_job_ids(sweep_dir)  # job number -> SLURM array task, for a submitit sweep
     for d in dirs:
         overrides = _job_overrides(d)
         if overrides is None:
@@ -416,10 +435,57 @@ def collect(sweep_dir: Path) -> list[JobResult]:
         elif str(num) in unknown:  # killed before Hydra wrote its overrides: match by job number
             results.append(read_job(unknown.pop(str(num)), job))
         else:
-            results.append(JobResult(None, list(job), MISSING, STATUS_NOTE[MISSING]))
+            job_id = submitted.get(num)  # a SLURM sweep's job that has no dir (yet): its array task
+            results.append(JobResult(None, list(job), MISSING, STATUS_NOTE[MISSING], slurm_job=job_id))
     leftovers = [d for pairs in by_key.values() for d, _ in pairs] + list(unknown.values())
     results += [read_job(d, expected=False) for d in sorted(leftovers, key=lambda p: dirs.index(p))]
-    return probe_overrides(sweep_dir, results)
+    return probe_overrides(sweep_dir, with_cluster_states(sweep_dir, results))
+
+
+# what the cluster's state of a job (sacct) makes of a job that did not record an ending of its own
+ENDED_BADLY = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "TIMEOUT"}
+
+
+def with_cluster_states(sweep_dir: Path, results: list[JobResult]) -> list[JobResult]:
+    """The jobs of a SLURM sweep as what the cluster says they are (``sacct``, one call), where their run dir
+    cannot tell: a job that completed or failed says so itself; one whose dir says ``running``,
+    ``interrupted`` or ``preempted``, or that has no dir, is ``pending`` (waiting to start), ``requeued``
+    (requeued and waiting to restart: it resumes from its checkpoint), ``running``, ``cancelled``
+    (``scancel``; resumable by hand from its checkpoint), or ``failed`` with the cluster's state when it
+    ended without recording an ending (killed by the OOM killer, a node failure, a crash before posenc's
+    handlers: ``FAILED``, ``OUT_OF_MEMORY``, ``NODE_FAIL``, ...). Unchanged without SLURM (no sacct)."""
+    undecided = (RUNNING, INTERRUPTED, PREEMPTED, MISSING)
+    states = cluster_states(r.slurm_job for r in results if r.slurm_job and r.status in undecided)
+    if not states:
+        return results
+    out = []
+    for r in results:
+        state = states.get(r.slurm_job or "") if r.status in undecided else None
+        if state is None:
+            out.append(r)
+            continue
+        job = f"SLURM job {r.slurm_job}"
+        status, error = r.status, r.error
+        if state in PENDING_STATES:
+            if r.job_dir is None:
+                status, error = PENDING, f"not started yet: {job} is {state}"
+            else:
+                status, error = REQUEUED, f"unfinished: requeued, {job} {state}: it resumes from its checkpoint"
+        elif state in ACTIVE_STATES:
+            status, error = RUNNING, f"unfinished: {job} {state}"
+        elif state == "CANCELLED":
+            status = CANCELLED
+            error = f"{job} cancelled" + (
+                f" (resume: python train.py --resume {r.job_dir})" if r.status in (INTERRUPTED, PREEMPTED) else ""
+            )
+        elif r.status == INTERRUPTED and state in ("TIMEOUT", "COMPLETED"):
+            error = f"{r.error} ({job} {state})"
+        elif state in ENDED_BADLY or r.status in (RUNNING, MISSING):
+            cause = submitit_error(sweep_dir, r.slurm_job or "") if r.job_dir is None else None
+            status = FAILED
+            error = f"{job} ended {state} without recording an ending" + (f": {cause}" if cause else "")
+        out.append(replace(r, status=status, error=error))
+    return out
 
 
 # ----------------------------------------------------------------------------- tables
@@ -516,7 +582,10 @@ def task_class(result: JobResult) -> type[PosencTask] | None:
 def _task_class_of(path: str, mtime_ns: int) -> type[PosencTask] | None:
     """:func:`task_class` of one ``config.yaml``, read once per version of the file (a report asks for
     every job's class from its tables, its CSV and its task sections)."""
-    target = OmegaConf.select(OmegaConf.load(path), "task._target_")
+    cfg = load_yaml(Path(path), "the resolved config train.py writes (a mapping)")
+    if not isinstance(cfg, DictConfig):
+        raise PosencError(f"cannot read {path}: a list, not the resolved config train.py writes (a mapping)")
+    target = OmegaConf.select(cfg, "task._target_")
     if target and target not in shipped_targets():  # a job dir's file never makes posenc import code
         raise refusal(f"job dir {Path(path).parent}", "task._target_", target)
     try:

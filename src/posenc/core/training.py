@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -11,7 +12,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -22,10 +23,11 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from posenc.core.checkpointing import LAST, AtomicCheckpointIO, safe_load
+from posenc.core.cli import SLURM_RESTARTABLE
 from posenc.core.config_validation import user_error, validate
 from posenc.core.convergence import TrainingDiverged
 from posenc.core.errors import PosencError, argument_error, invalid_value
-from posenc.core.interruption import Interruption, RunInterrupted, requeue_slurm_job, under_slurm
+from posenc.core.interruption import Interruption, RunInterrupted
 from posenc.core.jsonio import read_json
 from posenc.core.loggers import build_loggers, end_loggers, finish_loggers, settle_logger_config
 from posenc.core.reporting import print_results
@@ -38,6 +40,7 @@ from posenc.core.run_contract import (
     write_json,
     write_status,
 )
+from posenc.core.slurm import requeue, restart_count, sigterm_cause, under_slurm, under_submitit
 from posenc.tasks.base import PosencTask
 
 log = logging.getLogger(__name__)
@@ -111,14 +114,12 @@ def isolated_distributed_state(enabled: bool) -> Iterator[None]:
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, int | None]:
     """The checkpoint ``ckpt_path`` names (``last``: this run dir's ``checkpoints/last.ckpt``),
     checked before anything is built: it exists, loads without running code, and was written by a
-    run of this task, with the global step it holds; ``(None, None)`` for a fresh run. A requeued SLURM
-    job resumes its preempted run dir."""
+    run of this task, with the global step it holds; ``(None, None)`` for a fresh run. A SLURM job
+    that was requeued (by itself or by the cluster) resumes the run dir it stopped in."""
     given = cfg.get("ckpt_path")
     last = run_dir / "checkpoints" / LAST
-    if given is None and under_slurm() and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
-        status = read_status(run_dir) or {}
-        if status.get("status") in ("preempted", "interrupted") and last.is_file():
-            given = "last"
+    if given is None and slurm_restart_of(run_dir) and last.is_file():
+        given = "last"
     if given is None:
         return None, None
     path = last if given == "last" else Path(str(given)).expanduser()
@@ -143,10 +144,46 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, int 
     return path, int(header.get("global_step", 0))
 
 
+def slurm_restart_of(run_dir: Path) -> bool:
+    """This process is SLURM's restart of the job that ran in ``run_dir`` (``SLURM_RESTART_COUNT`` > 0 and
+    the dir's ``status.json`` records this job id, stopped by a signal or killed while running)."""
+    if not under_slurm() or restart_count() == 0:
+        return False
+    status = read_status(run_dir) or {}
+    return status.get("slurm_job_id") == os.environ.get("SLURM_JOB_ID") and status.get("status") in SLURM_RESTARTABLE
+
+
+def slurm_fields() -> dict[str, Any]:
+    """What ``status.json`` records of the SLURM job a run is in: its id and, in a job that SLURM
+    restarted (a requeue, by the run itself or by the cluster), ``requeued: true`` and ``restarts``."""
+    if not under_slurm():
+        return {}
+    fields: dict[str, Any] = {"slurm_job_id": os.environ["SLURM_JOB_ID"]}
+    if restart_count():
+        fields.update(requeued=True, restarts=restart_count())
+    return fields
+
+
+SRUN_HINT = r"The `srun` command is available on your system but is not used"
+
+
+@contextmanager
+def srun_hint_outside_slurm() -> Iterator[None]:
+    """Lightning warns that ``srun`` "is available but not used" on every machine where SLURM's
+    commands are installed, whenever it looks for a cluster (building the Trainer, starting fit and
+    test); that is right only inside a SLURM job started without ``srun``, so while a run trains and
+    tests the warning is dropped where no job is (no ``SLURM_JOB_ID``)."""
+    with warnings.catch_warnings():
+        if not os.environ.get("SLURM_JOB_ID"):
+            warnings.filterwarnings("ignore", message=SRUN_HINT)
+        yield
+
+
 def trainer_plugins(cfg: DictConfig) -> list[Any]:
     """Atomic checkpoint writes and code-free loads for every checkpoint the Trainer touches; under
-    SLURM, Lightning's auto-requeue is off because posenc.core.interruption requeues (after a checkpoint
-    and with the run's status recorded)."""
+    SLURM, Lightning's auto-requeue (a SIGUSR1 handler that requeues without a word) is off: posenc decides
+    whether a job is requeued (:func:`_interrupted`: on the time-limit warning, after a checkpoint and with
+    the run's status recorded; never on SIGTERM)."""
     plugins: list[Any] = [AtomicCheckpointIO()]
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
@@ -231,8 +268,10 @@ def train(
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Hydra task function: one run with its ending recorded in ``status.json`` (and ``metrics.json``):
     ``completed``; ``failed`` with the error line (``error.log``: the traceback; a diverged run keeps
-    no metric); ``interrupted`` by SIGTERM / SIGINT with a checkpoint (``preempted`` when SLURM
-    requeued it), exit ``128 + signal``.
+    no metric); stopped by a signal with a checkpoint (:func:`_interrupted`): ``interrupted`` (SIGTERM,
+    SIGINT), ``preempted`` when the job was requeued (by the run on SLURM's time-limit warning, or by the
+    cluster), exit ``128 + signal``. Under SLURM every status also records the job id (and, in a restarted
+    job, ``requeued`` and ``restarts``).
 
     In a multirun a failed job is recorded and the sweep goes on; a single run exits 2 on a
     user error (one line) and re-raises anything else. Only rank 0 writes and prints.
@@ -251,22 +290,27 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         with Interruption() as interruption:
             try:
                 settle_logger_config(cfg)  # the logger entries no logger= option chose: null
-                validate(cfg)  # every value against its schema, before anything is written or built
+                # every value against its schema (and what the command line typed: readout.sigmoid=2 is
+                # no bool), before anything is written or built
+                validate(cfg, list(hydra_cfg.overrides.task))
                 ckpt, step = resume_checkpoint(cfg, run_dir)
                 if rank_zero:
-                    lock = claim_run_dir(run_dir, resuming=ckpt is not None)
+                    restarted = slurm_restart_of(run_dir)  # a requeued job takes its dir again, checkpoint or not
+                    lock = claim_run_dir(run_dir, resuming=ckpt is not None or restarted)
                     save_resolved_config(cfg, run_dir)
                     resumed = {"resumed_from_step": step, "resumed_from": str(ckpt)} if ckpt else {}
-                    slurm = {"slurm_job_id": os.environ["SLURM_JOB_ID"]} if under_slurm() else {}
-                    write_status(run_dir, "running", pid=os.getpid(), **slurm, **resumed)
+                    write_status(run_dir, "running", pid=os.getpid(), **slurm_fields(), **resumed)
                     if ckpt is not None:
                         print(f"resuming {run_dir} from step {step} ({ckpt})", file=sys.stderr)
-                with isolated_distributed_state(enabled=multirun and rank_zero):
+                with isolated_distributed_state(enabled=multirun and rank_zero), srun_hint_outside_slurm():
                     metrics = train(cfg, run_dir, dict(hydra_cfg.runtime.choices), ckpt, loggers)
             finally:
                 interruption.defer = False
     except RunInterrupted as stop:
-        _interrupted(stop, run_dir, rank_zero, loggers)
+        code = _interrupted(stop, run_dir, rank_zero, loggers)
+        if code is None:  # a submitit job that ends here: its function returns, so its launcher gets a result
+            return None
+        raise SystemExit(code) from None
     except Exception as exc:  # noqa: BLE001 - recorded, then reported per run mode
         # a dir that holds another run (refused by claim_run_dir) keeps that run's record
         owner = lock is not None or read_status(run_dir) is None
@@ -275,7 +319,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     finally:
         if lock is not None:
             lock.unlink(missing_ok=True)
-    ending = {"wall_time_s": round(time.time() - start, 2), **resumed}
+    ending = {"wall_time_s": round(time.time() - start, 2), **resumed, **slurm_fields()}
     if rank_zero:
         write_status(run_dir, "completed", **ending)
     end_loggers(loggers, metrics, {"status": "completed", **ending} if rank_zero else None, run_dir / "figures")
@@ -295,21 +339,50 @@ def _checkpoint_step(run_dir: Path) -> int | None:
         return None
 
 
-def _interrupted(stop: RunInterrupted, run_dir: Path, rank_zero: bool, loggers: list[Any]) -> NoReturn:
-    """Record a run a signal stopped, tell its loggers, and exit ``128 + signal`` (the whole multirun
-    stops too)."""
-    if not rank_zero:
-        end_loggers(loggers, {}, None, run_dir / "figures", stop.exit_code)
+def _interrupted(stop: RunInterrupted, run_dir: Path, rank_zero: bool, loggers: list[Any]) -> int | None:
+    """Record a run a signal stopped and tell its loggers; the exit status (``128 + signal``), or None where
+    the process should end by returning instead (below).
+
+    - SIGINT, or SIGTERM outside SLURM: ``interrupted``, resumable by hand (``--resume``).
+    - SLURM's time-limit warning (:func:`posenc.core.slurm.warning_signals`): the run requeues its job
+      (``scontrol requeue``) and records ``preempted``, ``requeued: true``; the restarted job resumes this
+      run dir from its checkpoint. A requeue that fails says why in one line and records ``interrupted``.
+    - SIGTERM under SLURM: the job is being ended, and the run never requeues it. Its controller says why
+      (:func:`posenc.core.slurm.sigterm_cause`): the cluster requeueing it (a preemption, ``scontrol
+      requeue``: ``preempted``, ``requeued: true``, ``requeued_by: cluster``; it resumes when it restarts),
+      its time limit or a cancel (``interrupted``, with that ``cause``).
+
+    In a submitit job (``hydra/launcher=slurm``) that is not requeued, the process ends by returning, so
+    that submitit records a result and the sweep's launcher stops waiting for the job; a requeued one exits
+    without a result, and the launcher waits for its restart.
+    """
+    slurm = under_slurm()
+    cause: str | None
+    refused: str | None
+    if stop.warning:
+        cause = "time-limit warning"
+        if rank_zero:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the requeue ends this job with a SIGTERM: finish first
+            refused = requeue()
+        else:
+            refused = None  # rank 0 requeues the job
+    elif stop.signum == signal.SIGTERM and slurm:
+        cause = sigterm_cause()  # None: the controller did not answer
+        refused = None
     else:
+        cause, refused = None, None
+    requeued = (stop.warning and refused is None) or cause == "requeued"
+    if rank_zero:
         step = _checkpoint_step(run_dir)
-        requeued = requeue_slurm_job(stop.signum)
         status = "preempted" if requeued else "interrupted"
-        fields = {
-            "signal": stop.name,
-            "checkpoint_step": step,
-            "requeued": requeued,
-            **{k: v for k, v in (read_status(run_dir) or {}).items() if k == "slurm_job_id"},
-        }
+        fields: dict[str, Any] = {"signal": stop.name, "checkpoint_step": step, "requeued": requeued}
+        if slurm:
+            fields.update({k: v for k, v in slurm_fields().items() if k not in ("requeued",)})
+            fields["cause"] = cause
+            if requeued:
+                fields["requeued_by"] = "cluster" if cause == "requeued" else "posenc"
+            if refused is not None:
+                fields["requeue_error"] = refused
         write_status(run_dir, status, **fields)
         mark_metrics(run_dir, status, **fields)
         end_loggers(
@@ -320,10 +393,20 @@ def _interrupted(stop: RunInterrupted, run_dir: Path, rank_zero: bool, loggers: 
             stop.exit_code,
         )
         where = f"checkpoint at step {step}" if step is not None else "no checkpoint (stopped before training)"
-        then = "requeued" if requeued else f"resume: python train.py --resume {run_dir}"
-        print(f"interrupted by {stop.name}: {where}; {then}", file=sys.stderr)
+        if requeued:
+            then = f"SLURM job {os.environ.get('SLURM_JOB_ID')} requeued: it resumes from there when it restarts"
+        else:
+            then = f"resume: python train.py --resume {run_dir}"
+            if refused is not None:
+                then = f"not requeued ({refused}); {then}"
+        why = f" ({cause})" if cause and cause != "requeued" else ""
+        print(f"interrupted by {stop.name}{why}: {where}; {then}", file=sys.stderr)
         print(run_dir)
-    raise SystemExit(stop.exit_code)
+    else:
+        end_loggers(loggers, {}, None, run_dir / "figures", stop.exit_code)
+    if slurm and under_submitit() and not requeued:
+        return None
+    return stop.exit_code
 
 
 def _failed(exc: BaseException, run_dir: Path, record: bool, multirun: bool, loggers: list[Any]) -> None:
@@ -332,7 +415,7 @@ def _failed(exc: BaseException, run_dir: Path, record: bool, multirun: bool, log
     user = user_error(exc)
     cause = user or exc
     line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    fields: dict[str, Any] = {"error": f"{type(cause).__name__}: {line}"}
+    fields: dict[str, Any] = {"error": f"{type(cause).__name__}: {line}", **slurm_fields()}
     if isinstance(cause, TrainingDiverged):
         fields["step"] = cause.step
     recorded = record and run_dir.is_dir()

@@ -238,12 +238,17 @@ def check_fits_in_memory(image_size: int, num_images: int) -> None:
     """Refuse sizes this machine cannot hold: the images as uint8 plus one float image per pass
     (the least any task allocates), against the memory available now."""
     needed = num_images * 3 * image_size**2 + 3 * image_size**2 * 4
+    check_memory("data.image_size", image_size, f"{num_images} images of {image_size} px", needed, "fewer images")
+
+
+def check_memory(key: str, value: object, what: str, needed: int, instead: str) -> None:
+    """Refuse ``key=value`` when ``what`` needs ``needed`` bytes and this machine has fewer available
+    now: one line naming both and what to change (a smaller ``key``, or ``instead``)."""
     available = available_memory()
     if available is not None and needed > available:
         raise PosencError(
-            f"data.image_size={image_size} is not valid: {num_images} images of {image_size} px need "
-            f"{needed / 2**30:.1f} GiB, this machine has {available / 2**30:.1f} GiB available; valid: a "
-            "smaller data.image_size or fewer images"
+            f"{key}={value} is not valid: {what} need {needed / 2**30:.1f} GiB, this machine has "
+            f"{available / 2**30:.1f} GiB available; valid: a smaller {key} or {instead}"
         )
 
 

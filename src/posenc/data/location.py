@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from posenc.core.choices import TEST_PLACEMENTS, TRAIN_PLACEMENTS
+from posenc.core.devices import check_device
 from posenc.core.errors import PosencError, check_choice
 from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, cell_size, check_canvas, make_canvases
 from posenc.data.cifar import check_cifar10
@@ -140,6 +141,8 @@ class CanvasDataModule(SeededDataModule):
                 raise PosencError("data.source=cifar10 needs data.data_dir=<folder holding cifar-10-batches-py/>")
             check_cifar10(data_dir)  # a missing file is named now, not after the Trainer has started
         self.spec, self.data_dir = spec, data_dir
+        if device != "auto":  # torch's own error would come from inside setup(), after the Trainer started
+            check_device("data.device", device, also=("auto",))
         self.device_name = device
         if test_placement is not None:
             check_choice("data.test_placement", test_placement, TEST_PLACEMENTS)

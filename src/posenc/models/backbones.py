@@ -293,6 +293,21 @@ class TappedBackbone(nn.Module):
         torch's meta device: no memory, no compute."""
         if self.body is None:
             return
+        rule = self.patch_rule()
+        if rule is not None:
+            fixed, patch = rule
+            if fixed is not None and image_size != fixed:
+                raise PosencError(
+                    f"data.image_size={image_size} is not valid for backbone {self.name}: its patch embedding "
+                    f"takes {fixed} px images only; valid: data.image_size={fixed}"
+                )
+            if fixed is None and (image_size < patch or image_size % patch):
+                lower, upper = max(patch, image_size // patch * patch), (image_size // patch + 1) * patch
+                near = f"{lower} or {upper}" if lower < upper and lower != image_size else f"{upper}"
+                raise PosencError(
+                    f"data.image_size={image_size} is not valid for backbone {self.name}: its {patch} px patches must "
+                    f"tile the image; valid: a multiple of {patch}, e.g. data.image_size={near}"
+                )
         if padding_entry(self.padding).shrinks:
             minimum = minimum_input_size(self.body)
             if image_size < minimum:
@@ -307,6 +322,19 @@ class TappedBackbone(nn.Module):
                 f"data.image_size={image_size} is too small for backbone {self.name}: its tap "
                 f"{self.tap_names[-1]} would have no pixels; valid: data.image_size >= {minimum}"
             )
+
+    def patch_rule(self) -> tuple[int | None, int] | None:
+        """``(fixed size or None, patch size)`` of a patch embedding that asserts its input's size (timm's
+        ``PatchEmbed``: exactly its ``img_size`` when strict, else a multiple of its patch); None without one."""
+        for module in self.modules():
+            patch, size = getattr(module, "patch_size", None), getattr(module, "img_size", None)
+            if not hasattr(module, "strict_img_size") or patch is None or getattr(module, "dynamic_img_pad", False):
+                continue
+            side = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+            if module.strict_img_size and size is not None:
+                return int(size[0] if isinstance(size, (tuple, list)) else size), side
+            return None, side
+        return None
 
     @property
     def tap_strides(self) -> list[int]:
@@ -326,7 +354,7 @@ class TappedBackbone(nn.Module):
             probe = torch.zeros(1, 3, image_size, image_size, device="meta")
             with torch.no_grad():
                 return [tuple(t.shape) for t in meta_copy(self)(probe)]
-        except (RuntimeError, ValueError, NotImplementedError):
+        except (RuntimeError, ValueError, NotImplementedError, AssertionError):  # AssertionError: torch._assert
             return None
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:

@@ -276,10 +276,18 @@ def measured_geometries(backbone: TappedBackbone, allow_global: bool = False) ->
     from 64 px until no support touches its border; at :data:`LARGEST_MEASURED_INPUT` px a tap
     still touching it is refused, as is one that NaN shows to depend on pixels outside it
     (``allow_global``: such taps are None instead)."""
+    wide = _wide_taps(backbone)
+    if wide and not allow_global:
+        raise PosencError(
+            f"tap {wide[0]} of backbone {backbone.name} depends on every pixel of a {LARGEST_MEASURED_INPUT} px "
+            "input (its edge columns reach the centre: an op over the whole map, such as GroupNorm or "
+            f"squeeze-excitation, or a receptive field wider than {LARGEST_MEASURED_INPUT} px): no padding-free "
+            "reference exists; valid: layers with smaller receptive fields"
+        )
     probe = _dependency_probe(backbone)
     strides = backbone.tap_strides
     side = 64
-    found: dict[str, Geometry | None] = {}  # None: depends on every pixel (allow_global)
+    found: dict[str, Geometry | None] = dict.fromkeys(wide)  # None: depends on every pixel (allow_global)
     measured_at: dict[str, tuple[int, int, int]] = {}  # (side, lo, hi) of the measurement
     generator = torch.Generator().manual_seed(0)
     while len(found) < len(backbone.tap_names):
@@ -330,6 +338,33 @@ def measured_geometries(backbone: TappedBackbone, allow_global: bool = False) ->
                 raise
             found[tap] = None
     return {tap: found[tap] for tap in backbone.tap_names}
+
+
+def _wide_taps(backbone: TappedBackbone) -> list[str]:
+    """The taps whose centre unit a NaN in the first or last column of a :data:`LARGEST_MEASURED_INPUT` px
+    wide input reaches: one forward pass, without gradients, settles what the measurement would only find at its
+    largest input (an op over the whole map, squeeze-excitation in every EfficientNet block, reaches the
+    centre from anywhere; NaN spreads through every op, as :func:`_check_with_nan` relies on)."""
+    side = LARGEST_MEASURED_INPUT
+    # a band of 128 rows: the reach along a row is what the measurement bounds (its support's columns), and a
+    # band costs an eighth of the square
+    images = torch.rand(1, 3, 128, side, generator=torch.Generator().manual_seed(2))
+    images[:, :, :, 0] = images[:, :, :, -1] = float("nan")
+    training = backbone.training
+    backbone.eval()  # BatchNorm on running stats: a batch statistic would spread NaN everywhere
+    try:
+        with torch.no_grad():
+            dtype = next(backbone.parameters()).dtype
+            taps = backbone(images.to(dtype))
+    except (RuntimeError, ValueError, AssertionError, StopIteration):  # no parameters, or a size it refuses
+        return []
+    finally:
+        backbone.train(training)
+    return [
+        tap
+        for tap, features in zip(backbone.tap_names, taps)
+        if bool(features[0, :, features.shape[-2] // 2, features.shape[-1] // 2].isnan().any())
+    ]
 
 
 def _check_with_nan(backbone: TappedBackbone, index: int, side: int, lo: int, hi: int) -> None:

@@ -33,6 +33,7 @@ from posenc.analysis.metrics import mae_per_image, spearman_per_image
 from posenc.core.choices import AUTOCAST, TAP_READOUTS, TEST_INPUTS  # noqa: F401 - the valid values live there
 from posenc.core.errors import PosencError, check_choice
 from posenc.core.figures import prediction_grid, save_figure
+from posenc.data.datamodule import check_memory
 from posenc.data.feature_cache import cache_key, cached_features, module_digest
 from posenc.data.position_maps import TARGETS, make_targets
 from posenc.models.backbones import TappedBackbone
@@ -125,6 +126,21 @@ class PosENetTask(PosencTask):
         self.test_metrics = nn.ModuleDict()
         self._backbone_digest: str | None = None
         self.previews: dict[str, dict[str, torch.Tensor]] = {}
+
+    def check_data(self, datamodule: Any) -> None:
+        """Refuse a readout this machine cannot hold (``readout.feature_size=100000``), before any image is
+        encoded: a batch's resized features (float32, every tap's channels) and the readouts' maps with their
+        batch norm and sigmoid, kept for the backward pass."""
+        maps = len(self.target_names) * (1 + len(self.each_tap))
+        channels, side, batch = self.backbone.out_channels, int(self.feature_size), int(datamodule.batch_size)
+        needed = batch * side**2 * 4 * (channels + 4 * maps)
+        check_memory(
+            "readout.feature_size",
+            side,
+            f"a batch of {batch} images' features at {side}x{side} ({channels} channels) and readout maps",
+            needed,
+            "data.batch_size",
+        )
 
     # -- features ---------------------------------------------------------------------------
     @torch.no_grad()

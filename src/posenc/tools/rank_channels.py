@@ -119,15 +119,9 @@ def output_dir(run_dir: str | Path, out: str | None) -> Path:
 
 def check_device(name: str) -> str:
     """``--device``: a torch device that exists on this machine (one line otherwise)."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise PosencError(f"--device={name!r} is not valid: expected a torch device (cpu, cuda, cuda:1, mps)") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(device.type, False):
-        raise PosencError(f"--device={name!r} is not valid: no {device.type} device on this machine; valid: cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise PosencError(f"--device={name!r} is not valid: this machine has {torch.cuda.device_count()} GPU(s)")
+    from posenc.core.devices import check_device as check
+
+    check("--device", name)
     return name
 
 
