@@ -156,3 +156,75 @@ _real_wait = __import__("subprocess").Popen.wait
 def _quick_wait(self, timeout=None):
     """``Popen.wait`` with the launcher's 10 s polls cut to 0.1 s."""
     return _real_wait(self, timeout=None if timeout is None else min(timeout, 0.1))
+
+
+def interrupted_run(tmp_path: Path, monkeypatch, signum: int, scontrol: str, submitit: bool = False):
+    """``posenc.core.training._interrupted`` for a run stopped by ``signum`` in SLURM job 4242, with a fake
+    ``scontrol`` (its shell body); the exit status it returns and the run's status.json."""
+    import signal
+
+    from posenc.core.interruption import RunInterrupted
+    from posenc.core.training import _interrupted
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{scontrol}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for key in ("SLURM_RESTART_COUNT", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SUBMITIT_EXECUTOR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_NAME", "posenc")
+    if submitit:
+        monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = _interrupted(RunInterrupted(signum), run_dir, True, [])
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # the warning's path ignores SIGTERM until the process exits
+    return code, json.loads((run_dir / "status.json").read_text())
+
+
+def test_a_refused_requeue_says_why_and_records_interrupted(tmp_path, monkeypatch, capsys):
+    import signal
+
+    refuse = 'echo "scontrol: error: Requested operation is presently disabled for job 4242" >&2; exit 1'
+    code, status = interrupted_run(tmp_path, monkeypatch, signal.SIGUSR1, refuse)
+    assert code == 128 + signal.SIGUSR1
+    assert status["status"] == "interrupted" and status["requeued"] is False
+    assert (
+        status["requeue_error"] == "scontrol requeue 4242: scontrol: error: Requested operation is presently "
+        "disabled for job 4242"
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not requeued (scontrol requeue 4242: " in err[0] and "--resume" in err[0], err
+
+
+def test_sigterm_asks_the_controller_why(tmp_path, monkeypatch):
+    """A cancel (the job's restart count unchanged) is ``interrupted``, and a submitit job then returns (its
+    launcher gets a result); the cluster requeueing the job (its restart count already raised) is
+    ``preempted``, ``requeued_by: cluster``, and exits without a result (the launcher waits for the restart)."""
+    import signal
+
+    code, status = interrupted_run(
+        tmp_path / "a",
+        monkeypatch,
+        signal.SIGTERM,
+        "echo JobId=4242 JobState=COMPLETING Restarts=0 Reason=None",
+        submitit=True,
+    )
+    assert code is None and status["status"] == "interrupted" and status["cause"] == "cancelled"
+    code, status = interrupted_run(
+        tmp_path / "b",
+        monkeypatch,
+        signal.SIGTERM,
+        "echo JobId=4242 JobState=COMPLETING Restarts=1 Reason=None",
+        submitit=True,
+    )
+    assert code == 143 and status["status"] == "preempted" and status["requeued_by"] == "cluster"
+    code, status = interrupted_run(
+        tmp_path / "c", monkeypatch, signal.SIGTERM, "echo JobId=4242 JobState=COMPLETING Restarts=0 Reason=TimeLimit"
+    )
+    assert code == 143 and status["status"] == "interrupted" and status["cause"] == "time limit"

@@ -11,8 +11,8 @@ Why not Lightning's own handling: Lightning 2.6 turns SIGTERM into ``SIGTERMExce
 middle of a validation pass as well, and writes no checkpoint; Ctrl-C raises ``KeyboardInterrupt``
 wherever the process is, possibly mid optimizer step; and its SLURM plugin requeues on SIGUSR1
 without recording anything (posenc turns it off: ``auto_requeue=False``). Here a signal during
-training is deferred to the end of the current training batch
-(:class:`posenc.core.checkpointing.RunCheckpoint` saves there and raises :class:`RunInterrupted`);
+training is deferred to the end of the current training batch, or of the validation pass that follows
+it (:class:`posenc.core.checkpointing.RunCheckpoint` saves there and raises :class:`RunInterrupted`);
 outside training (data generation, feature caching, the test pass) nothing is half-trained, so it
 raises at once. A second signal always raises at once.
 """

@@ -19,6 +19,7 @@ import math
 import re
 import shlex
 import statistics
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -587,7 +588,12 @@ def _task_class_of(path: str, mtime_ns: int) -> type[PosencTask] | None:
         raise PosencError(f"cannot read {path}: a list, not the resolved config train.py writes (a mapping)")
     target = OmegaConf.select(cfg, "task._target_")
     if target and target not in shipped_targets():  # a job dir's file never makes posenc import code
-        raise refusal(f"job dir {Path(path).parent}", "task._target_", target)
+        print(
+            f"warning: {refusal(f'job dir {Path(path).parent}', 'task._target_', target)}; its metrics are "
+            "reported in name order",
+            file=sys.stderr,
+        )
+        return None
     try:
         cls = get_class(target) if target else None
     except (ImportError, ValueError, AttributeError):  # a task of another version of posenc
