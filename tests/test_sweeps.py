@@ -371,6 +371,7 @@ def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path):
     assert "| readout.kernel_size=4 | 0 | failed: " in (sweep / "results.md").read_text()
 
 
+@pytest.mark.slow  # CI runs the same preset on a real launcher: tests/test_slurm_cluster.py (the slurm step)
 def test_padding_then_probe_runs_both_stages_on_the_users_launcher(tmp_path):
     """``hydra/launcher=submitit_local`` and a small-data override: stage 1 (semseg, two paddings) and stage 2
     (PosENet on each trained backbone, its padding) both run as submitit jobs with the override applied,
