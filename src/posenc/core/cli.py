@@ -13,12 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from posenc.core.conf_groups import CONF_DIR, HYDRA_LAUNCHERS, group_options  # noqa: F401 - re-exported
 from posenc.core.errors import PosencError, first_line, invalid_choice, require_extra
-from posenc.core.jsonio import read_json
+from posenc.core.jsonio import load_yaml, read_json
 
 _SIMPLE_VALUES = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
 SUBMITIT_LAUNCHERS = ("slurm", "submitit_local", "submitit_slurm")  # need the slurm extra
@@ -266,13 +265,10 @@ def resume_argv(run_dir: Path, trusted: Sequence[str] = ()) -> list[str]:
     if (read_json(run_dir / "status.json") or {}).get("status") == "completed":
         raise AlreadyComplete(run_dir)
     try:
-        listed = yaml.safe_load(overrides_file.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        raise PosencError(
-            f"cannot resume {run_dir}: {overrides_file} is not readable YAML ({first_line(exc)})"
-        ) from None
-    if listed is None:
-        listed = []
+        read = load_yaml(overrides_file, "the list of key=value overrides Hydra writes for a run")
+    except PosencError as exc:
+        raise PosencError(f"cannot resume {run_dir}: {exc}") from None
+    listed = OmegaConf.to_container(read) if isinstance(read, ListConfig) else None
     if not isinstance(listed, list) or not all(isinstance(o, str) for o in listed):
         raise PosencError(f"cannot resume {run_dir}: {overrides_file} is not a list of key=value overrides")
     overrides = [o for o in listed if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")]

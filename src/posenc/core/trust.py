@@ -24,8 +24,6 @@ from posenc.core.errors import PosencError
 
 TRUST_FLAG = "--trust-target"
 MODULE_BUILDER = "posenc.models.module_backbone.build_module_backbone"  # takes a factory as ``target``
-# Override keys whose value is code to import: a node's ``_target_``, and the module backbone's factory.
-CODE_KEYS = ("_target_", "backbone.target")
 
 
 def _yaml_targets(node: Any) -> Iterator[str]:
@@ -81,6 +79,11 @@ def named_code(cfg: Any, path: str = "") -> Iterator[tuple[str, Any]]:
             yield from named_code(item, f"{path}[{i}]")
 
 
+def names_code(key: str) -> bool:
+    """An override key whose value is code to import (the keys :func:`named_code` reads)."""
+    return key.endswith("_target_") or key == "backbone.target"
+
+
 def refusal(source: str, key: str, target: Any) -> PosencError:
     shown = target if isinstance(target, str) else repr(target)
     return PosencError(
@@ -101,27 +104,16 @@ def check_config(cfg: Any, source: str, trusted: Iterable[str] = ()) -> None:
 def check_overrides(overrides: Sequence[str], source: str, trusted: Iterable[str] = ()) -> None:
     """Check the overrides read from ``source`` (a run dir's ``overrides.yaml``) before anything runs:
     they may not set Hydra's own keys (``hydra.callbacks`` are called at start-up; a run dir's
-    overrides never hold them), and the config they compose to may name only trusted code."""
+    overrides never hold them), and the code they name, as written and in the config they compose to
+    (composing imports nothing), must be trusted."""
+    allowed = shipped_targets() | set(trusted)
     for text in overrides:
-        key = text.split("=", 1)[0].lstrip("+~")
+        key, _, value = text.partition("=")
+        key, value = key.lstrip("+~"), value.strip("'\"")
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             raise PosencError(f"{source} sets {key}: refused (a run's overrides never set Hydra's own keys)")
-    trusted = set(trusted)
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    # a code key set by an override is checked as written (before composing imports nothing, but a
-    # broken compose should not hide it)
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except Exception as exc:  # noqa: BLE001 - Hydra's grammar error, worded below
-        raise PosencError(f"{source} holds an override Hydra cannot parse: {str(exc).splitlines()[0]}") from None
-    allowed = shipped_targets() | trusted
-    for text, override in zip(overrides, parsed):
-        key = override.key_or_group
-        if key.endswith("_target_") or key == "backbone.target":
-            value = text.split("=", 1)[1] if "=" in text else ""
-            if value.strip("'\"") not in allowed:
-                raise refusal(source, key, value.strip("'\""))
+        if names_code(key) and value not in allowed:  # as written: a config that fails to compose hides it
+            raise refusal(source, key, value)
     check_config(compose_plain(overrides, source), source, trusted)
 
 
@@ -152,7 +144,7 @@ def user_targets(argv: Iterable[str]) -> set[str]:
     found = set()
     for arg in argv:
         key, eq, value = arg.partition("=")
-        if eq and (key.lstrip("+~").endswith("_target_") or key.lstrip("+~") == "backbone.target"):
+        if eq and names_code(key.lstrip("+~")):
             found.add(value.strip("'\""))
     return found
 

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from posenc.core.checkpointing import safe_load
 from posenc.core.compose import CONF_DIR
 from posenc.core.config_validation import user_error
-from posenc.core.errors import PosencError, first_line
+from posenc.core.errors import PosencError
+from posenc.core.jsonio import load_yaml
 from posenc.core.run_contract import read_status
 from posenc.core.trust import TRUST_FLAG, check_config
 from posenc.models.backbones import RUN_CHECKPOINT
@@ -67,10 +68,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", trusted: S
             f"run dir {str(run_dir)!r} ended {status.get('status')!r}"
             f"{': ' + status['error'] if status.get('error') else ''}; valid: a completed run"
         )
-    try:
-        cfg = OmegaConf.load(config)
-    except Exception as exc:  # noqa: BLE001 - any parse failure of a foreign file is its author's
-        raise PosencError(f"{config} is not a run's config: not YAML OmegaConf can read ({first_line(exc)})") from None
+    cfg = load_yaml(config, "the resolved config train.py writes (a mapping)")
     if not isinstance(cfg, DictConfig):  # a YAML list: not the config.yaml train.py writes
         raise PosencError(f"{config} is not a run's config: expected a mapping of keys, got a list")
     check_config(cfg, f"run dir {run_dir}", trusted)
