@@ -36,7 +36,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from posenc.core.cli import (
+from posenc.cli.argv import (
     OneLineParser,
     check_dir,
     check_group_overrides,
@@ -45,12 +45,14 @@ from posenc.core.cli import (
     path_value,
     quote_paths,
 )
-from posenc.core.compose import CONF_DIR, validate_job
-from posenc.core.errors import PosencError, invalid_choice
-from posenc.core.jsonio import read_json
-from posenc.core.run_contract import write_json
-from posenc.core.slurm import all_ended, submitit_job_ids, wait_for_jobs
-from posenc.core.sweeps import (
+from posenc.config.compose import validate_job
+from posenc.config.groups import CONF_DIR
+from posenc.config.trust import pop_trust_flags, user_targets
+from posenc.errors import PosencError, invalid_choice
+from posenc.io import read_json
+from posenc.run.run_dir import write_json
+from posenc.run.slurm import all_ended, submitit_job_ids, wait_for_jobs
+from posenc.sweeps.collect import (
     COMPLETED,
     GROUPS_FILE,
     PROBE_DIR,
@@ -68,7 +70,6 @@ from posenc.core.sweeps import (
     write_probe_stage,
     write_reports,
 )
-from posenc.core.trust import pop_trust_flags, user_targets
 
 ROOT = Path(__file__).resolve().parent
 
@@ -116,8 +117,12 @@ def launch(cmd: list[str], sweep_dir: Path | None = None) -> tuple[int, bool]:
                 continue
             ended_since = ended_since or time.time()
             if time.time() - ended_since >= LAUNCHER_GRACE_S:
-                print(f"sweep: the launcher still waits for SLURM jobs that ended {LAUNCHER_GRACE_S}s ago "
-                      f"({' '.join(jobs.values())}): stopping it", file=sys.stderr, flush=True)
+                print(
+                    f"sweep: the launcher still waits for SLURM jobs that ended {LAUNCHER_GRACE_S}s ago "
+                    f"({' '.join(jobs.values())}): stopping it",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 proc.terminate()
                 try:
                     proc.wait(timeout=30)
@@ -142,8 +147,9 @@ def wait_for_cluster(sweep_dir: Path) -> None:
         wait_for_jobs(jobs.values())
 
 
-def run_groups(name: str, groups: dict[str, list[str]], report_name: str | None, overrides: list[str],
-               parallel: int | None = None) -> int:
+def run_groups(
+    name: str, groups: dict[str, list[str]], report_name: str | None, overrides: list[str], parallel: int | None = None
+) -> int:
     """A grouped preset: one multirun per group into ``SWEEP_DIR/<group>``, ``parallel`` at a time
     (default: one per CPU core; each then gets its share of the cores as torch threads: the atlas's small
     readouts are bound by Python's per-step work, which one process runs on one core), then the
@@ -154,11 +160,14 @@ def run_groups(name: str, groups: dict[str, list[str]], report_name: str | None,
     if given:
         check_dir("hydra.sweep.dir", given[-1])
     sweep_dir = (
-        Path(path_value("hydra.sweep.dir", given[-1])).resolve() if given
+        Path(path_value("hydra.sweep.dir", given[-1])).resolve()
+        if given
         else reserve_sweep_dir(output_root(overrides), name)
     )
-    write_json(sweep_dir / GROUPS_FILE, {"preset": name, "report": report_name, "groups": list(groups.items()),
-                                        "overrides": overrides})  # pairs: the groups' order survives sorted keys
+    write_json(
+        sweep_dir / GROUPS_FILE,
+        {"preset": name, "report": report_name, "groups": list(groups.items()), "overrides": overrides},
+    )  # pairs: the groups' order survives sorted keys
     cores = os.cpu_count() or 1
     parallel = max(1, min(parallel or cores, len(groups)))
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // parallel))} if parallel > 1 else None
@@ -170,8 +179,15 @@ def run_groups(name: str, groups: dict[str, list[str]], report_name: str | None,
                 label, group = pending.pop(0)
                 print(f"sweep {name}, group {label}: {' '.join(group)}", flush=True)
                 log = open(sweep_dir / f"{label}.log", "w") if parallel > 1 else None  # noqa: SIM115
-                cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"sweep={name}",
-                       f"hydra.sweep.dir={hydra_quoted(str(sweep_dir / label))}", *overrides, *group]
+                cmd = [
+                    sys.executable,
+                    str(ROOT / "train.py"),
+                    "-m",
+                    f"sweep={name}",
+                    f"hydra.sweep.dir={hydra_quoted(str(sweep_dir / label))}",
+                    *overrides,
+                    *group,
+                ]
                 running.append((label, subprocess.Popen(cmd, env=env, stdout=log, stderr=log), log))
             time.sleep(0.2)
             for item in [r for r in running if r[1].poll() is not None]:
@@ -180,8 +196,11 @@ def run_groups(name: str, groups: dict[str, list[str]], report_name: str | None,
                 rc = rc or proc.returncode
                 if log is not None:
                     log.close()
-                print(f"sweep {name}, group {label}: exit {proc.returncode}"
-                      + (f" (its output: {sweep_dir / f'{label}.log'})" if log is not None else ""), flush=True)
+                print(
+                    f"sweep {name}, group {label}: exit {proc.returncode}"
+                    + (f" (its output: {sweep_dir / f'{label}.log'})" if log is not None else ""),
+                    flush=True,
+                )
     except KeyboardInterrupt:  # the children got the SIGINT too: let them record their status, then report
         for _, proc, _ in running:
             try:
@@ -233,8 +252,9 @@ def run_sweep(name: str, overrides: list[str]) -> int:
         raise PosencError(f"parallel={parallel[-1]} is not valid; valid: an int >= 1 (groups run at once)")
     if not groups and (chosen or parallel):
         key, value = ("groups", chosen[-1]) if chosen else ("parallel", parallel[-1])
-        raise PosencError(f"{key}={value} is not valid for sweep {name}: it has no groups; valid: a preset "
-                          "with groups (atlas)")
+        raise PosencError(
+            f"{key}={value} is not valid for sweep {name}: it has no groups; valid: a preset with groups (atlas)"
+        )
     picked = select_groups(groups, chosen[-1] if chosen else None) if groups else {}
     check_jobs(name, overrides, next(iter(picked.values()), []))  # before a sweep dir exists
     if groups:
@@ -263,8 +283,9 @@ def run_sweep(name: str, overrides: list[str]) -> int:
     if probes:  # the second stage: one multirun on every backbone the first stage trained, same launcher
         probe_dir = write_probe_stage(sweep_dir, probes)
         print(f"sweep {name}, probe stage: {len(probes)} runs into {probe_dir}", flush=True)
-        probe_rc, interrupted = launch([sys.executable, str(ROOT / "train.py"),
-                                        *probe_command(sweep_dir, probes, overrides)], probe_dir)
+        probe_rc, interrupted = launch(
+            [sys.executable, str(ROOT / "train.py"), *probe_command(sweep_dir, probes, overrides)], probe_dir
+        )
         if probe_rc and not interrupted:
             wait_for_cluster(probe_dir)
         rc = rc or probe_rc
@@ -276,9 +297,11 @@ def run_sweep(name: str, overrides: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="sweep.py", description=__doc__.split("\n\n")[0],
+        prog="sweep.py",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.split("\n\n")[1:]))
+        epilog="\n".join(__doc__.split("\n\n")[1:]),
+    )
     parser.add_argument("--list", action="store_true", help="list the sweep presets and exit")
     parser.add_argument("name", nargs="?", help="a preset of conf/sweep/, or 'collect'")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="key=value overrides, or collect's SWEEP_DIR")

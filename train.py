@@ -3,7 +3,7 @@
 Examples: ``python train.py backbone=vgg16 padding=reflect task=posenet``;
 ``python train.py -m padding=zeros,reflect,replicate,circular,partial,none``;
 ``python train.py --resume outputs/runs/<run>`` continues a killed run from its last checkpoint
-(``--trust-target pkg.module.factory``: the run dir may name that code of yours; posenc.core.trust).
+(``--trust-target pkg.module.factory``: the run dir may name that code of yours; posenc.config.trust).
 """
 
 from __future__ import annotations
@@ -17,21 +17,21 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import posenc.core.config_schema  # noqa: F401 - registers the config schemas before Hydra composes
-from posenc.core.cli import (
+import posenc.config.schema  # noqa: F401 - registers the config schemas before Hydra composes
+from posenc.cli.argv import (
     AlreadyComplete,
     check_group_overrides,
     check_run_dir,
-    discard_if_empty,
     reserved_dir,
     resume_argv,
     with_output_dir,
 )
-from posenc.core.config_validation import user_error
-from posenc.core.errors import PosencError
-from posenc.core.slurm import lost_job
-from posenc.core.training import run  # imported before Hydra sets up logging: Lightning keeps its own handler
-from posenc.core.trust import pop_trust_flags, user_targets
+from posenc.config.trust import pop_trust_flags, user_targets
+from posenc.config.validation import user_error
+from posenc.errors import PosencError
+from posenc.io import discard_if_empty
+from posenc.run.slurm import lost_job
+from posenc.run.train import run  # imported before Hydra sets up logging: Lightning keeps its own handler
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -75,8 +75,11 @@ def cli(argv: Sequence[str]) -> int:
             if lost is None:
                 raise
             sweep = next((a.split("=", 1)[1] for a in reversed(sys.argv) if a.startswith("hydra.sweep.dir=")), "")
-            print(f"error: {lost}; the sweep's other jobs go on on the cluster: python sweep.py collect {sweep} "
-                  "reports each", file=sys.stderr)
+            print(
+                f"error: {lost}; the sweep's other jobs go on on the cluster: python sweep.py collect {sweep} "
+                "reports each",
+                file=sys.stderr,
+            )
             return 1
         print(f"error: {user}", file=sys.stderr)
         discard_if_empty(reserved_dir(argv, sys.argv[1:]))  # a config Hydra could not compose: nothing ran there

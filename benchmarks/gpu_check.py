@@ -34,8 +34,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "results" / "main_job.md"  # the default run on a CPU (python scripts/results.py main_job)
-SMOKE = ["backbone=tiny", "data.image_size=32", "data.num_train=16", "data.num_val=8", "data.num_test=4",
-         "task.max_steps=5"]  # the CPU smoke version of a PosENet step
+SMOKE = [
+    "backbone=tiny",
+    "data.image_size=32",
+    "data.num_train=16",
+    "data.num_val=8",
+    "data.num_test=4",
+    "task.max_steps=5",
+]  # the CPU smoke version of a PosENet step
 GPS_SMOKE = ["backbone=tiny", "data.num_train=96", "data.num_test=18", "task.max_steps=3"]
 
 
@@ -69,8 +75,9 @@ def run(cmd: list[str], timeout: float) -> tuple[int, str, float]:
 
 def train(overrides: list[str], run_dir: Path, timeout: float) -> tuple[int, dict, float, str]:
     """One ``train.py`` run into ``run_dir``; ``(exit status, metrics.json, seconds, output tail)``."""
-    rc, out, seconds = run([sys.executable, "train.py", *overrides, "callbacks.progress=null",
-                            f"hydra.run.dir={run_dir}"], timeout)
+    rc, out, seconds = run(
+        [sys.executable, "train.py", *overrides, "callbacks.progress=null", f"hydra.run.dir={run_dir}"], timeout
+    )
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     return rc, metrics, seconds, out[-1500:]
@@ -125,8 +132,10 @@ def posenet_step(name: str, extra: list[str], gpu: bool, reference: dict, tol: f
         step.lines = [f"skipped on the GPU: no GPU here; CPU smoke run ({' '.join(overrides)}) completed"]
         return step
     gap, key = max_gap({k: round(v, 3) for k, v in spc(metrics).items()}, reference)
-    step.lines = [f"steps {metrics.get('train/steps')}, converged {metrics.get('train/converged')}",
-                  f"max |SPC - CPU reference| = {gap:.4f} ({key}); tolerance {tol}"]
+    step.lines = [
+        f"steps {metrics.get('train/steps')}, converged {metrics.get('train/converged')}",
+        f"max |SPC - CPU reference| = {gap:.4f} ({key}); tolerance {tol}",
+    ]
     step.status = "ok" if gap <= tol else "failed"
     return step
 
@@ -139,8 +148,9 @@ def script_step(name: str, cmd: list[str], smoke: list[str], gpu: bool, timeout:
         step.status, step.lines = "failed", [f"exit {rc}", *lines[-3:]]
         return step
     step.status = "ok" if gpu else "smoke"
-    step.lines = ([] if gpu else ["skipped on the GPU: no GPU here; CPU smoke run completed"]) + \
-        [line for line in lines if any(w in line for w in ("x ", "/", "ms/step", " s", "target"))][-8:]
+    step.lines = ([] if gpu else ["skipped on the GPU: no GPU here; CPU smoke run completed"]) + [
+        line for line in lines if any(w in line for w in ("x ", "/", "ms/step", " s", "target"))
+    ][-8:]
     return step
 
 
@@ -154,8 +164,10 @@ def location_step(gpu: bool, out: Path) -> Step:
     status = json.loads((out / step.name / "status.json").read_text())
     steps, batch = int(metrics.get("train/steps") or 0), 48
     wall = float(status.get("wall_time_s") or step.seconds)
-    step.lines = [f"{steps} steps x batch {batch} in {wall:.1f} s (the whole run): {steps * batch / wall:.0f} images/s",
-                  f"test accuracy {metrics.get('test/accuracy')}"]
+    step.lines = [
+        f"{steps} steps x batch {batch} in {wall:.1f} s (the whole run): {steps * batch / wall:.0f} images/s",
+        f"test accuracy {metrics.get('test/accuracy')}",
+    ]
     if not gpu:
         step.status = "smoke"
         step.lines.insert(0, f"skipped on the GPU: no GPU here; CPU smoke run ({' '.join(overrides)})")
@@ -183,16 +195,22 @@ def ddp_step(n_gpus: int, tol: float, out: Path) -> Step:
         return step
     gap, key = max_gap(tests(one), tests(many))
     where = f"{devices} GPUs" if n_gpus >= 2 else "2 CPU processes (fewer than two GPUs here: the GPU run is skipped)"
-    step.lines = [f"{where} x batch {batch} vs 1 process x batch {batch * devices}: max |metric gap| {gap:.2e} ({key}); "
-                  f"tolerance {tol:g}"]
+    step.lines = [
+        f"{where} x batch {batch} vs 1 process x batch {batch * devices}: max |metric gap| {gap:.2e} ({key}); "
+        f"tolerance {tol:g}"
+    ]
     step.status = "ok" if gap <= tol else "failed"
     return step
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, default=REFERENCE,
-                        help="the default run on a CPU: docs/results/main_job.md or a metrics.json")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=REFERENCE,
+        help="the default run on a CPU: docs/results/main_job.md or a metrics.json",
+    )
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temp dir)")
     parser.add_argument("--spc-tol", type=float, default=0.01)
     parser.add_argument("--ddp-tol", type=float, default=1e-4)
@@ -202,8 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     gpu = n_gpus > 0
     reference = read_reference(args.reference)
     if gpu and not reference:
-        print(f"error: no CPU reference in {args.reference}: run the default job on a CPU first "
-              "(python scripts/results.py main_job writes docs/results/main_job.md)", file=sys.stderr)
+        print(
+            f"error: no CPU reference in {args.reference}: run the default job on a CPU first "
+            "(python scripts/results.py main_job writes docs/results/main_job.md)",
+            file=sys.stderr,
+        )
         return 2
     start = time.perf_counter()
     print(f"gpu check: {n_gpus} GPU(s); runs in {out}", flush=True)
@@ -211,13 +232,44 @@ def main(argv: list[str] | None = None) -> int:
     for make in (
         lambda: posenet_step("posenet_fp32", [], gpu, reference, args.spc_tol, out),
         lambda: posenet_step("posenet_bf16", ["task.autocast=bf16"], gpu, reference, args.spc_tol, out),
-        lambda: script_step("posenet_cache", ["benchmarks/posenet_cache.py", "--trainer", "gpu"],
-                            ["benchmarks/posenet_cache.py", "--backbone", "tiny", "--image-size", "32", "--num-train",
-                             "16", "--num-test", "4", "--epochs", "1"], gpu, 240),
-        lambda: script_step("train_overhead", ["benchmarks/train_overhead.py", "--device", "cuda", "--steps", "20",
-                                               "--threads", "0"],
-                            ["benchmarks/train_overhead.py", "--backbone", "tiny", "--image-size", "48", "--batch-size",
-                             "4", "--steps", "2", "--repeats", "1"], gpu, 240),
+        lambda: script_step(
+            "posenet_cache",
+            ["benchmarks/posenet_cache.py", "--trainer", "gpu"],
+            [
+                "benchmarks/posenet_cache.py",
+                "--backbone",
+                "tiny",
+                "--image-size",
+                "32",
+                "--num-train",
+                "16",
+                "--num-test",
+                "4",
+                "--epochs",
+                "1",
+            ],
+            gpu,
+            240,
+        ),
+        lambda: script_step(
+            "train_overhead",
+            ["benchmarks/train_overhead.py", "--device", "cuda", "--steps", "20", "--threads", "0"],
+            [
+                "benchmarks/train_overhead.py",
+                "--backbone",
+                "tiny",
+                "--image-size",
+                "48",
+                "--batch-size",
+                "4",
+                "--steps",
+                "2",
+                "--repeats",
+                "1",
+            ],
+            gpu,
+            240,
+        ),
         lambda: location_step(gpu, out),
         lambda: ddp_step(n_gpus, args.ddp_tol, out),
     ):
@@ -233,8 +285,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {step.name} | {step.status} | {step.seconds:.0f} |")
     print(f"\ntotal {total:.0f} s (target on one GPU: under 480 s); largest child peak RSS {peak:.1f} GB")
     failed = [s.name for s in steps if s.status == "failed"]
-    print("gpu check: " + (f"FAILED: {', '.join(failed)}" if failed else "passed" if gpu else
-                           "passed on CPU (the GPU parts skipped: no GPU here)"))
+    print(
+        "gpu check: "
+        + (
+            f"FAILED: {', '.join(failed)}"
+            if failed
+            else "passed"
+            if gpu
+            else "passed on CPU (the GPU parts skipped: no GPU here)"
+        )
+    )
     return 1 if failed else 0
 
 

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import add_data_arguments
 from hydra.utils import instantiate
 
-from common import add_data_arguments
-from posenc.core.compose import compose_run
-from posenc.core.training import run
+from posenc.config.compose import compose_run
+from posenc.run.train import run
 
 
 def timed_run(overrides: list[str], run_dir: Path) -> tuple[float, dict]:
@@ -57,8 +57,13 @@ def main() -> None:
     parser.add_argument("--trainer", choices=["cpu", "gpu"], default="cpu", help="the trainer config (conf/trainer/)")
     args = parser.parse_args()
     overrides = [
-        f"trainer={args.trainer}", f"backbone={args.backbone}", f"data.image_size={args.image_size}", f"data.num_train={args.num_train}",
-        f"data.num_test={args.num_test}", f"trainer.max_epochs={args.epochs}", "callbacks.progress=null",
+        f"trainer={args.trainer}",
+        f"backbone={args.backbone}",
+        f"data.image_size={args.image_size}",
+        f"data.num_train={args.num_train}",
+        f"data.num_test={args.num_test}",
+        f"trainer.max_epochs={args.epochs}",
+        "callbacks.progress=null",
     ]
     root = Path(tempfile.mkdtemp(prefix="posenc-bench-"))
     cached_s, cached = timed_run([*overrides, "task.feature_cache=memory"], root / "cached")

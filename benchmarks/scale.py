@@ -7,7 +7,7 @@ budget (``task.max_steps``), the default ``auto`` feature cache with a memory bu
 ``--memory-fraction`` of the available RAM (small by default, so that every N goes to the float16
 file on disk: the setting that keeps memory flat; the default 0.25 keeps small Ns in memory).
 
-Each N runs in its own subprocess (``posenc.core.training.run``, what ``train.py`` runs) and
+Each N runs in its own subprocess (``posenc.run.train.run``, what ``train.py`` runs) and
 reports: seconds per image of encoding the training set into the cache, seconds of the readout
 (the training loop, after the cache), the process's peak RSS as the OS counts it
 (``os.wait4``'s ``ru_maxrss``, which includes every page of a memory map the process touched)
@@ -54,7 +54,7 @@ def write_folder(folder: Path, num: int, photos: tuple[str, ...], seed: int) -> 
     """``num`` JPEG crops of ``photos`` in ``folder`` (seconds taken), ``WRITE_CHUNK`` at a time."""
     from PIL import Image
 
-    from posenc.data.natural import natural_crops
+    from posenc.data.sources.natural import natural_crops
 
     start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
@@ -73,8 +73,8 @@ def child(spec: dict[str, Any]) -> None:
     import torch
 
     import posenc.tasks.posenet as posenet
-    from posenc.core.compose import compose_run
-    from posenc.core.training import run
+    from posenc.config.compose import compose_run
+    from posenc.run.train import run
     from posenc.tasks.base import PosencTask
 
     if spec.get("threads"):
@@ -101,6 +101,7 @@ def child(spec: dict[str, Any]) -> None:
         def hook(self: Any) -> None:
             times[name], times[f"{name}_cpu"] = time.perf_counter(), time.process_time()
             return hooks[name](self)
+
         return hook
 
     for name in hooks:
@@ -121,8 +122,14 @@ def run_child(overrides: list[str], root: Path, threads: int = 0) -> dict[str, A
     spec = {"overrides": overrides, "run_dir": str(root / "run"), "out": str(root / "times.json"), "threads": threads}
     env = {**os.environ, "POSENC_PROGRESS": "0"}
     load = os.getloadavg()[0]  # a shared machine: the timings below are only as steady as this
-    proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     output = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (RUSAGE_CHILDREN is a running max)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -138,7 +145,7 @@ def run_child(overrides: list[str], root: Path, threads: int = 0) -> dict[str, A
 
 # -- the two benchmarks --------------------------------------------------------------------------
 def posenet_scale(args: argparse.Namespace) -> None:
-    from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS
+    from posenc.data.sources.natural import TEST_PHOTOS, TRAIN_PHOTOS
 
     sizes = sorted({*args.sizes, *((DUTS_TR,) if args.duts else ())})
     root = Path(tempfile.mkdtemp(prefix="posenc-scale-", dir=args.tmp))
@@ -146,41 +153,67 @@ def posenet_scale(args: argparse.Namespace) -> None:
         train_dir, test_dir = root / "DUTS-TR", root / "test"
         made = write_folder(train_dir / "DUTS-TR-Image", max(sizes), TRAIN_PHOTOS, seed=0)
         write_folder(test_dir, args.num_test, TEST_PHOTOS, seed=1)
-        print(f"wrote {max(sizes)} + {args.num_test} JPEGs ({FILE_SIDE[0]}x{FILE_SIDE[1]}) in {made:.0f} s to {root}",
-              flush=True)
-        base = [f"backbone={args.backbone}", "data=folder", f"data.train_dir={train_dir}", f"data.test_dir={test_dir}",
-                f"data.image_size={args.image_size}", f"data.num_test={args.num_test}", f"task.max_steps={args.steps}",
-                f"task.cache_memory_fraction={args.memory_fraction}", "callbacks.progress=null", "seed=0"]
+        print(
+            f"wrote {max(sizes)} + {args.num_test} JPEGs ({FILE_SIDE[0]}x{FILE_SIDE[1]}) in {made:.0f} s to {root}",
+            flush=True,
+        )
+        base = [
+            f"backbone={args.backbone}",
+            "data=folder",
+            f"data.train_dir={train_dir}",
+            f"data.test_dir={test_dir}",
+            f"data.image_size={args.image_size}",
+            f"data.num_test={args.num_test}",
+            f"task.max_steps={args.steps}",
+            f"task.cache_memory_fraction={args.memory_fraction}",
+            "callbacks.progress=null",
+            "seed=0",
+        ]
         rows = []
         for n in sizes:
             out = root / f"n{n}"
             result = run_child([*base, f"data.num_train={n}"], out, args.threads)
             rows.append((n, result))
             print(f"N={n}: {result['cache_line']}", flush=True)
-            print(f"N={n}: encode {result['encode_s']:.0f} s, readout {result.get('readout_s', float('nan')):.0f} s, "
-                  f"peak RSS {result['peak_rss'] / 1e9:.2f} GB, wall {result['wall_s']:.0f} s", flush=True)
+            print(
+                f"N={n}: encode {result['encode_s']:.0f} s, readout {result.get('readout_s', float('nan')):.0f} s, "
+                f"peak RSS {result['peak_rss'] / 1e9:.2f} GB, wall {result['wall_s']:.0f} s",
+                flush=True,
+            )
             shutil.rmtree(out, ignore_errors=True)  # the cache file: up to 24 GB at DUTS size
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"\nconfig: {' '.join(base[:1] + base[4:])} (data.train_dir: a generated DUTS-TR-Image folder), "
-          f"{args.threads or 'default'} torch thread(s)")
-    print(f"{'N':>6} {'cache':>13} {'cache GB':>9} {'encode s/img':>13} {'(CPU)':>7} {'readout s':>10} {'(CPU)':>6} "
-          f"{'peak RSS GB':>12} {'wall s':>7} {'load':>5} {'natural H SPC':>14}")
+    print(
+        f"\nconfig: {' '.join(base[:1] + base[4:])} (data.train_dir: a generated DUTS-TR-Image folder), "
+        f"{args.threads or 'default'} torch thread(s)"
+    )
+    print(
+        f"{'N':>6} {'cache':>13} {'cache GB':>9} {'encode s/img':>13} {'(CPU)':>7} {'readout s':>10} {'(CPU)':>6} "
+        f"{'peak RSS GB':>12} {'wall s':>7} {'load':>5} {'natural H SPC':>14}"
+    )
     for n, r in rows:
         mode = "disk" if r["cache"] == "FeatureFile" else "memory"
-        print(f"{n:>6} {mode + ' ' + r['cache_dtype']:>13} {r['cache_bytes'] / 1e9:>9.2f} {r['encode_s'] / n:>13.4f} "
-              f"{r['encode_cpu_s'] / n:>7.4f} {r.get('readout_s', np.nan):>10.1f} {r.get('readout_cpu_s', np.nan):>6.0f} "
-              f"{r['peak_rss'] / 1e9:>12.2f} {r['wall_s']:>7.0f} {r['load']:>5.1f} "
-              f"{r['metrics'].get('test/natural/H/spc', np.nan):>14.3f}")
-    print("((CPU): the process's CPU time over the same span, which waiting for a core or the disk does not add to; "
-          f"load: the machine's 1-minute load average at the run's start and end, {os.cpu_count()} cores)")
+        print(
+            f"{n:>6} {mode + ' ' + r['cache_dtype']:>13} {r['cache_bytes'] / 1e9:>9.2f} {r['encode_s'] / n:>13.4f} "
+            f"{r['encode_cpu_s'] / n:>7.4f} {r.get('readout_s', np.nan):>10.1f} {r.get('readout_cpu_s', np.nan):>6.0f} "
+            f"{r['peak_rss'] / 1e9:>12.2f} {r['wall_s']:>7.0f} {r['load']:>5.1f} "
+            f"{r['metrics'].get('test/natural/H/spc', np.nan):>14.3f}"
+        )
+    print(
+        "((CPU): the process's CPU time over the same span, which waiting for a core or the disk does not add to; "
+        f"load: the machine's 1-minute load average at the run's start and end, {os.cpu_count()} cores)"
+    )
     (small, a), (large, b) = rows[0], rows[-1]
     print(f"\nlargest / smallest N ({large} / {small} = {large / small:.1f}x the images):")
-    print(f"  encode s/image  {(b['encode_s'] / large) / (a['encode_s'] / small):6.2f}x wall, "
-          f"{(b['encode_cpu_s'] / large) / (a['encode_cpu_s'] / small):.2f}x CPU   (target <= 1.2)")
-    print(f"  readout s       {b.get('readout_s', np.nan) / a.get('readout_s', np.nan):6.2f}x wall, "
-          f"{b.get('readout_cpu_s', np.nan) / a.get('readout_cpu_s', np.nan):.2f}x CPU   (same {args.steps} steps)")
+    print(
+        f"  encode s/image  {(b['encode_s'] / large) / (a['encode_s'] / small):6.2f}x wall, "
+        f"{(b['encode_cpu_s'] / large) / (a['encode_cpu_s'] / small):.2f}x CPU   (target <= 1.2)"
+    )
+    print(
+        f"  readout s       {b.get('readout_s', np.nan) / a.get('readout_s', np.nan):6.2f}x wall, "
+        f"{b.get('readout_cpu_s', np.nan) / a.get('readout_cpu_s', np.nan):.2f}x CPU   (same {args.steps} steps)"
+    )
     print(f"  peak RSS        {b['peak_rss'] / a['peak_rss']:6.2f}x   (target <= 1.2)")
     print(f"  cache bytes     {b['cache_bytes'] / a['cache_bytes']:6.2f}x")
 
@@ -190,8 +223,14 @@ def location_scale(args: argparse.Namespace) -> None:
     rows = []
     try:
         for n in CANVAS_SIZES:
-            overrides = ["task=location_cls", f"data.num_train={n}", "data.device=cpu", "task.max_steps=5",
-                         "callbacks.progress=null", "seed=0"]
+            overrides = [
+                "task=location_cls",
+                f"data.num_train={n}",
+                "data.device=cpu",
+                "task.max_steps=5",
+                "callbacks.progress=null",
+                "seed=0",
+            ]
             result = run_child(overrides, root / f"n{n}", args.threads)
             rows.append((n, result))
             print(f"N={n}: peak RSS {result['peak_rss'] / 1e9:.2f} GB, wall {result['wall_s']:.0f} s", flush=True)
@@ -203,8 +242,10 @@ def location_scale(args: argparse.Namespace) -> None:
     for n, r in rows:
         print(f"{n:>9} {n * canvas / 1e9:>10.2f} {r['peak_rss'] / 1e9:>12.2f} {r['wall_s']:>8.0f} {r['load']:>5.1f}")
     (small, a), (large, b) = rows[0], rows[-1]
-    print(f"\npeak RSS {large} / {small} canvases: {b['peak_rss'] / a['peak_rss']:.2f}x; above the smallest run: "
-          f"{(b['peak_rss'] - a['peak_rss']) / ((large - small) * canvas):.2f}x the bytes of the canvases stored")
+    print(
+        f"\npeak RSS {large} / {small} canvases: {b['peak_rss'] / a['peak_rss']:.2f}x; above the smallest run: "
+        f"{(b['peak_rss'] - a['peak_rss']) / ((large - small) * canvas):.2f}x the bytes of the canvases stored"
+    )
 
 
 def main() -> None:
@@ -218,8 +259,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--steps", type=int, default=200, help="readout steps (task.max_steps)")
     parser.add_argument("--num-test", type=int, default=32)
-    parser.add_argument("--memory-fraction", type=float, default=0.02,
-                        help="task.cache_memory_fraction (0.02 of ~22 GB: every N here on disk)")
+    parser.add_argument(
+        "--memory-fraction",
+        type=float,
+        default=0.02,
+        help="task.cache_memory_fraction (0.02 of ~22 GB: every N here on disk)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (0: torch's default)")
     parser.add_argument("--tmp", default=None, help="where the folders and caches go (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated folders")

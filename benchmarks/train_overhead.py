@@ -43,7 +43,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from posenc.core.compose import compose_run
+from posenc.config.compose import compose_run
 
 PRECISIONS = {"32": "32-true", "bf16-mixed": "bf16-mixed"}
 
@@ -53,13 +53,23 @@ def overrides(args: argparse.Namespace) -> list[str]:
     total = args.warmup + args.steps
     grid = 3
     return [
-        "task=location_cls", f"backbone={args.backbone}", f"data.image_size={args.image_size}",
-        f"data.canvas.grid={grid}", f"data.canvas.patch_size={args.image_size // grid}",
-        f"data.batch_size={args.batch_size}", f"data.num_train={total * args.batch_size}", "data.num_val=0",
-        "data.num_test=8", f"data.device={args.device}", f"task.max_steps={total}",
-        f"task.channels_last={str(args.channels_last).lower()}", f"trainer.accelerator={args.device}",
-        f"trainer.precision={PRECISIONS[args.precision]}", "trainer.val_check_interval=null",
-        "trainer.check_val_every_n_epoch=1", "callbacks.progress=null",
+        "task=location_cls",
+        f"backbone={args.backbone}",
+        f"data.image_size={args.image_size}",
+        f"data.canvas.grid={grid}",
+        f"data.canvas.patch_size={args.image_size // grid}",
+        f"data.batch_size={args.batch_size}",
+        f"data.num_train={total * args.batch_size}",
+        "data.num_val=0",
+        "data.num_test=8",
+        f"data.device={args.device}",
+        f"task.max_steps={total}",
+        f"task.channels_last={str(args.channels_last).lower()}",
+        f"trainer.accelerator={args.device}",
+        f"trainer.precision={PRECISIONS[args.precision]}",
+        "trainer.val_check_interval=null",
+        "trainer.check_val_every_n_epoch=1",
+        "callbacks.progress=null",
         f"trainer.enable_progress_bar={str(args.progress_bar).lower()}",
     ]
 
@@ -85,8 +95,9 @@ class StepClock(Callback):
         self.marks = {warmup - 1, total - 1}
         self.times: list[tuple[float, float]] = []
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step - 1 in self.marks:
             self.times.append(clock(pl_module.device))
 
@@ -95,19 +106,20 @@ def posenc_run(
     cfg: DictConfig, args: argparse.Namespace, run_dir: Path
 ) -> tuple[tuple[float, float], float, list[float]]:
     """``((timed wall, CPU seconds), whole fit seconds, per-step losses)`` of the run through the
-    framework, built as :func:`posenc.core.training.train` builds it."""
+    framework, built as :func:`posenc.run.train.train` builds it."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     step_clock = StepClock(args.warmup, args.warmup + args.steps)
-    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=[*callbacks, step_clock],
-                          default_root_dir=str(run_dir))
+    trainer = instantiate(
+        cfg.trainer, logger=loggers, callbacks=[*callbacks, step_clock], default_root_dir=str(run_dir)
+    )
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule)
     fit_s = time.perf_counter() - start
-    curve = next(c for c in callbacks if hasattr(c, "history"))  # posenc.core.convergence.LossCurve
+    curve = next(c for c in callbacks if hasattr(c, "history"))  # posenc.run.convergence.LossCurve
     return window(step_clock.times), fit_s, curve.curves()["loss"]
 
 
@@ -132,8 +144,11 @@ def bare_run(cfg: DictConfig, args: argparse.Namespace) -> tuple[tuple[float, fl
     task.train()
     total = args.warmup + args.steps
     optimizer = task.optimizer_factory(params=[p for p in task.parameters() if p.requires_grad])
-    scheduler = (task.scheduler_factory(optimizer=optimizer, total_steps=total)["scheduler"]
-                 if task.scheduler_factory is not None else None)
+    scheduler = (
+        task.scheduler_factory(optimizer=optimizer, total_steps=total)["scheduler"]
+        if task.scheduler_factory is not None
+        else None
+    )
     bf16 = args.precision == "bf16-mixed"
     times: list[tuple[float, float]] = []
     losses: list[torch.Tensor] = []
@@ -183,19 +198,26 @@ def main() -> None:
         seconds, fit, posenc_losses = posenc_run(compose_run(config, root / f"posenc{r}"), args, root / f"posenc{r}")
         timed["posenc"].append(seconds)
         fit_s.append(fit)
-        print(f"posenc run {r}: {seconds[0]:7.2f} s wall, {seconds[1]:7.2f} s CPU for {args.steps} steps "
-              f"(whole fit {fit:.2f} s)", flush=True)
+        print(
+            f"posenc run {r}: {seconds[0]:7.2f} s wall, {seconds[1]:7.2f} s CPU for {args.steps} steps "
+            f"(whole fit {fit:.2f} s)",
+            flush=True,
+        )
         drift = max(drift, max(abs(a - b) for a, b in zip(bare_losses, posenc_losses)))
     wall = {k: statistics.median(t[0] for t in v) for k, v in timed.items()}
     cpu = {k: statistics.median(t[1] for t in v) for k, v in timed.items()}
     images = args.steps * args.batch_size
     print(f"\nconfig: {' '.join(config)}")
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, precision {args.precision}, "
-          f"channels-last {args.channels_last}; medians of {args.repeats} runs of {args.steps} timed steps "
-          f"(+{args.warmup} warm-up)")
+    print(
+        f"device {args.device}, torch threads {torch.get_num_threads()}, precision {args.precision}, "
+        f"channels-last {args.channels_last}; medians of {args.repeats} runs of {args.steps} timed steps "
+        f"(+{args.warmup} warm-up)"
+    )
     for name in ("bare", "posenc"):
-        print(f"{name:6s}  {1000 * wall[name] / args.steps:8.1f} ms/step  {images / wall[name]:7.1f} images/s  "
-              f"(CPU {1000 * cpu[name] / args.steps:8.1f} ms/step)")
+        print(
+            f"{name:6s}  {1000 * wall[name] / args.steps:8.1f} ms/step  {images / wall[name]:7.1f} images/s  "
+            f"(CPU {1000 * cpu[name] / args.steps:8.1f} ms/step)"
+        )
     print(f"posenc / bare  {wall['posenc'] / wall['bare']:6.3f}x wall   (target <= 1.10)")
     paired = statistics.median(p[0] / b[0] for p, b in zip(timed["posenc"], timed["bare"]))
     print(f"posenc / bare  {paired:6.3f}x wall, median of the {args.repeats} adjacent pairs' ratios")

@@ -1,6 +1,6 @@
 """Measured tables, produced instead of typed: each NAME below runs one command and turns what it
 wrote into a markdown table in ``docs/results/<NAME>.md`` (a sweep: ``sweep-<preset>.md``), headed
-by its provenance (commit, command, machine, date: posenc.core.provenance).
+by its provenance (commit, command, machine, date: posenc.run.provenance).
 
     python scripts/results.py --list                      # the measurements, their commands and cost
     python scripts/results.py main_job                    # README's main job: python train.py
@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without an install too
 
-from posenc.core.jsonio import read_json  # noqa: E402
-from posenc.core.provenance import provenance, provenance_lines  # noqa: E402
+from posenc.io import read_json  # noqa: E402
+from posenc.run.provenance import provenance, provenance_lines  # noqa: E402
 
 
 @dataclass
@@ -77,8 +77,9 @@ def run_command(argv: Sequence[str], cwd: Path, shell: bool = False, env: dict[s
         real[0] = sys.executable
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     start = time.perf_counter()
-    proc = subprocess.Popen(real, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            env=env)
+    proc = subprocess.Popen(
+        real, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
+    )
     chunks = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -90,8 +91,14 @@ def run_command(argv: Sequence[str], cwd: Path, shell: bool = False, env: dict[s
     proc.returncode = os.waitstatus_to_exitcode(status)
     rss = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
     end = os.getloadavg()[0] if load is not None else None
-    return Output("".join(chunks), proc.returncode, wall, rss or None, Path(cwd),
-                  (load, end) if load is not None and end is not None else None)
+    return Output(
+        "".join(chunks),
+        proc.returncode,
+        wall,
+        rss or None,
+        Path(cwd),
+        (load, end) if load is not None and end is not None else None,
+    )
 
 
 def process_line(out: Output) -> str:
@@ -111,7 +118,7 @@ def summary(out: Output, marker: str = "config:") -> list[str]:
     """The lines a benchmark prints last: from its final ``marker`` line on."""
     lines = out.text.rstrip().splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith(marker)]
-    return lines[starts[-1]:] if starts else lines[-20:]
+    return lines[starts[-1] :] if starts else lines[-20:]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -135,8 +142,11 @@ def grid(metrics: dict) -> list[str]:
     lines = ["| input | " + " | ".join(f"{t} SPC / MAE" for t in targets) + " |", "|---" * (len(targets) + 1) + "|"]
     for name in ordered(cells, ("natural", "black", "white", "noise")):
         row = cells[name]
-        lines.append(f"| {name} | " + " | ".join(f"{fmt(row.get(t, {}).get('spc'))} / {fmt(row.get(t, {}).get('mae'))}"
-                                                 for t in targets) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{fmt(row.get(t, {}).get('spc'))} / {fmt(row.get(t, {}).get('mae'))}" for t in targets)
+            + " |"
+        )
     return [*lines, ""]
 
 
@@ -147,34 +157,50 @@ def main_job_table(out: Output) -> list[str]:
     status = read_json(run_dir / "status.json") or {}
     if metrics is None:
         raise SystemExit(f"error: no metrics.json in {run_dir} (the command's last line should be its run dir)")
-    changes = {k.removeprefix("val/").removeprefix("train/").removesuffix("/rel_decrease"): v
-               for k, v in metrics.items() if k.endswith("/rel_decrease") and isinstance(v, (int, float))}
+    changes = {
+        k.removeprefix("val/").removeprefix("train/").removesuffix("/rel_decrease"): v
+        for k, v in metrics.items()
+        if k.endswith("/rel_decrease") and isinstance(v, (int, float))
+    }
     worst = max(changes.items(), key=lambda kv: abs(kv[1])) if changes else None
-    config = ", ".join(f"{k} `{metrics[k]}`" for k in ("backbone", "padding", "task", "readout", "data", "seed")
-                       if k in metrics)
-    lines = [f"Run: {config}. SPC / MAE per test input and target map (`metrics.json`):", "",
-             *grid(metrics),
-             "| record | value |", "|---|---|",
-             f"| `train/steps` | {metrics.get('train/steps')} |",
-             f"| `train/converged` | {metrics.get('train/converged')}"
-             + (f" (judged on the {metrics['train/converged_on']} loss)" if metrics.get("train/converged_on") else "")
-             + " |"]
+    config = ", ".join(
+        f"{k} `{metrics[k]}`" for k in ("backbone", "padding", "task", "readout", "data", "seed") if k in metrics
+    )
+    lines = [
+        f"Run: {config}. SPC / MAE per test input and target map (`metrics.json`):",
+        "",
+        *grid(metrics),
+        "| record | value |",
+        "|---|---|",
+        f"| `train/steps` | {metrics.get('train/steps')} |",
+        f"| `train/converged` | {metrics.get('train/converged')}"
+        + (f" (judged on the {metrics['train/converged_on']} loss)" if metrics.get("train/converged_on") else "")
+        + " |",
+    ]
     if worst is not None:
         lines.append(f"| largest relative change, last window | {-100 * worst[1]:+.1f}% ({worst[0]}) |")
-    lines += [f"| `status` | {status.get('status')} |",
-              f"| `wall_time_s` (status.json) | {fmt(status.get('wall_time_s'), 1)} |",
-              f"| process wall time (interpreter start to exit) | {out.wall_s:.1f} s |",
-              f"| peak RSS of the process | {fmt((out.peak_rss_mib or 0) / 1024, 2)} GiB |", ""]
+    lines += [
+        f"| `status` | {status.get('status')} |",
+        f"| `wall_time_s` (status.json) | {fmt(status.get('wall_time_s'), 1)} |",
+        f"| process wall time (interpreter start to exit) | {out.wall_s:.1f} s |",
+        f"| peak RSS of the process | {fmt((out.peak_rss_mib or 0) / 1024, 2)} GiB |",
+        "",
+    ]
     return lines
 
 
 def setup_table(out: Output) -> list[str]:
     venv = out.workdir / "clone" / ".venv"
     size = sum(p.stat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink()) if venv.is_dir() else 0
-    return ["| what | value |", "|---|---|",
-            f"| wall time of clone + `bash scripts/setup.sh` | {out.wall_s:.0f} s |",
-            f"| size of `.venv` | {size / 2**30:.2f} GiB |",
-            "", "pip's cache was as this machine had it (a cold cache downloads torch too: minutes more).", ""]
+    return [
+        "| what | value |",
+        "|---|---|",
+        f"| wall time of clone + `bash scripts/setup.sh` | {out.wall_s:.0f} s |",
+        f"| size of `.venv` | {size / 2**30:.2f} GiB |",
+        "",
+        "pip's cache was as this machine had it (a cold cache downloads torch too: minutes more).",
+        "",
+    ]
 
 
 def config_line(line: str) -> str:
@@ -203,8 +229,10 @@ def train_overhead_table(out: Output) -> list[str]:
     return [config_line(lines[0]), "", *lines[1:2], "", *table, "", *rest, ""]
 
 
-BUDGET = re.compile(r"^(trained|random)\s+(\d+) steps\s+(.*?)\s+loss (\S+)\s+val loss (\S+)\s+converged (\w+) "
-                    r"\(held-out loss fell (\S+)%\)\s+\((\d+) s\)")
+BUDGET = re.compile(
+    r"^(trained|random)\s+(\d+) steps\s+(.*?)\s+loss (\S+)\s+val loss (\S+)\s+converged (\w+) "
+    r"\(held-out loss fell (\S+)%\)\s+\((\d+) s\)"
+)
 
 
 def readout_budget_table(out: Output) -> list[str]:
@@ -214,10 +242,15 @@ def readout_budget_table(out: Output) -> list[str]:
         if m := BUDGET.match(line.strip()):
             cells = dict(re.findall(r"(\w+) (-?[\d.]+/-?[\d.]+|nan/nan)", m[3]))
             targets = targets or list(cells)
-            rows.append(f"| {m[1]} | {m[2]} | " + " | ".join(cells.get(t, "") for t in targets)
-                        + f" | {m[7]}% | {m[6]} | {m[8]} s |")
-    head = [f"| backbone | steps | {' | '.join(targets)} | held-out loss fell | converged | time |",
-            "|---" * (len(targets) + 5) + "|"]
+            rows.append(
+                f"| {m[1]} | {m[2]} | "
+                + " | ".join(cells.get(t, "") for t in targets)
+                + f" | {m[7]}% | {m[6]} | {m[8]} s |"
+            )
+    head = [
+        f"| backbone | steps | {' | '.join(targets)} | held-out loss fell | converged | time |",
+        "|---" * (len(targets) + 5) + "|",
+    ]
     notes = [line for line in out.text.splitlines() if line.startswith(("proxy-trained", "backbone="))]
     return [*text_block(notes), "Natural test crops, SPC / MAE per target map:", "", *head, *rows, ""]
 
@@ -236,22 +269,64 @@ def sweep_table(out: Output) -> list[str]:
 
 CHECKOUT = "<checkout>"  # the setup's clone source: this checkout (shown by this name)
 REV = "<rev>"  # the commit it checks out: HEAD, or --at
-MEASUREMENTS = {m.name: m for m in [
-    Measurement("main_job", "The main job: `python train.py` on the embedded default", ["python", "train.py"],
-                "2.5-4 min on an idle 2-core CPU", main_job_table),
-    Measurement("setup", "Setup on a fresh clone: `bash scripts/setup.sh`",
-                ["git", "clone", "-q", CHECKOUT, "clone", "&&", "cd", "clone", "&&", "git", "checkout", "-q", REV, "&&",
-                 "bash", "scripts/setup.sh"],
-                "1-3 min with a warm pip cache", setup_table, shell=True),
-    Measurement("posenet_cache", "Benchmark: PosENet with and without the frozen-feature cache",
-                ["python", "benchmarks/posenet_cache.py"], "~12 min, estimated (the uncached run dominates)",
-                posenet_cache_table),
-    Measurement("train_overhead", "Benchmark: training through posenc vs a bare PyTorch loop",
-                ["python", "benchmarks/train_overhead.py"], "~2 min on an idle 2-core CPU", train_overhead_table),
-    Measurement("readout_budget", "Benchmark: the PosENet readout budget (task.max_steps)",
-                ["python", "benchmarks/readout_budget.py"], "~20 min, estimated (two backbones, six budgets)",
-                readout_budget_table),
-]}
+MEASUREMENTS = {
+    m.name: m
+    for m in [
+        Measurement(
+            "main_job",
+            "The main job: `python train.py` on the embedded default",
+            ["python", "train.py"],
+            "2.5-4 min on an idle 2-core CPU",
+            main_job_table,
+        ),
+        Measurement(
+            "setup",
+            "Setup on a fresh clone: `bash scripts/setup.sh`",
+            [
+                "git",
+                "clone",
+                "-q",
+                CHECKOUT,
+                "clone",
+                "&&",
+                "cd",
+                "clone",
+                "&&",
+                "git",
+                "checkout",
+                "-q",
+                REV,
+                "&&",
+                "bash",
+                "scripts/setup.sh",
+            ],
+            "1-3 min with a warm pip cache",
+            setup_table,
+            shell=True,
+        ),
+        Measurement(
+            "posenet_cache",
+            "Benchmark: PosENet with and without the frozen-feature cache",
+            ["python", "benchmarks/posenet_cache.py"],
+            "~12 min, estimated (the uncached run dominates)",
+            posenet_cache_table,
+        ),
+        Measurement(
+            "train_overhead",
+            "Benchmark: training through posenc vs a bare PyTorch loop",
+            ["python", "benchmarks/train_overhead.py"],
+            "~2 min on an idle 2-core CPU",
+            train_overhead_table,
+        ),
+        Measurement(
+            "readout_budget",
+            "Benchmark: the PosENet readout budget (task.max_steps)",
+            ["python", "benchmarks/readout_budget.py"],
+            "~20 min, estimated (two backbones, six budgets)",
+            readout_budget_table,
+        ),
+    ]
+}
 SWEEP = "sweep:"  # sweep:<preset> runs python sweep.py <preset>
 
 
@@ -260,10 +335,11 @@ def sweep_presets() -> list[str]:
 
 
 def measurement(name: str) -> Measurement:
-    if name.startswith(SWEEP) and name[len(SWEEP):] in sweep_presets():
-        preset = name[len(SWEEP):]
-        return Measurement(f"sweep-{preset}", f"Sweep `{preset}`", ["python", "sweep.py", preset],
-                           "the preset's jobs", sweep_table)
+    if name.startswith(SWEEP) and name[len(SWEEP) :] in sweep_presets():
+        preset = name[len(SWEEP) :]
+        return Measurement(
+            f"sweep-{preset}", f"Sweep `{preset}`", ["python", "sweep.py", preset], "the preset's jobs", sweep_table
+        )
     if name not in MEASUREMENTS:
         valid = [*MEASUREMENTS, *(SWEEP + p for p in sweep_presets())]
         raise ValueError(f"unknown measurement {name!r}; valid: {', '.join(valid)}")
@@ -276,24 +352,44 @@ def render(m: Measurement, name: str, extra: Sequence[str], out: Output, at: str
     shown = " ".join(a if a != REV else (at or "HEAD") for a in [*m.command, *map(shlex.quote, extra)])
     if m.shell:
         shown = f"cd $(mktemp -d) && {shown}"
-    regenerate = " ".join(["python scripts/results.py", *([f"--at {shlex.quote(at)}"] if at else []), shlex.quote(name),
-                           *(["--"] if extra and not name.startswith(SWEEP) else []), *map(shlex.quote, extra)])
+    regenerate = " ".join(
+        [
+            "python scripts/results.py",
+            *([f"--at {shlex.quote(at)}"] if at else []),
+            shlex.quote(name),
+            *(["--"] if extra and not name.startswith(SWEEP) else []),
+            *map(shlex.quote, extra),
+        ]
+    )
     info = provenance(shown)
     if commit is not None:
         info.update(commit=commit, dirty=False)
-        info["tree"] = ("a fresh clone of that commit" if m.shell else
-                        "a `git archive` export of that commit (the work tree's uncommitted changes left out)")
+        info["tree"] = (
+            "a fresh clone of that commit"
+            if m.shell
+            else "a `git archive` export of that commit (the work tree's uncommitted changes left out)"
+        )
     if out.load is not None:  # a shared machine: how busy it was besides this command
-        info["load"] = (f"1-min load average {out.load[0]:.1f} at the start, {out.load[1]:.1f} at the end "
-                        f"({os.cpu_count()} cores)")
-    lines = [f"# {m.title}", "", *provenance_lines(info),
-             f"Regenerate: `{regenerate}` ({m.cost}). {process_line(out)}", "", *m.table(out)]
+        info["load"] = (
+            f"1-min load average {out.load[0]:.1f} at the start, {out.load[1]:.1f} at the end ({os.cpu_count()} cores)"
+        )
+    lines = [
+        f"# {m.title}",
+        "",
+        *provenance_lines(info),
+        f"Regenerate: `{regenerate}` ({m.cost}). {process_line(out)}",
+        "",
+        *m.table(out),
+    ]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def short_commit(rev: str) -> str:
-    found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "--verify", f"{rev}^{{commit}}"],
-                           capture_output=True, text=True)
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
     if found.returncode != 0:
         raise ValueError(f"--at {rev}: not a commit of {ROOT}")
     return found.stdout.strip()
@@ -319,8 +415,10 @@ def measure(m: Measurement, name: str, extra: list[str], at: str | None) -> tupl
             out = run_command(argv, Path(tmp), shell=True)
         elif at:
             tree = export(at, Path(tmp) / "tree")
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree / "src"),
-                                                                            os.environ.get("PYTHONPATH")]))}
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(tree / "src"), os.environ.get("PYTHONPATH")])),
+            }
             out = run_command([*m.command, *extra], tree, env=env)
         else:
             out = run_command([*m.command, *extra], ROOT)
@@ -328,22 +426,33 @@ def measure(m: Measurement, name: str, extra: list[str], at: str | None) -> tupl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/results.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser = argparse.ArgumentParser(
+        prog="scripts/results.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
     parser.add_argument("--list", action="store_true", help="list the measurements and exit")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="where <name>.md goes")
-    parser.add_argument("--at", metavar="REV", default=None,
-                        help="measure commit REV (a git archive export of it) instead of the work tree")
+    parser.add_argument(
+        "--at",
+        metavar="REV",
+        default=None,
+        help="measure commit REV (a git archive export of it) instead of the work tree",
+    )
     parser.add_argument("name", nargs="?", help="a measurement of --list, or sweep:<preset>")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="passed to its command (after --, or a sweep's overrides)")
+    parser.add_argument(
+        "args", nargs=argparse.REMAINDER, help="passed to its command (after --, or a sweep's overrides)"
+    )
     ns = parser.parse_args(argv)
     if ns.list:
         width = max(map(len, [*MEASUREMENTS, SWEEP + "<preset>"]))
         for m in MEASUREMENTS.values():
             print(f"{m.name:<{width}}  {' '.join(m.command)}   [{m.cost}]")
-        print(f"{SWEEP + '<preset>':<{width}}  python sweep.py <preset> [overrides]   "
-              f"[presets: {', '.join(sweep_presets())}]")
+        print(
+            f"{SWEEP + '<preset>':<{width}}  python sweep.py <preset> [overrides]   "
+            f"[presets: {', '.join(sweep_presets())}]"
+        )
         return 0
     if ns.name is None:
         parser.print_usage(sys.stderr)

@@ -4,13 +4,13 @@ of every model holds, as one table and one figure.
 A cell of the atlas is one model x padding x weights. Its two runs (the sweep's jobs) are PosENet
 with one readout per tap alone plus the multi-tap readout (``task.tap_readouts=each``; Islam et al.
 ICLR 2020, the tap ablation; H and G SPC on natural images) and PPP (Lin et al. ICML 2023; its SNR and
-relative energy per tap, ``posenc.analysis.ppp``). Depth is put on one axis for every family as the
+relative energy per tap, ``posenc.metrics.ppp``). Depth is put on one axis for every family as the
 tap's receptive field over the image size (``posenc.models.receptive_field.tap_depths``); a tap that
 depends on every pixel (attention, squeeze-excitation) is "global".
 
-Pure functions over collected jobs (:class:`posenc.core.sweeps.JobResult`): no Trainer, no model.
+Pure functions over collected jobs (:class:`posenc.sweeps.collect.JobResult`): no Trainer, no model.
 A cell whose weights are not on the machine is marked ``no weights`` (its job failed with
-:class:`~posenc.core.errors.MissingWeights`), never filled with anything else; any other failure
+:class:`~posenc.errors.MissingWeights`), never filled with anything else; any other failure
 is recorded with its one-line error, and the atlas goes on.
 """
 
@@ -61,7 +61,7 @@ class Cell:
 def _job_setting(job: Any, key: str) -> Any:
     """``key`` of a job's resolved config (``config.yaml``), else of its overrides, else None."""
     if job.job_dir is not None and (job.job_dir / "config.yaml").is_file():
-        from posenc.core.jsonio import load_yaml
+        from posenc.io import load_yaml
 
         config = load_yaml(job.job_dir / "config.yaml", "the config.yaml a run writes")
         value = OmegaConf.select(config, key, default=None)
@@ -318,7 +318,7 @@ def atlas_figure(rows: Sequence[Mapping[str, Any]]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from posenc.core.figures import padding_color
+    from posenc.viz.figures import padding_color
 
     paddings = sorted({r["padding"] for r in rows}, key=_padding_rank)
     models = list(dict.fromkeys((r["model"], r["weights"]) for r in rows))
@@ -408,7 +408,7 @@ def write_atlas(sweep_dir: Path, groups: Mapping[str, Sequence[Any]]) -> list[Pa
     md.write_text(markdown(rows, wall, forward))
     paths.append(md)
     if rows:
-        from posenc.core.figures import save_figure
+        from posenc.viz.figures import save_figure
 
         paths.append(save_figure(atlas_figure(rows), sweep_dir / "atlas.png"))
     return paths

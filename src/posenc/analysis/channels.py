@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from posenc.analysis.distance import confusion_per_bin, miou_per_bin
-from posenc.core.errors import PosencError, invalid_value
-from posenc.core.progress import track
+from posenc.errors import PosencError, invalid_value
+from posenc.metrics.binned import confusion_per_bin, miou_per_bin
+from posenc.progress import track
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

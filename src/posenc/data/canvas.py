@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from posenc.core.choices import CANVAS_FILLS, LABEL_MODES  # noqa: F401 - the valid values live there
-from posenc.core.errors import PosencError, check_choice, invalid_value
-from posenc.data.patches import Patches
+from posenc.config.choices import CANVAS_FILLS, LABEL_MODES  # noqa: F401 - the valid values live there
+from posenc.data.sources.patches import Patches
+from posenc.errors import PosencError, check_choice, invalid_value
 
 DEFAULT_LOCATION_GRID = 3
 CANVAS_CHUNK = 256  # canvases built at a time when they are stored as uint8 (make_canvases(uint8=True))

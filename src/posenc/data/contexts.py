@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from posenc.core.errors import PosencError, invalid_value
 from posenc.data.datamodule import IndexedImages, SeededDataModule, check_sizes
-from posenc.data.natural import available_photos, natural_crops
+from posenc.data.sources.natural import available_photos, natural_crops
+from posenc.errors import PosencError, invalid_value
 
 CONTEXT_SOURCES: tuple[str, ...] = ("natural",)
 

@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-from posenc.core.choices import SOURCES, TEST_INPUTS  # noqa: F401 - the valid values live there
-from posenc.core.errors import PosencError, check_choice
+from posenc.config.choices import SOURCES, TEST_INPUTS  # noqa: F401 - the valid values live there
+from posenc.constants import IMAGENET_MEAN
 from posenc.data.canvas import CANVAS_FILLS, check_frame, frame_on_canvas
 from posenc.data.feature_cache import FeatureFile, available_memory
-from posenc.data.folder import ImageFolderDataset
-from posenc.data.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
-from posenc.data.synthetic import SYNTHETIC_INPUTS, synthetic_images
-from posenc.models.backbones import IMAGENET_MEAN
+from posenc.data.sources.folder import ImageFolderDataset
+from posenc.data.sources.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
+from posenc.data.sources.synthetic import SYNTHETIC_INPUTS, synthetic_images
+from posenc.errors import PosencError, check_choice
 
 CONSTANT_INPUTS = ("black", "white")  # one image is the whole set: every copy is identical
 
@@ -179,7 +179,7 @@ class EpochBatchSampler(BatchSampler):
 
 def loader_generator(seed: int) -> torch.Generator:
     """A loader's own generator: creating an iterator draws its workers' base seed from it instead of
-    from torch's global RNG, which a resumed run restores (posenc.core.checkpointing) and which must not
+    from torch's global RNG, which a resumed run restores (posenc.run.checkpointing) and which must not
     depend on how many loaders were opened before."""
     return torch.Generator().manual_seed(int(seed))
 
@@ -257,7 +257,7 @@ class SeededDataModule(L.LightningDataModule):
     and loaders over ``train_set`` / ``val_set`` (optional, the held-out set the convergence flag
     watches) / ``test_sets`` (name -> dataset, one test loader each); and the run contract's sizes.
     Subclasses take their own arguments and pass these on as ``**kwargs`` (the config validator
-    follows the chain); the defaults a config uses are its schema's (posenc.core.config_schema).
+    follows the chain); the defaults a config uses are its schema's (posenc.config.schema).
     Every datamodule reads its images from a ``source``, one of its class's ``SOURCES`` (None: the
     first, its default)."""
 
@@ -416,7 +416,7 @@ class PositionDataModule(SeededDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         """The held-out training-distribution crops (``num_val``; none when 0), which the
-        convergence flag watches (posenc.core.convergence)."""
+        convergence flag watches (posenc.run.convergence)."""
         if self.val_set is None:
             return []
         if self.val_features is not None:

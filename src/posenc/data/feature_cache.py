@@ -47,14 +47,14 @@ import torch.nn as nn
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from posenc.core.checkpointing import DiskFullError
-from posenc.core.choices import CACHE_DTYPES, CACHE_MODES  # noqa: F401 - the valid values live there
-from posenc.core.errors import PosencError, check_choice, first_line, invalid_value
-from posenc.core.progress import track
+from posenc.config.choices import CACHE_DTYPES, CACHE_MODES  # noqa: F401 - the valid values live there
+from posenc.errors import PosencError, check_choice, first_line, invalid_value
+from posenc.io import DiskFullError
+from posenc.progress import track
 
 log = logging.getLogger(__name__)
 
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}  # of posenc.core.choices.CACHE_DTYPES
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}  # of posenc.config.choices.CACHE_DTYPES
 DEFAULT_MEMORY_FRACTION = 0.25  # auto's budget: this share of the available RAM (task.cache_memory_fraction)
 Store = TypeVar("Store", bound="torch.Tensor | FeatureFile")  # what encode_dataset fills: what its allocate returns
 CACHE_DIR_SETTING = "task.cache_dir"  # the setting a disk cache's directory comes from, named in its errors

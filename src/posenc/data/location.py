@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
-from posenc.core.choices import TEST_PLACEMENTS, TRAIN_PLACEMENTS
-from posenc.core.devices import check_device
-from posenc.core.errors import PosencError, check_choice
+from posenc.config.choices import TEST_PLACEMENTS, TRAIN_PLACEMENTS
+from posenc.config.devices import check_device
 from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, cell_size, check_canvas, make_canvases
-from posenc.data.cifar import check_cifar10
 from posenc.data.datamodule import SeededDataModule, TensorDictDataset, check_sizes
-from posenc.data.patches import PATCH_SOURCES, Patches, make_patches
+from posenc.data.sources.cifar import check_cifar10
+from posenc.data.sources.patches import PATCH_SOURCES, Patches, make_patches
+from posenc.errors import PosencError, check_choice
 
 
 @dataclass(frozen=True)

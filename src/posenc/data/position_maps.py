@@ -3,7 +3,7 @@
 All maps are ``float32`` tensors of shape ``[S, S]`` with values in ``[0, 1]`` (row = y, column = x).
 They reproduce the authors' published 256x256 PNGs (``gt_hor``, ``gt_ver``, ``gt_gau``,
 ``gt_horstp``, ``gt_verstp``): H, V and G bit-exactly at S = 256 (after ``floor(255 * map)``),
-the stripes up to a sub-pixel phase (Spearman > 0.99; see ``tests/test_position_maps.py``).
+the stripes up to a sub-pixel phase (Spearman > 0.99; see ``tests/unit/data/test_position_maps.py``).
 
 Stripe convention: the paper's HS/VS MAE (~.70 for a constant predictor) only fits stripes in
 ``[-1, 1]`` scored against a sigmoid output. We default to the ``[0, 1]`` maps of the released PNGs
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posenc.core.choices import STRIPE_RANGES, TARGET_SOURCES, TARGETS  # noqa: F401 - the valid values live there
-from posenc.core.errors import PosencError, check_choice
+from posenc.config.choices import STRIPE_RANGES, TARGET_SOURCES, TARGETS  # noqa: F401 - the valid values live there
+from posenc.errors import PosencError, check_choice
 
 OFFICIAL_FILES: dict[str, str] = {
     "H": "gt_hor.png",

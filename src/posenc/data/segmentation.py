@@ -2,9 +2,9 @@
 (Islam et al., IJCV 2024; PosENet Tables 5-6: segmentation and saliency trained with each padding).
 
 Sources: ``shapes`` (embedded: textured shapes of five classes on photo crops, exact masks,
-objects may cross the border; :mod:`posenc.data.shapes`), ``voc`` (PASCAL VOC 2012, 21 classes,
+objects may cross the border; :mod:`posenc.data.sources.shapes`), ``voc`` (PASCAL VOC 2012, 21 classes,
 255 = void), and the saliency sets ``duts`` (DUTS-TR to train, DUTS-TE to test), ``ecssd`` and
-``pascal_s`` (:mod:`posenc.data.segmentation_sets`). Every sample is ``{"image", "mask"}``: the
+``pascal_s`` (:mod:`posenc.data.sources.segmentation_sets`). Every sample is ``{"image", "mask"}``: the
 mask holds class ids (0 = background; saliency sets: 0/1; 255 = ignore). ``test_source`` tests on
 another set than the one trained on (e.g. train ``duts``, test ``ecssd``).
 """
@@ -15,11 +15,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from posenc.core.choices import SEGMENTATION_SOURCES  # noqa: F401 - the valid values live there
-from posenc.core.errors import PosencError, check_choice
+from posenc.config.choices import SEGMENTATION_SOURCES  # noqa: F401 - the valid values live there
 from posenc.data.datamodule import IndexedImages, SeededDataModule, TensorDictDataset, check_sizes
-from posenc.data.segmentation_sets import SALIENCY_SETS, saliency_dataset, voc_segmentation
-from posenc.data.shapes import NUM_SEMANTIC_CLASSES, check_layout, shape_scenes
+from posenc.data.sources.segmentation_sets import SALIENCY_SETS, saliency_dataset, voc_segmentation
+from posenc.data.sources.shapes import NUM_SEMANTIC_CLASSES, check_layout, shape_scenes
+from posenc.errors import PosencError, check_choice
 
 NUM_CLASSES = {"shapes": NUM_SEMANTIC_CLASSES, "voc": 21, **{name: 2 for name in SALIENCY_SETS}}
 TEST_ONLY = ("ecssd", "pascal_s")  # published as test sets: no training split

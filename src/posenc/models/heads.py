@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from posenc.core.errors import PosencError, invalid_value
+from posenc.errors import PosencError, invalid_value
 from posenc.models.permutation import PERMUTE_POINTS
 
 TapSizes = Sequence[tuple[int, int]]  # (h, w) of every tap

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from posenc.core.choices import NONE_UPSAMPLES, PADDING_MODES  # noqa: F401 - the valid values live there
-from posenc.core.errors import PosencError, check_choice
+from posenc.config.choices import NONE_UPSAMPLES, PADDING_MODES  # noqa: F401 - the valid values live there
+from posenc.errors import PosencError, check_choice
 
 _NativeMode = Literal["zeros", "reflect", "replicate", "circular"]  # nn.Conv2d's own padding_mode values
 _NATIVE_MODES: tuple[_NativeMode, ...] = ("zeros", "reflect", "replicate", "circular")

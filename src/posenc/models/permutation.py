@@ -7,7 +7,7 @@ encoded in *which* channels fire (channel order). Permuting the channels destroy
 keeping the set of values, so location accuracy should fall towards chance (1/g^2) and semantic
 accuracy much less (the paper's claim, tested by the ``channel_order`` sweep).
 
-``permute_at`` ``k`` in 1..5 permutes the output of tap ``f_k`` of the backbone (posenc.models.backbones):
+``permute_at`` ``k`` in 1..5 permutes the output of tap ``f_k`` of the backbone (posenc.models.backbones.base):
 for the ResNets (f1 = stem, f2..f5 = layer1..layer4) ``k`` = 1..4 is "before stage k" and 5 the
 last stage's output; for the VGG-style backbones tap ``f_k`` ends stage ``k``. Because global
 average pooling is per channel, permuting ``f5`` is the same as permuting the pooled vector
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from posenc.core.choices import PERMUTE_POINTS  # noqa: F401 - the valid values live there
+from posenc.config.choices import PERMUTE_POINTS  # noqa: F401 - the valid values live there
 
 
 def permute_channels(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from posenc.core.choices import DEPTHS, KERNEL_SIZES  # noqa: F401 - the valid values live there
-from posenc.core.errors import PosencError, check_choice
+from posenc.config.choices import DEPTHS, KERNEL_SIZES  # noqa: F401 - the valid values live there
+from posenc.errors import PosencError, check_choice
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):

@@ -23,7 +23,7 @@ and of torchvision's ResNet blocks; a block's ``downsample`` shortcut (a strided
 receptive field lies inside the main path's) is skipped.
 
 A backbone that is not a plain sequence of stages (a timm model, a user's module: an
-:class:`~posenc.models.backbones.ExtractorBackbone`) has its geometry measured instead
+:class:`~posenc.models.backbones.base.ExtractorBackbone`) has its geometry measured instead
 (:func:`measured_geometries`): the support of the input gradient of its centre unit, on a copy
 whose weights are all made positive and whose max-pools average (so no path is cut off by a ReLU or
 an argmax), with the tap's declared stride as the jump; then checked with NaN, which every op
@@ -50,11 +50,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from posenc.core.errors import PosencError, invalid_value
+from posenc.errors import PosencError, invalid_value
 from posenc.models.padding import _pads
 
 if TYPE_CHECKING:
-    from posenc.models.backbones import TappedBackbone
+    from posenc.models.backbones.base import TappedBackbone
 
 SKIPPED_CHILD = "downsample"  # torchvision ResNet blocks' parallel shortcut
 _SPATIAL_UNSUPPORTED = (

@@ -1,5 +1,5 @@
-"""The contract between a task and the framework: what :mod:`posenc.core.training`, the console report
-(:mod:`posenc.core.reporting`) and the sweep reports (:mod:`posenc.core.sweeps`) ask of every task, so that
+"""The contract between a task and the framework: what :mod:`posenc.run.train`, the console report
+(:mod:`posenc.viz.tables`) and the sweep reports (:mod:`posenc.sweeps.collect`) ask of every task, so that
 none of them names a task or a metric. A task is a ``LightningModule`` that also subclasses
 :class:`PosencTask` and overrides what differs from these defaults."""
 
@@ -38,9 +38,9 @@ class PosencTask(L.LightningModule):
 
     @classmethod
     def console_tables(cls, metrics: Mapping[str, Any]) -> list[Any]:
-        """The tables :func:`posenc.core.reporting.print_results` shows: the overall metrics and, where
+        """The tables :func:`posenc.viz.tables.print_results` shows: the overall metrics and, where
         the task bins them, per distance to the border; the grid of ``grid_order`` tasks."""
-        from posenc.core.reporting import grid_table, task_table
+        from posenc.viz.tables import grid_table, task_table
 
         table = task_table(metrics) if cls.grid_order is None else grid_table(metrics)
         return [table] if table is not None else []

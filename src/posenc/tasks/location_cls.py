@@ -33,7 +33,11 @@ import torch.nn.functional as F
 from torchmetrics import CatMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from posenc.analysis.distance import (
+from posenc.config.choices import AUGMENTS  # noqa: F401 - the valid values live there
+from posenc.data.augment import random_shift
+from posenc.data.canvas import LABEL_MODES, location_class_label, split_class_and_location
+from posenc.errors import PosencError, check_choice, invalid_value
+from posenc.metrics.binned import (
     BinnedMean,
     band_edges,
     bin_names_bands,
@@ -41,11 +45,7 @@ from posenc.analysis.distance import (
     object_distance,
     ring_of_cell,
 )
-from posenc.core.choices import AUGMENTS  # noqa: F401 - the valid values live there
-from posenc.core.errors import PosencError, check_choice, invalid_value
-from posenc.data.augment import random_shift
-from posenc.data.canvas import LABEL_MODES, location_class_label, split_class_and_location
-from posenc.models.backbones import TappedBackbone
+from posenc.models.backbones.base import TappedBackbone
 from posenc.tasks.supervised import SupervisedTask
 
 JOINT_PARTS: tuple[str, ...] = ("location", "class")  # the halves of a class_and_location label

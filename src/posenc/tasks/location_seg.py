@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from posenc.analysis.distance import bin_names_rings, ring_of_cell
 from posenc.data.canvas import location_seg_labels
+from posenc.metrics.binned import bin_names_rings, ring_of_cell
 from posenc.tasks.segmentation import SegmentationTask
 
 

@@ -29,18 +29,18 @@ import torch
 import torch.nn as nn
 from torchmetrics import MeanMetric
 
-from posenc.analysis.metrics import mae_per_image, spearman_per_image
-from posenc.core.choices import AUTOCAST, TAP_READOUTS, TEST_INPUTS  # noqa: F401 - the valid values live there
-from posenc.core.errors import PosencError, check_choice
-from posenc.core.figures import prediction_grid, save_figure
+from posenc.config.choices import AUTOCAST, TAP_READOUTS, TEST_INPUTS  # noqa: F401 - the valid values live there
 from posenc.data.datamodule import check_memory
 from posenc.data.feature_cache import cache_key, cached_features, module_digest
 from posenc.data.position_maps import TARGETS, make_targets
-from posenc.models.backbones import TappedBackbone
+from posenc.errors import PosencError, check_choice
+from posenc.metrics.spearman import mae_per_image, spearman_per_image
+from posenc.models.backbones.base import TappedBackbone
 from posenc.models.losses import UpsampledMSE
 from posenc.models.readouts import PosENetReadout, resize_and_concat
 from posenc.models.receptive_field import tap_depths
 from posenc.tasks.base import PosencTask
+from posenc.viz.figures import prediction_grid, save_figure
 
 
 class PosENetTask(PosencTask):
@@ -288,7 +288,7 @@ class PosENetTask(PosencTask):
 
     def configure_optimizers(self) -> Any:
         """The optimizer over the readout; the scheduler factory gets the run's optimizer-step
-        count (``total_steps``, e.g. :func:`posenc.core.schedules.multistep_at_fractions`)."""
+        count (``total_steps``, e.g. :func:`posenc.tasks.schedules.multistep_at_fractions`)."""
         taps = self.tap_readouts.parameters() if self.tap_readouts is not None else []
         optimizer = self.optimizer_factory(params=[*self.readout.parameters(), *taps])
         if self.scheduler_factory is None:
@@ -355,5 +355,5 @@ class PosENetTask(PosencTask):
             self.target_names,
             spc,
         )
-        # every logger gets figures/*.png at the end of the run (posenc.core.loggers.publish)
+        # every logger gets figures/*.png at the end of the run (posenc.run.loggers.publish)
         save_figure(fig, Path(self.trainer.default_root_dir) / "figures" / "predictions.png")

@@ -1,5 +1,5 @@
 """PPP, the Position-information Pattern from Padding (Lin et al., ICML 2023), measured with our
-definition (docs/ppp.md; posenc.analysis.ppp): nothing is trained.
+definition (docs/ppp.md; posenc.metrics.ppp): nothing is trained.
 
 For every context image X of the test set, the crop x at its centre goes through the backbone with
 the padding under test, and X goes through it too; X's features cropped to x's footprint are the
@@ -26,11 +26,10 @@ from typing import Any
 
 import torch
 
-from posenc.analysis.ppp import crop_center, ppp_figure, ppp_from_moments
-from posenc.core.checkpointing import atomic_save, safe_load
-from posenc.core.errors import PosencError, check_choice
-from posenc.core.registry import padding_entry
-from posenc.models.backbones import TappedBackbone
+from posenc.errors import PosencError, check_choice
+from posenc.io import atomic_save, safe_load
+from posenc.metrics.ppp import crop_center, ppp_figure, ppp_from_moments
+from posenc.models.backbones.base import TappedBackbone
 from posenc.models.receptive_field import (
     check_context,
     context_margin,
@@ -38,6 +37,7 @@ from posenc.models.receptive_field import (
     tap_geometries,
     tap_receptive_fields,
 )
+from posenc.registry import padding_entry
 from posenc.tasks.base import PosencTask
 
 REFERENCE_CACHES: tuple[str, ...] = ("disk", "off")
@@ -46,7 +46,7 @@ REFERENCE_CACHES: tuple[str, ...] = ("disk", "off")
 class PPPTask(PosencTask):
     """Measure the PPP of every (or the chosen) tap of a frozen backbone."""
 
-    trains = False  # posenc.core.training skips fit: a test pass is the whole measurement
+    trains = False  # posenc.run.train skips fit: a test pass is the whole measurement
 
     def __init__(
         self,
@@ -233,9 +233,9 @@ class PPPTask(PosencTask):
     def on_test_end(self) -> None:
         if not self.trainer.is_global_zero or not self.heatmaps:
             return
-        from posenc.core.figures import save_figure
+        from posenc.viz.figures import save_figure
 
-        # every logger gets figures/*.png at the end of the run (posenc.core.loggers.publish)
+        # every logger gets figures/*.png at the end of the run (posenc.run.loggers.publish)
         save_figure(
             ppp_figure(self.heatmaps, self.profiles), Path(self.trainer.default_root_dir) / "figures" / "ppp.png"
         )

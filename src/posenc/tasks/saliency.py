@@ -2,7 +2,7 @@
 F-measure of a VGG trained from scratch with vs without padding): a one-channel foreground map
 trained with binary cross-entropy on the embedded shapes scenes (any object is salient) or DUTS-TR,
 tested on the shapes, DUTS-TE, ECSSD or PASCAL-S. Max F-measure (beta^2 = 0.3), MAE and S-measure
-(:mod:`posenc.analysis.saliency`) overall, MAE and pixel accuracy per band of distance to the border.
+(:mod:`posenc.metrics.saliency`) overall, MAE and pixel accuracy per band of distance to the border.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import BinaryAccuracy
 
-from posenc.analysis.distance import BinnedMean, band_edges, band_of_pixels, bin_names_bands
-from posenc.analysis.saliency import MaxFMeasure, SaliencyMAE, SMeasure
+from posenc.metrics.binned import BinnedMean, band_edges, band_of_pixels, bin_names_bands
+from posenc.metrics.saliency import MaxFMeasure, SaliencyMAE, SMeasure
 from posenc.tasks.segmentation import IGNORE_INDEX, SegmentationTask
 
 

@@ -3,7 +3,7 @@ et al., IJCV 2024, and PosENet Table 5: segmentation trained with and without pa
 
 Cross-entropy over pixels (``ignore_index`` = 255, VOC's void); mean IoU (torchmetrics'
 ``MulticlassJaccardIndex``) and pixel accuracy overall, and both per distance to the border
-(:class:`posenc.analysis.distance.BinnedConfusion`): per band of pixels for ``semseg``, per ring
+(:class:`posenc.metrics.binned.BinnedConfusion`): per band of pixels for ``semseg``, per ring
 of the object's cell for ``location_seg``.
 """
 
@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from posenc.analysis.distance import BinnedConfusion, band_edges, band_of_pixels, bin_names_bands
-from posenc.core.errors import PosencError
-from posenc.core.figures import save_figure, segmentation_preview
-from posenc.data.segmentation_sets import VOC_CLASSES
-from posenc.data.shapes import SHAPE_CLASSES
-from posenc.models.backbones import TappedBackbone
+from posenc.data.sources.segmentation_sets import VOC_CLASSES
+from posenc.data.sources.shapes import SHAPE_CLASSES
+from posenc.errors import PosencError
+from posenc.metrics.binned import BinnedConfusion, band_edges, band_of_pixels, bin_names_bands
+from posenc.models.backbones.base import TappedBackbone
 from posenc.tasks.supervised import SupervisedTask
+from posenc.viz.figures import save_figure, segmentation_preview
 
 IGNORE_INDEX = 255
 

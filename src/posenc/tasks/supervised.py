@@ -4,9 +4,9 @@ and Predictions"): a backbone (any ``backbone=`` and ``padding=``; trained with 
 
 The head is built in ``setup`` once the datamodule says how many classes there are and a dry run
 of the backbone gives the taps' shapes. Every step returns its loss for the loss curve and the
-convergence flag (:mod:`posenc.core.convergence`); the held-out set logs ``val/loss``. Test metrics are
+convergence flag (:mod:`posenc.run.convergence`); the held-out set logs ``val/loss``. Test metrics are
 torchmetrics objects (synchronised across DDP ranks); every task also reports them per distance to
-the image border (``test/by_distance/<bin>/<metric>``, :mod:`posenc.analysis.distance`) and draws
+the image border (``test/by_distance/<bin>/<metric>``, :mod:`posenc.metrics.binned`) and draws
 that curve (``figures/by_distance.png``).
 """
 
@@ -21,18 +21,18 @@ import lightning as L
 import torch
 import torch.nn as nn
 
-from posenc.core.checkpointing import atomic_save
-from posenc.core.errors import PosencError
-from posenc.core.figures import by_distance_figure, save_figure
-from posenc.models.backbones import TappedBackbone
+from posenc.errors import PosencError
+from posenc.io import atomic_save
+from posenc.models.backbones.base import TappedBackbone
 from posenc.tasks.base import PosencTask
+from posenc.viz.figures import by_distance_figure, save_figure
 
 
 class SupervisedTask(PosencTask):
     """Backbone + head trained on ``batch["image"]``; subclasses define targets, loss and metrics."""
 
     head_kind = "classification"  # which heads fit: their ``kind`` attribute (posenc.models.heads)
-    converged_loss = 0.01  # cross-entropy (nats) at which nothing is left to learn (posenc.core.convergence)
+    converged_loss = 0.01  # cross-entropy (nats) at which nothing is left to learn (posenc.run.convergence)
 
     def __init__(
         self,
@@ -83,7 +83,7 @@ class SupervisedTask(PosencTask):
     @property
     def datamodule(self) -> Any:
         """The attached Trainer's datamodule, else the one given to :meth:`attach_datamodule`
-        (analyses of a finished run without a Trainer: posenc.tools.runs)."""
+        (analyses of a finished run without a Trainer: posenc.cli.runs)."""
         if self._trainer is not None:
             # set on every Trainer by Lightning's _DataConnector, but not declared on the class
             return self._trainer.datamodule  # type: ignore[attr-defined]
@@ -176,7 +176,7 @@ class SupervisedTask(PosencTask):
         return {"loss": loss}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """The held-out loss the convergence flag watches (posenc.core.convergence)."""
+        """The held-out loss the convergence flag watches (posenc.run.convergence)."""
         loss = self.loss(self(batch["image"]), self.targets(batch))
         self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["image"]), sync_dist=True)
 
@@ -220,7 +220,7 @@ class SupervisedTask(PosencTask):
         if not self.trainer.is_global_zero or not self.by_distance:
             return
         figures = Path(self.trainer.default_root_dir) / "figures"
-        # every logger gets figures/*.png at the end of the run (posenc.core.loggers.publish)
+        # every logger gets figures/*.png at the end of the run (posenc.run.loggers.publish)
         save_figure(by_distance_figure(self.distance_bins, self.by_distance), figures / "by_distance.png")
         self.save_preview(figures)
 

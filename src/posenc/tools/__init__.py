@@ -1,1 +1,2 @@
-"""Command-line tools over finished runs: load a run, rank its channels, attack its position channels."""
+"""The analysis commands under their published names (``python -m posenc.tools.rank_channels``,
+``python -m posenc.tools.attack``); the code lives in :mod:`posenc.cli`."""
