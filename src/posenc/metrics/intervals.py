@@ -6,12 +6,16 @@ What is resampled is the unit that is independent: a test image, or the photo it
 several test images share one (PosENet's natural crops), or a canvas. A metric that pools over its units
 (mIoU from summed confusions, accuracy from counts, a mean of per-image scores) is recomputed from the
 pooled sums of each resample, so one function serves them all: :func:`pooled_interval` takes each unit's
-sums and the statistic of pooled sums. The percentile bootstrap is too narrow with few units (measured
-coverage of a normal mean at 95%: .852 at n = 5, .907 at 10, .947 at 30); the levels are widened by Hesterberg's expanded
-percentile (Hesterberg 2015, "What teachers should know about the bootstrap", Am. Stat. 69(4), sec. 5.3):
-percentiles at ``Φ(±sqrt(n/(n-1)) · t(1 - α/2, n-1))``, which measured .933, .952 and .957 there. Written here (``scipy.stats.bootstrap`` is the tests' reference)
-because the statistic of a pooled confusion matrix is not a per-sample function scipy can vectorise, and
-because resampling photos rather than crops needs the units' sums, not the items.
+sums and the statistic of pooled sums.
+
+The percentile bootstrap is too narrow with few units (measured coverage of a normal mean at 95%: .852 at
+n = 5, .907 at 10, .947 at 30), so its levels are widened by Hesterberg's expanded percentile (Hesterberg
+2015, "What teachers should know about the bootstrap", Am. Stat. 69(4)): percentiles at
+``Φ(±sqrt(n/(n-1)) · t(1 - α/2, n-1))``, measured .933, .952 and .957 there.
+
+Written here (``scipy.stats.bootstrap`` is the tests' reference) because the statistic of a pooled confusion
+matrix is not a per-sample function scipy can vectorise, resampling photos rather than crops needs the
+units' sums, and scipy is not a run-time dependency.
 """
 
 from __future__ import annotations
