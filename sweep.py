@@ -14,7 +14,8 @@ initialisation, the report then showing init and trained side by side.
 
 A preset with ``groups:`` (the position atlas) runs one multirun per group, each with the group's
 overrides, into ``SWEEP_DIR/<group>`` (``groups=a,b`` picks some: a group's label, or any backbone
-option; ``parallel=N`` runs N at once, default one per CPU core), then writes the preset's ``report:`` over all of them (``atlas.png`` / ``.csv`` / ``.md``).
+option; ``parallel=N`` runs N at once, default one per CPU core), then writes the preset's ``report:`` over
+all of them (``atlas.png`` / ``.csv`` / ``.md``).
 
 A sweep runs in a fresh ``<paths.output_root>/sweeps/NAME/<timestamp>/`` (one job dir per
 job); command-line overrides win over the preset's swept values (``backbone=tiny`` replaces
@@ -45,31 +46,22 @@ from posenc.cli.argv import (
     path_value,
     quote_paths,
 )
-from posenc.config.compose import validate_job
 from posenc.config.groups import CONF_DIR
 from posenc.config.trust import pop_trust_flags, user_targets
 from posenc.errors import PosencError, invalid_choice
-from posenc.io import read_json
-from posenc.run.run_dir import write_json
+from posenc.io import read_json, write_json
 from posenc.run.slurm import all_ended, submitit_job_ids, wait_for_jobs
-from posenc.sweeps.collect import (
-    COMPLETED,
+from posenc.sweeps.collect import COMPLETED, PROBE_DIR, collect, group_results
+from posenc.sweeps.presets import (
     GROUPS_FILE,
-    PROBE_DIR,
-    collect,
     expand_overrides,
-    group_results,
     list_presets,
     preset_groups,
-    probe_command,
-    probe_jobs,
-    probe_settings,
     reserve_sweep_dir,
     select_groups,
-    write_group_reports,
-    write_probe_stage,
-    write_reports,
 )
+from posenc.sweeps.probe import probe_command, probe_jobs, probe_settings, write_probe_stage
+from posenc.sweeps.reports import write_group_reports, write_reports
 
 ROOT = Path(__file__).resolve().parent
 
@@ -164,10 +156,8 @@ def run_groups(
         if given
         else reserve_sweep_dir(output_root(overrides), name)
     )
-    write_json(
-        sweep_dir / GROUPS_FILE,
-        {"preset": name, "report": report_name, "groups": list(groups.items()), "overrides": overrides},
-    )  # pairs: the groups' order survives sorted keys
+    spec = {"preset": name, "report": report_name, "groups": list(groups.items()), "overrides": overrides}
+    write_json(sweep_dir / GROUPS_FILE, spec)  # atomic; pairs: ordered groups
     cores = os.cpu_count() or 1
     parallel = max(1, min(parallel or cores, len(groups)))
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // parallel))} if parallel > 1 else None
@@ -221,6 +211,8 @@ def check_jobs(name: str, overrides: list[str], group: list[str]) -> None:
     (``data.num_trian=3``): the jobs of its first ``group`` (its sweeper's params expanded, as Hydra would)
     composed and validated as ``train.py`` does, until one passes; the first one's error when none does.
     An override that only some jobs refuse (a key of one task of two) is left to those jobs, as ever."""
+    from posenc.config.compose import validate_job  # imports the models (torch): never for sweep.py collect
+
     preset = OmegaConf.load(CONF_DIR / "sweep" / f"{name}.yaml")
     params = OmegaConf.select(preset, "hydra.sweeper.params", default=None)
     swept = {str(k): str(v) for k, v in (OmegaConf.to_container(params) if params is not None else {}).items()}

@@ -13,6 +13,7 @@ import pickle
 import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,11 @@ def check_writable(folder: Path, what: str) -> None:
             handle.flush()
     except OSError as exc:
         raise PosencError(f"{what}: cannot write into {folder} ({exc.strerror or first_line(exc)})") from None
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write atomically (temp file + rename), so a kill never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -9,6 +9,17 @@ from omegaconf import OmegaConf
 
 TARGETS = ("H", "V", "G", "HS", "VS")
 
+# the two-stage preset (padding_then_probe) at a size that runs in seconds, locally and on the cluster
+TWO_STAGE_SMALL = [
+    "data.image_size=32",
+    "data.num_train=16",
+    "data.num_val=8",
+    "data.num_test=8",
+    "data.batch_size=8",
+    "trainer.max_steps=4",
+    "callbacks.progress=null",
+]
+
 
 def fake_multirun(sweep_dir: Path, task: list[str], params: dict[str, str] | None = None) -> Path:
     """A minimal ``multirun.yaml`` as Hydra writes it (only the keys collect reads)."""
@@ -28,9 +39,17 @@ def fake_multirun(sweep_dir: Path, task: list[str], params: dict[str, str] | Non
     return sweep_dir
 
 
-def fake_metrics(value: float) -> dict[str, float | str]:
-    metrics: dict[str, float | str] = {"status": "completed", "seed": 0}
-    for name in ("natural", "noise"):
+INPUTS = ("natural", "noise")
+
+
+def fake_metrics(value: float) -> dict[str, float | str | list[str]]:
+    """A PosENet run's ``metrics.json``: SPC / MAE per input x target, and its task's report order."""
+    metrics: dict[str, float | str | list[str]] = {
+        "status": "completed",
+        "seed": 0,
+        "report_order": [*INPUTS, *TARGETS, "spc", "mae"],
+    }
+    for name in INPUTS:
         for i, target in enumerate(TARGETS):
             metrics[f"test/{name}/{target}/spc"] = value + i / 10
             metrics[f"test/{name}/{target}/mae"] = 1 - value

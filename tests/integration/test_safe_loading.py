@@ -40,21 +40,10 @@ def tool(name: str, *args: str) -> subprocess.CompletedProcess:
     return main_in_process(importlib.import_module(f"posenc.tools.{name}").main, name, *args)
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("trained")
-    proc = train_in_process(
-        "task=semseg",
-        "data.image_size=32",
-        "data.num_train=32",
-        "data.num_val=0",
-        "data.num_test=8",
-        "trainer.max_epochs=1",
-        "callbacks.progress=null",
-        f"paths.output_root={out}",
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return Path(proc.stdout.strip().splitlines()[-1])
+@pytest.fixture
+def trained_run(trained_semseg_run: Path) -> Path:
+    """The session's small trained semseg run (tests/conftest.py); every test here copies it before changing it."""
+    return trained_semseg_run
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from helpers.runs import ROOT, sweep_in_process, train_in_process
+from helpers.sweeps import TWO_STAGE_SMALL
 
 from posenc.run.slurm import cluster_states, submitit_job_ids
 
@@ -477,15 +478,7 @@ def test_jobs_that_never_started_are_reported_pending_then_cancelled(tmp_path):
 
 
 def test_padding_then_probe_runs_both_stages_on_the_cluster(tmp_path):
-    small = [
-        "data.image_size=32",
-        "data.num_train=16",
-        "data.num_val=8",
-        "data.num_test=8",
-        "data.batch_size=8",
-        "trainer.max_steps=4",
-        "callbacks.progress=null",
-    ]
+    small = TWO_STAGE_SMALL
     proc = sweep_in_process(
         "padding_then_probe", "padding=zeros,circular", *CLUSTER, *small, f"paths.output_root={tmp_path}"
     )

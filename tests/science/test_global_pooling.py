@@ -14,7 +14,7 @@ from helpers.runs import compose_run
 
 from posenc.data.augment import random_shift
 from posenc.errors import PosencError
-from posenc.models.backbones.base import build_backbone
+from posenc.models.backbones import build_backbone
 from posenc.models.heads import GapLinearHead, GapNetHead
 
 QUIET = ["callbacks.progress=null"]

@@ -9,7 +9,6 @@ flatten_linear control 1.00, zero padding with PermuteNet's channel permutation 
 
 from __future__ import annotations
 
-import pytest
 from helpers.runs import cached_run
 
 SETTING = [
@@ -27,11 +26,6 @@ SETTING = [
 
 def accuracy(tmp_root: str, *overrides: str) -> dict:
     return cached_run(tmp_root, *SETTING, *overrides)
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("effects"))
 
 
 def test_zero_padding_lets_pooled_features_tell_the_location_and_circular_does_not(root):

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from posenc.errors import PosencError
-from posenc.metrics.ppp import crop_center, features_and_reference, ppp_figure, ppp_from_moments, ppp_stats
-from posenc.models.backbones.base import build_backbone
+from posenc.metrics.ppp import crop_center, features_and_reference, ppp_from_moments, ppp_stats
+from posenc.models.backbones import build_backbone
 from posenc.models.receptive_field import context_margin, reference_crop, tap_geometries, tap_output_sizes
-from posenc.viz.figures import save_figure
+from posenc.viz.figures import ppp_figure, save_figure
 
 CROP = 160  # none_shrink tiny needs >= 140 px for f5 (its receptive field)
 IMAGES = 8

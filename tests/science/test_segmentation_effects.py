@@ -11,7 +11,6 @@ wider: mIoU .598 against .328, max F .933 against .838.
 
 from __future__ import annotations
 
-import pytest
 from helpers.runs import cached_run
 
 SETTING = [
@@ -23,11 +22,6 @@ SETTING = [
     "task.optimizer.lr=1e-3",
     "callbacks.progress=null",
 ]
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("segmentation_effects"))
 
 
 def test_semantic_segmentation_without_padding_is_worse(root):

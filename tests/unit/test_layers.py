@@ -25,7 +25,9 @@ LAYERS = (
     ("posenc.tools",),
 )
 TORCH_FREE = ("posenc.errors", "posenc.io", "posenc.registry", "posenc.progress", "posenc.constants",
-              "posenc.sweeps.collect")
+              "posenc.sweeps.presets", "posenc.sweeps.collect", "posenc.sweeps.probe", "posenc.sweeps.tables",
+              "posenc.sweeps.reports", "posenc.analysis.atlas", "posenc.viz.figures", "posenc.viz.sweep_figures",
+              "posenc.viz.atlas_figure", "posenc.viz.loss_curve", "posenc.viz.tables")
 
 
 def package_of(module: str) -> str | None:

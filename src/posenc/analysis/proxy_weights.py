@@ -17,8 +17,8 @@ import torch.nn as nn
 
 from posenc.data.sources.natural import TRAIN_PHOTOS, natural_crops
 from posenc.io import atomic_save
+from posenc.models.backbones import backbone_entry
 from posenc.models.padding import PaddingSpec
-from posenc.registry import backbone_entry
 
 
 def train_photo_id(

@@ -219,6 +219,7 @@ def resume_argv(run_dir: Path, trusted: Sequence[str] = ()) -> list[str]:
     """Overrides that continue the run in ``run_dir`` from its ``checkpoints/last.ckpt``; raises
     :class:`AlreadyComplete` for a completed run, which is left untouched. The run dir is someone's
     input: its overrides may name only code posenc ships or ``trusted`` names (:mod:`posenc.config.trust`)."""
+    from posenc.config.renamed import renamed_override
     from posenc.config.trust import check_overrides
 
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
@@ -233,7 +234,8 @@ def resume_argv(run_dir: Path, trusted: Sequence[str] = ()) -> list[str]:
     listed = OmegaConf.to_container(read) if isinstance(read, ListConfig) else None
     if not isinstance(listed, list) or not all(isinstance(o, str) for o in listed):
         raise PosencError(f"cannot resume {run_dir}: {overrides_file} is not a list of key=value overrides")
-    overrides = [o for o in listed if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")]
+    # a run dir from before the re-layering may name a moved target by its old path (posenc.config.renamed)
+    overrides = [renamed_override(o) for o in listed if o.split("=", 1)[0] not in ("ckpt_path", "hydra.run.dir")]
     check_overrides(overrides, f"run dir {run_dir}", trusted)
     check_writable(run_dir, f"cannot resume {run_dir}")
     return [*overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last"]

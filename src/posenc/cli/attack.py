@@ -34,7 +34,7 @@ from posenc.cli.rank_channels import (
 )
 from posenc.cli.runs import LoadedRun, load_run
 from posenc.errors import PosencError, invalid_value
-from posenc.run.run_dir import write_json
+from posenc.io import write_json
 
 IGNORE_INDEX = 255
 

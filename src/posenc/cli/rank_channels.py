@@ -26,8 +26,8 @@ from posenc.analysis.channels import channel_scores, content_sides, global_pool,
 from posenc.cli.argv import OneLineParser, command, positive_int
 from posenc.cli.runs import LoadedRun, add_trust_flag, load_run
 from posenc.errors import PosencError, invalid_choice, invalid_value
+from posenc.io import write_json
 from posenc.progress import track
-from posenc.run.run_dir import write_json
 
 IGNORE_INDEX = 255
 

@@ -15,6 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from posenc.config.groups import CONF_DIR
+from posenc.config.renamed import with_current_targets
 from posenc.config.trust import TRUST_FLAG, check_config
 from posenc.config.validation import user_error
 from posenc.errors import PosencError
@@ -70,6 +71,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", trusted: S
     cfg = load_yaml(config, "the resolved config train.py writes (a mapping)")
     if not isinstance(cfg, DictConfig):  # a YAML list: not the config.yaml train.py writes
         raise PosencError(f"{config} is not a run's config: expected a mapping of keys, got a list")
+    # a run from before the re-layering names moved targets by their old paths (posenc.config.renamed)
+    cfg = OmegaConf.create(with_current_targets(OmegaConf.to_container(cfg, resolve=False)))
     check_config(cfg, f"run dir {run_dir}", trusted)
     import lightning as L
 

@@ -17,8 +17,8 @@ only beside another choice (``only_with``): the one-line errors name them.
 
 from __future__ import annotations
 
+import collections.abc
 import types
-import typing
 from collections.abc import Collection
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -77,9 +77,14 @@ def choices_of(annotation: Any) -> tuple[Any, ...] | None:
     return None
 
 
+# the origins of a list-valued annotation: list[X], tuple[X, ...], Sequence[X], ...
+SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.MutableSequence, collections.abc.Collection)
+
+
 def rules_of(annotation: Any) -> dict[str, Any]:
-    """The rules an annotation states: its :class:`Rule` (``Annotated`` metadata) and its ``Literal``
-    choices (a list's item choices for ``Sequence[Literal[...]]``), as the validator's dict."""
+    """The rules an annotation states: its :class:`Rule` (``Annotated`` metadata), its ``Literal``
+    choices (a list's item choices for ``Sequence[Literal[...]]``) and a fixed-length tuple's length
+    (``tuple[float, float]``: 2 entries), as the validator's dict."""
     annotation = _without_none(annotation)
     rules: dict[str, Any] = {}
     if get_origin(annotation) is Annotated:
@@ -91,11 +96,12 @@ def rules_of(annotation: Any) -> dict[str, Any]:
     choices = choices_of(annotation)
     if choices is not None:
         rules.setdefault("choices", choices)
-    elif get_origin(annotation) in (list, tuple, typing.Sequence, Collection) or str(get_origin(annotation)).endswith(
-        "Sequence'>"
-    ):
+    elif get_origin(annotation) in SEQUENCES:
         args = get_args(annotation)
         item_choices = choices_of(args[0]) if args else None
         if item_choices is not None:
             rules.setdefault("items", {}).setdefault("choices", item_choices)
+        if get_origin(annotation) is tuple and args and args[-1] is not Ellipsis:
+            rules.setdefault("min_items", len(args))
+            rules.setdefault("max_items", len(args))
     return rules

@@ -1,5 +1,5 @@
 """Typed schemas of every config group (Hydra structured configs), registered in Hydra's
-ConfigStore under ``schema/<group>``.
+ConfigStore under ``schema/<name>``.
 
 Each YAML of ``conf/<group>/`` inherits its group's schema through its defaults list
 (``- /schema/<group>@_here_``), so OmegaConf converts and type-checks every value and rejects
@@ -7,558 +7,198 @@ unknown keys while Hydra composes. ``schema/`` is a group of its own (Hydra's ``
 it), not an option of the user-facing groups: ``backbone=<schema>`` is never offered, and the
 options are still exactly the YAMLs of ``conf/``.
 
-Ranges and choices, which OmegaConf cannot express, sit in each field's metadata
-(``ge``/``gt``/``le``/``lt``, ``choices``, ``also`` = extra valid values outside the range,
-``items`` = rules for each list entry, ``min_items`` / ``max_items`` = its length, ``why_items`` =
-why that length; ``empty=True``: an empty string is a valid value, which it is otherwise only for a
-field whose default is one; ``only_with=(sibling, choices)``: the command line may set the field only
-beside those choices of a sibling key); :mod:`posenc.config.validation` checks them before
-anything is built. Field defaults are the defaults of the ``_target_`` they configure
-(``tests/unit/config/test_config_schema.py`` checks that against the signatures), so a field the YAML
-leaves out changes nothing.
+Every schema of a ``_target_`` is generated from the target's signature
+(:func:`posenc.config.signatures.schema_of`): its fields, types and defaults are the parameters', and
+each field's metadata holds the rules the parameter's annotation states (``Literal`` choices,
+``Annotated[..., Rule(...)]`` ranges, :mod:`posenc.config.rules`), which :mod:`posenc.config.validation`
+checks before anything is built. So an option is written once, on the parameter that takes it: a new
+parameter with a default and a ``Literal`` is typed, defaulted and validated with no edit here. What a
+signature cannot say is stated beside the schema it concerns, with its reason; the rules of the
+third-party targets (Lightning, torch) are one table, :data:`THIRD_PARTY_RULES`. A ``_target_`` node that
+no group schema types (an optimizer, a schedule, a task of the user's own) is typed the same way, from
+its target, when the config is validated (:func:`target_schema`).
 
-The choices come from :mod:`posenc.config.choices`, torch-free, which the code that acts on them imports
-too: this module is imported by every entry point before the command line is read, and one list
-serves both.
-
-Importing this module registers the schemas. ``train.py`` and ``posenc.config.compose`` (tests,
-benchmarks) import it before they compose; ``sweep.py`` gets it through ``posenc.cli.argv`` and only
-composes in its ``train.py`` child.
+Importing this module imports the targets (their signatures) and registers the schemas. ``train.py``
+and ``posenc.config.compose`` (tests, benchmarks) import it before they compose; ``sweep.py`` composes
+only in its ``train.py`` child.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 import posenc.config.resolvers  # noqa: F401 - registers ${run_dir:}, which the loggers and callbacks use
-from posenc.config.choices import (
-    AUGMENTS,
-    AUTOCAST,
-    BACKBONES,
-    CACHE_DTYPES,
-    CACHE_MODES,
-    CANVAS_FILLS,
-    DEPTHS,
-    KERNEL_SIZES,
-    LABEL_MODES,
-    NONE_UPSAMPLES,
-    PADDING_MODES,
-    PATCH_SOURCES,
-    PERMUTE_POINTS,
-    POSITION_EMBEDDINGS,
-    SCENE_BACKGROUNDS,
-    SCENE_LAYOUTS,
-    SEGMENTATION_SOURCES,
-    STRIPE_RANGES,
-    SYNTHETIC_SOURCES,
-    TAP_NAMES,
-    TAP_READOUTS,
-    TARGET_SOURCES,
-    TARGETS,
-    TEST_INPUTS,
-    TEST_PLACEMENTS,
-    TRAIN_PLACEMENTS,
-)
-from posenc.config.choices import SOURCES as DATA_SOURCES  # noqa: E402
+from posenc.config.rules import Rule
+from posenc.config.signatures import nested_schemas, schema_of
 
 SCHEMA_GROUP = "schema"
 
+# Rules the third-party targets' signatures cannot state (Lightning and torch check these arguments only when
+# the object is built, some never): applied wherever a schema of the target is generated.
+THIRD_PARTY_RULES: dict[str, dict[str, Rule]] = {
+    "lightning.pytorch.Trainer": {
+        "num_nodes": Rule(ge=1),
+        "max_epochs": Rule(ge=-1),
+        "min_epochs": Rule(ge=0),
+        "max_steps": Rule(ge=-1),
+        "min_steps": Rule(ge=0),
+        **{f"limit_{s}_batches": Rule(ge=0) for s in ("train", "val", "test", "predict")},
+        "overfit_batches": Rule(ge=0),
+        "val_check_interval": Rule(gt=0),  # steps (int) or a fraction of an epoch (float)
+        "check_val_every_n_epoch": Rule(ge=1),
+        "num_sanity_val_steps": Rule(ge=-1),
+        "log_every_n_steps": Rule(ge=1),
+        "accumulate_grad_batches": Rule(ge=1),
+        "gradient_clip_val": Rule(ge=0),
+        "gradient_clip_algorithm": Rule(choices=("norm", "value")),
+        "deterministic": Rule(choices=(True, False, "warn")),
+        "reload_dataloaders_every_n_epochs": Rule(ge=0),
+    },
+    "torch.optim.Adam": {
+        "lr": Rule(gt=0),
+        "betas": Rule(items=Rule(ge=0, lt=1)),
+        "eps": Rule(gt=0),
+        "weight_decay": Rule(ge=0),
+    },
+    "torch.optim.SGD": {"lr": Rule(gt=0), "momentum": Rule(ge=0), "weight_decay": Rule(ge=0)},
+    # "": no version_<n> sub-folder (conf/logger/csv.yaml)
+    "lightning.pytorch.loggers.CSVLogger": {"version": Rule(empty=True), "flush_logs_every_n_steps": Rule(ge=1)},
+    "lightning.pytorch.loggers.TensorBoardLogger": {"version": Rule(empty=True)},
+    "lightning.pytorch.loggers.WandbLogger": {"log_model": Rule(choices=(True, False, "all"))},
+}
 
-def spec(default: Any = MISSING, **rules: Any) -> Any:
-    """A dataclass field with ``default`` (lists and dicts copied per instance) and its value
-    rules as metadata, e.g. ``spec(224, ge=8)``, ``spec(3, choices=(1, 3, 5, 7))``."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=rules)
-    return field(default=default, metadata=rules)
+
+def generated(target: str, name: str, **overlay: Any) -> type:
+    """:func:`~posenc.config.signatures.schema_of` ``target``, with its :data:`THIRD_PARTY_RULES`."""
+    return schema_of(target, name, rules=THIRD_PARTY_RULES.get(target), **overlay)
 
 
-@dataclass
-class PartialSchema:
-    """A node instantiated as a ``functools.partial``: the code that uses it supplies the rest (a
-    readout its input shapes and class count, an optimizer its parameters, a schedule its optimizer)."""
-
-    _partial_: bool = True
+@cache
+def target_schema(target: str, partial: bool = False) -> type | None:
+    """The schema of a loosely typed ``_target_`` node (``task.optimizer``), generated from ``target``'s
+    signature when a config is validated; None when the target has no signature OmegaConf can type."""
+    try:
+        schema = generated(target, target.rsplit(".", 1)[-1] + "Schema", partial=partial)
+        OmegaConf.structured(schema)
+        return schema
+    except Exception:  # noqa: BLE001 - no signature to read (a builtin): the node stays loosely typed
+        return None
 
 
 # -- backbone / padding ---------------------------------------------------------------------
-@dataclass
-class PaddingSchema:
-    _target_: str = "posenc.models.padding.PaddingSpec"
-    name: str = spec(MISSING, choices=PADDING_MODES)
-    # padding=none only (posenc.models.padding): set beside another padding on the command line, it is refused
-    none_upsample: str = spec("padding", choices=NONE_UPSAMPLES, only_with=("name", ("none",)))
-
-
-@dataclass
-class BackboneOptionsSchema:
-    """What every backbone family takes beside its model and taps (posenc.models.backbones.base.BackboneOptions)."""
-
-    padding: Any = "${padding}"  # the padding group's node (or a scheme's name)
-    # null (random init) | imagenet (torchvision: $TORCH_HOME/hub/checkpoints; timm: the Hugging Face cache)
-    # | /path/to/state_dict.pth | a posenc run dir or .ckpt
-    weights: Optional[str] = None
-    normalize: bool = False  # ImageNet mean/std; the authors' code feeds [0, 1] images
-    download: bool = False  # true: let torchvision / timm download imagenet weights when online
-    trainable: bool = False  # train with the task (the padding study's tasks set it; PosENet keeps it frozen)
-
-
-@dataclass
-class BackboneSchema(BackboneOptionsSchema):
-    """``backbone=<torchvision name>``: every default lives here, so ``conf/backbone/<name>.yaml``
-    states only its ``name`` (detectron2's rule: a config says what differs from its base)."""
-
-    _target_: str = "posenc.models.backbones.base.build_backbone"
-    name: str = spec("vgg16", choices=BACKBONES)
-    taps: Optional[List[str]] = spec(list(TAP_NAMES), items={"choices": TAP_NAMES}, min_items=1)
-
-
-@dataclass
-class BackboneFamilySchema(BackboneOptionsSchema):
-    """Any backbone family whose builder takes a model ``name``, ``taps`` and the shared options
-    (``posenc.models.backbones.base.takes_backbone_options``): its YAML states the builder's ``_target_``
-    and its default ``name``, so a new family is its module, its YAML and its test (``backbone=timm``)."""
-
-    _target_: str = MISSING
-    name: str = MISSING  # the family's model name, checked by its builder (timm: timm.list_models())
-    taps: Optional[List[str]] = spec(None, min_items=1)  # null: every tap the family declares (f1..fN)
-
-
-@dataclass
-class VitBackboneSchema(BackboneFamilySchema):
-    """``backbone=vit_tiny``: a timm Vision Transformer (posenc.models.backbones.vit)."""
-
-    _target_: str = "posenc.models.backbones.vit.build_vit_backbone"
-    position_embedding: str = spec("learned", choices=POSITION_EMBEDDINGS)  # none: zeroed and frozen
-
-
-@dataclass
-class ModuleBackboneSchema(BackboneOptionsSchema):
-    """``backbone=module``: a user's ``nn.Module`` from a factory (posenc.models.backbones.module)."""
-
-    _target_: str = "posenc.models.backbones.module.build_module_backbone"
-    target: str = "posenc.models.example_model.make_net"  # dotted path of a factory returning an nn.Module
-    taps: List[str] = spec(["stage1", "stage2", "stage3"], min_items=1)  # its module names
-    kwargs: Optional[Any] = None  # the factory's keyword arguments
-
-
-# -- task / readout (posenet) ---------------------------------------------------------------
-@dataclass
-class ReadoutSchema(PartialSchema):
-    _target_: str = "posenc.models.readouts.PosENetReadout"
-    kernel_size: int = spec(3, choices=KERNEL_SIZES)
-    depth: int = spec(1, choices=DEPTHS)
-    padding: int = spec(0, ge=0)
-    feature_size: int = spec(28, ge=1)
-    sigmoid: bool = True
-    align_corners: bool = True
-
-
-@dataclass
-class BudgetSchema:
-    """A task's budget, which the trainer config reads (``trainer.max_steps: ${task.max_steps}``):
-    shared by every task schema."""
-
-    max_steps: int = spec(-1, ge=1, also=(-1,))  # -1: no step cap
-    max_epochs: Optional[int] = spec(None, ge=1, also=(-1,))  # null / -1: no epoch cap
-
-
-@dataclass
-class LoaderSchema:
-    """The loader fields every datamodule shares (posenc.data.datamodule.SeededDataModule)."""
-
-    batch_size: int = spec(32, ge=1)
-    num_workers: int = spec(0, ge=0)
-    seed: int = 0
-
-
-@dataclass
-class PosENetTaskSchema(BudgetSchema):
-    _target_: str = "posenc.tasks.posenet.PosENetTask"
-    backbone: Any = MISSING  # ${backbone}
-    readout: Any = MISSING  # ${readout}
-    # A partial optimizer / lr-schedule node with any _target_: loosely typed here, checked by
-    # target in posenc.config.validation (TARGET_SCHEMAS below, and the target's signature).
-    optimizer: Any = MISSING
-    scheduler: Optional[Any] = None
-    image_size: int = spec(224, ge=8)
-    targets: List[str] = spec(list(TARGETS), items={"choices": TARGETS}, min_items=1)
-    target_source: str = spec("formula", choices=TARGET_SOURCES)
-    stripe_range: str = spec("unit", choices=STRIPE_RANGES)
-    feature_cache: str = spec("auto", choices=CACHE_MODES)  # auto: memory within the budget below, else disk
-    cache_dtype: str = spec("auto", choices=CACHE_DTYPES)  # auto: float32 in memory, float16 on disk
-    cache_memory_fraction: float = spec(0.25, gt=0, le=1)  # auto's budget: this share of the available RAM
-    cache_dir: str = "outputs/.feature_cache"
-    channels_last: bool = False  # run the frozen backbone channels-last
-    autocast: Optional[str] = spec(None, choices=AUTOCAST)  # null | bf16: the backbone under autocast
-    tap_readouts: str = spec("all", choices=TAP_READOUTS)  # each: also one readout per tap alone
-
-
-@dataclass
-class SupervisedTaskSchema(BudgetSchema):
-    """The trainable tasks (posenc.tasks.supervised): backbone + head trained end to end."""
-
-    _target_: str = MISSING
-    backbone: Any = MISSING  # ${backbone}
-    head: Any = MISSING  # ${readout}
-    optimizer: Any = MISSING
-    scheduler: Optional[Any] = None
-    image_size: int = spec(96, ge=8)
-    channels_last: bool = False
-    # bands of distance to the border the test metrics are split into (segmentation: pixels;
-    # location_cls: the object's distance, free placement only)
-    distance_bands: int = spec(4, ge=1)
-
-
-@dataclass
-class LocationClsTaskSchema(SupervisedTaskSchema):
-    _target_: str = "posenc.tasks.location_cls.LocationClassificationTask"
-    label: str = spec("location", choices=LABEL_MODES)
-    augment: str = spec("none", choices=AUGMENTS)  # shift: two shifted views per image (ICCV 2021)
-    shift: int = spec(8, ge=1)  # pixels: the largest shift, in training and in the test's invariance metrics
-    consistency_weight: float = spec(0.0, ge=0)  # lambda of the latent-consistency MSE
-
-
-@dataclass
-class SegmentationTaskSchema(SupervisedTaskSchema):
-    """``task=semseg | location_seg | saliency`` (one signature, posenc.tasks.segmentation)."""
-
-    _target_: str = "posenc.tasks.semseg.SemanticSegmentationTask"
-    image_size: int = spec(64, ge=8)
-
-
-@dataclass
-class PPPTaskSchema(BudgetSchema):
-    """``task=ppp`` (posenc.tasks.ppp): PPP of a frozen backbone, nothing trained."""
-
-    _target_: str = "posenc.tasks.ppp.PPPTask"
-    backbone: Any = MISSING  # ${backbone}
-    image_size: int = spec(64, ge=8)
-    layers: Optional[List[str]] = spec(
-        None, items={"choices": TAP_NAMES}, min_items=1, why_items="PPP measures at least one tap"
-    )  # null: every tap
-    skip_global: bool = False  # true: skip taps without a padding-free reference (the atlas), not refuse them
-    reference_cache: str = spec("disk", choices=("disk", "off"))
-    cache_dir: str = "outputs/.feature_cache"
-
-
-@dataclass
-class FlattenLinearSchema(PartialSchema):
-    """``readout=flatten_linear``: one linear layer on the flattened, unpooled map (position readable)."""
-
-    _target_: str = "posenc.models.heads.FlattenLinearHead"
-    dropout: float = spec(0.0, ge=0, lt=1)
-
-
-@dataclass
-class GapLinearSchema(FlattenLinearSchema):
-    """``readout=gap_linear``: global average pooling, then one linear layer (Islam, Kowal et al. ICCV 2021)."""
-
-    _target_: str = "posenc.models.heads.GapLinearHead"
-    permute_at: Optional[int] = spec(None, choices=PERMUTE_POINTS)  # PermuteNet (posenc.models.permutation)
-
-
-@dataclass
-class GapPermuteSchema(GapLinearSchema):
-    """``readout=gap_permute``: ``gap_linear`` that always permutes (``permute_at`` not null)."""
-
-    _target_: str = "posenc.models.heads.GapPermuteHead"
-    permute_at: int = spec(5, choices=PERMUTE_POINTS)
-
-
-@dataclass
-class GapNetSchema(PartialSchema):
-    """``readout=gapnet``: a 3x3 conv (the authors' padding 1), global average pooling, a linear layer."""
-
-    _target_: str = "posenc.models.heads.GapNetHead"
-    kernel_size: int = spec(3, ge=1)
-    padding: int = spec(1, ge=0)
-    permute_at: Optional[int] = spec(None, choices=PERMUTE_POINTS)
-
-
-@dataclass
-class PixelDecoderSchema(PartialSchema):
-    """``readout=pixel_decoder``: 1x1 convs per tap, fused at ``fuse_at`` (segmentation heads)."""
-
-    _target_: str = "posenc.models.heads.PixelDecoder"
-    width: int = spec(64, ge=1)
-    fuse_at: int = spec(1, ge=0)
-    depth: int = spec(1, ge=1)  # per-pixel layers after fusing (1x1 conv + BN + ReLU; the first is the fusion's)
-
-
-@dataclass
-class AdamSchema(PartialSchema):
-    """``torch.optim.Adam`` as a partial (the task passes ``params``)."""
-
-    _target_: str = "torch.optim.Adam"
-    lr: float = spec(1e-3, gt=0)
-    betas: List[float] = spec([0.9, 0.999], items={"ge": 0, "lt": 1}, min_items=2, max_items=2)
-    eps: float = spec(1e-8, gt=0)
-    weight_decay: float = spec(0.0, ge=0)
-    amsgrad: bool = False
-    foreach: Optional[bool] = None
-    maximize: bool = False
-    capturable: bool = False
-    differentiable: bool = False
-    fused: Optional[bool] = None
-
-
-@dataclass
-class SGDSchema(PartialSchema):
-    """``torch.optim.SGD`` as a partial (the task passes ``params``)."""
-
-    _target_: str = "torch.optim.SGD"
-    lr: float = spec(1e-3, gt=0)
-    momentum: float = spec(0.0, ge=0)
-    dampening: float = 0.0
-    weight_decay: float = spec(0.0, ge=0)
-    nesterov: bool = False
-    maximize: bool = False
-    foreach: Optional[bool] = None
-    differentiable: bool = False
-    fused: Optional[bool] = None
-
-
-@dataclass
-class MultistepAtFractionsSchema(PartialSchema):
-    """``posenc.tasks.schedules.multistep_at_fractions`` as a partial (the task passes ``optimizer``
-    and ``total_steps``)."""
-
-    _target_: str = "posenc.tasks.schedules.multistep_at_fractions"
-    fractions: List[float] = spec([2 / 3], items={"gt": 0, "lt": 1})
-    gamma: float = spec(0.1, gt=0)
-
-
-# -- data -----------------------------------------------------------------------------------
-@dataclass
-class FrameSchema:
-    """``data.canvas`` of ``data=natural|folder`` (posenc.data.datamodule.CanvasFrame)."""
-
-    fill: str = spec("black", choices=CANVAS_FILLS)
-    margin: int = spec(0, ge=0)  # px of canvas around every image (shrunk to fit); 0: no canvas
-
-
-@dataclass
-class DataSchema(LoaderSchema):
-    """``data=natural`` and ``data=folder`` (one datamodule, two sources)."""
-
-    _target_: str = "posenc.data.datamodule.PositionDataModule"
-    source: str = spec("natural", choices=DATA_SOURCES)
-    train_dir: Optional[str] = None
-    test_dir: Optional[str] = None
-    test_inputs: List[str] = spec(
-        list(TEST_INPUTS),
-        items={"choices": TEST_INPUTS},
-        min_items=1,
-        why_items="a run with no test set measures nothing",
-    )
-    synthetic_source: str = spec("generated", choices=SYNTHETIC_SOURCES)
-    num_train: int = spec(256, ge=1)
-    num_test: int = spec(32, ge=1)
-    num_val: int = spec(32, ge=0)
-    image_size: int = spec(224, ge=8)
-    min_scale: float = spec(0.3, gt=0, le=1)
-    canvas: FrameSchema = field(default_factory=FrameSchema)
-
-
-@dataclass
-class CanvasSchema:
-    """``data.canvas`` (posenc.data.location.CanvasSpec)."""
-
-    fill: str = spec("black", choices=CANVAS_FILLS)
-    grid: Optional[int] = spec(3, ge=1)  # null: free placement at any pixel offset
-    patch_size: Optional[int] = spec(None, ge=1)  # null: one grid cell; smaller: centred in its cell
-    location_grid: int = spec(3, ge=1)  # cells of a free placement's location label
-    object_only: bool = False
-
-
-@dataclass
-class CanvasDataSchema(LoaderSchema):
-    """``data=canvas``: patches pasted into canvases (location_cls / location_seg)."""
-
-    _target_: str = "posenc.data.location.CanvasDataModule"
-    source: str = spec("shapes", choices=PATCH_SOURCES)
-    canvas: CanvasSchema = field(default_factory=CanvasSchema)
-    data_dir: Optional[str] = None
-    num_train: int = spec(1024, ge=1)
-    num_val: int = spec(128, ge=0)
-    num_test: int = spec(256, ge=1)
-    image_size: int = spec(96, ge=8)
-    device: str = "auto"
-    test_placement: Optional[str] = spec(None, choices=TEST_PLACEMENTS)  # null: balanced on a grid, else random
-    train_placement: str = spec("fixed", choices=TRAIN_PLACEMENTS)  # resample: a fresh cell and flip every epoch
-
-
-@dataclass
-class ContextDataSchema(LoaderSchema):
-    """``data=contexts``: real images around the crops PPP measures (task=ppp)."""
-
-    _target_: str = "posenc.data.contexts.ContextDataModule"
-    source: str = spec("natural", choices=("natural",))
-    num_train: int = spec(0, choices=(0,))  # nothing is trained
-    num_test: int = spec(64, ge=1)
-    image_size: int = spec(64, ge=8)
-    context_size: Optional[int] = spec(None, ge=8)
-    batch_size: int = spec(16, ge=1)
-    min_scale: float = spec(0.5, gt=0, le=1)
-
-
-@dataclass
-class SegmentationDataSchema(LoaderSchema):
-    """``data=shapes | voc | duts``: images with per-pixel labels (semseg / saliency)."""
-
-    _target_: str = "posenc.data.segmentation.SegmentationDataModule"
-    source: str = spec("shapes", choices=SEGMENTATION_SOURCES)
-    test_source: Optional[str] = spec(None, choices=SEGMENTATION_SOURCES)
-    data_dir: Optional[str] = None
-    test_dir: Optional[str] = None
-    num_train: int = spec(1024, ge=1)
-    num_val: int = spec(128, ge=0)
-    num_test: int = spec(256, ge=1)
-    image_size: int = spec(64, ge=8)
-    max_objects: int = spec(3, ge=1)
-    layout: str = spec("random", choices=SCENE_LAYOUTS)  # shapes only: random | centred | sides
-    backgrounds: str = spec("shared", choices=SCENE_BACKGROUNDS)  # shapes only: shared | split (unseen test photos)
-
-
-# -- trainer --------------------------------------------------------------------------------
-@dataclass
-class TrainerSchema:
-    """The common ``lightning.pytorch.Trainer`` arguments, with Lightning's defaults; ``Any``
-    where Lightning accepts several types (``devices=2|"auto"|[0, 1]``; ``limit_*`` batches as an
-    int count or a float fraction, which a float field would blur). Lightning checks the values it
-    knows best (devices, strategy, precision) when the Trainer is built; a rarer argument is added
-    with ``+trainer.<name>=<value>`` and checked against the Trainer's signature."""
-
-    _target_: str = "lightning.pytorch.Trainer"
-    accelerator: Any = "auto"
-    strategy: Any = "auto"
-    devices: Any = "auto"
-    num_nodes: int = spec(1, ge=1)
-    precision: Any = None
-    fast_dev_run: Any = False
-    max_epochs: Optional[int] = spec(None, ge=-1)
-    min_epochs: Optional[int] = spec(None, ge=0)
-    max_steps: int = spec(-1, ge=-1)
-    min_steps: Optional[int] = spec(None, ge=0)
-    max_time: Any = None
-    limit_train_batches: Any = spec(None, ge=0)
-    limit_val_batches: Any = spec(None, ge=0)
-    limit_test_batches: Any = spec(None, ge=0)
-    limit_predict_batches: Any = spec(None, ge=0)
-    overfit_batches: Any = spec(0.0, ge=0)
-    val_check_interval: Any = spec(None, gt=0)  # steps (int) or a fraction of an epoch (float)
-    check_val_every_n_epoch: Optional[int] = spec(1, ge=1)
-    num_sanity_val_steps: Optional[int] = spec(None, ge=-1)
-    log_every_n_steps: Optional[int] = spec(None, ge=1)
-    enable_checkpointing: Optional[bool] = None
-    enable_progress_bar: Optional[bool] = None
-    enable_model_summary: Optional[bool] = None
-    accumulate_grad_batches: int = spec(1, ge=1)
-    gradient_clip_val: Optional[float] = spec(None, ge=0)
-    gradient_clip_algorithm: Optional[str] = spec(None, choices=("norm", "value"))
-    deterministic: Any = spec(None, choices=(True, False, "warn"))
-    benchmark: Optional[bool] = None
-    inference_mode: bool = True
-    use_distributed_sampler: bool = True
-    profiler: Optional[str] = None
-    detect_anomaly: bool = False
-    barebones: bool = False
-    sync_batchnorm: bool = False
-    reload_dataloaders_every_n_epochs: int = spec(0, ge=0)
-    default_root_dir: Optional[str] = None  # set by posenc.run.train to the run dir
-
-
-# -- logger / callbacks ---------------------------------------------------------------------
-@dataclass
-class _RunDirLoggerSchema:
-    """What Lightning's file loggers (CSV, TensorBoard) share: a dir, a name, a version, a prefix."""
-
-    save_dir: str = MISSING
-    name: Optional[str] = "lightning_logs"
-    version: Any = spec(None, empty=True)  # int | str | null; "": no version_<n> sub-folder (conf/logger/csv.yaml)
-    prefix: str = ""
-
-
-@dataclass
-class CSVLoggerSchema(_RunDirLoggerSchema):
-    _target_: str = "lightning.pytorch.loggers.CSVLogger"
-    flush_logs_every_n_steps: int = spec(100, ge=1)
-
-
-@dataclass
-class WandbLoggerSchema:
-    _target_: str = "lightning.pytorch.loggers.WandbLogger"
-    project: Optional[str] = None
-    name: Optional[str] = None
-    save_dir: str = "."
-    offline: bool = False
-    log_model: Any = spec(False, choices=(True, False, "all"))
-    prefix: str = ""
-    # passed on to wandb.init
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    job_type: Optional[str] = None
-    tags: Optional[List[str]] = None
-    notes: Optional[str] = None
-
-
-@dataclass
-class TensorBoardLoggerSchema(_RunDirLoggerSchema):
-    _target_: str = "lightning.pytorch.loggers.TensorBoardLogger"
-    log_graph: bool = False
-    default_hp_metric: bool = True
-    sub_dir: Optional[str] = None
-
-
-@dataclass
-class LoggerSchema:
-    """``logger=csv|wandb|tensorboard``, or several at once (``logger=[wandb,tensorboard]``): every
-    option YAML of the group inherits this one schema, so they merge in any order. The entries
-    default to MISSING, which a merge never writes over a value; an entry no option set is then
-    null (:func:`posenc.config.compose.settle_logger_config`). The CSV copy stays on: every option
-    includes ``csv``, and ``logger.csv=null`` is refused there in one line."""
-
-    csv: Optional[CSVLoggerSchema] = MISSING
-    wandb: Optional[WandbLoggerSchema] = MISSING
-    tensorboard: Optional[TensorBoardLoggerSchema] = MISSING
-
-
-@dataclass
-class RunCheckpointSchema:
-    """``checkpoints/last.ckpt``, written atomically every ``every_n_steps`` optimizer steps and
-    every ``every_n_epochs`` epochs (0: not on that schedule), on SIGTERM / SIGINT and at the end."""
-
-    _target_: str = "posenc.run.checkpointing.RunCheckpoint"
-    dirpath: str = MISSING
-    every_n_steps: int = spec(200, ge=0)
-    every_n_epochs: int = spec(1, ge=0)
-
-
-@dataclass
-class LossCurveSchema:
-    """The loss curve and the convergence flag (posenc.run.convergence.convergence): every curve
-    within ``tol`` relative change at the end (the last ``window`` fraction) of every lr phase."""
-
-    _target_: str = "posenc.run.convergence.LossCurve"
-    window: float = spec(0.1, gt=0, le=0.5)
-    tol: float = spec(0.02, gt=0)
-
-
-@dataclass
-class CallbacksSchema:
-    """``callbacks=default``; set an entry to null to drop it (``callbacks.progress=null``).
-    The progress bar and the run-contract callback are loosely typed (any progress bar class)."""
-
-    # loss_curve first: a non-finite loss stops the run before a checkpoint of that step is written
-    loss_curve: Optional[LossCurveSchema] = None
-    checkpoint: Optional[RunCheckpointSchema] = None
-    progress: Optional[Any] = None
-    run_contract: Optional[Any] = None
+PaddingSchema = generated("posenc.models.padding.PaddingSpec", "PaddingSchema")
+# A backbone's padding is the padding group's node (or a scheme's name): an interpolation, not a value.
+WIRED_PADDING: dict[str, Any] = {"defaults": {"padding": "${padding}"}, "retyped": {"padding": Any}}
+# backbone=<torchvision name>: every default is the builder's, so conf/backbone/<name>.yaml states only its
+# name (detectron2's rule: a config says what differs from its base)
+BackboneSchema = generated("posenc.models.backbones.build_backbone", "BackboneSchema", **WIRED_PADDING)
+# Any family whose builder takes a model name, taps and the shared options (backbone=timm): its YAML states
+# the builder (_target_) and the model (name), so neither defaults to the timm family's here.
+BackboneFamilySchema = generated(
+    "posenc.models.backbones.timm.build_timm_backbone",
+    "BackboneFamilySchema",
+    defaults={"_target_": MISSING, "name": MISSING, "padding": "${padding}"},
+    retyped={"padding": Any},
+)
+VitBackboneSchema = generated("posenc.models.backbones.vit.build_vit_backbone", "VitBackboneSchema", **WIRED_PADDING)
+ModuleBackboneSchema = generated(
+    "posenc.models.backbones.module.build_module_backbone", "ModuleBackboneSchema", **WIRED_PADDING
+)
+
+# -- task / readout ---------------------------------------------------------------------------
+PosENetTaskSchema = generated("posenc.tasks.posenet.PosENetTask", "PosENetTaskSchema")
+LocationClsTaskSchema = generated("posenc.tasks.location_cls.LocationClassificationTask", "LocationClsTaskSchema")
+# task=semseg | location_seg | saliency: one signature, SegmentationTask's
+SegmentationTaskSchema = generated("posenc.tasks.semseg.SemanticSegmentationTask", "SegmentationTaskSchema")
+PPPTaskSchema = generated("posenc.tasks.ppp.PPPTask", "PPPTaskSchema")
+# PosENetTask passes the readout its number of maps (one per target) and, with tap_readouts=each, each
+# head's channels; the partial's other missing argument (in_channels) has no default, so it is left out anyway
+ReadoutSchema = generated(
+    "posenc.models.readouts.PosENetReadout", "ReadoutSchema", partial=True, exclude=("num_maps", "channel_groups")
+)
+GapLinearSchema = generated("posenc.models.heads.GapLinearHead", "GapLinearSchema", partial=True)
+FlattenLinearSchema = generated("posenc.models.heads.FlattenLinearHead", "FlattenLinearSchema", partial=True)
+GapPermuteSchema = generated("posenc.models.heads.GapPermuteHead", "GapPermuteSchema", partial=True)
+GapNetSchema = generated("posenc.models.heads.GapNetHead", "GapNetSchema", partial=True)
+PixelDecoderSchema = generated("posenc.models.heads.PixelDecoder", "PixelDecoderSchema", partial=True)
+
+# -- data -------------------------------------------------------------------------------------
+DataSchema = generated("posenc.data.datamodule.PositionDataModule", "DataSchema")
+CanvasDataSchema = generated("posenc.data.location.CanvasDataModule", "CanvasDataSchema")
+SegmentationDataSchema = generated("posenc.data.segmentation.SegmentationDataModule", "SegmentationDataSchema")
+# PPP trains nothing, so it has no held-out set: data.num_val is not offered (the module passes 0 on)
+ContextDataSchema = generated("posenc.data.contexts.ContextDataModule", "ContextDataSchema", exclude=("num_val",))
+
+# -- trainer ----------------------------------------------------------------------------------
+# The Trainer's arguments with Lightning's defaults; Any where Lightning accepts several types
+# (devices=2|"auto"|[0, 1]; limit_* batches as an int count or a float fraction, which a float field
+# would blur), checked by Lightning when the Trainer is built. Not offered: what posenc.run.train passes
+# itself (logger, callbacks, plugins), Lightning's start-of-run hyperparameter log (posenc.run.loggers
+# writes its own record) and its cloud model registry; +trainer.<name>=<value> still sets any of them,
+# checked against the Trainer's signature. Two unions with a class member take their config form: a
+# profiler by name, a clip value as a float.
+TrainerSchema = generated(
+    "lightning.pytorch.Trainer",
+    "TrainerSchema",
+    exclude=("logger", "callbacks", "plugins", "enable_autolog_hparams", "model_registry"),
+    retyped={"profiler": Optional[str], "gradient_clip_val": Optional[float]},
+)
+
+# -- logger / callbacks -------------------------------------------------------------------------
+CSVLoggerSchema = generated("lightning.pytorch.loggers.CSVLogger", "CSVLoggerSchema")
+# root_dir: a base class's argument, which the logger sets from save_dir itself
+TensorBoardLoggerSchema = generated(
+    "lightning.pytorch.loggers.TensorBoardLogger", "TensorBoardLoggerSchema", exclude=("root_dir",)
+)
+# W&B: the run's identity and wandb.init's own keys, which WandbLogger passes on through **kwargs (no
+# signature names them); its other arguments (a resumed run's id, an experiment object, artifact
+# policies) are not offered: +logger.wandb.<name>=<value> sets one, checked against the signature.
+WandbLoggerSchema = generated(
+    "lightning.pytorch.loggers.WandbLogger",
+    "WandbLoggerSchema",
+    exclude=("version", "dir", "id", "anonymous", "experiment", "checkpoint_name", "add_file_policy"),
+    extra=[(key, Optional[str], None) for key in ("entity", "group", "job_type")]
+    + [("tags", Optional[List[str]], None), ("notes", Optional[str], None)],
+)
+RunCheckpointSchema = generated("posenc.run.checkpointing.RunCheckpoint", "RunCheckpointSchema")
+LossCurveSchema = generated("posenc.run.convergence.LossCurve", "LossCurveSchema")
+
+# ``logger=csv|wandb|tensorboard``, or several at once (``logger=[wandb,tensorboard]``): every option YAML of
+# the group inherits this one schema, so they merge in any order. The entries default to MISSING, which a
+# merge never writes over a value; an entry no option set is then null
+# (:func:`posenc.config.compose.settle_logger_config`). The CSV copy stays on: every option includes
+# ``csv``, and ``logger.csv=null`` is refused there in one line.
+LoggerSchema = dataclasses.make_dataclass(
+    "LoggerSchema",
+    [
+        (name, Optional[schema], field(default=MISSING))
+        for name, schema in (
+            ("csv", CSVLoggerSchema),
+            ("wandb", WandbLoggerSchema),
+            ("tensorboard", TensorBoardLoggerSchema),
+        )
+    ],
+    namespace={"__module__": __name__, "__doc__": "The logger group: one entry per logger chosen."},
+)
+# ``callbacks=default``; set an entry to null to drop it (``callbacks.progress=null``). loss_curve first: a
+# non-finite loss stops the run before a checkpoint of that step is written. The progress bar and the
+# run-contract callback are loosely typed (any progress bar class), typed by their target when validated.
+CallbacksSchema = dataclasses.make_dataclass(
+    "CallbacksSchema",
+    [
+        ("loss_curve", Optional[LossCurveSchema], field(default=None)),
+        ("checkpoint", Optional[RunCheckpointSchema], field(default=None)),
+        ("progress", Optional[Any], field(default=None)),
+        ("run_contract", Optional[Any], field(default=None)),
+    ],
+    namespace={"__module__": __name__, "__doc__": "The callbacks group: checkpoints, loss curve, progress."},
+)
 
 
 # -- the train config -------------------------------------------------------------------------
@@ -589,8 +229,9 @@ class PaperSchema:
 
 @dataclass
 class TrainSchema:
-    """``conf/train.yaml``. The groups are typed by their own schemas (their YAMLs inherit
-    them); here they are only declared."""
+    """``conf/train.yaml``: not a target's signature, the run's own keys (read by posenc.run and
+    sweep.py). The groups are typed by their own schemas (their YAMLs inherit them); here they are
+    only declared."""
 
     backbone: Any = MISSING
     padding: Any = MISSING
@@ -605,10 +246,11 @@ class TrainSchema:
     ckpt_path: Optional[str] = None  # last | /path/to/file.ckpt
     probe: Optional[Any] = None  # presets: sweep.py's second stage, one override list or a list of them
     probe_init: bool = False  # presets: also probe every trained backbone at initialisation
-    probe_stage: Optional[str] = spec(None, choices=("init", "trained"))  # set by sweep.py on probe runs
+    # set by sweep.py on probe runs
+    probe_stage: Optional[str] = field(default=None, metadata=Rule(choices=("init", "trained")).as_dict())
     pivot: Optional[str] = None  # set by presets: the swept key whose values become report columns
     groups: Optional[Any] = None  # set by grouped presets (atlas): label -> overrides, one multirun each (sweep.py)
-    report: Optional[str] = None  # set by grouped presets: the report over all groups (posenc.sweeps.collect.REPORTS)
+    report: Optional[str] = None  # set by grouped presets: the report over all groups (posenc.sweeps.reports.REPORTS)
     paper: Optional[PaperSchema] = None  # set by presets that mirror a paper's table: its numbers, for collect
     paths: PathsSchema = field(default_factory=PathsSchema)
 
@@ -639,13 +281,9 @@ GROUP_SCHEMAS: dict[str, type] = {
     "logger": LoggerSchema,
     "callbacks": CallbacksSchema,
 }
-
-# Schemas of loosely typed nodes (any ``_target_`` allowed), applied by their ``_target_``.
-TARGET_SCHEMAS: dict[str, type] = {
-    "torch.optim.SGD": SGDSchema,
-    "torch.optim.Adam": AdamSchema,
-    "posenc.tasks.schedules.multistep_at_fractions": MultistepAtFractionsSchema,
-}
+# The nested schemas generated on the way (``data.canvas``'s), as names of this module: a config typed by
+# one is pickled by its class's module and name (submitit's jobs, DDP's spawned processes).
+globals().update(nested_schemas())
 
 
 def register() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from posenc.config.groups import CONF_DIR
+from posenc.config.renamed import current_target
 from posenc.errors import PosencError
 
 TRUST_FLAG = "--trust-target"
@@ -97,7 +98,7 @@ def check_config(cfg: Any, source: str, trusted: Iterable[str] = ()) -> None:
     nor in ``trusted``; ``source`` names the file it came from."""
     allowed = shipped_targets() | set(trusted)
     for key, target in named_code(cfg):
-        if not isinstance(target, str) or target not in allowed:
+        if not isinstance(target, str) or current_target(target) not in allowed:
             raise refusal(source, key, target)
 
 
@@ -112,7 +113,8 @@ def check_overrides(overrides: Sequence[str], source: str, trusted: Iterable[str
         key, value = key.lstrip("+~"), value.strip("'\"")
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             raise PosencError(f"{source} sets {key}: refused (a run's overrides never set Hydra's own keys)")
-        if names_code(key) and value not in allowed:  # as written: a config that fails to compose hides it
+        # as written: a config that fails to compose hides it
+        if names_code(key) and current_target(value) not in allowed:
             raise refusal(source, key, value)
     check_config(compose_plain(overrides, source), source, trusted)
 

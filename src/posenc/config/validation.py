@@ -3,9 +3,12 @@ config mistake as one line: ``data.image_size='abc' is not valid: expected an in
 
 OmegaConf checks types and unknown keys while Hydra composes; :func:`validate` checks the rest
 right after compose, before anything is built: the ranges and choices in the schema fields'
-metadata, values left ``???``, interpolations that do not resolve, loosely typed nodes against
-the schema of their ``_target_`` (``TARGET_SCHEMAS``) and every ``_target_`` node's keys against
-the arguments of what it builds (which catches ``+key=value`` additions).
+metadata (the rules the targets' signatures state, :mod:`posenc.config.rules`), values left ``???``,
+interpolations that do not resolve, loosely typed nodes against the schema of their ``_target_``
+(:func:`posenc.config.schema.target_schema`) and every ``_target_`` node's keys against the arguments
+of what it builds (which catches ``+key=value`` additions). A Hydra composition error is worded from
+its cause (OmegaConf's exception: key, value, schema) and the override Hydra was applying, never
+from the text of Hydra's message.
 
 The checker is hand-written on purpose: OmegaConf has no range constraints, and pydantic (or
 any other validation library) would need a second copy of every schema in its own terms.
@@ -16,12 +19,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import re
 import typing
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import yaml
+from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, Node, OmegaConf
@@ -34,7 +37,8 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from posenc.config.schema import TARGET_SCHEMAS
+from posenc.config.schema import target_schema
+from posenc.config.signatures import parameters
 from posenc.errors import PosencError, first_line, invalid_value
 
 # Keys of a ``_target_`` node that are Hydra's, not arguments of the target.
@@ -193,40 +197,8 @@ def _target_parameters(path: str, target: Any) -> dict[str, inspect.Parameter] |
         if not isinstance(exc.__cause__, (ModuleNotFoundError, AttributeError)):
             raise
         raise invalid_value(f"{path}._target_", target, "cannot import it") from exc
-    if inspect.isclass(obj):
-        return _init_parameters(obj)
-    try:
-        params = inspect.signature(obj).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return dict(params)
-
-
-def _init_parameters(cls: type) -> dict[str, inspect.Parameter] | None:
-    """The keyword arguments ``cls(...)`` accepts: its ``__init__``'s, and, where that takes
-    ``**kwargs`` (forwarded to ``super().__init__``), its bases' in MRO order; None when the
-    chain ends in ``**kwargs`` nobody names."""
-    params: dict[str, inspect.Parameter] = {}
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            signature = inspect.signature(init)
-        except (TypeError, ValueError):
-            return None
-        named = [
-            p
-            for p in signature.parameters.values()
-            if p.name != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        ]
-        for p in named:
-            params.setdefault(p.name, p)
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-            return params
-    return None
+    found, takes_more = parameters(obj)  # a class's __init__ and, through **kwargs, its bases' (MRO)
+    return None if takes_more else {p.name: p for p in found}
 
 
 def _raw_target(node: DictConfig) -> Any:
@@ -273,34 +245,45 @@ def _children(node: DictConfig | ListConfig, path: str) -> Iterator[tuple[Any, s
         yield key, full
 
 
-def _typed_by_target(node: DictConfig, path: str) -> DictConfig:
-    """A loosely typed node whose ``_target_`` has a schema, converted to it (types checked)."""
-    schema = TARGET_SCHEMAS.get(_raw_target(node))
-    if schema is None:
-        return node
-    for name, (tp, rules) in _fields(schema).items():
-        listed = typing.get_origin(_unwrap_optional(tp)[0]) is list
-        scalar = name in node and not isinstance(node._get_node(name), ListConfig) and _raw(node, name) is not None
-        if listed and scalar:
-            raise invalid_value(f"{path}.{name}", _raw(node, name), "expected " + describe(tp, rules))
+def _target_schema_of(node: DictConfig) -> type | None:
+    """The schema of a loosely typed ``_target_`` node (``task.optimizer``, a task of the user's own):
+    generated from its target's signature (a partial leaves the arguments without a default to its caller)."""
+    target = _raw_target(node)
+    return target_schema(target, partial="_partial_" in node) if isinstance(target, str) else None
+
+
+def _typed(typed: DictConfig, name: str, value: Any, path: str) -> Any:
+    """``value`` of a loosely typed node's key ``name``, converted to its field of ``typed`` (the target's
+    schema) as OmegaConf converts a composed value (``'3'`` for an int is 3); a value of the wrong type is
+    refused in one line."""
+    tp, rules = _fields(OmegaConf.get_type(typed))[name]
+    listed = typing.get_origin(_unwrap_optional(tp)[0]) is list
+    if listed and value is not None and not isinstance(value, ListConfig):
+        raise invalid_value(f"{path}.{name}", value, "expected " + describe(tp, rules))
+    plain = OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node, resolve=True))
-        return cast(DictConfig, typed)  # merged onto a structured dataclass schema: a DictConfig
+        typed[name] = plain
     except OmegaConfBaseException as exc:
         raise omegaconf_error(exc, prefix=path) from exc
+    return typed[name]
 
 
 def _check_node(node: DictConfig | ListConfig, path: str) -> None:
-    if isinstance(node, DictConfig) and "_target_" in node:
-        _check_arguments(node, path)
-        if not _fields(OmegaConf.get_type(node)):
-            node = _typed_by_target(node, path)
-    fields = _fields(OmegaConf.get_type(node)) if isinstance(node, DictConfig) else {}
+    fields: dict[str, tuple[Any, dict[str, Any]]] = {}
+    typed: DictConfig | None = None  # a loosely typed node's values, converted to its target's schema
+    if isinstance(node, DictConfig):
+        fields = _fields(OmegaConf.get_type(node))
+        if "_target_" in node:
+            _check_arguments(node, path)
+            schema = None if fields else _target_schema_of(node)
+            if schema is not None:
+                fields, typed = _fields(schema), OmegaConf.structured(schema)
     for key, full in _children(node, path):
         interpolated = OmegaConf.is_interpolation(node, key)
         value = _value(node, key, full)
         if str(key) in fields:
-            _check_value(full, value, *fields[str(key)])
+            checked = value if typed is None else _typed(typed, str(key), value, path)
+            _check_value(full, checked, *fields[str(key)])
         if not interpolated and isinstance(value, (DictConfig, ListConfig)):
             _check_node(value, full)  # an interpolated node is checked where it lives
 
@@ -324,8 +307,8 @@ def _field_of(cfg: DictConfig, key: str) -> tuple[Any, dict[str, Any], DictConfi
     if not isinstance(parent, DictConfig) or parent._is_none() or parent._is_missing():
         return None
     fields = _fields(OmegaConf.get_type(parent))
-    if not fields and "_target_" in parent and isinstance(_raw_target(parent), str):
-        fields = _fields(TARGET_SCHEMAS.get(_raw_target(parent)))
+    if not fields and "_target_" in parent:
+        fields = _fields(_target_schema_of(parent))
     found = fields.get(name)
     return None if found is None else (*found, parent)
 
@@ -380,10 +363,10 @@ def check_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
 
 
 # -- OmegaConf / Hydra errors as one line -----------------------------------------------------
-def omegaconf_error(exc: OmegaConfBaseException, prefix: str = "", override: str | None = None) -> PosencError:
+def omegaconf_error(exc: OmegaConfBaseException, prefix: str = "", override: Override | None = None) -> PosencError:
     """One line for an OmegaConf error: the key, the value, and the schema's ``expected ...``
     (else OmegaConf's own first line). ``prefix`` is prepended to its key; ``override`` is the
-    ``key=value`` text when the error does not carry the value."""
+    command line's override that caused it, named when the error does not carry the value."""
     full_key = str(getattr(exc, "full_key", "") or "")
     key = ".".join(k for k in (prefix, full_key) if k) or "config"
     schema, field = getattr(exc, "object_type", None), getattr(exc, "key", None)
@@ -398,29 +381,40 @@ def omegaconf_error(exc: OmegaConfBaseException, prefix: str = "", override: str
         reason = (expected(schema, field) if isinstance(exc, ValidationError) else None) or first_line(exc)
     if getattr(exc, "value", None) is not None:
         return invalid_value(key, exc.value, reason)
-    if override is not None and "=" in override:
-        key, text = override.split("=", 1)  # what the command line set (a key below ``key``)
+    if override is not None and override.input_line is not None:
+        # what the command line set (a key below ``key``), its value as typed and read as YAML: 3, not '3'
+        text = override.input_line.partition("=")[2]
         try:
-            value = yaml.safe_load(text)  # the value as typed: 3, not '3'
+            value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
-        return invalid_value(key.lstrip("+~"), value, reason)
+        return invalid_value(override.key_or_group, value, reason)
     return PosencError(f"{key} is not valid: {reason}")
 
 
-_APPEND_HINT = re.compile(r"use \+(\S+=.*)$", re.MULTILINE)
-_MERGE_OVERRIDE = re.compile(r"^Error merging override (\S+=.*)$", re.MULTILINE)
+def _applied_override(exc: BaseException, cause: OmegaConfBaseException) -> Override | None:
+    """The override Hydra was applying when it raised ``exc``: the parsed :class:`Override` its loop over
+    the command line holds, the innermost on the traceback (Hydra's error has no field for it), kept
+    only when its key is the key ``cause`` names or one above or below it."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        found = next((v for v in tb.tb_frame.f_locals.values() if isinstance(v, Override)), found)
+        tb = tb.tb_next
+    if found is None:
+        return None
+    key, failed = found.key_or_group, str(getattr(cause, "full_key", "") or "")
+    related = key == failed or failed.startswith(key + ".") or key.startswith(failed + ".")
+    return found if related else None
 
 
 def compose_error(exc: ConfigCompositionException | OverrideParseException) -> PosencError:
-    """One line for an error Hydra raised while composing (a bad override or config)."""
+    """One line for an error Hydra raised while composing (a bad override or config): worded from its
+    cause, OmegaConf's exception, and the override being applied, never from Hydra's message text."""
     if isinstance(exc, OverrideParseException):
         return PosencError(f"cannot parse override {exc.override!r}: {first_line(exc)}")
     cause = exc.__cause__
     if isinstance(cause, OmegaConfBaseException):
-        text = str(exc)
-        found = _APPEND_HINT.search(text) or _MERGE_OVERRIDE.search(text)
-        return omegaconf_error(cause, override=found.group(1) if found else None)
+        return omegaconf_error(cause, override=_applied_override(exc, cause))
     if isinstance(exc, MissingConfigException) and exc.options:
         return PosencError(f"{first_line(exc)}; valid: {', '.join(exc.options)}")
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -8,16 +8,20 @@ Positions are LongTensor [N,2] of (top, left) pixel offsets; cells are numbered 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from posenc.config.choices import CANVAS_FILLS, LABEL_MODES  # noqa: F401 - the valid values live there
 from posenc.data.sources.patches import Patches
 from posenc.errors import PosencError, check_choice, invalid_value
 
+CanvasFill = Literal["black", "white", "mean", "noise"]  # mean: the patches' (or ImageNet's) mean colour
+CANVAS_FILLS: tuple[str, ...] = get_args(CanvasFill)
+# the location task's label: the cell, the patch's class, or both (posenc.tasks.location_cls)
+LabelMode = Literal["location", "class", "class_and_location"]
+LABEL_MODES: tuple[str, ...] = get_args(LabelMode)
 DEFAULT_LOCATION_GRID = 3
 CANVAS_CHUNK = 256  # canvases built at a time when they are stored as uint8 (make_canvases(uint8=True))
 

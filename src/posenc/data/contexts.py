@@ -11,13 +11,15 @@ holds the receptive field of its deepest layer (``posenc.models.receptive_field`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+from posenc.config.rules import Rule
 from posenc.data.datamodule import IndexedImages, SeededDataModule, check_sizes
 from posenc.data.sources.natural import available_photos, natural_crops
 from posenc.errors import PosencError, invalid_value
 
-CONTEXT_SOURCES: tuple[str, ...] = ("natural",)
+ContextSource = Literal["natural"]
+CONTEXT_SOURCES: tuple[str, ...] = get_args(ContextSource)
 
 
 class ContextDataModule(SeededDataModule):
@@ -27,15 +29,16 @@ class ContextDataModule(SeededDataModule):
 
     def __init__(
         self,
-        context_size: int | None = None,
-        min_scale: float = 0.5,
-        num_train: int = 0,
+        source: ContextSource = "natural",
+        context_size: Annotated[int, Rule(ge=8)] | None = None,
+        min_scale: Annotated[float, Rule(gt=0, le=1)] = 0.5,
+        num_train: Literal[0] = 0,
         num_val: int = 0,
         **kwargs: Any,
     ) -> None:
         """``num_train`` is accepted for the run contract and must be 0: nothing is trained; sizes
         and loader options: :class:`SeededDataModule`."""
-        super().__init__(num_train=num_train, num_val=num_val, **kwargs)
+        super().__init__(source=source, num_train=num_train, num_val=num_val, **kwargs)
         num_test, image_size, batch_size = self.num_test, self.image_size, self.batch_size
         if num_train:
             raise invalid_value("data.num_train", num_train, "expected 0: task=ppp trains nothing")

@@ -9,23 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence, Sized
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Annotated, Any, ClassVar, Literal, cast, get_args
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-from posenc.config.choices import SOURCES, TEST_INPUTS  # noqa: F401 - the valid values live there
+from posenc.config.rules import Rule
 from posenc.constants import IMAGENET_MEAN
-from posenc.data.canvas import CANVAS_FILLS, check_frame, frame_on_canvas
+from posenc.data.canvas import CANVAS_FILLS, CanvasFill, check_frame, frame_on_canvas
 from posenc.data.feature_cache import FeatureFile, available_memory
 from posenc.data.sources.folder import ImageFolderDataset
 from posenc.data.sources.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
-from posenc.data.sources.synthetic import SYNTHETIC_INPUTS, synthetic_images
+from posenc.data.sources.synthetic import SYNTHETIC_INPUTS, SyntheticInput, SyntheticSource, synthetic_images
 from posenc.errors import PosencError, check_choice
 
 CONSTANT_INPUTS = ("black", "white")  # one image is the whole set: every copy is identical
+PositionSource = Literal["natural", "folder"]  # the bundled photos, or image folders (train_dir / test_dir)
+SOURCES: tuple[str, ...] = get_args(PositionSource)
+TestInput = Literal["natural", SyntheticInput]  # natural images, and the synthetic black / white / noise ones
+TEST_INPUTS: tuple[TestInput, ...] = get_args(TestInput)
+ImageSize = Annotated[int, Rule(ge=8)]  # data.image_size (and the task's, which reads it)
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,8 @@ class CanvasFrame:
     ``margin=0``: no canvas. ``mean`` is ImageNet's mean colour; ``noise`` is drawn per image from
     the split's seed and the image's index, so every epoch sees the same canvases."""
 
-    fill: str = "black"
-    margin: int = 0
+    fill: CanvasFill = "black"
+    margin: Annotated[int, Rule(ge=0)] = 0
 
     def __post_init__(self) -> None:
         check_choice("data.canvas.fill", self.fill, CANVAS_FILLS)
@@ -50,11 +55,21 @@ class CanvasFrame:
 
 class IndexedImages(Dataset):
     """uint8 ``[3, S, S]`` images (a tensor or a dataset) -> ``{"image": float, "index": i}``,
-    each shown inside ``frame`` when one is given (noise canvases seeded by ``seed`` and ``i``)."""
+    each shown inside ``frame`` when one is given (noise canvases seeded by ``seed`` and ``i``).
+    ``units``: each image's independent unit (the photo a natural crop was cut from), served as
+    ``"unit"`` for the bootstrap intervals of the test metrics (posenc.metrics.intervals); without
+    them every image is its own unit and no ``"unit"`` is served."""
 
-    def __init__(self, images: torch.Tensor | Dataset, frame: CanvasFrame | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor | Dataset,
+        frame: CanvasFrame | None = None,
+        seed: int = 0,
+        units: torch.Tensor | None = None,
+    ) -> None:
         self.images = images
         self.frame, self.seed = frame, seed
+        self.units = units
 
     def __len__(self) -> int:
         return len(cast(Sized, self.images))  # torch's Dataset declares no __len__; every image set here has one
@@ -68,6 +83,8 @@ class IndexedImages(Dataset):
         image = self.to_float(self.images[i])
         if self.frame is not None:
             image = self.frame.apply(image, self.seed * 1_000_003 + i)
+        if self.units is not None:
+            return {"image": image, "index": i, "unit": self.units[i]}
         return {"image": image, "index": i}
 
 
@@ -256,22 +273,22 @@ class SeededDataModule(L.LightningDataModule):
     """What every posenc datamodule shares: seeded, resumable shuffling (:class:`EpochShuffleSampler`)
     and loaders over ``train_set`` / ``val_set`` (optional, the held-out set the convergence flag
     watches) / ``test_sets`` (name -> dataset, one test loader each); and the run contract's sizes.
-    Subclasses take their own arguments and pass these on as ``**kwargs`` (the config validator
-    follows the chain); the defaults a config uses are its schema's (posenc.config.schema).
+    Subclasses take their own arguments and pass these on as ``**kwargs`` (the config schema and
+    validator follow the chain, posenc.config.signatures); the values a config uses are its YAML's.
     Every datamodule reads its images from a ``source``, one of its class's ``SOURCES`` (None: the
-    first, its default)."""
+    first); a subclass states its sources as its own ``source`` parameter's ``Literal``."""
 
     SOURCES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
         source: str | None = None,
-        num_train: int = 256,
-        num_val: int = 32,
-        num_test: int = 32,
-        image_size: int = 64,
-        batch_size: int = 32,
-        num_workers: int = 0,
+        num_train: Annotated[int, Rule(ge=1)] = 256,
+        num_val: Annotated[int, Rule(ge=0)] = 32,
+        num_test: Annotated[int, Rule(ge=1)] = 32,
+        image_size: ImageSize = 64,
+        batch_size: Annotated[int, Rule(ge=1)] = 32,
+        num_workers: Annotated[int, Rule(ge=0)] = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -321,19 +338,21 @@ class PositionDataModule(SeededDataModule):
 
     def __init__(
         self,
+        source: PositionSource = "natural",
         train_dir: str | None = None,
         test_dir: str | None = None,
-        test_inputs: Sequence[str] = TEST_INPUTS,
-        synthetic_source: str = "generated",
-        min_scale: float = 0.3,
+        test_inputs: Annotated[
+            Sequence[TestInput], Rule(min_items=1, why_items="a run with no test set measures nothing")
+        ] = TEST_INPUTS,
+        synthetic_source: SyntheticSource = "generated",
+        min_scale: Annotated[float, Rule(gt=0, le=1)] = 0.3,
         canvas: dict[str, Any] | CanvasFrame | None = None,
-        image_size: int = 224,
+        image_size: ImageSize = 224,
         **kwargs: Any,
     ) -> None:
         """The image sources and the canvas frame; sizes and loader options: :class:`SeededDataModule`."""
-        super().__init__(image_size=image_size, **kwargs)
+        super().__init__(source=source, image_size=image_size, **kwargs)
         num_train, num_val, num_test, batch_size = self.num_train, self.num_val, self.num_test, self.batch_size
-        source = self.source
         frame = canvas if isinstance(canvas, CanvasFrame) else CanvasFrame(**dict(canvas or {}))
         check_frame(int(image_size), frame.margin)
         if not list(test_inputs):
@@ -395,9 +414,18 @@ class PositionDataModule(SeededDataModule):
             if self.num_val:
                 self.val_set = IndexedImages(self._images("natural", train=True, val=True), self.frame, self.seed + 2)
         if stage in (None, "test") and not self.test_sets:
-            self.test_sets = {
-                n: IndexedImages(self._images(n, train=False), self.frame, self.seed + 1) for n in self.test_inputs
-            }
+            self.test_sets = {n: self._test_set(n) for n in self.test_inputs}
+
+    def _test_set(self, name: str) -> IndexedImages:
+        """One test input's images; the natural crops with the photo each was cut from as its unit
+        (crops of one photo are not independent: the test metrics' intervals resample photos)."""
+        if name in SYNTHETIC_INPUTS or self.source == "folder":
+            return IndexedImages(self._images(name, train=False), self.frame, self.seed + 1)
+        size, seed = self.image_size, self.seed + 1
+        crops, photos = natural_crops(
+            self.num_test, size, TEST_PHOTOS, seed=seed, min_scale=self.min_scale, return_labels=True
+        )
+        return IndexedImages(crops, self.frame, self.seed + 1, units=photos)
 
     def set_train_features(
         self, features: torch.Tensor | FeatureFile | None, val_features: torch.Tensor | None = None

@@ -39,7 +39,7 @@ import socket
 from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import numpy as np
 import torch
@@ -47,14 +47,18 @@ import torch.nn as nn
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from posenc.config.choices import CACHE_DTYPES, CACHE_MODES  # noqa: F401 - the valid values live there
 from posenc.errors import PosencError, check_choice, first_line, invalid_value
 from posenc.io import DiskFullError
 from posenc.progress import track
 
 log = logging.getLogger(__name__)
 
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}  # of posenc.config.choices.CACHE_DTYPES
+# auto: memory when the features fit task.cache_memory_fraction of the available RAM, else disk
+CacheMode = Literal["auto", "memory", "disk", "off"]
+CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
+CacheDtype = Literal["auto", "float32", "float16"]  # auto: float32 in memory, float16 on disk
+CACHE_DTYPES: tuple[str, ...] = get_args(CacheDtype)
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}  # CACHE_DTYPES but auto
 DEFAULT_MEMORY_FRACTION = 0.25  # auto's budget: this share of the available RAM (task.cache_memory_fraction)
 Store = TypeVar("Store", bound="torch.Tensor | FeatureFile")  # what encode_dataset fills: what its allocate returns
 CACHE_DIR_SETTING = "task.cache_dir"  # the setting a disk cache's directory comes from, named in its errors

@@ -12,17 +12,24 @@ all canvases: 50,000 canvases of 96 px peak at a few GB); every sample carries i
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 
-from posenc.config.choices import TEST_PLACEMENTS, TRAIN_PLACEMENTS
 from posenc.config.devices import check_device
-from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, cell_size, check_canvas, make_canvases
-from posenc.data.datamodule import SeededDataModule, TensorDictDataset, check_sizes
+from posenc.config.rules import Rule
+from posenc.data.canvas import CANVAS_FILLS, DEFAULT_LOCATION_GRID, CanvasFill, cell_size, check_canvas, make_canvases
+from posenc.data.datamodule import ImageSize, SeededDataModule, TensorDictDataset, check_sizes
 from posenc.data.sources.cifar import check_cifar10
-from posenc.data.sources.patches import PATCH_SOURCES, Patches, make_patches
+from posenc.data.sources.patches import PATCH_SOURCES, Patches, PatchSource, make_patches
 from posenc.errors import PosencError, check_choice
+
+# balanced: every test patch in every cell (the ICCV 2021 test) | random: one random cell or offset per patch
+TestPlacement = Literal["balanced", "random"]
+TEST_PLACEMENTS: tuple[str, ...] = get_args(TestPlacement)
+# fixed: each training patch pasted once | resample: a fresh cell and flip every epoch (ICCV 2021)
+TrainPlacement = Literal["fixed", "resample"]
+TRAIN_PLACEMENTS: tuple[str, ...] = get_args(TrainPlacement)
 
 
 @dataclass(frozen=True)
@@ -33,10 +40,10 @@ class CanvasSpec:
     patch keeps ``(cell - patch) // 2`` px from the image edge), and whether only the object's
     pixels are pasted (else the whole square)."""
 
-    fill: str = "black"
-    grid: int | None = 3
-    patch_size: int | None = None
-    location_grid: int = DEFAULT_LOCATION_GRID
+    fill: CanvasFill = "black"
+    grid: Annotated[int, Rule(ge=1)] | None = 3
+    patch_size: Annotated[int, Rule(ge=1)] | None = None
+    location_grid: Annotated[int, Rule(ge=1)] = DEFAULT_LOCATION_GRID
     object_only: bool = False
 
     @property
@@ -112,12 +119,13 @@ class CanvasDataModule(SeededDataModule):
 
     def __init__(
         self,
+        source: PatchSource = "shapes",
         canvas: dict[str, Any] | CanvasSpec | None = None,
         data_dir: str | None = None,
         device: str = "auto",
-        image_size: int = 96,
-        test_placement: str | None = None,
-        train_placement: str = "fixed",
+        image_size: ImageSize = 96,
+        test_placement: TestPlacement | None = None,
+        train_placement: TrainPlacement = "fixed",
         **kwargs: Any,
     ) -> None:
         """The patches, the canvas and where to build it; ``test_placement``: ``balanced`` puts every
@@ -127,9 +135,8 @@ class CanvasDataModule(SeededDataModule):
         once, ``resample`` draws its cell (or offset) and a left-right flip afresh every epoch
         (:class:`ResampledCanvases`, the authors' training). Sizes and loader options:
         :class:`SeededDataModule`."""
-        super().__init__(image_size=image_size, **kwargs)
+        super().__init__(source=source, image_size=image_size, **kwargs)
         num_train, num_val, num_test, batch_size = self.num_train, self.num_val, self.num_test, self.batch_size
-        source = self.source
         spec = canvas if isinstance(canvas, CanvasSpec) else CanvasSpec(**dict(canvas or {}))
         check_choice("data.canvas.fill", spec.fill, CANVAS_FILLS)
         patch_size = spec.patch_for(int(image_size))

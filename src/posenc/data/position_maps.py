@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import math
 from importlib import resources
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posenc.config.choices import STRIPE_RANGES, TARGET_SOURCES, TARGETS  # noqa: F401 - the valid values live there
 from posenc.errors import PosencError, check_choice
+
+Target = Literal["H", "V", "G", "HS", "VS"]  # horizontal, vertical, Gaussian, horizontal / vertical stripes
+TARGETS: tuple[Target, ...] = get_args(Target)
+TargetSource = Literal["formula", "official"]  # computed here, or the authors' PNGs
+TARGET_SOURCES: tuple[str, ...] = get_args(TargetSource)
+StripeRange = Literal["unit", "signed"]  # the stripes in [0, 1] (released PNGs) or [-1, 1] (the paper's MAE)
+STRIPE_RANGES: tuple[str, ...] = get_args(StripeRange)
 
 OFFICIAL_FILES: dict[str, str] = {
     "H": "gt_hor.png",

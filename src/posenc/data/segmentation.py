@@ -11,16 +11,24 @@ another set than the one trained on (e.g. train ``duts``, test ``ecssd``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 from torch.utils.data import Dataset
 
-from posenc.config.choices import SEGMENTATION_SOURCES  # noqa: F401 - the valid values live there
+from posenc.config.rules import Rule
 from posenc.data.datamodule import IndexedImages, SeededDataModule, TensorDictDataset, check_sizes
-from posenc.data.sources.segmentation_sets import SALIENCY_SETS, saliency_dataset, voc_segmentation
-from posenc.data.sources.shapes import NUM_SEMANTIC_CLASSES, check_layout, shape_scenes
+from posenc.data.sources.segmentation_sets import SALIENCY_SETS, SaliencySet, saliency_dataset, voc_segmentation
+from posenc.data.sources.shapes import (
+    NUM_SEMANTIC_CLASSES,
+    SceneBackgrounds,
+    SceneLayout,
+    check_layout,
+    shape_scenes,
+)
 from posenc.errors import PosencError, check_choice
 
+SegmentationSource = Literal["shapes", "voc", SaliencySet]
+SEGMENTATION_SOURCES: tuple[str, ...] = get_args(SegmentationSource)
 NUM_CLASSES = {"shapes": NUM_SEMANTIC_CLASSES, "voc": 21, **{name: 2 for name in SALIENCY_SETS}}
 TEST_ONLY = ("ecssd", "pascal_s")  # published as test sets: no training split
 
@@ -48,19 +56,19 @@ class SegmentationDataModule(SeededDataModule):
 
     def __init__(
         self,
-        test_source: str | None = None,
+        source: SegmentationSource = "shapes",
+        test_source: SegmentationSource | None = None,
         data_dir: str | None = None,
         test_dir: str | None = None,
-        max_objects: int = 3,
-        layout: str = "random",
-        backgrounds: str = "shared",
+        max_objects: Annotated[int, Rule(ge=1)] = 3,
+        layout: SceneLayout = "random",  # shapes only
+        backgrounds: SceneBackgrounds = "shared",  # shapes only: split holds unseen test photos out
         **kwargs: Any,
     ) -> None:
         """The sources and their folders; sizes and loader options: :class:`SeededDataModule`."""
-        super().__init__(**kwargs)
+        super().__init__(source=source, **kwargs)
         num_train, num_val, num_test, image_size = self.num_train, self.num_val, self.num_test, self.image_size
         batch_size = self.batch_size
-        source = self.source
         test_source = test_source or source
         check_choice("data.test_source", test_source, SEGMENTATION_SOURCES)
         if source in TEST_ONLY:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from posenc.errors import invalid_value
+from posenc.viz.tables import with_interval  # noqa: F401 - re-exported: formatting lives below metrics, for the tables
 
 LEVEL = 0.95
 RESAMPLES = 2000
@@ -163,18 +164,3 @@ def contains(interval: tuple[float, float], value: float = 0.0) -> bool:
     """Whether ``interval`` holds ``value`` (a difference whose interval holds 0 is not a finding)."""
     low, high = interval
     return bool(low <= value <= high)
-
-
-def with_interval(value: float, interval: tuple[float, float], digits: int = 3) -> str:
-    """``.952 [.941, .960]``: a value and its interval as the tables show them (a leading 0 dropped)."""
-
-    def short(x: float) -> str:
-        if not math.isfinite(x):
-            return "nan"
-        text = f"{x:.{digits}f}"
-        return text.replace("0.", ".", 1) if text.startswith(("0.", "-0.")) else text
-
-    low, high = interval
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return short(value)
-    return f"{short(value)} [{short(low)}, {short(high)}]"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,9 +29,6 @@ from torch import Tensor
 from posenc.errors import PosencError, invalid_value
 from posenc.metrics.binned import pixel_distance
 from posenc.models.receptive_field import check_context, reference_crop
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 def crop_center(contexts: Tensor, margin: int, crop_size: int) -> Tensor:
@@ -136,41 +133,3 @@ def ppp_from_moments(features_mean: Tensor, reference_mean: Tensor, reference_sq
     variance = (reference_sq_mean.double() - mean * mean).clamp_min(0.0).mean().item()
     second_moment = reference_sq_mean.double().mean().item()
     return _summarize(features_mean.double() - mean, variance, second_moment, features_mean.dtype)
-
-
-def ppp_figure(heatmaps: dict[str, Tensor], profiles: dict[str, list[float]]) -> Figure:
-    """One column per layer: the PPP heatmap (mean |PPP| over channels, with a colorbar) on top, its
-    border profile (mean |PPP| / reference std per distance to the border) below (Lin et al., ICML
-    2023)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    layers = list(heatmaps)
-    if not layers:
-        raise PosencError("ppp_figure needs at least one layer")
-    fig, axes = plt.subplots(2, len(layers), figsize=(2.6 * len(layers), 5.0), squeeze=False)
-    for j, layer in enumerate(layers):
-        top, bottom = axes[0, j], axes[1, j]
-        image = top.imshow(heatmaps[layer].detach().float().cpu(), cmap="magma", vmin=0.0)  # |PPP| >= 0: from zero
-        bar = fig.colorbar(image, ax=top, fraction=0.046, pad=0.04)
-        bar.set_label("mean |PPP|", fontsize=7)
-        bar.ax.tick_params(labelsize=7)
-        top.set_title(f"{layer} |PPP|", fontsize=8)
-        top.set_xticks([])
-        top.set_yticks([])
-        profile = profiles.get(layer, [])
-        bottom.plot(range(len(profile)), profile, "-o", ms=3)
-        bottom.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        bottom.set_xlim(-0.5, max(1, len(profile)) - 0.5)
-        bottom.set_xlabel("distance to the border (units)", fontsize=7)
-        bottom.tick_params(labelsize=7)
-        if j == 0:
-            bottom.set_ylabel("mean |PPP| / std", fontsize=8)
-    top_value = max((v for values in profiles.values() for v in values if math.isfinite(v)), default=0.0)
-    for bottom in axes[1]:  # one scale from zero for every layer's profile: layers compare at a glance
-        bottom.set_ylim(0.0, 1.05 * top_value if top_value > 0 else 1.0)
-    fig.tight_layout()
-    return fig

@@ -32,14 +32,17 @@ Every head is built by its task once the backbone's tap shapes and the number of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from posenc.config.rules import Rule
 from posenc.errors import PosencError, invalid_value
-from posenc.models.permutation import PERMUTE_POINTS
+from posenc.models.permutation import PERMUTE_POINTS, PermutePoint
+
+Dropout = Annotated[float, Rule(ge=0, lt=1)]  # readout.dropout: the probability of zeroing a feature
 
 TapSizes = Sequence[tuple[int, int]]  # (h, w) of every tap
 
@@ -82,8 +85,8 @@ class GapLinearHead(_ClassificationHead):
         tap_channels: Sequence[int],
         tap_sizes: Sequence[tuple[int, int]],
         num_classes: int,
-        dropout: float = 0.0,
-        permute_at: int | None = None,
+        dropout: Dropout = 0.0,
+        permute_at: PermutePoint | None = None,
     ) -> None:
         super().__init__(tap_channels, tap_sizes, num_classes, permute_at)
         self.dropout = nn.Dropout(dropout)
@@ -98,7 +101,7 @@ class GapPermuteHead(GapLinearHead):
     ``f<permute_at>`` (5: the pooled features) are permuted afresh on every forward; its other
     arguments are :class:`GapLinearHead`'s, by keyword."""
 
-    def __init__(self, *, permute_at: int | None = 5, **kwargs: Any) -> None:
+    def __init__(self, *, permute_at: PermutePoint = 5, **kwargs: Any) -> None:
         if permute_at is None:
             raise invalid_value(
                 "readout.permute_at",
@@ -119,9 +122,9 @@ class GapNetHead(_ClassificationHead):
         tap_channels: Sequence[int],
         tap_sizes: Sequence[tuple[int, int]],
         num_classes: int,
-        kernel_size: int = 3,
-        padding: int = 1,
-        permute_at: int | None = None,
+        kernel_size: Annotated[int, Rule(ge=1)] = 3,
+        padding: Annotated[int, Rule(ge=0)] = 1,
+        permute_at: PermutePoint | None = None,
     ) -> None:
         super().__init__(tap_channels, tap_sizes, num_classes, permute_at)
         h, w = tap_sizes[-1]
@@ -151,7 +154,11 @@ class FlattenLinearHead(_ClassificationHead):
     """The last tap flattened -> linear classifier: sees where every feature is (positive control)."""
 
     def __init__(
-        self, tap_channels: Sequence[int], tap_sizes: Sequence[tuple[int, int]], num_classes: int, dropout: float = 0.0
+        self,
+        tap_channels: Sequence[int],
+        tap_sizes: Sequence[tuple[int, int]],
+        num_classes: int,
+        dropout: Dropout = 0.0,
     ) -> None:
         super().__init__(tap_channels, tap_sizes, num_classes, permute_at=None)
         h, w = tap_sizes[-1]
@@ -177,9 +184,9 @@ class PixelDecoder(nn.Module):
         tap_channels: Sequence[int],
         tap_sizes: Sequence[tuple[int, int]],
         num_classes: int,
-        width: int = 64,
-        fuse_at: int = 1,
-        depth: int = 1,
+        width: Annotated[int, Rule(ge=1)] = 64,
+        fuse_at: Annotated[int, Rule(ge=0)] = 1,  # the tap whose size the taps are fused at
+        depth: Annotated[int, Rule(ge=1)] = 1,  # per-pixel layers after fusing (the first is the fusion's)
     ) -> None:
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:

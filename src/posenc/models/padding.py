@@ -18,23 +18,34 @@ border treatments. :func:`convert_padding` swaps the scheme of every padded
 Pooling layers are not changed: max pooling pads with ``-inf`` (e.g. ResNet's stem
 ``MaxPool2d(3, 2, padding=1)``), so a padded tap never wins the max and adds no
 constant border value that could encode position.
+
+Each scheme is registered beside its definition (:func:`posenc.registry.register_padding`, in the
+order the error messages list them); :data:`PADDING_MODES` is the registry's live view of the names.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import KeysView
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from posenc.config.choices import NONE_UPSAMPLES, PADDING_MODES  # noqa: F401 - the valid values live there
+from posenc.config.rules import Rule
 from posenc.errors import PosencError, check_choice
+from posenc.registry import PADDING_REGISTRY, register_padding
+
+PADDING_MODES: KeysView[str] = PADDING_REGISTRY.keys()  # live: every registered scheme, in registration order
+# padding=none: upsample by the conv's padding on both sides, or by the ICCV 2021 authors' (k-1)//2 (1 -> 2)
+NoneUpsample = Literal["padding", "authors"]
+NONE_UPSAMPLES: tuple[str, ...] = get_args(NoneUpsample)
 
 _NativeMode = Literal["zeros", "reflect", "replicate", "circular"]  # nn.Conv2d's own padding_mode values
-_NATIVE_MODES: tuple[_NativeMode, ...] = ("zeros", "reflect", "replicate", "circular")
+_NATIVE_MODES: tuple[_NativeMode, ...] = get_args(_NativeMode)
+register_padding(*_NATIVE_MODES)  # PyTorch's own padding_mode: the same interior as zeros
 
 
 def _pads(conv: nn.Conv2d) -> tuple[int, int, int, int]:
@@ -53,6 +64,7 @@ def _is_padded(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and any(_pads(module))
 
 
+@register_padding("partial")
 class PartialConv2d(nn.Conv2d):
     """Zero-padded conv re-weighted by the fraction of taps on real pixels.
 
@@ -90,6 +102,7 @@ class PartialConv2d(nn.Conv2d):
         return out
 
 
+@register_padding("none", same_interior=False)  # maps resized up by the padding's width, then a valid conv
 class UpsampledValidConv2d(nn.Conv2d):
     """ "No padding" conv: bilinearly upsample ``(H, W)`` by the padding, then conv unpadded.
 
@@ -106,7 +119,7 @@ class UpsampledValidConv2d(nn.Conv2d):
     but +3 px (not 6) for ResNet's 7x7 stride-2 stem, whose map is then one pixel smaller.
     """
 
-    def __init__(self, *args: Any, upsample: str = "padding", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, upsample: NoneUpsample = "padding", **kwargs: Any) -> None:
         if kwargs.get("padding_mode", "zeros") != "zeros":
             raise PosencError("UpsampledValidConv2d needs padding_mode='zeros'")
         check_choice("padding.none_upsample", upsample, NONE_UPSAMPLES)
@@ -236,7 +249,10 @@ class PaddingRefused(PosencError):
     """A conv whose padding cannot be swapped without changing what it computes."""
 
 
-def _convert_one(conv: nn.Conv2d, mode: str, none_upsample: str = "padding") -> nn.Conv2d:
+register_padding("none_shrink", same_interior=False, shrinks=True)  # padding 0: every padded conv shrinks its map
+
+
+def _convert_one(conv: nn.Conv2d, mode: str, none_upsample: NoneUpsample = "padding") -> nn.Conv2d:
     if type(conv) not in (nn.Conv2d, PartialConv2d, UpsampledValidConv2d):
         return _hook_padding(conv, mode)  # a class with its own computation: keep it (see PaddingHooks)
     if mode in _NATIVE_MODES:
@@ -252,7 +268,7 @@ def _convert_one(conv: nn.Conv2d, mode: str, none_upsample: str = "padding") -> 
 
 
 def convert_padding(
-    model: nn.Module, mode: str, report: dict[str, int] | None = None, none_upsample: str = "padding"
+    model: nn.Module, mode: str, report: dict[str, int] | None = None, none_upsample: NoneUpsample = "padding"
 ) -> nn.Module:
     """Switch every padded ``nn.Conv2d`` of ``model`` to padding ``mode``, in place; ``report``
     (if given) counts the converted convs per class.
@@ -304,10 +320,11 @@ def count_padded_convs(model: nn.Module) -> int:
 @dataclass(frozen=True)
 class PaddingSpec:
     """A padding scheme chosen in config (``conf/padding/<name>.yaml``); ``none_upsample``: how
-    much ``none`` upsamples before a valid conv (:class:`UpsampledValidConv2d`)."""
+    much ``none`` upsamples before a valid conv (:class:`UpsampledValidConv2d`), set only with
+    ``name=none`` (the rules, :mod:`posenc.config.rules`, are read from these annotations)."""
 
-    name: str
-    none_upsample: str = "padding"
+    name: Annotated[str, Rule(choices=PADDING_MODES)]
+    none_upsample: Annotated[NoneUpsample, Rule(only_with=("name", ("none",)))] = "padding"
 
     def __post_init__(self) -> None:
         check_choice("padding", self.name, PADDING_MODES)

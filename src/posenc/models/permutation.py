@@ -16,9 +16,12 @@ average pooling is per channel, permuting ``f5`` is the same as permuting the po
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
-from posenc.config.choices import PERMUTE_POINTS  # noqa: F401 - the valid values live there
+PermutePoint = Literal[1, 2, 3, 4, 5]  # readout.permute_at: tap f<k> of the backbone
+PERMUTE_POINTS: tuple[int, ...] = get_args(PermutePoint)
 
 
 def permute_channels(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -20,13 +20,19 @@ range only, initialised with that range's fan-in, so each head is exactly a read
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Literal, get_args
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from posenc.config.choices import DEPTHS, KERNEL_SIZES  # noqa: F401 - the valid values live there
+from posenc.config.rules import Rule
 from posenc.errors import PosencError, check_choice
+
+KernelSize = Literal[1, 3, 5, 7]  # readout.kernel_size: the readout convs' k x k
+KERNEL_SIZES: tuple[int, ...] = get_args(KernelSize)
+Depth = Literal[1, 2, 3]  # readout.depth: stacked convs
+DEPTHS: tuple[int, ...] = get_args(Depth)
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
@@ -139,10 +145,10 @@ class PosENetReadout(nn.Module):
         self,
         in_channels: int,
         num_maps: int = 1,
-        kernel_size: int = 3,
-        depth: int = 1,
-        padding: int = 0,
-        feature_size: int = 28,
+        kernel_size: KernelSize = 3,
+        depth: Depth = 1,
+        padding: Annotated[int, Rule(ge=0)] = 0,
+        feature_size: Annotated[int, Rule(ge=1)] = 28,  # every tap is resized to this before concatenation
         sigmoid: bool = True,
         align_corners: bool = True,
         channel_groups: Sequence[tuple[int, int]] | None = None,

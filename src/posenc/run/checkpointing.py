@@ -14,7 +14,7 @@ RNG states, and it is written only where Lightning resumes exactly (:class:`RunC
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
 import torch
@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
+from posenc.config.rules import Rule
 from posenc.io import atomic_save, safe_load
 from posenc.run.interruption import active as active_interruption
 
@@ -95,7 +96,12 @@ class RunCheckpoint(Callback):
     of it, then skips the rest of that epoch); nor before a validation pass, which a resumed run
     skips as done."""
 
-    def __init__(self, dirpath: str, every_n_steps: int = 200, every_n_epochs: int = 1) -> None:
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_steps: Annotated[int, Rule(ge=0)] = 200,
+        every_n_epochs: Annotated[int, Rule(ge=0)] = 1,
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_steps, self.every_n_epochs = every_n_steps, every_n_epochs
         self.resumed_from: int | None = None

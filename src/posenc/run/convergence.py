@@ -39,13 +39,14 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
+from posenc.config.rules import Rule
 from posenc.errors import PosencError
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,9 @@ class LossCurve(Callback):
 
     CHECK_EVERY_CUDA = 25  # steps between finiteness checks on a GPU (each one waits for the device)
 
-    def __init__(self, window: float = 0.1, tol: float = 0.02) -> None:
+    def __init__(
+        self, window: Annotated[float, Rule(gt=0, le=0.5)] = 0.1, tol: Annotated[float, Rule(gt=0)] = 0.02
+    ) -> None:
         self.window, self.tol = window, tol
         self._finite: torch.Tensor | None = None  # all losses since the last check finite (no sync per step)
         self.history: dict[str, list[torch.Tensor | float]] = {}
@@ -260,7 +263,8 @@ class LossCurve(Callback):
         self.summary["train/steps"] = len(curves.get("loss", []))
         if not trainer.is_global_zero or not curves:
             return
-        from posenc.viz.figures import loss_curve_figure, save_figure
+        from posenc.viz.figures import save_figure
+        from posenc.viz.loss_curve import loss_curve_figure
 
         val_points = (self.val["step"], val) if val else None
         windows = convergence_windows(curves, self.window, val_points, self.lrs)

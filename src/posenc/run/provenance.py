@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
@@ -77,16 +79,25 @@ def _version(dist: str) -> str | None:
 
 
 def _gpus() -> list[str]:
-    try:
-        import torch
-    except ImportError:
-        return []
-    try:
-        if not torch.cuda.is_available():
+    """The GPUs' names: from torch when a run already loaded it, else from ``nvidia-smi`` (``sweep.py
+    collect`` writes its report's machine line without importing torch)."""
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        try:
+            if not torch.cuda.is_available():
+                return []
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        except Exception:  # a broken driver must not stop a report from being written
             return []
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # a broken driver must not stop a report from being written
+    if shutil.which("nvidia-smi") is None:
         return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
 def machine() -> str:

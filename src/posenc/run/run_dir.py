@@ -7,7 +7,7 @@ import json
 import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,10 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from posenc.errors import PosencError
-from posenc.io import read_json
+from posenc.io import read_json, write_json
+from posenc.viz.tables import REPORT_ORDER
 
 CONFIG_FIELDS = ("backbone", "padding", "task", "readout", "data", "seed")
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    """Write atomically (temp file + rename), so a kill never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def config_fields(cfg: DictConfig, choices: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,11 +40,19 @@ def to_number(value: Any) -> Any:
 
 
 def flat_metrics(
-    results: Mapping[str, Any], cfg: DictConfig, choices: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+    results: Mapping[str, Any],
+    cfg: DictConfig,
+    choices: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    order: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """``metrics.json``: the measured ``results`` as numbers, the :func:`config_fields`, ``extra`` and,
+    under :data:`~posenc.viz.tables.REPORT_ORDER`, the task's metric names in ``order`` (the one list a
+    sweep report reads to order a task's columns without importing it)."""
     metrics = {k: to_number(v) for k, v in results.items()}
     metrics.update(config_fields(cfg, choices))
     metrics.update(dict(extra or {}))
+    metrics[REPORT_ORDER] = list(order)
     return metrics
 
 

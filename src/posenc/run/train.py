@@ -260,7 +260,7 @@ def train(
     merged.update({f"padding/converted/{cls}": count for cls, count in converted.items()})
     if converted:
         log.info("padding %s: %s", choices.get("padding"), ", ".join(f"{n} {c}" for c, n in converted.items()))
-    metrics = flat_metrics(merged, cfg, choices, {"status": "completed"})
+    metrics = flat_metrics(merged, cfg, choices, {"status": "completed"}, order=task.report_order())
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
         print_results(metrics, task.console_tables(metrics))

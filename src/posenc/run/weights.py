@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from posenc.errors import PosencError
+from posenc.models.backbones.base import NAMED_WEIGHTS
 from posenc.run.run_dir import read_status
 
 RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # a run dir's checkpoint (conf/callbacks/default.yaml)
@@ -17,7 +18,7 @@ RUN_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # a run dir's checkpoint (co
 
 def run_checkpoint(weights: str | None) -> Path | None:
     """The Lightning checkpoint ``weights`` names (a run dir or a ``.ckpt`` file), else None."""
-    if weights is None or weights == "imagenet":
+    if weights is None or weights in NAMED_WEIGHTS:  # imagenet, hed: weights by name, not a path
         return None
     path = Path(weights).expanduser()
     if path.is_dir():

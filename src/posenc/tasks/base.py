@@ -1,11 +1,12 @@
-"""The contract between a task and the framework: what :mod:`posenc.run.train`, the console report
-(:mod:`posenc.viz.tables`) and the sweep reports (:mod:`posenc.sweeps.collect`) ask of every task, so that
-none of them names a task or a metric. A task is a ``LightningModule`` that also subclasses
-:class:`PosencTask` and overrides what differs from these defaults."""
+"""The contract between a task and the framework: what :mod:`posenc.run.train` and the console report
+(:mod:`posenc.viz.tables`) ask of every task, so that neither names a task or a metric. Sweep reports
+(:mod:`posenc.sweeps.tables`) never import a task: what they need of one, its report order, its runs
+write into ``metrics.json``. A task is a ``LightningModule`` that also subclasses :class:`PosencTask` and
+overrides what differs from these defaults."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import lightning as L
@@ -19,10 +20,11 @@ class PosencTask(L.LightningModule):
       ``test/by_distance/<bin>/<metric>``) in; metrics not listed follow, sorted.
     - ``grid_order``: for tasks whose test keys are ``test/<row>/<column>/<metric>`` (PosENet:
       input x target x SPC / MAE), the order of rows, columns and metrics.
+    - :meth:`report_order`: both orders as one list of names, which a run writes into ``metrics.json``
+      (``report_order``) for the sweep reports.
     - ``summary``: metrics the task computed outside Lightning's logging (merged into ``metrics.json``).
     - :meth:`check_data`: one-line errors for a datamodule that does not fit, before the Trainer starts.
     - :meth:`console_tables`: the rich tables printed at the end of a run.
-    - :meth:`sweep_sections`: extra markdown lines for a sweep report over the task's jobs.
     """
 
     trains: ClassVar[bool] = True
@@ -46,7 +48,8 @@ class PosencTask(L.LightningModule):
         return [table] if table is not None else []
 
     @classmethod
-    def sweep_sections(cls, metrics: Sequence[Mapping[str, Any]], wall_times: Sequence[float]) -> list[str]:
-        """Markdown lines about this task's completed jobs (their metrics and wall times) that a
-        sweep report adds after its tables (default: none)."""
-        return []
+    def report_order(cls) -> list[str]:
+        """The names of :attr:`metric_order`, then of every level of :attr:`grid_order`, each once: a report
+        ordering one kind of name (metrics, a grid's rows or columns) takes that kind's from this list."""
+        levels = cls.grid_order or ((), (), ())
+        return list(dict.fromkeys([*cls.metric_order, *(name for level in levels for name in level)]))

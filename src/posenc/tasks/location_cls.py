@@ -25,7 +25,7 @@ on grid canvases, per band of the object's pixel distance to the border with fre
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 import torch.nn as nn
@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from torchmetrics import CatMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from posenc.config.choices import AUGMENTS  # noqa: F401 - the valid values live there
+from posenc.config.rules import Rule
 from posenc.data.augment import random_shift
-from posenc.data.canvas import LABEL_MODES, location_class_label, split_class_and_location
+from posenc.data.canvas import LABEL_MODES, LabelMode, location_class_label, split_class_and_location
+from posenc.data.datamodule import ImageSize
 from posenc.errors import PosencError, check_choice, invalid_value
 from posenc.metrics.binned import (
     BinnedMean,
@@ -49,6 +50,8 @@ from posenc.models.backbones.base import TappedBackbone
 from posenc.tasks.supervised import SupervisedTask
 
 JOINT_PARTS: tuple[str, ...] = ("location", "class")  # the halves of a class_and_location label
+Augment = Literal["none", "shift"]  # shift: two shifted views per image (ICCV 2021)
+AUGMENTS: tuple[str, ...] = get_args(Augment)
 
 
 def pooled_latent(taps: list[torch.Tensor]) -> torch.Tensor:
@@ -65,11 +68,11 @@ class LocationClassificationTask(SupervisedTask):
         self,
         backbone: TappedBackbone,
         head: Callable[..., nn.Module],
-        label: str = "location",
-        image_size: int = 96,
-        augment: str = "none",
-        shift: int = 8,
-        consistency_weight: float = 0.0,
+        label: LabelMode = "location",
+        image_size: ImageSize = 96,
+        augment: Augment = "none",
+        shift: Annotated[int, Rule(ge=1)] = 8,  # pixels: the largest shift, in training and in the test's metrics
+        consistency_weight: Annotated[float, Rule(ge=0)] = 0.0,  # lambda of the latent-consistency MSE
         **kwargs: Any,
     ) -> None:
         """The label, the shift augmentation and its latent consistency (ICCV 2021); the other

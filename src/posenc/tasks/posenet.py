@@ -6,7 +6,10 @@ per target map (H, V, G, HS, VS; fused into one module, independent weights) reg
 map with an MSE loss (the map broadcast over the batch). All readouts train in one pass over
 features computed once (``feature_cache``), stored channels-last (the readout conv runs ~2x faster
 on CPU that way).
-Scored per image by SPC and MAE, then averaged, for every test input.
+Scored per image by SPC and MAE, then averaged, for every test input; each average comes with its 95%
+interval (``<key>/ci_low``, ``<key>/ci_high``: a bootstrap over the test set's independent units, the
+photos natural crops are cut from and every other image on its own; posenc.metrics.intervals). Under
+DDP every rank's per-image scores are gathered before the interval is computed.
 
 ``tap_readouts=each`` also trains one readout per tap alone (PosENet's tap ablation, and the
 position atlas, ``python sweep.py atlas``) on the same cached features: a tap's readout reads
@@ -23,24 +26,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Annotated, Any, Literal, cast, get_args
 
 import torch
 import torch.nn as nn
 from torchmetrics import MeanMetric
 
-from posenc.config.choices import AUTOCAST, TAP_READOUTS, TEST_INPUTS  # noqa: F401 - the valid values live there
-from posenc.data.datamodule import check_memory
-from posenc.data.feature_cache import cache_key, cached_features, module_digest
-from posenc.data.position_maps import TARGETS, make_targets
+from posenc.config.rules import Rule
+from posenc.data.datamodule import TEST_INPUTS, ImageSize, check_memory
+from posenc.data.feature_cache import CacheDtype, CacheMode, cache_key, cached_features, module_digest
+from posenc.data.position_maps import TARGETS, StripeRange, Target, TargetSource, make_targets
 from posenc.errors import PosencError, check_choice
+from posenc.metrics.intervals import mean_interval
 from posenc.metrics.spearman import mae_per_image, spearman_per_image
 from posenc.models.backbones.base import TappedBackbone
 from posenc.models.losses import UpsampledMSE
 from posenc.models.readouts import PosENetReadout, resize_and_concat
 from posenc.models.receptive_field import tap_depths
 from posenc.tasks.base import PosencTask
+from posenc.tasks.schedules import MaxEpochs, MaxSteps
 from posenc.viz.figures import prediction_grid, save_figure
+
+Autocast = Literal[None, "bf16"]  # the frozen backbone under bf16 autocast (the readout stays float32)
+AUTOCAST: tuple[str | None, ...] = get_args(Autocast)
+TapReadouts = Literal["all", "each"]  # one readout on all taps | also one per tap alone (the atlas)
+TAP_READOUTS: tuple[str, ...] = get_args(TapReadouts)
 
 
 class PosENetTask(PosencTask):
@@ -55,19 +65,19 @@ class PosENetTask(PosencTask):
         readout: Callable[..., PosENetReadout],
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        image_size: int = 224,
-        targets: Sequence[str] = TARGETS,
-        target_source: str = "formula",
-        stripe_range: str = "unit",
-        feature_cache: str = "auto",
-        cache_dtype: str = "auto",
-        cache_memory_fraction: float = 0.25,
+        image_size: ImageSize = 224,
+        targets: Annotated[Sequence[Target], Rule(min_items=1)] = TARGETS,
+        target_source: TargetSource = "formula",
+        stripe_range: StripeRange = "unit",
+        feature_cache: CacheMode = "auto",
+        cache_dtype: CacheDtype = "auto",
+        cache_memory_fraction: Annotated[float, Rule(gt=0, le=1)] = 0.25,
         cache_dir: str = "outputs/.feature_cache",
-        max_steps: int = -1,
-        max_epochs: int | None = None,
+        max_steps: MaxSteps = -1,
+        max_epochs: MaxEpochs = None,
         channels_last: bool = False,
-        autocast: str | None = None,
-        tap_readouts: str = "all",
+        autocast: Autocast = None,
+        tap_readouts: TapReadouts = "all",
     ) -> None:
         """``max_steps`` / ``max_epochs``: the readout budget; the trainer config reads them
         (``trainer.max_steps: ${task.max_steps}``), the task only records them.
@@ -79,8 +89,8 @@ class PosENetTask(PosencTask):
         super().__init__()
         check_choice("task.autocast", autocast, AUTOCAST)
         check_choice("task.tap_readouts", tap_readouts, TAP_READOUTS)
-        for name in targets:
-            check_choice("target", name, TARGETS)
+        for target in targets:
+            check_choice("target", target, TARGETS)
         backbone.check_input_size(image_size)
         if backbone.trainable:
             raise PosencError(
@@ -93,7 +103,7 @@ class PosENetTask(PosencTask):
             name = getattr(getattr(readout, "func", readout), "__name__", str(readout))
             raise PosencError(f"task=posenet needs readout=posenet, got a {name} (a head of the padding-study tasks)")
         self.backbone = backbone
-        self.target_names = list(targets)
+        self.target_names: list[str] = list(targets)
         self.readout = readout(in_channels=backbone.out_channels, num_maps=len(self.target_names))
         # tap_readouts=each: one more readout per tap and target, fused into one module whose heads each read
         # their tap's channels of the concatenation (posenc.models.readouts: exactly independent readouts)
@@ -124,6 +134,8 @@ class PosENetTask(PosencTask):
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.test_metrics = nn.ModuleDict()
+        # per metric key, the test pass's per-image scores and their units, for the intervals (on_test_epoch_end)
+        self.per_image: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._backbone_digest: str | None = None
         self.previews: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -309,15 +321,17 @@ class PosENetTask(PosencTask):
             if self.each_tap:
                 self.summary.update(tap_depths(self.backbone, self.image_size))
 
-    def _score(self, prefix: str, name: str, pred: torch.Tensor) -> None:
+    def _score(self, prefix: str, name: str, pred: torch.Tensor, units: torch.Tensor) -> None:
         for j, target in enumerate(self.target_names):
             for metric, fn in (("spc", spearman_per_image), ("mae", mae_per_image)):
                 values = fn(pred[:, j], self.targets[j]).float()
+                key = f"{prefix}/{name}/{target}/{metric}"
+                self.per_image.setdefault(key, []).append((values.detach(), units))
                 # a ModuleDict's items are typed as Module: this one holds only MeanMetric (setup)
                 meter = cast(MeanMetric, self.test_metrics[f"{prefix}|{name}|{target}|{metric}"])
                 meter.update(values)
                 self.log(
-                    f"{prefix}/{name}/{target}/{metric}",
+                    key,
                     meter,
                     on_step=False,
                     on_epoch=True,
@@ -329,14 +343,38 @@ class PosENetTask(PosencTask):
         name = self.trainer.datamodule.test_names[dataloader_idx]  # type: ignore[attr-defined]  # set by Lightning
         features = self.encode(batch["image"])
         pred = self.predict_maps(features)
-        self._score("test", name, pred)
+        units = batch.get("unit", batch["index"])  # the photo a natural crop comes from; else the image itself
+        units = torch.as_tensor(units, device=pred.device).long()
+        self._score("test", name, pred, units)
         if self.tap_readouts is not None:
             maps = self.tap_readouts(features, self.image_size)
             t = len(self.target_names)
             for i, tap in enumerate(self.each_tap):
-                self._score(f"tap/{tap}", name, maps[:, i * t : (i + 1) * t])
+                self._score(f"tap/{tap}", name, maps[:, i * t : (i + 1) * t], units)
         if batch_idx == 0:
             self.previews[name] = {"image": batch["image"][0].cpu(), "pred": pred[0].detach().cpu()}
+
+    def on_test_epoch_start(self) -> None:
+        self.per_image = {}
+
+    def on_test_epoch_end(self) -> None:
+        """``<key>/ci_low`` and ``<key>/ci_high`` of every test metric into the summary: the 95% interval of
+        its mean over the per-image scores, resampling their units. Under DDP each rank scored its share of
+        the images (equal shares: the distributed sampler pads them), gathered here onto every rank. A test
+        input of one unit (black, white: one image) has no interval: nothing to resample."""
+        for key, parts in self.per_image.items():
+            values = torch.cat([v for v, _ in parts])
+            units = torch.cat([u for _, u in parts])
+            if self.trainer.world_size > 1:
+                # a tensor in, a tensor out: [world_size, n]
+                values = cast(torch.Tensor, self.all_gather(values)).flatten()
+                units = cast(torch.Tensor, self.all_gather(units)).flatten()
+            finite = torch.isfinite(values)
+            if len(torch.unique(units[finite])) < 2:
+                continue
+            low, high = mean_interval(values.double().cpu().numpy(), units.cpu().numpy())
+            self.summary[f"{key}/ci_low"], self.summary[f"{key}/ci_high"] = low, high
+        self.per_image = {}
 
     def on_test_end(self) -> None:
         if not self.previews or not self.trainer.is_global_zero:

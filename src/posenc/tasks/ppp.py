@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 
+from posenc.config.rules import Rule
+from posenc.data.datamodule import ImageSize
 from posenc.errors import PosencError, check_choice
 from posenc.io import atomic_save, safe_load
-from posenc.metrics.ppp import crop_center, ppp_figure, ppp_from_moments
-from posenc.models.backbones.base import TappedBackbone
+from posenc.metrics.ppp import crop_center, ppp_from_moments
+from posenc.models.backbones.base import TAP_NAMES, TappedBackbone
 from posenc.models.receptive_field import (
     check_context,
     context_margin,
@@ -39,8 +40,11 @@ from posenc.models.receptive_field import (
 )
 from posenc.registry import padding_entry
 from posenc.tasks.base import PosencTask
+from posenc.tasks.schedules import MaxEpochs, MaxSteps
 
-REFERENCE_CACHES: tuple[str, ...] = ("disk", "off")
+# disk: the reference's moments are reused across paddings (they do not depend on the border) | off
+ReferenceCache = Literal["disk", "off"]
+REFERENCE_CACHES: tuple[str, ...] = get_args(ReferenceCache)
 
 
 class PPPTask(PosencTask):
@@ -51,12 +55,16 @@ class PPPTask(PosencTask):
     def __init__(
         self,
         backbone: TappedBackbone,
-        image_size: int = 64,
-        layers: list[str] | None = None,
-        reference_cache: str = "disk",
+        image_size: ImageSize = 64,
+        # the taps measured (None: every tap); a backbone's own tap names are checked when it is built
+        layers: Annotated[
+            list[str], Rule(items=Rule(choices=TAP_NAMES), min_items=1, why_items="PPP measures at least one tap")
+        ]
+        | None = None,
+        reference_cache: ReferenceCache = "disk",
         cache_dir: str = "outputs/.feature_cache",
-        max_steps: int = -1,
-        max_epochs: int | None = None,
+        max_steps: MaxSteps = -1,
+        max_epochs: MaxEpochs = None,
         skip_global: bool = False,
     ) -> None:
         """``skip_global``: measure only the taps that have a padding-free reference (the position
@@ -233,27 +241,9 @@ class PPPTask(PosencTask):
     def on_test_end(self) -> None:
         if not self.trainer.is_global_zero or not self.heatmaps:
             return
-        from posenc.viz.figures import save_figure
+        from posenc.viz.figures import ppp_figure, save_figure
 
         # every logger gets figures/*.png at the end of the run (posenc.run.loggers.publish)
         save_figure(
             ppp_figure(self.heatmaps, self.profiles), Path(self.trainer.default_root_dir) / "figures" / "ppp.png"
         )
-
-    @classmethod
-    def sweep_sections(cls, metrics: Sequence[Mapping[str, Any]], wall_times: Sequence[float]) -> list[str]:
-        """The PPP runs' wall time against the forward passes they needed (crops and contexts; a
-        context pass served by the reference cache costs nothing)."""
-        if not metrics:
-            return []
-        crops = sum(float(m.get("ppp/time/crops_s", 0.0)) for m in metrics)
-        contexts = sum(float(m.get("ppp/time/contexts_s", 0.0)) for m in metrics)
-        cached = sum(bool(m.get("ppp/reference_cached")) for m in metrics)
-        return [
-            "## PPP wall time",
-            "",
-            f"{len(metrics)} PPP runs: {sum(wall_times):.1f} s of run wall time, of which forward passes "
-            f"{crops:.1f} s over the crops and {contexts:.1f} s over the contexts; {cached} of {len(metrics)} "
-            "runs reused a cached reference (one context pass per weights and geometry).",
-            "",
-        ]

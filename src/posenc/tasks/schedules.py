@@ -8,10 +8,17 @@ at the same fraction of the steps: ``multistep_at_fractions(opt, total_steps, fr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 
+from posenc.config.rules import Rule
 from posenc.errors import PosencError
+
+# A task's budget, which the trainer config reads (trainer.max_steps: ${task.max_steps}): -1 (and null
+# epochs): no cap
+MaxSteps = Annotated[int, Rule(ge=1, also=(-1,))]
+MaxEpochs = Annotated[int, Rule(ge=1, also=(-1,))] | None
 
 
 def milestones_at(fractions: Sequence[float], total_steps: int) -> list[int]:
@@ -23,7 +30,10 @@ def milestones_at(fractions: Sequence[float], total_steps: int) -> list[int]:
 
 
 def multistep_at_fractions(
-    optimizer: torch.optim.Optimizer, total_steps: int, fractions: Sequence[float] = (2 / 3,), gamma: float = 0.1
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    fractions: Annotated[Sequence[float], Rule(items=Rule(gt=0, lt=1))] = (2 / 3,),
+    gamma: Annotated[float, Rule(gt=0)] = 0.1,
 ) -> dict:
     """A per-step ``MultiStepLR`` that multiplies the lr by ``gamma`` after each fraction of
     ``total_steps``; returned as Lightning's scheduler dict (``interval: step``)."""

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from posenc.data.datamodule import ImageSize
 from posenc.data.sources.segmentation_sets import VOC_CLASSES
 from posenc.data.sources.shapes import SHAPE_CLASSES
 from posenc.errors import PosencError
@@ -38,7 +39,7 @@ class SegmentationTask(SupervisedTask):
     needs_data = ("num_classes", "data=shapes|voc|duts (segmentation masks)")
 
     def __init__(
-        self, backbone: TappedBackbone, head: Callable[..., nn.Module], image_size: int = 64, **kwargs: Any
+        self, backbone: TappedBackbone, head: Callable[..., nn.Module], image_size: ImageSize = 64, **kwargs: Any
     ) -> None:
         """The arguments are :class:`SupervisedTask`'s; its ``distance_bands`` are equal bands of
         pixels' distance to the border here."""

@@ -15,16 +15,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
 import torch
 import torch.nn as nn
 
+from posenc.config.rules import Rule
+from posenc.data.datamodule import ImageSize
 from posenc.errors import PosencError
 from posenc.io import atomic_save
 from posenc.models.backbones.base import TappedBackbone
 from posenc.tasks.base import PosencTask
+from posenc.tasks.schedules import MaxEpochs, MaxSteps
 from posenc.viz.figures import by_distance_figure, save_figure
 
 
@@ -40,11 +43,11 @@ class SupervisedTask(PosencTask):
         head: Callable[..., nn.Module],
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        image_size: int = 96,
-        max_steps: int = -1,
-        max_epochs: int | None = None,
+        image_size: ImageSize = 96,
+        max_steps: MaxSteps = -1,
+        max_epochs: MaxEpochs = None,
         channels_last: bool = False,
-        distance_bands: int = 4,
+        distance_bands: Annotated[int, Rule(ge=1)] = 4,
     ) -> None:
         """``max_steps`` / ``max_epochs``: the budget; the trainer config reads them
         (``trainer.max_steps: ${task.max_steps}``), the task only records them. ``distance_bands``:

@@ -1,27 +1,35 @@
-"""Figures of a run: predicted vs target position maps (cf. PosENet, Islam et al. 2020, Fig. 4).
+"""Figures of a run: predicted vs target position maps (cf. PosENet, Islam et al. 2020, Fig. 4),
+segmentation previews, the PPP heatmaps and border profiles, a metric per distance to the border.
 
 Every figure reads at a glance: maps on fixed scales with a colour bar (position maps and
 probabilities on 0-1), class ids in one palette shared by all panels (:func:`class_colors`, with a
 legend), and every padding scheme in one colour across all figures of a sweep (:func:`padding_color`).
+Importable without torch (sweep reports draw with it): a tensor argument is read through its own methods.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap, Normalize, to_hex  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from posenc.errors import PosencError  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
 
 # One colour per padding scheme (conf/padding/), the same in every figure of a sweep; no padding in greys.
 PADDING_COLORS: dict[str, str] = {
@@ -76,9 +84,18 @@ def class_palette(num_classes: int) -> tuple[Colormap, BoundaryNorm]:
     return cmap, BoundaryNorm(np.arange(n + 1) - 0.5, n)
 
 
+def as_array(values: Any) -> np.ndarray:
+    """A tensor (on any device; bfloat16 widened to float32) or an array-like as a numpy array."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu()
+        if values.is_floating_point():
+            values = values.float()
+    return np.asarray(values)
+
+
 def _masked(labels: torch.Tensor) -> np.ma.MaskedArray:
     """A label map as a masked array, label 255 masked (drawn in the ignore colour)."""
-    array = labels.detach().cpu().float().numpy()
+    array = as_array(labels).astype(np.float32)
     return np.ma.masked_where(array == IGNORE_INDEX, array)
 
 
@@ -135,74 +152,6 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def _window_labels(w: int, unit: str, on: str, tol: float, floor: float | None, phases: int) -> tuple[str, str]:
-    """Legend text of the two shaded windows: what the flag compared, and when it says converged."""
-    where = " at the end of each lr phase" if phases > 1 else ""
-    loss = "held-out (val)" if on == "val" else "training"
-    before = f"previous {w} {unit} ({loss} loss){where}"
-    last = (
-        f"last {w} {unit}: converged if the mean of every {loss} curve changed by at most "
-        f"{100 * tol:.0f}% from the previous window" + (f", or is at most {floor:g}" if floor is not None else "")
-    )
-    return before, last
-
-
-Windows = tuple[list[tuple[tuple[float, float], tuple[float, float]]], int, str]  # convergence_windows()
-
-
-def loss_curve_figure(
-    curves: dict[str, list[float]],
-    windows: Windows,
-    val: tuple[Sequence[float], dict[str, list[float]]] | None = None,
-    tol: float = 0.02,
-    floor: float | None = None,
-    converged: bool | None = None,
-) -> plt.Figure:
-    """Training loss per optimizer step (log scale; the total and every named part) and, when
-    given, the held-out losses at their steps (dashed, markers), with the two windows the
-    convergence flag compares shaded and named in the legend (``windows``, from
-    :func:`posenc.run.convergence.convergence_windows`; the
-    held-out curve when ``val`` is given, as :mod:`posenc.run.convergence` judges it); the
-    flag's verdict (``converged``) in the title."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.4), layout="constrained")
-    on = "val" if val is not None and val[1] else "train"
-    spans, w, unit = windows
-    labels = _window_labels(w, unit, on, tol, floor, len(spans))
-    for k, (before, last) in enumerate(spans):
-        ax.axvspan(*before, color="#deebf7", lw=0, label=labels[0] if k == 0 else None)
-        ax.axvspan(*last, color="#fde0c5", lw=0, label=labels[1] if k == 0 else None)
-    if not spans:
-        ax.plot([], [], " ", label=f"too short to tell: fewer than two windows of {w} {unit} ({on} loss)")
-    colors = {}
-    for name, values in curves.items():
-        (line,) = ax.plot(
-            range(1, len(values) + 1),
-            values,
-            lw=1.6 if name == "loss" else 0.7,
-            label=f"train {name}",
-            color="black" if name == "loss" else None,
-            alpha=0.8,
-        )
-        colors[name] = line.get_color()
-    if val is not None:
-        steps, losses = val
-        for name, values in losses.items():
-            ax.plot(steps, values, "--o", ms=2.5, lw=1.2, color=colors.get(name), label=f"val {name}")
-    ax.set_yscale("log")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    handles, names = ax.get_legend_handles_labels()
-    shaded = [(h, t) for h, t in zip(handles, names) if not t.startswith(("train ", "val "))]
-    lines = [(h, t) for h, t in zip(handles, names) if t.startswith(("train ", "val "))]
-    ax.legend(*zip(*lines), fontsize=6, ncol=3)
-    fig.legend(
-        *zip(*shaded), loc="outside lower center", fontsize=7, title=f"convergence flag ({on} loss)", title_fontsize=7
-    )
-    if converged is not None:
-        ax.set_title(f"training: {'converged' if converged else 'not converged'} (flag on the {on} loss)", fontsize=9)
-    return fig
 
 
 def by_distance_figure(
@@ -315,14 +264,15 @@ def _class_rows(
     ignored: bool,
 ) -> None:
     """Class ids: target and prediction panels share one colour map and norm; a legend of the ids shown."""
-    valid = torch.cat([targets[targets != IGNORE_INDEX].flatten(), preds.flatten()]).long()
+    labels = as_array(targets)
+    valid = np.concatenate([labels[labels != IGNORE_INDEX].ravel(), as_array(preds).ravel()]).astype(np.int64)
     if num_classes is None:
-        num_classes = int(valid.max()) + 1 if valid.numel() else 1
+        num_classes = int(valid.max()) + 1 if valid.size else 1
     cmap, norm = class_palette(num_classes)
     for j in range(len(targets)):
         axes[1, j].imshow(_masked(targets[j]), cmap=cmap, norm=norm, interpolation="nearest")
         axes[2, j].imshow(_masked(preds[j]), cmap=cmap, norm=norm, interpolation="nearest")
-    shown = sorted({int(k) for k in valid.unique().tolist() if 0 <= k < num_classes})
+    shown = sorted({int(k) for k in np.unique(valid).tolist() if 0 <= k < num_classes})
     colors = class_colors(num_classes)
     handles = [Patch(facecolor=colors[k], edgecolor="0.5", lw=0.5, label=_class_label(k, class_names)) for k in shown]
     if ignored:
@@ -340,3 +290,35 @@ def _class_rows(
 def _class_label(k: int, class_names: Sequence[str] | None) -> str:
     """``"3 triangle"`` with names, ``"class 3"`` without."""
     return f"{k} {class_names[k]}" if class_names is not None and k < len(class_names) else f"class {k}"
+
+
+def ppp_figure(heatmaps: Mapping[str, Any], profiles: Mapping[str, Sequence[float]]) -> plt.Figure:
+    """One column per layer: the PPP heatmap (``heatmaps[layer]``: mean |PPP| over channels, ``[h, w]``,
+    with a colour bar) on top, its border profile (mean |PPP| / reference std per distance to the border)
+    below, every profile on one scale from zero (Lin et al., ICML 2023; :mod:`posenc.metrics.ppp`)."""
+    layers = list(heatmaps)
+    if not layers:
+        raise PosencError("ppp_figure needs at least one layer")
+    fig, axes = plt.subplots(2, len(layers), figsize=(2.6 * len(layers), 5.0), squeeze=False)
+    for j, layer in enumerate(layers):
+        top, bottom = axes[0, j], axes[1, j]
+        image = top.imshow(as_array(heatmaps[layer]), cmap="magma", vmin=0.0)  # |PPP| >= 0: from zero
+        bar = fig.colorbar(image, ax=top, fraction=0.046, pad=0.04)
+        bar.set_label("mean |PPP|", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+        top.set_title(f"{layer} |PPP|", fontsize=8)
+        top.set_xticks([])
+        top.set_yticks([])
+        profile = list(profiles.get(layer, []))
+        bottom.plot(range(len(profile)), profile, "-o", ms=3)
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        bottom.set_xlim(-0.5, max(1, len(profile)) - 0.5)
+        bottom.set_xlabel("distance to the border (units)", fontsize=7)
+        bottom.tick_params(labelsize=7)
+        if j == 0:
+            bottom.set_ylabel("mean |PPP| / std", fontsize=8)
+    top_value = max((v for values in profiles.values() for v in values if math.isfinite(v)), default=0.0)
+    for bottom in axes[1]:  # one scale from zero for every layer's profile: layers compare at a glance
+        bottom.set_ylim(0.0, 1.05 * top_value if top_value > 0 else 1.0)
+    fig.tight_layout()
+    return fig

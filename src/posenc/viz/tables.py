@@ -1,10 +1,15 @@
 """Console tables of a run's results, built from its metric keys alone: a grid (``test/<row>/<column>/
 <metric>``: PosENet's input x target x SPC / MAE, like Table 1 of Islam et al. 2020) or the overall
-metrics, then per distance to the border; and the parsing of metric keys that sweep reports
-share. Which table a task shows is its own choice (``PosencTask.console_tables``)."""
+metrics, then per distance to the border; and what sweep reports share of ``metrics.json``: the parsing
+of its metric keys, and :data:`REPORT_ORDER`, where a run records its task's order. Which table a task
+shows is its own choice (``PosencTask.console_tables``).
+
+A metric with its 95% interval in ``<key>/ci_low`` and ``<key>/ci_high`` (posenc.metrics.intervals) is
+shown as ``.952 [.941, .960]``; those keys are no metrics of their own (the parsers skip them)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +17,40 @@ from rich.console import Console
 from rich.table import Table
 
 BY_DISTANCE = "by_distance"
+REPORT_ORDER = "report_order"  # metrics.json: the task's metric names in the order reports show them (a list)
+CI_LOW, CI_HIGH = "ci_low", "ci_high"  # <key>/ci_low, <key>/ci_high: the 95% interval of metric <key>
+
+
+def interval(metrics: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    """The 95% interval a run recorded for metric ``key`` (``<key>/ci_low``, ``<key>/ci_high``), None
+    when it recorded none (or not numbers)."""
+    low, high = metrics.get(f"{key}/{CI_LOW}"), metrics.get(f"{key}/{CI_HIGH}")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    return (float(low), float(high)) if numbers else None  # type: ignore[arg-type]  # numbers, checked above
+
+
+def with_interval(value: float, interval: tuple[float, float], digits: int = 3) -> str:
+    """``.952 [.941, .960]``: a value and its interval as the tables show them (a leading 0 dropped)."""
+
+    def short(x: float) -> str:
+        if not math.isfinite(x):
+            return "nan"
+        text = f"{x:.{digits}f}"
+        return text.replace("0.", ".", 1) if text.startswith(("0.", "-0.")) else text
+
+    low, high = interval
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return short(value)
+    return f"{short(value)} [{short(low)}, {short(high)}]"
+
+
+def format_value(metrics: Mapping[str, Any], key: str) -> str:
+    """A console cell: ``—`` when absent, ``0.952`` alone, ``.952 [.941, .960]`` with its interval."""
+    value = metrics.get(key)
+    if value is None:
+        return "—"
+    ci = interval(metrics, key)
+    return f"{value:.3f}" if ci is None else with_interval(value, ci)
 
 
 def parse_test_key(key: str) -> tuple[str, str, str] | None:
@@ -60,22 +99,24 @@ def task_table(metrics: Mapping[str, Any], title: str = "Test metrics") -> Table
     table.add_column("pixels / cells")
     for name in names:
         table.add_column(name, justify="right")
-    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    table.add_row("all", *(fmt(overall.get(n)) for n in names))
-    for i, name in enumerate(next(iter(bins.values()), [])):
-        table.add_row(f"{BY_DISTANCE} {name}", *(fmt(values[n][i]) if n in values else "" for n in names))
+    table.add_row("all", *(format_value(metrics, f"test/{n}") for n in names))
+    for name in next(iter(bins.values()), []):
+        table.add_row(
+            f"{BY_DISTANCE} {name}",
+            *(format_value(metrics, f"test/{BY_DISTANCE}/{name}/{n}") if n in values else "" for n in names),
+        )
     return table
 
 
 def grid_table(metrics: Mapping[str, Any], title: str = "Test metrics (SPC / MAE)") -> Table:
-    cells: dict[str, dict[str, dict[str, float]]] = {}
+    cells: dict[str, dict[str, dict[str, str]]] = {}
     targets: list[str] = []
-    for key, value in metrics.items():
+    for key in metrics:
         parsed = parse_test_key(key)
         if parsed is None:
             continue
         name, target, metric = parsed
-        cells.setdefault(name, {}).setdefault(target, {})[metric] = value
+        cells.setdefault(name, {}).setdefault(target, {})[metric] = format_value(metrics, key)
         if target not in targets:
             targets.append(target)
     table = Table(title=title)
@@ -87,10 +128,8 @@ def grid_table(metrics: Mapping[str, Any], title: str = "Test metrics (SPC / MAE
     return table
 
 
-def _cell(values: Mapping[str, float]) -> str:
-    spc, mae = values.get("spc"), values.get("mae")
-    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    return f"{fmt(spc)} / {fmt(mae)}"
+def _cell(values: Mapping[str, str]) -> str:
+    return f"{values.get('spc', '—')} / {values.get('mae', '—')}"
 
 
 def convergence_line(metrics: Mapping[str, Any]) -> str | None:

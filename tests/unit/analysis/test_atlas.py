@@ -24,11 +24,6 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("atlas"))
-
-
 def test_each_tap_has_its_readout_and_its_depth(root) -> None:
     """``task.tap_readouts=each`` on the zero-padded tiny backbone: every tap gets its SPC and its
     receptive field (the recursion's 5, 14, 32, 68, 140 px for tiny's 3x3 convs and pools), and the
@@ -89,7 +84,7 @@ def test_a_cell_without_weights_is_marked_and_never_filled(tmp_path) -> None:
 def test_missing_imagenet_weights_raise_missing_weights(tmp_path, monkeypatch) -> None:
     """The real loaders raise :class:`MissingWeights` (what the atlas marks), naming the file."""
     pytest.importorskip("timm")
-    from posenc.models.backbones.base import build_backbone
+    from posenc.models.backbones import build_backbone
     from posenc.models.backbones.timm import build_timm_backbone
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

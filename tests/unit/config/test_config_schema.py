@@ -20,7 +20,7 @@ from helpers.runs import CONF_DIR, ROOT, compose_run, train_in_process
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
 from hydra.types import RunMode
-from omegaconf import OmegaConf, read_write
+from omegaconf import MISSING, OmegaConf, read_write
 
 from posenc.config import schema
 from posenc.config.groups import group_options
@@ -164,132 +164,79 @@ def test_a_bad_job_of_a_multirun_is_recorded_and_the_sweep_goes_on(tmp_path, mon
     assert "data.num_train=0 is not valid" in status["error"]
 
 
-# -- the schemas match the code they configure ---------------------------------------------------
-def test_choices_are_the_codes_own():
-    """The schemas and the code hold the very same tuples (posenc.config.choices), not equal copies."""
-    import importlib
-
-    uses = {
-        "BACKBONES": "models.backbones.base",
-        "TAP_NAMES": "models.backbones.base",
-        "PADDING_MODES": "models.padding",
-        "TARGETS": "data.position_maps",
-        "TARGET_SOURCES": "data.position_maps",
-        "STRIPE_RANGES": "data.position_maps",
-        "CACHE_MODES": "data.feature_cache",
-        "CACHE_DTYPES": "data.feature_cache",
-        "KERNEL_SIZES": "models.readouts",
-        "DEPTHS": "models.readouts",
-        "DATA_SOURCES": "data.datamodule:SOURCES",
-        "TEST_INPUTS": "data.datamodule",
-        "SYNTHETIC_SOURCES": "data.sources.synthetic",
-        "AUTOCAST": "tasks.posenet",
-        "PATCH_SOURCES": "data.sources.patches",
-        "CANVAS_FILLS": "data.canvas",
-        "LABEL_MODES": "data.canvas",
-        "SEGMENTATION_SOURCES": "data.segmentation",
-    }
-    for name, where in uses.items():
-        module, _, attr = where.partition(":")
-        assert getattr(schema, name) is getattr(importlib.import_module(f"posenc.{module}"), attr or name), name
-    from posenc.data import feature_cache
-
-    assert ("auto", *feature_cache.NUMPY_DTYPES) == schema.CACHE_DTYPES  # auto: resolved to one of them
+# -- the schemas are the signatures of the code they configure ----------------------------------------
+TARGETED = [s for s in schema.GROUP_SCHEMAS.values() if getattr(s, "_target_", MISSING) not in (MISSING, "???")]
 
 
-# Arguments a schema leaves out on purpose: the task builds the readout with these.
-HEAD_SHAPES = {"tap_channels", "tap_sizes", "num_classes"}
-PASSED_BY_CODE = {
-    "ReadoutSchema": {"in_channels", "num_maps", "channel_groups"},
-    "GapLinearSchema": HEAD_SHAPES,
-    "GapPermuteSchema": HEAD_SHAPES,
-    "GapNetSchema": HEAD_SHAPES,
-    "FlattenLinearSchema": HEAD_SHAPES,
-    "PixelDecoderSchema": HEAD_SHAPES,
-}
-# A schema whose ``_target_`` its YAMLs state (a backbone family's): checked against each family's builder.
-FAMILY_TARGETS = {"BackboneFamilySchema": ["posenc.models.backbones.timm.build_timm_backbone"]}
-TARGETED = [
-    (s, t)
-    for s in [*schema.GROUP_SCHEMAS.values(), *schema.TARGET_SCHEMAS.values()]
-    if "_target_" in {f.name for f in dataclasses.fields(s)}
-    for t in FAMILY_TARGETS.get(s.__name__, [s._target_])
-]
+@pytest.mark.parametrize("schema_cls", TARGETED, ids=lambda s: s.__name__)
+def test_a_schema_is_its_targets_signature(schema_cls):
+    """Every field but ``_target_`` / ``_partial_`` is a keyword parameter of the target (its own or, through
+    ``**kwargs``, a base class's, as the validator follows them) with the parameter's default and the rules its
+    annotation states; a parameter without a field is one the calling code passes (a partial's), one the
+    schema leaves out on purpose, or an argument ``**kwargs`` passes on (W&B's)."""
+    from hydra.utils import get_object
+
+    from posenc.config.rules import rules_of
+    from posenc.config.signatures import parameters
+
+    params = {p.name: p for p in parameters(get_object(schema_cls._target_))[0]}
+    fields = {f.name: f for f in dataclasses.fields(schema_cls) if f.name not in ("_target_", "_partial_")}
+    passed_on = {"entity", "group", "job_type", "tags", "notes"} if schema_cls is schema.WandbLoggerSchema else set()
+    assert set(fields) - passed_on <= set(params), set(fields) - set(params)
+    for name, f in fields.items():
+        if name in passed_on:
+            continue
+        code_default = params[name].default
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        wired = isinstance(default, str) and default.startswith("${")  # another group's node, not a value
+        if code_default is not inspect.Parameter.empty and not wired and not dataclasses.is_dataclass(default):
+            assert default == (list(code_default) if isinstance(code_default, tuple) else code_default), name
+        assert rules_of(params[name].annotation).items() <= dict(f.metadata).items(), name
+    left_out = set(params) - set(fields)
+    assert all(params[n].default is inspect.Parameter.empty for n in left_out) or schema_cls in (
+        schema.ReadoutSchema,  # PosENetTask passes num_maps and channel_groups
+        schema.ContextDataSchema,  # num_val: PPP has no held-out set
+        schema.TrainerSchema,  # logger, callbacks, plugins: posenc.run.train passes them
+        schema.TensorBoardLoggerSchema,  # root_dir: set from save_dir by the logger
+        schema.WandbLoggerSchema,  # a resumed run's id, artifact policies: not offered
+    ), left_out
 
 
-def test_every_family_schema_target_is_checked():
-    """Every YAML typed by a family schema names a target the test below checks."""
+def test_the_schemas_read_the_codes_own_tuples():
+    """A field's choices are the very tuple the code acts on (``get_args`` of the parameter's ``Literal``), not
+    an equal copy."""
+    from posenc.data import datamodule, feature_cache, location, position_maps
+    from posenc.models import readouts
+    from posenc.tasks import location_cls, posenet
+
+    def rules(schema_cls, name):
+        return next(f.metadata for f in dataclasses.fields(schema_cls) if f.name == name)
+
+    assert rules(schema.PosENetTaskSchema, "targets")["items"]["choices"] is position_maps.TARGETS
+    assert rules(schema.PosENetTaskSchema, "feature_cache")["choices"] is feature_cache.CACHE_MODES
+    assert rules(schema.PosENetTaskSchema, "autocast")["choices"] is posenet.AUTOCAST
+    assert rules(schema.LocationClsTaskSchema, "augment")["choices"] is location_cls.AUGMENTS
+    assert rules(schema.ReadoutSchema, "kernel_size")["choices"] is readouts.KERNEL_SIZES
+    assert rules(schema.DataSchema, "test_inputs")["items"]["choices"] is datamodule.TEST_INPUTS
+    assert rules(schema.CanvasDataSchema, "test_placement")["choices"] is location.TEST_PLACEMENTS
+    assert ("auto", *feature_cache.NUMPY_DTYPES) == feature_cache.CACHE_DTYPES  # auto: resolved to one of them
+
+
+def test_every_family_yaml_fits_the_family_schema():
+    """Every YAML typed by the shared family schema names a builder that takes exactly its fields."""
     import yaml
+    from hydra.utils import get_object
+
+    from posenc.config.signatures import parameters
 
     typed = []
+    fields = {f.name for f in dataclasses.fields(schema.BackboneFamilySchema)} - {"_target_"}
     for path in (ROOT / "conf").rglob("*.yaml"):
         text = yaml.safe_load(path.read_text()) or {}
         if any("backbone_family" in str(d) for d in text.get("defaults", [])):
             typed.append(path.name)
-            assert text["_target_"] in FAMILY_TARGETS["BackboneFamilySchema"], path
+            assert {p.name for p in parameters(get_object(text["_target_"]))[0]} == fields, path
     assert "timm.yaml" in typed  # the check saw the family configs at all
-
-
-@pytest.mark.parametrize("schema_cls,target", TARGETED, ids=lambda s: getattr(s, "__name__", str(s).rsplit(".")[-1]))
-def test_schema_fields_are_arguments_with_the_same_defaults(schema_cls, target):
-    """Every field is an argument of the target (its own or, through ``**kwargs``, a base class's,
-    as the config validator follows them); an argument the target names itself has the schema's
-    default (a forwarded one takes the schema's: that is the one copy)."""
-    from hydra.utils import get_object
-
-    from posenc.config.validation import _target_parameters
-
-    params = _target_parameters("x", target)
-    own = inspect.signature(get_object(target)).parameters
-    assert params is not None, f"{target} takes **kwargs nobody names"
-    fields = {f.name: f for f in dataclasses.fields(schema_cls) if not f.name.startswith("_")}
-    assert set(fields) <= set(params), f"{schema_cls.__name__}: not arguments of {target}: {set(fields) - set(params)}"
-    for name, f in fields.items():
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if (
-            default is dataclasses.MISSING
-            or default == "???"
-            or name not in own
-            or params[name].default is inspect.Parameter.empty
-        ):
-            continue
-        if isinstance(default, str) and default.startswith("${"):  # wiring to another group, not a value
-            continue
-        code_default = params[name].default
-        if isinstance(code_default, tuple):
-            code_default = list(code_default)
-        if name == "fractions":
-            assert default == pytest.approx(code_default)
-            continue
-        if dataclasses.is_dataclass(default) and code_default is None:  # a nested node: checked below
-            continue
-        assert default == code_default, f"{schema_cls.__name__}.{name}: {default!r} != {target}'s {code_default!r}"
-
-
-@pytest.mark.parametrize(
-    "schema_cls",
-    [
-        schema.PosENetTaskSchema,
-        schema.ReadoutSchema,
-        schema.DataSchema,
-        schema.BackboneSchema,
-        schema.LocationClsTaskSchema,
-        schema.SegmentationTaskSchema,
-        schema.CanvasDataSchema,
-        schema.SegmentationDataSchema,
-        schema.GapLinearSchema,
-        schema.FlattenLinearSchema,
-        schema.PixelDecoderSchema,
-    ],
-    ids=lambda s: s.__name__,
-)
-def test_posenc_schemas_cover_every_constructor_argument(schema_cls):
-    from posenc.config.validation import _target_parameters
-
-    params = set(_target_parameters("x", schema_cls._target_))
-    params -= PASSED_BY_CODE.get(schema_cls.__name__, set())
-    fields = {f.name for f in dataclasses.fields(schema_cls) if not f.name.startswith("_")}
-    assert fields == params, f"{schema_cls.__name__} misses {params - fields}"
 
 
 def test_schemas_are_not_options_of_the_user_facing_groups(tmp_path):
@@ -301,7 +248,7 @@ def test_schemas_are_not_options_of_the_user_facing_groups(tmp_path):
 def test_nested_canvas_schema_matches_the_canvas_spec():
     from posenc.data.location import CanvasSpec
 
-    assert dataclasses.asdict(schema.CanvasSchema()) == dataclasses.asdict(CanvasSpec())
+    assert dataclasses.asdict(schema.CanvasSpecSchema()) == dataclasses.asdict(CanvasSpec())
 
 
 @pytest.mark.parametrize(
@@ -319,18 +266,28 @@ def test_the_readout_budget_follows_the_weights(overrides, steps, tmp_path):
 
 
 def test_no_module_copies_a_choice_list():
-    """posenc.config.choices (and posenc.registry, the names of backbones and paddings) hold every list of
-    valid values once; no module defines its own copy."""
-    import re
+    """Every list of valid values is written once, as a ``Literal`` (its tuple derived with ``get_args``) or a
+    registry's live view: no module spells out the values of a ``Literal`` as a tuple of its own."""
+    import ast
 
-    from posenc.config import choices
+    def constants(node):
+        elts = node.elts if isinstance(node, ast.Tuple) else [node]
+        return tuple(e.value for e in elts) if all(isinstance(e, ast.Constant) for e in elts) else None
 
-    names = [n for n in vars(choices) if n.isupper()]
+    modules = {p: ast.parse(p.read_text()) for p in (ROOT / "src" / "posenc").rglob("*.py")}
+    literals = {
+        values: f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path, tree in modules.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "Literal"
+        if (values := constants(node.slice)) is not None and len(values) > 1
+    }
     copies = [
-        f"{p.relative_to(ROOT)}: {n}"
-        for p in (ROOT / "src" / "posenc").rglob("*.py")
-        if p.name not in ("choices.py", "registry.py")
-        for n in names
-        if re.search(rf"^{n}\b[^=\n]*=", p.read_text(), re.M)
+        f"{path.relative_to(ROOT)}:{node.lineno} copies the Literal of {literals[spelled]}"
+        for path, tree in modules.items()
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Tuple)
+        if (spelled := constants(node.value)) in literals
     ]
+    assert len(literals) > 10, "the check found too few Literals to mean anything"
     assert copies == []

@@ -34,7 +34,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from posenc.config.groups import group_options
-from posenc.config.schema import TARGET_SCHEMAS
+from posenc.config.schema import target_schema
 from posenc.config.validation import _fields, _unwrap_optional, user_error, validate
 from posenc.errors import PosencError
 
@@ -57,12 +57,13 @@ class Key:
 
 
 def _schema_of(node: DictConfig) -> Any:
-    """The dataclass typing ``node``: its own type, else the schema of its ``_target_`` (an optimizer)."""
+    """The dataclass typing ``node``: its own type, else the schema of its ``_target_`` (an optimizer),
+    generated from the target's signature as the validator generates it."""
     schema = OmegaConf.get_type(node)
     if _fields(schema):
         return schema
     target = node._get_node("_target_")._value() if "_target_" in node else None
-    return TARGET_SCHEMAS.get(target) if isinstance(target, str) else None
+    return target_schema(target, partial="_partial_" in node) if isinstance(target, str) else None
 
 
 def _declaring_class(schema: type, name: str) -> str:

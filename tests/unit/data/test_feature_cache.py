@@ -135,14 +135,17 @@ def test_auto_without_a_known_memory_size_keeps_the_old_default(monkeypatch):
     assert "available memory unknown" in plan.describe()
 
 
+CACHE_REFUSALS = [  # (override, what its one line names)
+    ("task.cache_memory_fraction=-0.5", ["task.cache_memory_fraction=-0.5", "in (0, 1]"]),
+    ("task.cache_memory_fraction=1.5", ["task.cache_memory_fraction=1.5", "in (0, 1]"]),
+    ("task.feature_cache=ram", ["task.feature_cache='ram'", "auto, memory, disk, off"]),
+    ("task.cache_dtype=bf16", ["task.cache_dtype='bf16'", "auto, float32, float16"]),
+]
+
+
 @pytest.mark.parametrize(
     ("override", "names"),
-    [
-        ("task.cache_memory_fraction=-0.5", ["task.cache_memory_fraction=-0.5", "in (0, 1]"]),
-        ("task.cache_memory_fraction=1.5", ["task.cache_memory_fraction=1.5", "in (0, 1]"]),
-        ("task.feature_cache=ram", ["task.feature_cache='ram'", "auto, memory, disk, off"]),
-        ("task.cache_dtype=bf16", ["task.cache_dtype='bf16'", "auto, float32, float16"]),
-    ],
+    CACHE_REFUSALS,
 )
 def test_bad_cache_settings_are_one_line_errors_at_compose_time(tmp_path, override, names):
     from helpers.runs import compose_run

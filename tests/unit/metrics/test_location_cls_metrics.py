@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from posenc.models.backbones.base import build_backbone
+from posenc.models.backbones import build_backbone
 from posenc.models.heads import GapLinearHead
 from posenc.tasks.location_cls import LocationClassificationTask
 

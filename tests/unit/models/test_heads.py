@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from posenc.errors import PosencError
-from posenc.models.backbones.base import build_backbone
+from posenc.models.backbones import build_backbone
 from posenc.models.heads import FlattenLinearHead, GapLinearHead, PixelDecoder
 
 

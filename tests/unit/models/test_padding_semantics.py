@@ -31,11 +31,6 @@ def metrics(tmp_root: str, padding: str) -> dict:
     return cached_run(tmp_root, *SETTING, f"padding={padding}")
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("semantics"))
-
-
 def test_zero_padding_beats_no_padding_on_class_and_location(root):
     zeros, none = metrics(root, "zeros"), metrics(root, "none")
     assert zeros["train/converged"] and none["train/converged"]

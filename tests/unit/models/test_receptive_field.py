@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from posenc.errors import PosencError
-from posenc.models.backbones.base import TappedBackbone, build_backbone
+from posenc.models.backbones import build_backbone
+from posenc.models.backbones.base import TappedBackbone
 from posenc.models.receptive_field import (
     Geometry,
     check_context,
@@ -50,25 +51,15 @@ def test_resnet18_hand_count() -> None:
     # layer2: strided conv (+2 x 4) = 51, jump 8; three convs (+2 x 8 each) -> 99.
     # layer3: (+2 x 8) = 115, jump 16; (+3 x 2 x 16) -> 211. layer4: (+2 x 16) = 243, jump 32; (+3 x 64) -> 435.
     # Every op is padded by (k - 1) / 2: start stays 0. The 1x1 downsample shortcuts are skipped.
-    assert _triples(build_backbone("resnet18", "zeros")) == [
-        (7, 2, 0.0),
-        (43, 4, 0.0),
-        (99, 8, 0.0),
-        (211, 16, 0.0),
-        (435, 32, 0.0),
-    ]
+    expected = [(7, 2, 0.0), (43, 4, 0.0), (99, 8, 0.0), (211, 16, 0.0), (435, 32, 0.0)]
+    assert _triples(build_backbone("resnet18", "zeros")) == expected
 
 
 def test_tiny_hand_count() -> None:
     # Two 3x3 convs per stage, 2x2 pools between: 5; 6 + 4 + 4 = 14; 16 + 8 + 8 = 32; 36 + 16 + 16 = 68;
     # 76 + 32 + 32 = 140, jumps 1, 2, 4, 8, 16; padded starts as VGG's (0, .5, 1.5, 3.5, 7.5).
-    assert _triples(build_backbone("tiny", "zeros")) == [
-        (5, 1, 0.0),
-        (14, 2, 0.5),
-        (32, 4, 1.5),
-        (68, 8, 3.5),
-        (140, 16, 7.5),
-    ]
+    expected = [(5, 1, 0.0), (14, 2, 0.5), (32, 4, 1.5), (68, 8, 3.5), (140, 16, 7.5)]
+    assert _triples(build_backbone("tiny", "zeros")) == expected
     # none_shrink: every unit's field starts on a real pixel, unit 0's on pixel 0, so start = radius:
     # 2, 6.5, 15.5, 33.5, 69.5 (each unpadded conv adds one jump to the start).
     shrink = tap_geometries(build_backbone("tiny", "none_shrink"))
@@ -311,7 +302,7 @@ def test_the_atlas_reads_a_global_tap_as_none_and_a_local_one_as_measured() -> N
     """``allow_global``: squeeze-excitation's taps are None (no local receptive field) instead of an
     error; a ViT declares every tap global without measuring; tiny's derived fields are kept."""
     pytest.importorskip("timm")
-    from posenc.models.backbones.base import build_backbone
+    from posenc.models.backbones import build_backbone
     from posenc.models.backbones.timm import build_timm_backbone
     from posenc.models.backbones.vit import build_vit_backbone
     from posenc.models.receptive_field import measured_geometries, tap_depths, tap_receptive_fields

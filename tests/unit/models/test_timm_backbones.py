@@ -166,7 +166,7 @@ def test_every_sweep_preset_composes_on_a_timm_backbone(preset, tmp_path):
     from omegaconf import OmegaConf
 
     from posenc.config.validation import validate
-    from posenc.sweeps.collect import expand_overrides
+    from posenc.sweeps.presets import expand_overrides
 
     params = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sweep" / f"{preset}.yaml").hydra.sweeper.params)
     params = {k: v for k, v in params.items() if k != "backbone"}  # the command line's timm model instead

@@ -15,7 +15,8 @@ from helpers.sweeps import fake_job, fake_metrics, fake_multirun
 from omegaconf import OmegaConf
 
 from posenc.run.provenance import git_state, machine, provenance, provenance_lines
-from posenc.sweeps.collect import COMPLETED, collect, expected_jobs, sweep_command, write_reports
+from posenc.sweeps.collect import COMPLETED, collect, expected_jobs
+from posenc.sweeps.reports import sweep_command, write_reports
 
 
 def git(root: Path, *args: str) -> None:

@@ -12,23 +12,14 @@ from pathlib import Path
 
 import pytest
 from helpers.runs import CONF_DIR, compose_run, sweep_in_process, train_in_process
-from helpers.sweeps import fake_job, fake_metrics, fake_multirun
+from helpers.sweeps import TWO_STAGE_SMALL, fake_job, fake_metrics, fake_multirun
 from omegaconf import OmegaConf
 
 from posenc.errors import PosencError
-from posenc.sweeps.collect import (
-    COMPLETED,
-    FAILED,
-    MISSING,
-    RUNNING,
-    build_rows,
-    collect,
-    expand_overrides,
-    expected_jobs,
-    list_presets,
-    reserve_sweep_dir,
-    write_reports,
-)
+from posenc.sweeps.collect import COMPLETED, FAILED, MISSING, RUNNING, collect, expected_jobs
+from posenc.sweeps.presets import expand_overrides, list_presets, reserve_sweep_dir
+from posenc.sweeps.reports import write_reports
+from posenc.sweeps.tables import build_rows
 
 TINY_FAST = [
     "data.image_size=32",
@@ -89,7 +80,7 @@ def test_tap_ablation_sweeps_one_list_per_job(tmp_path):
 
 def test_the_atlas_groups_are_its_models_and_any_backbone_option_names_one():
     from posenc.errors import PosencError
-    from posenc.sweeps.collect import preset_groups, select_groups
+    from posenc.sweeps.presets import preset_groups, select_groups
 
     groups, report = preset_groups("atlas")
     assert report == "atlas" and len(groups) == 10
@@ -105,6 +96,65 @@ def test_command_line_overrides_replace_swept_values():
     jobs = expand_overrides(params, ["sweep=padding_study", "backbone=tiny", "seed=1"])
     assert len(jobs) == 6
     assert all("backbone=tiny" in job and "seed=1" in job and "backbone=vgg16" not in job for job in jobs)
+
+
+def test_overrides_expand_to_jobs_in_hydras_launch_order():
+    """The basic sweeper's order, written out by hand: the cartesian product of the keys in the order they
+    first appear, the last varying fastest; a key given again (the command line over a param) keeps its
+    place and takes the new values; range() and choice() expand to their values, a group sweeps like a key."""
+    params = {"padding": "zeros,reflect", "backbone": "tiny,vgg16"}
+    assert expand_overrides(params, ["seed=range(1,3)", "backbone=choice(tiny,resnet18)", "+task.lr=0.1"]) == [
+        ["padding=zeros", "backbone=tiny", "seed=1", "+task.lr=0.1"],
+        ["padding=zeros", "backbone=tiny", "seed=2", "+task.lr=0.1"],
+        ["padding=zeros", "backbone=resnet18", "seed=1", "+task.lr=0.1"],
+        ["padding=zeros", "backbone=resnet18", "seed=2", "+task.lr=0.1"],
+        ["padding=reflect", "backbone=tiny", "seed=1", "+task.lr=0.1"],
+        ["padding=reflect", "backbone=tiny", "seed=2", "+task.lr=0.1"],
+        ["padding=reflect", "backbone=resnet18", "seed=1", "+task.lr=0.1"],
+        ["padding=reflect", "backbone=resnet18", "seed=2", "+task.lr=0.1"],
+    ]
+    assert expand_overrides({}, ["a=range(0,7,3)", "hydra/launcher=basic", "b.taps=[f1],[f2,f3]"]) == [
+        ["a=0", "hydra/launcher=basic", "b.taps=[f1]"],
+        ["a=0", "hydra/launcher=basic", "b.taps=[f2,f3]"],
+        ["a=3", "hydra/launcher=basic", "b.taps=[f1]"],
+        ["a=3", "hydra/launcher=basic", "b.taps=[f2,f3]"],
+        ["a=6", "hydra/launcher=basic", "b.taps=[f1]"],
+        ["a=6", "hydra/launcher=basic", "b.taps=[f2,f3]"],
+    ]
+    assert expand_overrides({"padding": "zeros,reflect"}, ["padding=circular"]) == [["padding=circular"]]
+    assert expand_overrides({}, []) == [[]]
+    with pytest.raises(Exception, match="ConfigLoader is not set"):  # glob() needs Hydra's config loader
+        expand_overrides({"padding": "glob(*)"}, [])
+    with pytest.raises(Exception, match="BasicSweeper does not support sweep type : INTERVAL_SWEEP"):
+        expand_overrides({}, ["task.lr=interval(0,1)"])
+
+
+def test_the_report_takes_the_order_a_run_recorded_and_else_the_names_order(tmp_path, capsys):
+    """metrics.json's ``report_order`` orders the columns; a job from before it has none: name order, no warning."""
+    sweep = fake_multirun(tmp_path / "s", ["padding=zeros,circular"])
+    for num, padding in enumerate(("zeros", "circular")):
+        fake_job(sweep, num, [f"padding={padding}"], COMPLETED, metrics=fake_metrics(0.5))
+    write_reports(sweep, collect(sweep))
+    assert "| row | n | status | H SPC | H MAE | V SPC | V MAE | G SPC |" in (sweep / "results.md").read_text()
+    for num in (0, 1):
+        metrics = json.loads((sweep / str(num) / "metrics.json").read_text())
+        del metrics["report_order"]
+        (sweep / str(num) / "metrics.json").write_text(json.dumps(metrics))
+    write_reports(sweep, collect(sweep))
+    report = (sweep / "results.md").read_text()
+    assert "| row | n | status | G MAE | G SPC | H MAE | H SPC | HS MAE |" in report
+    assert report.index("## natural") < report.index("## noise")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_tasks_report_order_lists_its_metrics_then_its_grid():
+    from posenc.tasks.location_cls import LocationClassificationTask
+    from posenc.tasks.posenet import PosENetTask
+
+    assert LocationClassificationTask.report_order() == ["accuracy", "chance", "majority"]
+    inputs, targets, metrics = PosENetTask.grid_order or ((), (), ())
+    assert PosENetTask.report_order() == [*inputs, *targets, *metrics]
+    assert targets[:3] == ("H", "V", "G") and metrics == ("spc", "mae")
 
 
 # ----------------------------------------------------------------------------- collect and tables
@@ -140,7 +190,7 @@ def test_mean_and_std_over_seeds(tmp_path):
 def test_distance_curves_of_tasks_with_different_bins_get_their_own_panels(tmp_path):
     """border_study mixes grid rings (location_cls) with pixel bands (saliency) under one metric
     name; collect draws them in separate panels instead of failing (it did, on the real sweep)."""
-    from posenc.sweeps.collect import build_rows, plot_distance_curves
+    from posenc.sweeps.reports import plot_distance_curves
 
     sweep = fake_multirun(tmp_path / "s", ["task=location_cls,saliency"])
     rings = {"test/by_distance/ring0/accuracy": 0.5, "test/by_distance/ring1/accuracy": 0.9}
@@ -189,7 +239,7 @@ def test_a_pivot_key_becomes_columns_of_the_task_table(tmp_path):
 
 def test_several_probes_at_init_and_trained(tmp_path):
     """ppp_artifact's second stage: every probe on every trained backbone and on its init weights."""
-    from posenc.sweeps.collect import probe_jobs
+    from posenc.sweeps.probe import probe_jobs
 
     sweep = fake_multirun(tmp_path / "s", ["padding=zeros,circular"])
     cfg = OmegaConf.load(sweep / "multirun.yaml")
@@ -217,7 +267,7 @@ def test_several_probes_at_init_and_trained(tmp_path):
 def test_the_probe_stage_carries_what_applies_to_it():
     """The probe stage runs on the user's launcher, trainer and data sizes; not with the first stage's
     task, its settings, its sweeps, or its run dirs."""
-    from posenc.sweeps.collect import carried_overrides
+    from posenc.sweeps.probe import carried_overrides
 
     given = [
         "hydra.sweep.dir=/s",
@@ -248,7 +298,7 @@ def test_the_probe_stage_carries_what_applies_to_it():
 def test_a_probe_becomes_a_config_hydra_composes(tmp_path):
     """Each probe run is a generated ``@package _global_`` config: its group choices are defaults-list
     overrides, its keys values; composed, it is the run the overrides describe."""
-    from posenc.sweeps.collect import ProbeJob, overrides_config, write_probe_stage
+    from posenc.sweeps.probe import ProbeJob, overrides_config, write_probe_stage
 
     overrides = [
         "task=posenet",
@@ -364,8 +414,14 @@ def test_sweep_runs_a_preset_and_reports_it(posenet_alone):
     for backbone in ("none", "vgg16"):
         line = next(line for line in md.splitlines() if line.startswith(f"| backbone={backbone} |"))
         assert line.split("|")[2:4] == [" 1 ", " completed "]
-        assert all(float(cell) == float(cell) for cell in line.strip("| \n").split(" | ")[3:])
+        cells = line.strip("| \n").split(" | ")[3:]  # a single run's value [its 95% bootstrap interval]
+        assert all(float(cell.split(" [")[0]) == float(cell.split(" [")[0]) for cell in cells)
+        assert all(cell.endswith("]") for cell in cells)
     assert "| backbone=vgg16 | 1 | completed |" in proc.stdout  # the table is printed
+    from posenc.tasks.posenet import PosENetTask
+
+    metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert metrics["report_order"] == PosENetTask.report_order()  # what collect orders by, without the task
     assert (sweep / "results_natural_spc.png").stat().st_size > 1000
     assert sweep_in_process("collect", str(sweep)).stdout.strip().splitlines()[-1] == str(sweep)
 
@@ -411,15 +467,7 @@ def test_padding_then_probe_runs_both_stages_on_the_users_launcher(tmp_path):
     """``hydra/launcher=submitit_local`` and a small-data override: stage 1 (semseg, two paddings) and stage 2
     (PosENet on each trained backbone, its padding) both run as submitit jobs with the override applied,
     and each is reported like a sweep of its own."""
-    small = [
-        "data.image_size=32",
-        "data.num_train=16",
-        "data.num_val=8",
-        "data.num_test=8",
-        "data.batch_size=8",
-        "trainer.max_steps=4",
-        "callbacks.progress=null",
-    ]
+    small = TWO_STAGE_SMALL
     proc = sweep_in_process(
         "padding_then_probe",
         "padding=zeros,circular",
@@ -457,13 +505,8 @@ def test_collect_prints_the_papers_numbers_beside_ours(tmp_path):
     cfg.paper = preset.paper
     OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
     for num, (padding, value) in enumerate((("zeros", 0.5), ("none", 0.1))):
-        job = fake_job(
-            sweep_dir, num, ["sweep=padding_study", f"padding={padding}"], COMPLETED, metrics=fake_metrics(value)
-        )
-        # the resolved config a run writes names its task: the table takes the task's order (input x target x metric)
-        OmegaConf.save(
-            OmegaConf.create({"task": {"_target_": "posenc.tasks.posenet.PosENetTask"}}), job / "config.yaml"
-        )
+        # metrics.json records the task's order: the table takes it (input x target x metric)
+        fake_job(sweep_dir, num, ["sweep=padding_study", f"padding={padding}"], COMPLETED, metrics=fake_metrics(value))
     write_reports(sweep_dir, collect(sweep_dir))
     report = (sweep_dir / "results.md").read_text()
     assert "PosENet (Islam et al. ICLR 2020), Table 1" in report and "ImageNet-pretrained" in report

@@ -96,29 +96,14 @@ def test_a_frozen_backbone_keeps_its_weights_and_a_trainable_one_learns(tmp_path
         )
 
 
-@pytest.mark.parametrize("case", ["voc", "duts", "duts->ecssd", "duts->pascal_s", "cifar10"])
-def test_tasks_run_on_the_real_loaders_fixture_trees(tmp_path, case):
-    small = ["data.image_size=32", "data.batch_size=2", *QUIET]
-    if case == "voc":
-        root = make_voc_tree(tmp_path / "voc")
-        metrics = run(
-            tmp_path / "r",
-            "task=semseg",
-            "data=voc",
-            f"data.data_dir={root}",
-            "data.num_train=3",
-            "data.num_val=2",
-            "data.num_test=2",
-            *small,
-        )
-        assert 0.0 <= metrics["test/miou"] <= 1.0
-    elif case == "cifar10":
-        root = make_cifar10_tree(tmp_path / "cifar")
-        metrics = run(
-            tmp_path / "r",
+# each real loader's fixture tree: (what builds it, the task and data it feeds, the sizes it has)
+REAL_TREES = {
+    "voc": (make_voc_tree, ["task=semseg", "data=voc", "data.num_train=3", "data.num_val=2", "data.num_test=2"]),
+    "cifar10": (
+        make_cifar10_tree,
+        [
             "task=location_cls",
             "data.source=cifar10",
-            f"data.data_dir={root}",
             "task.label=class_and_location",
             "data.image_size=48",
             "data.canvas.patch_size=16",
@@ -126,27 +111,26 @@ def test_tasks_run_on_the_real_loaders_fixture_trees(tmp_path, case):
             "data.num_val=4",
             "data.num_test=4",
             "data.batch_size=4",
-            *QUIET,
-        )
+        ],
+    ),
+    "duts": (make_duts_tree, ["task=saliency", "data=duts", "data.num_train=3", "data.num_val=2", "data.num_test=3"]),
+}
+TEST_TREES = {"ecssd": make_ecssd_tree, "pascal_s": make_pascal_s_tree}
+
+
+@pytest.mark.parametrize("case", ["voc", "duts", "duts->ecssd", "duts->pascal_s", "cifar10"])
+def test_tasks_run_on_the_real_loaders_fixture_trees(tmp_path, case):
+    train_set, _, test_set = case.partition("->")
+    make_tree, overrides = REAL_TREES[train_set]
+    extra = [f"data.data_dir={make_tree(tmp_path / train_set)}"]
+    if test_set:
+        extra += [f"data.test_source={test_set}", f"data.test_dir={TEST_TREES[test_set](tmp_path / test_set)}"]
+    metrics = run(tmp_path / "r", "data.image_size=32", "data.batch_size=2", *QUIET, *overrides, *extra)
+    if train_set == "voc":
+        assert 0.0 <= metrics["test/miou"] <= 1.0
+    elif train_set == "cifar10":
         assert metrics["test/chance"] == pytest.approx(1 / 90)
     else:
-        root = make_duts_tree(tmp_path / "duts")
-        extra = []
-        if "->" in case:
-            test = case.split("->")[1]
-            test_root = (make_ecssd_tree if test == "ecssd" else make_pascal_s_tree)(tmp_path / test)
-            extra = [f"data.test_source={test}", f"data.test_dir={test_root}"]
-        metrics = run(
-            tmp_path / "r",
-            "task=saliency",
-            "data=duts",
-            f"data.data_dir={root}",
-            "data.num_train=3",
-            "data.num_val=2",
-            "data.num_test=3",
-            *extra,
-            *small,
-        )
         assert 0.0 <= metrics["test/max_f"] <= 1.0 and 0.0 <= metrics["test/s_measure"] <= 1.0
 
 

@@ -17,17 +17,20 @@ from matplotlib.colors import to_rgba  # noqa: E402
 
 from posenc.metrics.spearman import spearman_per_image  # noqa: E402
 from posenc.run.convergence import convergence_windows  # noqa: E402
-from posenc.sweeps.collect import JobResult, Row, distance_curves_figure, spc_figure  # noqa: E402
-from posenc.viz.figures import (
+from posenc.sweeps.collect import JobResult  # noqa: E402
+from posenc.sweeps.reports import row_curves, spc_bars  # noqa: E402
+from posenc.sweeps.tables import Row  # noqa: E402
+from posenc.viz.figures import (  # noqa: E402
     IGNORE_COLOR,
     PADDING_COLORS,
     class_colors,
-    loss_curve_figure,
     padding_color,
     padding_of_label,
     prediction_grid,
     segmentation_preview,
 )
+from posenc.viz.loss_curve import loss_curve_figure  # noqa: E402
+from posenc.viz.sweep_figures import distance_curves_figure, spc_figure  # noqa: E402
 
 PADDINGS = ("zeros", "reflect", "replicate", "circular", "partial", "none", "none_shrink")
 
@@ -206,8 +209,8 @@ def padding_rows() -> list[Row]:
 
 def test_a_padding_has_one_colour_in_the_spc_bars_and_the_distance_curves():
     rows = padding_rows()
-    bars = spc_figure(rows, "natural", ["H", "V"]).axes[0].containers
-    curves = distance_curves_figure(rows).axes[0].get_lines()
+    bars = spc_figure("natural", *spc_bars(rows, "natural", ["H", "V"])).axes[0].containers
+    curves = distance_curves_figure(*row_curves(rows)).axes[0].get_lines()
     assert len(bars) == 2 and len(curves) == len(rows)
     for k, row in enumerate(rows):
         expected = to_rgba(padding_color(row.values["padding"]))
@@ -242,6 +245,6 @@ def test_distance_curves_without_a_swept_padding_keep_distinct_colours():
         )
         for lr in (0.1, 0.2, 0.3)
     ]
-    lines = distance_curves_figure(rows).axes[0].get_lines()
+    lines = distance_curves_figure(*row_curves(rows)).axes[0].get_lines()
     assert len({line.get_color() for line in lines}) == 3
-    assert spc_figure(rows, "natural", ["H"]).axes[0].get_legend() is not None
+    assert spc_figure("natural", *spc_bars(rows, "natural", ["H"])).axes[0].get_legend() is not None

@@ -11,15 +11,18 @@ import functools
 import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from posenc.config.choices import PATCH_SOURCES  # noqa: F401 - the valid values live there
 from posenc.data.sources.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
 from posenc.errors import PosencError, check_choice, invalid_value
+
+PatchSource = Literal["shapes", "digits", "photos", "cifar10"]
+PATCH_SOURCES: tuple[str, ...] = get_args(PatchSource)
 
 # Shape classes; a shape's class index is its position here (semantic label = index + 1).
 SHAPE_CLASSES: tuple[str, ...] = ("disk", "square", "triangle", "cross", "ring")

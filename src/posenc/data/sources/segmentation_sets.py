@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -18,13 +18,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import VOCSegmentation
 
-from posenc.config.choices import SALIENCY_SETS  # noqa: F401 - the valid values live there
 from posenc.data.sources.folder import IMAGE_EXTENSIONS, _image_files, read_image
 from posenc.data.sources.images import READ_ERRORS
 from posenc.errors import PosencError, check_choice
 
 Sample = dict[str, torch.Tensor]
 
+SaliencySet = Literal["duts", "ecssd", "pascal_s"]
+SALIENCY_SETS: tuple[str, ...] = get_args(SaliencySet)
 SPLITS: tuple[str, ...] = ("train", "test")
 SEGMENTATION_SETS: tuple[str, ...] = ("voc",)
 

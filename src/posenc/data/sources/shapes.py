@@ -12,10 +12,11 @@ shape of class ``SHAPE_CLASSES[k]`` (disk=1, square=2, triangle=3, cross=4, ring
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import Tensor
 
-from posenc.config.choices import SCENE_BACKGROUNDS, SCENE_LAYOUTS
 from posenc.data.sources.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
 from posenc.data.sources.patches import (
     SHAPE_CLASSES,
@@ -34,6 +35,11 @@ __all__ = [
     "render_scene",
     "shape_scenes",
 ]
+
+SceneLayout = Literal["random", "centred", "sides"]  # where the scenes' objects sit
+SCENE_LAYOUTS: tuple[str, ...] = get_args(SceneLayout)
+SceneBackgrounds = Literal["shared", "split"]  # the scenes' photos: one pool, or held-out test photos
+SCENE_BACKGROUNDS: tuple[str, ...] = get_args(SceneBackgrounds)
 
 NUM_SEMANTIC_CLASSES = len(SHAPE_CLASSES) + 1  # background + one per shape class
 RADIUS_RANGE = (0.12, 0.3)  # a scene object's circumscribed radius, in image sides

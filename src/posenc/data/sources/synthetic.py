@@ -5,14 +5,20 @@ from __future__ import annotations
 import functools
 import io
 from importlib import resources
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from PIL import Image
 
-from posenc.config.choices import SYNTHETIC_INPUTS, SYNTHETIC_SOURCES  # noqa: F401 - the valid values live there
 from posenc.data.sources.images import read_rgb
 from posenc.errors import PosencError, check_choice
+
+SyntheticInput = Literal["black", "white", "noise"]
+SYNTHETIC_INPUTS: tuple[str, ...] = get_args(SyntheticInput)
+# generated here, or the authors' published JPEGs (posenc/assets)
+SyntheticSource = Literal["generated", "official"]
+SYNTHETIC_SOURCES: tuple[str, ...] = get_args(SyntheticSource)
 
 NOISE_MEAN = 127.5
 NOISE_STD = 50.0

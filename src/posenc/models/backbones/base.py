@@ -1,28 +1,21 @@
-"""CNN backbones that return multi-level features f1..f5 (PosENet, Islam et al. ICLR 2020,
-Sec. 3.1): built with torchvision's builders, never forked. Frozen (PosENet's readout) or trainable
-(the padding study's end-to-end tasks, Islam et al. IJCV 2024): ``trainable``.
+"""What every backbone family shares (PosENet, Islam et al. ICLR 2020, Sec. 3.1: a network that
+returns multi-level features): :class:`TappedBackbone` (a sequence of stages tapped at named modules),
+:class:`ExtractorBackbone` (any feature extractor behind the same interface), their per-tap
+:class:`ShapeSpec` (detectron2's ``Backbone.output_shape()``: channels and stride, read from a forward
+on torch's meta device, never declared), :class:`BackboneOptions` with :func:`takes_backbone_options`,
+:func:`check_taps` and the loading of a posenc run's trained backbone.
 
-Taps, by backbone:
-- ``vgg16`` / ``vgg16_bn`` / ``vgg11_bn`` / ``tiny`` / ``tiny_bn``: the last ReLU of each of the five stages
-  (VGG16: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 = ``features`` 3, 8, 15, 22, 29).
-- ``resnet18`` / ``resnet50`` / ``resnet152``: f1 = stem (conv1-bn1-relu), f2..f5 = layer1..layer4.
-  The default uses all five (the paper's "five blocks"); the authors' code uses layer1..4,
-  i.e. ``backbone.taps=[f2,f3,f4,f5]``.
-- ``resnet18_cifar``: the CIFAR-style ResNet18 of the IJCV paper's location experiments:
-  torchvision's ResNet18 (7x7 stride-2 stem, widths 64/128/256/512) without the stem's max-pool;
-  taps as for the ResNets.
-- ``none``: "PosENet alone", the RGB image itself is the only tap.
-
-``weights``: ``None`` (random init, torchvision's init), ``"imagenet"`` (torchvision's
-IMAGENET1K_V1 file from ``$TORCH_HOME/hub/checkpoints``), a path to a state dict, or a posenc run
-(its directory or a ``.ckpt`` file): the backbone a task trained, e.g. "train with padding P, then
-measure its position information" (PosENet Tables 5-6).
+The families: :mod:`~posenc.models.backbones.torchvision` (``build_backbone``: the named torchvision /
+tiny networks, registered beside their builders), :mod:`~posenc.models.backbones.timm`,
+:mod:`~posenc.models.backbones.vit` and :mod:`~posenc.models.backbones.module` (a user's ``nn.Module``).
+Frozen (``trainable=False``, PosENet's readout) or trainable (the padding study's end-to-end tasks,
+Islam et al. IJCV 2024).
 """
 
 from __future__ import annotations
 
 import inspect
-import os
+import typing
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -32,27 +25,33 @@ from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
-import torchvision
 
-from posenc.config.choices import BACKBONES, TAP_NAMES  # noqa: F401 - the valid values live there
 from posenc.constants import IMAGENET_MEAN, IMAGENET_STD
-from posenc.errors import MissingWeights, PosencError, check_choice
+from posenc.errors import PosencError, check_choice
 from posenc.io import safe_load
 from posenc.models.padding import PaddingSpec, meta_copy, minimum_input_size
 from posenc.models.permutation import PERMUTE_POINTS, permute_channels
-from posenc.registry import backbone_entry, padding_entry
+from posenc.registry import padding_entry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-def imagenet_weights_file(name: str) -> tuple[Path, str]:
-    """Where torchvision caches ``name``'s IMAGENET1K_V1 weights, and the URL it comes from."""
-    enum = torchvision.models.get_model_weights(name)
-    url = enum.IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
+TAP_NAMES: tuple[str, ...] = ("f1", "f2", "f3", "f4", "f5")  # a sequence of stages' taps, shallow to deep
+PROBE_SIDE = 256  # px: the meta-device input a tap's channels and stride are read from (a multiple of 32)
+# backbone.weights that name published weights, never a path: imagenet (torchvision / timm), hed (HED's VGG16)
+NAMED_WEIGHTS: tuple[str, ...] = ("imagenet", "hed")
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class ShapeSpec:
+    """One tap's output as detectron2's ``ShapeSpec`` states it: ``channels`` and ``stride`` (input
+    px per feature px, timm's ``reduction``)."""
+
+    channels: int
+    stride: int
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (a bare one, or under ``state_dict``; a ``module.`` prefix dropped)."""
     state = safe_load(path, what="weights file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
@@ -64,7 +63,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_run_backbone(backbone: nn.Module, ckpt: Path) -> None:
     """Load the backbone a posenc task trained (``backbone.*`` of its checkpoint) into ``backbone``
     (a :class:`TappedBackbone` built with the same name, taps and padding)."""
-    state = _read_state_dict(ckpt)
+    state = read_state_dict(ckpt)
     prefix = "backbone."
     own = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     if not own:
@@ -82,109 +81,14 @@ def load_run_backbone(backbone: nn.Module, ckpt: Path) -> None:
     backbone.load_state_dict({k: own[k] for k in expected}, strict=True)
 
 
-def load_weights(model: nn.Module, name: str, weights: str | None, download: bool = False) -> None:
-    """Load ``weights`` (None | "imagenet" | path) into the torchvision ``model`` in place
-    (a posenc run's checkpoint is loaded later, by :func:`load_run_backbone`)."""
-    if weights is None or Path(weights).expanduser().is_dir() or Path(weights).suffix == ".ckpt":
-        return  # a posenc run's checkpoint: loaded after the padding conversion (BackboneOptions.load_run)
-    if weights == "imagenet":
-        if not backbone_entry(name).imagenet:
-            raise PosencError(f"backbone {name} has no imagenet weights; valid: backbone.weights=null or a path")
-        path, url = imagenet_weights_file(name)
-        if not path.is_file():
-            if not download:
-                raise MissingWeights(
-                    f"ImageNet weights for {name} not found: put {path.name} into {path.parent} "
-                    f"(from {url}), or set backbone.download=true when online"
-                )
-            torch.hub.load_state_dict_from_url(url, progress=True)
-    else:
-        path = Path(weights).expanduser()
-    state = _read_state_dict(path)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), "shapes differ")
-        raise PosencError(f"weights file {path} does not fit {name}: {detail}") from exc
-    missing = [k for k in result.missing_keys if not k.startswith(("classifier", "fc"))]
-    if missing or (not state.keys() & model.state_dict().keys()):
-        raise PosencError(f"weights file {path} does not fit {name}: missing {missing[:3]} ...")
-
-
-def _tiny_vgg(widths: Sequence[int], batch_norm: bool = False) -> nn.Sequential:
-    """A small VGG-style net (5 stages of two 3x3 conv (+ BatchNorm) + ReLU, max-pool between) for
-    fast runs; with BatchNorm (``tiny_bn``) it learns object classes from scratch in a few hundred
-    steps, where the plain one barely leaves chance (measured on canvases of shapes, 64 px)."""
-    layers: list[nn.Module] = []
-    cin = 3
-    for i, width in enumerate(widths):
-        if i:
-            layers.append(nn.MaxPool2d(2))
-        for _ in range(2):
-            layers.append(nn.Conv2d(cin, width, 3, padding=1))
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(width))
-            layers.append(nn.ReLU(inplace=True))
-            cin = width
-    net = nn.Sequential(*layers)
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:  # always: the convs are built with bias=True
-                nn.init.zeros_(m.bias)
-    return net
-
-
-def _stage_ends(body: nn.Sequential) -> list[str]:
-    """Names of the last ReLU before each max-pool, and the last ReLU of the body (VGG taps)."""
-    ends, last_relu = [], None
-    for name, module in body.named_children():
-        if isinstance(module, nn.ReLU):
-            last_relu = name
-        elif isinstance(module, nn.MaxPool2d) and last_relu is not None:
-            ends.append(last_relu)
-            last_relu = None
-    if last_relu is not None:
-        ends.append(last_relu)
-    return ends
-
-
-# -- the builders posenc.registry names: (name, weights, download) -> (body, tap module names) ----------
-def tiny_vgg(name: str, weights: str | None, download: bool) -> tuple[nn.Sequential, list[str]]:
-    body = _tiny_vgg(backbone_entry(name).channels, batch_norm=name.endswith("_bn"))
-    load_weights(body, name, weights, download)
-    return body, _stage_ends(body)
-
-
-def torchvision_vgg(name: str, weights: str | None, download: bool) -> tuple[nn.Sequential, list[str]]:
-    """torchvision's VGG ``name``: its ``features``, tapped at each stage's last ReLU."""
-    model = torchvision.models.get_model(name, weights=None)
-    load_weights(model, name, weights, download)
-    return model.features, _stage_ends(model.features)
-
-
-def torchvision_resnet(name: str, weights: str | None, download: bool) -> tuple[nn.Sequential, list[str]]:
-    """torchvision's ResNet ``name`` (``<name>_cifar``: without the stem's max-pool) as stem + layer1..4."""
-    cifar = name.endswith("_cifar")
-    model = torchvision.models.get_model(name.removesuffix("_cifar"), weights=None)
-    load_weights(model, name, weights, download)
-    stem = [("conv1", model.conv1), ("bn1", model.bn1), ("relu", model.relu)]
-    if not cifar:
-        stem.append(("maxpool", model.maxpool))
-    layers = [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
-    return nn.Sequential(OrderedDict(stem + layers)), ["relu", "layer1", "layer2", "layer3", "layer4"]
-
-
-def _last_conv_channels(modules: Sequence[nn.Module]) -> int:
-    convs = [m for block in modules for m in block.modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1].out_channels
-
-
 class TappedBackbone(nn.Module):
-    """A feature extractor returning the selected taps, in order, for images in [0, 1].
+    """A feature extractor returning the selected taps, in order, for images in [0, 1]: ``body`` (a
+    sequence of stages) run up to its deepest tap, ``tap_modules`` naming each tap's stage.
 
     Frozen (``trainable=False``, PosENet): no gradients, always in eval mode (BatchNorm uses its
-    running statistics, as in the paper). Trainable: an ordinary module that trains with its task."""
+    running statistics, as in the paper). Trainable: an ordinary module that trains with its task.
+    ``channels``: each tap's channel count when the builder knows it already (else read, with the
+    strides, from a meta forward: :meth:`output_shape`)."""
 
     sequential = True  # the body is a sequence of stages (receptive fields, PermuteNet's point, PPP)
     padding_report: dict[str, int] = {}  # convs converted per class (posenc.models.padding.convert_padding)
@@ -200,6 +104,7 @@ class TappedBackbone(nn.Module):
         padding: str,
         normalize: bool,
         trainable: bool = False,
+        channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.name, self.padding, self.trainable = name, padding, bool(trainable)
@@ -210,9 +115,6 @@ class TappedBackbone(nn.Module):
             names = [n for n, _ in children]
             positions = [names.index(m) for m in tap_modules.values()]
             body = nn.Sequential(OrderedDict(children[: max(positions) + 1]))
-            self.tap_channels = [_last_conv_channels([m for _, m in children[: p + 1]]) for p in positions]
-        else:
-            self.tap_channels = [3]
         self.body = body
         self.normalize = normalize
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -220,7 +122,10 @@ class TappedBackbone(nn.Module):
         self.requires_grad_(self.trainable)
         self.train(self.trainable)
         self.permute_at: int | None = None  # PermuteNet: see set_channel_permutation
-        self._strides: list[int] | None = None if body is not None else [1]
+        self._channels: list[int] | None = list(channels) if channels is not None else None
+        self._strides: list[int] | None = None
+        if body is None:  # backbone=none: the RGB image itself
+            self._channels, self._strides = [3], [1]
         self._permuted_module: str | None = None
 
     def set_channel_permutation(self, permute_at: int | None) -> None:
@@ -238,6 +143,31 @@ class TappedBackbone(nn.Module):
         tap = TAP_NAMES[permute_at - 1]
         self.permute_at = permute_at
         self._permuted_module = next(module for module, name in self._tap_of.items() if name == tap)
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """Each tap's channels and stride (detectron2's ``Backbone.output_shape()``), read once from a
+        forward of a :data:`PROBE_SIDE` px input on the meta device (no memory, no compute): channels
+        from the tap's shape, stride = input side / tap side; what the builder gave is kept."""
+        if self._channels is None or self._strides is None:
+            shapes = self.tap_shapes(PROBE_SIDE)
+            if shapes is None:
+                raise PosencError(
+                    f"backbone {self.name} does not run on a {PROBE_SIDE} px input, so its taps' strides cannot "
+                    "be measured"
+                )
+            if self._channels is None:
+                self._channels = [int(shape[1]) for shape in shapes]
+            if self._strides is None:
+                self._strides = [max(1, round(PROBE_SIDE / shape[-1])) for shape in shapes]
+        return {tap: ShapeSpec(c, s) for tap, c, s in zip(self.tap_names, self._channels, self._strides)}
+
+    @property
+    def tap_channels(self) -> list[int]:
+        """Each tap's channel count (:meth:`output_shape`)."""
+        if self._channels is None:
+            self.output_shape()
+        assert self._channels is not None
+        return list(self._channels)
 
     @property
     def out_channels(self) -> int:
@@ -298,15 +228,8 @@ class TappedBackbone(nn.Module):
 
     @property
     def tap_strides(self) -> list[int]:
-        """Each tap's stride (input px per feature px): declared, else measured on a 256 px input."""
-        if self._strides is None:
-            shapes = self.tap_shapes(256)
-            if shapes is None:
-                raise PosencError(
-                    f"backbone {self.name} does not run on a 256 px input, so its taps' strides cannot be measured"
-                )
-            self._strides = [max(1, round(256 / shape[-1])) for shape in shapes]
-        return self._strides
+        """Each tap's stride, input px per feature px (:meth:`output_shape`)."""
+        return [spec.stride for spec in self.output_shape().values()]
 
     def tap_shapes(self, image_size: int) -> list[tuple[int, ...]] | None:
         """The taps' shapes for one ``image_size`` image (meta device); None when a layer refuses it."""
@@ -335,7 +258,8 @@ class ExtractorBackbone(TappedBackbone):
     """A feature extractor that is not a plain sequence of stages (a timm ``features_only`` model,
     torchvision's ``create_feature_extractor`` over a user's module) behind the same interface:
     ``forward`` returns the taps in order, picked from what ``body`` returns by ``keys`` (indices
-    of a list, names of a dict); ``strides`` per tap (None: measured from the taps' shapes). Its
+    of a list, names of a dict); ``channels`` and ``strides`` per tap as the family knows them (timm's
+    ``feature_info``; None: read from a meta forward, :meth:`~TappedBackbone.output_shape`). Its
     receptive fields are measured, not derived (:func:`posenc.models.receptive_field.measured_geometries`);
     PermuteNet's permutation point, which sits between two stages, is refused in one line."""
 
@@ -351,15 +275,15 @@ class ExtractorBackbone(TappedBackbone):
         body: nn.Module,
         taps: Sequence[str],
         keys: Sequence[int | str],
-        channels: Sequence[int],
+        channels: Sequence[int] | None,
         options: BackboneOptions,
         padding_report: dict[str, int],
         strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__(name, None, {t: t for t in taps}, options.padding.name, options.normalize, options.trainable)
-        self.body, self.keys, self.tap_channels = body, list(keys), list(channels)
-        if strides is not None:
-            self._strides = list(strides)
+        self.body, self.keys = body, list(keys)
+        self._channels = list(channels) if channels is not None else None
+        self._strides = list(strides) if strides is not None else None
         self.padding_report = dict(padding_report)
         self.requires_grad_(self.trainable)
         self.train(self.trainable)
@@ -380,8 +304,9 @@ class ExtractorBackbone(TappedBackbone):
 @dataclass(frozen=True)
 class BackboneOptions:
     """What every backbone family's builder takes beside its model and its taps (the schemas'
-    ``BackboneOptionsSchema``): the padding scheme, the weights (null: random init | imagenet | a
-    file | a posenc run), ImageNet normalisation, permission to download, and whether it trains."""
+    ``BackboneOptionsSchema``): the padding scheme, the weights (null: random init | a name of
+    :data:`NAMED_WEIGHTS` | a file | a posenc run), ImageNet normalisation, permission to download,
+    and whether it trains."""
 
     padding: PaddingSpec
     weights: str | None = None
@@ -402,7 +327,7 @@ class BackboneOptions:
     def run(self) -> Path | None:
         """The posenc run checkpoint (``.ckpt``) ``weights`` names, else None; a run dir is resolved to its
         checkpoint by the run layer (:func:`posenc.run.weights.with_run_weights`) before this is built."""
-        if self.weights is None or self.weights == "imagenet":
+        if self.weights is None or self.weights in NAMED_WEIGHTS:
             return None
         path = Path(self.weights).expanduser()
         if path.is_dir():  # the run layer turns a run dir into its checkpoint (posenc.run.weights)
@@ -427,16 +352,19 @@ class BackboneOptions:
 
 def takes_backbone_options(builder: F) -> F:
     """Declare ``builder(..., **options)``'s options: its signature (``__signature__``, which
-    ``inspect.signature`` reads) lists :class:`BackboneOptions`' fields with their one default, so the
-    config validator, the schema tests and ``help()`` see every option a family takes."""
+    ``inspect.signature`` reads) and its annotations (``typing.get_type_hints``) list
+    :class:`BackboneOptions`' fields with their one type and default, so the config schemas, the
+    validator and ``help()`` see every option a family takes."""
     signature = inspect.signature(builder)
     named = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    hints = typing.get_type_hints(BackboneOptions, include_extras=True)
     options = [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
         for f in fields(BackboneOptions)
         if f.name not in {p.name for p in named}
     ]
     builder.__signature__ = signature.replace(parameters=[*named, *options])  # type: ignore[attr-defined]
+    builder.__annotations__ = {**builder.__annotations__, **{p.name: p.annotation for p in options}}
     return builder
 
 
@@ -451,29 +379,3 @@ def check_taps(taps: Sequence[str] | None, valid: Sequence[str], kind: str = "ta
         twice = sorted({t for t in taps if taps.count(t) > 1})
         raise PosencError(f"backbone.taps={taps} is not valid: {', '.join(twice)} listed twice; valid: distinct taps")
     return taps
-
-
-@takes_backbone_options
-def build_backbone(
-    name: str = "vgg16", padding: PaddingSpec | str = "zeros", taps: Sequence[str] | None = TAP_NAMES, **options: Any
-) -> TappedBackbone:
-    """Build a ``TappedBackbone``: torchvision model -> weights -> padding conversion (a posenc
-    run's checkpoint is loaded after the conversion, into the converted modules it was saved from)."""
-    entry = backbone_entry(name)
-    opts = BackboneOptions.of(padding, **options)
-    if not entry.taps:  # PosENet alone (backbone=none): the RGB image is the only tap
-        if opts.trainable:
-            raise PosencError("backbone=none has no weights to train; valid: backbone.trainable=false")
-        return TappedBackbone(name, None, {"rgb": "rgb"}, opts.padding.name, opts.normalize)
-    taps = check_taps(taps, entry.taps)
-    if padding_entry(opts.padding.name).shrinks and entry.residual:
-        raise PosencError(
-            f"padding={opts.padding.name} does not fit {name}: residual additions need equal sizes; use padding=none"
-        )
-    body, modules = entry.build(opts.weights, opts.download)
-    report = opts.convert(body)
-    tap_modules = {tap: modules[TAP_NAMES.index(tap)] for tap in TAP_NAMES if tap in taps}
-    backbone = TappedBackbone(name, body, tap_modules, opts.padding.name, opts.normalize, opts.trainable)
-    backbone.padding_report = report
-    opts.load_run(backbone)
-    return backbone

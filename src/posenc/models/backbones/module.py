@@ -16,12 +16,13 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn as nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from posenc.config.rules import Rule
 from posenc.errors import PosencError, first_line, invalid_value
 from posenc.io import safe_load
 from posenc.models.backbones.base import BackboneOptions, ExtractorBackbone, check_taps, takes_backbone_options
@@ -93,7 +94,7 @@ def _warnings_only_when_built() -> Iterator[None]:
 @takes_backbone_options
 def build_module_backbone(
     target: str = "posenc.models.example_model.make_net",
-    taps: Sequence[str] = ("stage1", "stage2", "stage3"),
+    taps: Annotated[Sequence[str], Rule(min_items=1)] = ("stage1", "stage2", "stage3"),
     padding: PaddingSpec | str = "zeros",
     kwargs: Mapping[str, Any] | None = None,
     **options: Any,

@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch.nn as nn
 
+from posenc.config.rules import Rule
 from posenc.errors import MissingWeights, PosencError, require_extra
 from posenc.models.backbones.base import BackboneOptions, ExtractorBackbone, check_taps, takes_backbone_options
 from posenc.models.padding import PaddingSpec
@@ -61,7 +62,10 @@ def cached_weights_file(hf_hub_id: str) -> tuple[Path | None, Path]:
 
 @takes_backbone_options
 def build_timm_backbone(
-    name: str = "resnet18", padding: PaddingSpec | str = "zeros", taps: Sequence[str] | None = None, **options: Any
+    name: str = "resnet18",
+    padding: PaddingSpec | str = "zeros",
+    taps: Annotated[Sequence[str], Rule(min_items=1)] | None = None,
+    **options: Any,
 ) -> ExtractorBackbone:
     """The timm model ``name`` (any CNN that supports ``features_only``) with its stages as taps."""
     return timm_extractor(name, BackboneOptions.of(padding, **options), taps)

@@ -18,24 +18,27 @@ needs a padding-free reference, is refused in one line.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 import torch.nn as nn
 
-from posenc.config.choices import POSITION_EMBEDDINGS
+from posenc.config.rules import Rule
 from posenc.errors import PosencError, check_choice, require_extra
 from posenc.models.backbones.base import BackboneOptions, ExtractorBackbone, takes_backbone_options
 from posenc.models.backbones.timm import timm_extractor
 from posenc.models.padding import PaddingSpec
+
+PositionEmbedding = Literal["learned", "none"]  # none: zeroed and frozen
+POSITION_EMBEDDINGS: tuple[str, ...] = get_args(PositionEmbedding)
 
 
 @takes_backbone_options
 def build_vit_backbone(
     name: str = "vit_tiny_patch16_224",
     padding: PaddingSpec | str = "zeros",
-    taps: Sequence[str] | None = None,
-    position_embedding: str = "learned",
+    taps: Annotated[Sequence[str], Rule(min_items=1)] | None = None,
+    position_embedding: PositionEmbedding = "learned",
     **options: Any,
 ) -> ExtractorBackbone:
     """timm ViT ``name`` with every block's patch tokens as a tap; ``position_embedding=none``
