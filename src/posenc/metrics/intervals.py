@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from posenc.errors import invalid_value
-from posenc.viz.tables import with_interval  # noqa: F401 - re-exported: formatting lives below metrics, for the tables
 
 LEVEL = 0.95
 RESAMPLES = 2000

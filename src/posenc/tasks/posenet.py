@@ -46,6 +46,7 @@ from posenc.models.receptive_field import tap_depths
 from posenc.tasks.base import PosencTask
 from posenc.tasks.schedules import MaxEpochs, MaxSteps
 from posenc.viz.figures import prediction_grid, save_figure
+from posenc.viz.tables import interval_keys
 
 Autocast = Literal[None, "bf16"]  # the frozen backbone under bf16 autocast (the readout stays float32)
 AUTOCAST: tuple[str | None, ...] = get_args(Autocast)
@@ -373,7 +374,8 @@ class PosENetTask(PosencTask):
             if len(torch.unique(units[finite])) < 2:
                 continue
             low, high = mean_interval(values.double().cpu().numpy(), units.cpu().numpy())
-            self.summary[f"{key}/ci_low"], self.summary[f"{key}/ci_high"] = low, high
+            low_key, high_key = interval_keys(key)
+            self.summary[low_key], self.summary[high_key] = low, high
         self.per_image = {}
 
     def on_test_end(self) -> None:

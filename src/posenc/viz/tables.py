@@ -21,10 +21,15 @@ REPORT_ORDER = "report_order"  # metrics.json: the task's metric names in the or
 CI_LOW, CI_HIGH = "ci_low", "ci_high"  # <key>/ci_low, <key>/ci_high: the 95% interval of metric <key>
 
 
+def interval_keys(key: str) -> tuple[str, str]:
+    """Where a run records metric ``key``'s 95% interval: ``<key>/ci_low``, ``<key>/ci_high``."""
+    return f"{key}/{CI_LOW}", f"{key}/{CI_HIGH}"
+
+
 def interval(metrics: Mapping[str, Any], key: str) -> tuple[float, float] | None:
-    """The 95% interval a run recorded for metric ``key`` (``<key>/ci_low``, ``<key>/ci_high``), None
-    when it recorded none (or not numbers)."""
-    low, high = metrics.get(f"{key}/{CI_LOW}"), metrics.get(f"{key}/{CI_HIGH}")
+    """The 95% interval a run recorded for metric ``key`` (:func:`interval_keys`), None when it recorded
+    none (or not numbers)."""
+    low, high = (metrics.get(k) for k in interval_keys(key))
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
     return (float(low), float(high)) if numbers else None  # type: ignore[arg-type]  # numbers, checked above
 

@@ -16,8 +16,8 @@ from posenc.metrics.intervals import (
     pooled_interval,
     resample_counts,
     seed_interval,
-    with_interval,
 )
+from posenc.viz.tables import with_interval
 
 
 def test_the_mean_interval_agrees_with_scipys_percentile_bootstrap():
@@ -51,7 +51,8 @@ def test_resampling_photos_agrees_with_a_plain_loop_cluster_bootstrap():
         means.append(picked.mean())
     ref = np.percentile(means, [2.5, 97.5])
     assert ours == pytest.approx(tuple(ref), abs=0.012)
-    per_crop = mean_interval(values, resamples=20000, expanded=False)  # treating crops as independent understates the spread
+    # treating crops as independent understates the spread
+    per_crop = mean_interval(values, resamples=20000, expanded=False)
     assert (ours[1] - ours[0]) > 1.8 * (per_crop[1] - per_crop[0])
 
 
