@@ -13,11 +13,21 @@ torch (``sweep.py collect`` writes the atlas); the figure is drawn by :mod:`pose
 A cell whose weights are not on the machine is marked ``no weights`` (its job failed with
 :class:`~posenc.errors.MissingWeights`), never filled with anything else; any other failure
 is recorded with its one-line error, and the atlas goes on.
+
+Every number carries its uncertainty. A cell run with several seeds (``python sweep.py atlas seed=0,1,2``:
+the seeds of a model are jobs of its group, in the same cell) is the mean over them, with their sample std
+and the 95% t-interval of the mean (:func:`~posenc.metrics.intervals.seed_interval`); a cell of one seed is
+its run's number with the 95% bootstrap interval the run recorded (``<key>/ci_low``, ``<key>/ci_high``; none
+when it recorded none). ``atlas.md`` writes them as ``.952 [.941, .960]``, marked ``○`` where the interval
+contains 0, says for each difference between paddings whether it exceeds its interval, and, over several
+seeds, how far the seeds spread.
 """
 
 from __future__ import annotations
 
 import csv
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +35,22 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from posenc.metrics.intervals import contains, seed_interval
+from posenc.viz.tables import CONTAINS_0, format_estimate, interval, short_number
+
 ALL_TAPS = "all"  # the multi-tap readout's column
 NO_WEIGHTS = "no weights"
+ZERO_MARK = "○"  # atlas.md: the 95% interval of the number before it contains 0
+MEASURES = ("H_spc", "G_spc", "ppp_snr", "ppp_rel_energy")  # the measured columns, each with its uncertainty
+UNCERTAINTY = ("std", "ci_low", "ci_high", CONTAINS_0)
+
+
+def measure_columns(name: str) -> tuple[str, ...]:
+    """Measured column ``name`` and its uncertainty: ``<name>_std`` (the seeds' sample std), ``<name>_ci_low``,
+    ``<name>_ci_high`` (its 95% interval) and ``<name>_ci_contains_0`` (whether that interval holds 0)."""
+    return (name, *(f"{name}_{suffix}" for suffix in UNCERTAINTY))
+
+
 COLUMNS = (
     "model",
     "padding",
@@ -35,27 +59,93 @@ COLUMNS = (
     "rf_px",
     "stride",
     "rf_rel",
-    "H_spc",
-    "G_spc",
-    "ppp_snr",
-    "ppp_rel_energy",
+    *(column for name in MEASURES for column in measure_columns(name)),
+    "n_seeds",
     "posenet_s",
     "ppp_s",
     "note",
 )
 PADDING_ORDER = ("zeros", "reflect", "replicate", "circular", "partial", "none")
+ALL_H = "test/natural/H/spc"  # the multi-tap readout's H SPC: what the padding differences compare
 
 
 @dataclass
 class Cell:
-    """One model x padding x weights: its PosENet and PPP jobs (None when the sweep has none)."""
+    """One model x padding x weights: its PosENet and PPP jobs, one per seed (empty when the sweep has none)."""
 
     model: str
     padding: str
     weights: str
-    posenet: Any = None
-    ppp: Any = None
-    notes: list[str] = field(default_factory=list)
+    posenet: list[Any] = field(default_factory=list)
+    ppp: list[Any] = field(default_factory=list)
+
+    def done(self, kind: str) -> list[Any]:
+        """The completed jobs of ``kind`` (``posenet``, ``ppp``)."""
+        return [j for j in getattr(self, kind) if j.completed]
+
+    @property
+    def n_seeds(self) -> int:
+        """The completed seeds of the cell (of its PosENet or its PPP runs, whichever has more)."""
+        return max(len(self.done("posenet")), len(self.done("ppp")))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A cell's number over its seeds: the mean, the seeds' sample std (None for one seed), its 95% interval
+    (over seeds the t-interval of the mean; of one run the bootstrap interval it recorded, None when it
+    recorded none) and each seed's value (by seed: what a paired difference pairs)."""
+
+    value: float
+    std: float | None
+    interval: tuple[float, float] | None
+    seeds: dict[str, float]
+
+    def columns(self, name: str) -> dict[str, Any]:
+        """The row's :func:`measure_columns` of ``name``."""
+        low, high = self.interval if self.interval is not None else (None, None)
+        holds_0 = contains(self.interval) if self.interval is not None else None
+        return dict(zip(measure_columns(name), (self.value, self.std, low, high, holds_0)))
+
+
+def _seed(job: Any) -> str:
+    """The seed a job ran with: its override, else what its run recorded, else its job dir's name."""
+    return str(override_value(job.overrides, "seed") or job.metrics.get("seed", job.name))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def estimate(jobs: Sequence[Any], key: str) -> Estimate | None:
+    """``key`` over the completed ``jobs`` (a cell's seeds) as an :class:`Estimate`; None when none measured it."""
+    measured = [(j, float(j.metrics[key])) for j in jobs if j.completed and _number(j.metrics.get(key))]
+    if not measured:
+        return None
+    values = [v for _, v in measured]
+    seeds = [_seed(j) for j, _ in measured]
+    by_seed = dict(zip(seeds, values)) if len(set(seeds)) == len(seeds) else {}
+    if len(values) == 1:
+        ci = interval(measured[0][0].metrics, key)
+        finite = ci is not None and all(math.isfinite(x) for x in ci)
+        return Estimate(values[0], None, ci if finite else None, by_seed)
+    return Estimate(statistics.fmean(values), statistics.stdev(values), seed_interval(values), by_seed)
+
+
+def difference(a: Estimate, b: Estimate) -> tuple[float, tuple[float, float] | None]:
+    """``a - b`` and its 95% interval: over the seeds both ran, when two or more, the mean of the paired
+    differences and its t-interval (a seed pairs the same data); else ``a.value - b.value`` with the two
+    intervals combined as for independent numbers (each side ``sqrt(a's half-width² + b's²)``: wider than
+    the truth when both were scored on the same test images); None when either has no interval."""
+    common = [s for s in a.seeds if s in b.seeds]
+    if len(common) >= 2:
+        paired = [a.seeds[s] - b.seeds[s] for s in common]
+        return statistics.fmean(paired), seed_interval(paired)
+    delta = a.value - b.value
+    if a.interval is None or b.interval is None:
+        return delta, None
+    low = delta - math.hypot(a.value - a.interval[0], b.interval[1] - b.value)
+    high = delta + math.hypot(a.interval[1] - a.value, b.value - b.interval[0])
+    return delta, (low, high)
 
 
 def _job_setting(job: Any, key: str) -> Any:
@@ -96,7 +186,8 @@ def _note(job: Any, kind: str) -> str | None:
 
 def atlas_cells(groups: Mapping[str, Sequence[Any]]) -> list[Cell]:
     """The cells of an atlas sweep: ``groups`` maps a model's label to its jobs (one sub-sweep per
-    model). Cells are ordered by model (the groups' order), then padding (:data:`PADDING_ORDER`)."""
+    model; its seeds are jobs of the same cell). Cells are ordered by model (the groups' order), then
+    padding (:data:`PADDING_ORDER`)."""
     cells: dict[tuple[str, str, str], Cell] = {}
     for model, jobs in groups.items():
         for job in jobs:
@@ -108,7 +199,7 @@ def atlas_cells(groups: Mapping[str, Sequence[Any]]) -> list[Cell]:
             weights = _job_setting(job, "backbone.weights")
             label = "random init" if weights in (None, "null") else str(weights)
             cell = cells.setdefault((model, padding, label), Cell(model, padding, label))
-            setattr(cell, kind, job)
+            getattr(cell, kind).append(job)
     order = {m: i for i, m in enumerate(groups)}
     return sorted(cells.values(), key=lambda c: (order[c.model], _padding_rank(c.padding), c.weights))
 
@@ -124,9 +215,7 @@ def _padding_rank(padding: str) -> int:
 def _taps(cell: Cell) -> list[str]:
     """The cell's taps in depth order (from whichever of its jobs recorded them)."""
     taps: list[str] = []
-    for job in (cell.posenet, cell.ppp):
-        if job is None:
-            continue
+    for job in [*cell.posenet, *cell.ppp]:
         for key in job.metrics:
             parts = key.split("/")
             if len(parts) == 3 and parts[0] in ("tap", "ppp") and parts[2] in ("rf_px", "snr") and parts[1] not in taps:
@@ -134,53 +223,69 @@ def _taps(cell: Cell) -> list[str]:
     return sorted(taps, key=lambda t: int(t[1:]) if t[1:].isdigit() else 0)
 
 
-def _wall(job: Any) -> float | None:
-    return None if job is None or job.wall_time_s is None else float(job.wall_time_s)
+def _wall(jobs: Sequence[Any]) -> float | None:
+    """The jobs' wall time, summed over the seeds (None when none recorded one)."""
+    times = [float(j.wall_time_s) for j in jobs if j.wall_time_s is not None]
+    return sum(times) if times else None
+
+
+def _measured(name: str, jobs: Sequence[Any], key: str) -> dict[str, Any]:
+    found = estimate(jobs, key)
+    return found.columns(name) if found is not None else {}
 
 
 def atlas_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     """The long-form table: one row per cell and tap (``rf_rel`` None: global), then the cell's
-    multi-tap readout (tap ``all``); a cell without a completed job gets one row with its note."""
+    multi-tap readout (tap ``all``); a cell without a completed job gets one row with its note. Every
+    measured column comes with its uncertainty (:func:`measure_columns`, :func:`estimate`)."""
     rows = []
+    blank = dict.fromkeys(COLUMNS)
     for cell in cells:
-        notes = [n for n in (_note(cell.posenet, "PosENet"), _note(cell.ppp, "PPP")) if n]
+        notes = [
+            n
+            for kind, name in (("posenet", "PosENet"), ("ppp", "PPP"))
+            for j in getattr(cell, kind)
+            if (n := _note(j, name))
+        ]
         note = NO_WEIGHTS if NO_WEIGHTS in notes else "; ".join(dict.fromkeys(notes))
         base = {
             "model": cell.model,
             "padding": cell.padding,
             "weights": cell.weights,
+            "n_seeds": cell.n_seeds,
             "posenet_s": _wall(cell.posenet),
             "ppp_s": _wall(cell.ppp),
             "note": note,
         }
-        pm = cell.posenet.metrics if cell.posenet is not None and cell.posenet.completed else {}
-        qm = cell.ppp.metrics if cell.ppp is not None and cell.ppp.completed else {}
+        posenet, ppp = cell.done("posenet"), cell.done("ppp")
+        first = posenet[0].metrics if posenet else {}
         taps = _taps(cell)
-        if not taps and not pm:
-            rows.append({**{c: None for c in COLUMNS}, **base, "tap": None})
+        if not taps and not posenet:
+            rows.append({**blank, **base, "tap": None})
             continue
         for tap in taps:
             rows.append(
                 {
+                    **blank,
                     **base,
                     "tap": tap,
-                    "rf_px": pm.get(f"tap/{tap}/rf_px"),
-                    "stride": pm.get(f"tap/{tap}/stride"),
-                    "rf_rel": pm.get(f"tap/{tap}/rf_rel"),
-                    "H_spc": pm.get(f"tap/{tap}/natural/H/spc"),
-                    "G_spc": pm.get(f"tap/{tap}/natural/G/spc"),
-                    "ppp_snr": qm.get(f"ppp/{tap}/snr"),
-                    "ppp_rel_energy": qm.get(f"ppp/{tap}/rel_energy"),
+                    "rf_px": first.get(f"tap/{tap}/rf_px"),
+                    "stride": first.get(f"tap/{tap}/stride"),
+                    "rf_rel": first.get(f"tap/{tap}/rf_rel"),
+                    **_measured("H_spc", posenet, f"tap/{tap}/natural/H/spc"),
+                    **_measured("G_spc", posenet, f"tap/{tap}/natural/G/spc"),
+                    **_measured("ppp_snr", ppp, f"ppp/{tap}/snr"),
+                    **_measured("ppp_rel_energy", ppp, f"ppp/{tap}/rel_energy"),
                 }
             )
-        if pm:
+        if posenet:
             rows.append(
                 {
-                    **{c: None for c in COLUMNS},
+                    **blank,
                     **base,
                     "tap": ALL_TAPS,
-                    "H_spc": pm.get("test/natural/H/spc"),
-                    "G_spc": pm.get("test/natural/G/spc"),
+                    **_measured("H_spc", posenet, ALL_H),
+                    **_measured("G_spc", posenet, "test/natural/G/spc"),
                 }
             )
     return rows
@@ -194,20 +299,149 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _csv_value(value: Any) -> str:
+    """A cell of ``atlas.csv``: empty for None, ``true`` / ``false``, numbers to 10 significant digits."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.10g}" if isinstance(value, float) else str(value)
+
+
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
         writer.writeheader()
         for row in rows:
-            writer.writerow(
-                {c: f"{row[c]:.6g}" if isinstance(row.get(c), float) else _fmt(row.get(c)) for c in COLUMNS}
-            )
+            writer.writerow({c: _csv_value(row.get(c)) for c in COLUMNS})
     return path
 
 
-def markdown(rows: Sequence[Mapping[str, Any]], wall_s: float | None = None, forward_s: float | None = None) -> str:
+def shown(row: Mapping[str, Any], name: str, spec: str = ".3f") -> str:
+    """Measured column ``name`` of ``row`` as ``atlas.md`` writes it: ``.952 [.941, .960]``
+    (:func:`~posenc.viz.tables.format_estimate`), :data:`ZERO_MARK` after an interval that contains 0;
+    empty when not measured."""
+    value = row.get(name)
+    if value is None:
+        return ""
+    low, high = row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
+    ci = (low, high) if low is not None and high is not None else None
+    return format_estimate(value, interval=ci, spec=spec) + (ZERO_MARK if row.get(f"{name}_{CONTAINS_0}") else "")
+
+
+def _marked(value: float, ci: tuple[float, float] | None) -> str:
+    return format_estimate(value, interval=ci) + (ZERO_MARK if ci is not None and contains(ci) else "")
+
+
+def padding_differences(cells: Sequence[Cell]) -> list[str]:
+    """``atlas.md``'s section on the paddings: per model, all-taps H SPC of each padding minus each later
+    one's (:data:`PADDING_ORDER`) with the difference's 95% interval (:func:`difference`), then per pair in
+    which models the difference exceeds its interval (a finding) and in which its interval contains 0 (not
+    one); none without two paddings of a model."""
+    by_model: dict[tuple[str, str], dict[str, Estimate]] = {}
+    for cell in cells:
+        found = estimate(cell.done("posenet"), ALL_H)
+        if found is not None:
+            by_model.setdefault((cell.model, cell.weights), {})[cell.padding] = found
+    paddings = sorted({p for ests in by_model.values() for p in ests}, key=_padding_rank)
+    pairs = [
+        (a, b)
+        for i, a in enumerate(paddings)
+        for b in paddings[i + 1 :]
+        if any(a in ests and b in ests for ests in by_model.values())
+    ]
+    if not pairs:
+        return []
+    lines = [
+        "## Padding differences",
+        "",
+        "All-taps H SPC of one padding minus another's, per model, [its 95% interval]: over the seeds both ran "
+        "the mean of the paired differences [their t-interval]; of one run each, the two runs' intervals combined "
+        f"as if independent (wider than the truth: both scored the same test images). {ZERO_MARK}: the interval "
+        "contains 0, the difference is not a finding.",
+        "",
+        "| model | weights | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |",
+        "|---|---|" + "---|" * len(pairs),
+    ]
+    verdicts: dict[tuple[str, str], dict[str, list[str]]] = {pair: {} for pair in pairs}
+    for (model, weights), ests in by_model.items():
+        texts = []
+        name = model if weights == "random init" else f"{model} ({weights})"
+        for a, b in pairs:
+            if a not in ests or b not in ests:
+                texts.append("")
+                continue
+            delta, ci = difference(ests[a], ests[b])
+            texts.append(_marked(delta, ci))
+            verdict = "no interval" if ci is None else "within" if contains(ci) else a if delta > 0 else b
+            verdicts[(a, b)].setdefault(verdict, []).append(name)
+        lines.append(f"| {model} | {weights} | " + " | ".join(texts) + " |")
+    lines.append("")
+    for (a, b), said in verdicts.items():
+        parts = [f"{side} higher beyond the interval in {', '.join(said[side])}" for side in (a, b) if side in said]
+        if "within" in said:
+            parts.append(f"not a finding (the interval contains 0) in {', '.join(said['within'])}")
+        if "no interval" in said:
+            parts.append(f"no interval in {', '.join(said['no interval'])}")
+        lines.append(f"- {a} vs {b}: " + "; ".join(parts) + ".")
+    return [*lines, ""]
+
+
+def _spread(rows: Sequence[Mapping[str, Any]], name: str, relative: bool = False) -> str:
+    """``median / max (where)`` of column ``name``'s std over ``rows`` (``relative``: std / mean)."""
+    spreads = [
+        (r[f"{name}_std"] / abs(r[name]) if relative else r[f"{name}_std"], r)
+        for r in rows
+        if r.get(f"{name}_std") is not None and (not relative or r.get(name))
+    ]
+    if not spreads:
+        return ""
+    spec = ".2g" if relative else ".3f"
+    top, at = max(spreads, key=lambda s: s[0])
+    median = statistics.median(s for s, _ in spreads)
+    return f"{short_number(median, spec)} / {short_number(top, spec)} ({at['model']} {at['padding']} {at['tap']})"
+
+
+def seed_spread(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``atlas.md``'s section on the seeds, when a cell has two or more: per model and per padding, the
+    median and the largest sample std over seeds of its cells' numbers (model x padding x tap); none else."""
+    seeded = [r for r in rows if (r.get("n_seeds") or 0) >= 2 and r.get("tap") is not None]
+    if not seeded:
+        return []
+    counts = sorted({r["n_seeds"] for r in seeded})
+    lines = [
+        "## Seed spread",
+        "",
+        f"The sample std over seeds ({' to '.join(map(str, dict.fromkeys([counts[0], counts[-1]])))} per cell) of "
+        "every cell and tap's numbers, median / max (where) over the cells of a model and of a padding; PPP "
+        "relative energy's std relative to its mean.",
+        "",
+        "| model / padding | cells | H SPC std | G SPC std | PPP relative energy std / mean |",
+        "|---|---|---|---|---|",
+    ]
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in seeded:
+        model = row["model"] if row["weights"] == "random init" else f"{row['model']} ({row['weights']})"
+        groups.setdefault(model, []).append(row)
+    for padding in sorted({r["padding"] for r in seeded}, key=_padding_rank):
+        groups[f"padding {padding}"] = [r for r in seeded if r["padding"] == padding]
+    for label, group in groups.items():
+        columns = [_spread(group, "H_spc"), _spread(group, "G_spc"), _spread(group, "ppp_rel_energy", relative=True)]
+        lines.append(f"| {label} | {len(group)} | " + " | ".join(columns) + " |")
+    return [*lines, ""]
+
+
+def markdown(
+    rows: Sequence[Mapping[str, Any]],
+    wall_s: float | None = None,
+    forward_s: float | None = None,
+    sections: Sequence[str] = (),
+) -> str:
     """``atlas.md``: one line per cell: H SPC per tap (with its receptive field / image size), the
-    multi-tap readout, PPP SNR per tap, the weights and the cell's wall time."""
+    multi-tap readout, PPP per tap, the weights, the seeds and the cell's wall time, every number with its
+    95% interval (:func:`shown`); then ``sections`` (lines: :func:`padding_differences`,
+    :func:`seed_spread`) and the atlas's wall time."""
+    seeds = sorted({r["n_seeds"] for r in rows if r.get("n_seeds")})
     lines = [
         "# Position atlas",
         "",
@@ -216,9 +450,14 @@ def markdown(rows: Sequence[Mapping[str, Any]], wall_s: float | None = None, for
         "(docs/ppp.md: relative energy is the one to compare across depths and weights). "
         "Random init unless the weights column says otherwise.",
         "",
+        "Every number [its 95% interval]: over several seeds the mean [the t-interval of the mean over the "
+        "seeds], of one seed the run's number [the bootstrap interval it recorded over its test images; none "
+        f"where it recorded none]. {ZERO_MARK}: the interval contains 0."
+        + (f" Seeds per cell: {', '.join(map(str, seeds))}." if seeds else ""),
+        "",
         "| model | padding | weights | H SPC per tap | all taps H / G | PPP relative energy / SNR per tap "
-        "| s (PosENet + PPP) | note |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seeds | s (PosENet + PPP) | note |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     cells: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -227,27 +466,28 @@ def markdown(rows: Sequence[Mapping[str, Any]], wall_s: float | None = None, for
         taps = [r for r in group if r["tap"] not in (None, ALL_TAPS)]
         full = next((r for r in group if r["tap"] == ALL_TAPS), None)
         spc = " ".join(
-            f"{r['tap']} {_fmt(r['H_spc'], 2)} ({'g' if r['rf_rel'] is None else _fmt(r['rf_rel'], 2)})"
+            f"{r['tap']} {shown(r, 'H_spc', '.2f')} ({'g' if r['rf_rel'] is None else _fmt(r['rf_rel'], 2)})"
             for r in taps
             if r["H_spc"] is not None
         )
         snr = " ".join(
-            f"{r['tap']} {r['ppp_rel_energy']:.2g} / {r['ppp_snr']:.2g}"
+            f"{r['tap']} {shown(r, 'ppp_rel_energy', '.2g')} / {shown(r, 'ppp_snr', '.2g')}"
             for r in taps
             if r["ppp_snr"] is not None and r["ppp_rel_energy"] is not None
         )
-        both = f"{_fmt(full['H_spc'], 3)} / {_fmt(full['G_spc'], 3)}" if full else ""
+        both = f"{shown(full, 'H_spc')} / {shown(full, 'G_spc')}" if full else ""
         seconds = " + ".join(_fmt(group[0][k], 0) for k in ("posenet_s", "ppp_s") if group[0][k] is not None)
         lines.append(
-            f"| {model} | {padding} | {weights} | {spc} | {both} | {snr} | {seconds} | {group[0]['note'] or ''} |"
+            f"| {model} | {padding} | {weights} | {spc} | {both} | {snr} | {group[0]['n_seeds'] or ''} "
+            f"| {seconds} | {group[0]['note'] or ''} |"
         )
+    lines += ["", *sections]
     if wall_s is not None:
         lines += [
-            "",
             f"Wall time of the atlas: {wall_s:.0f} s of job wall time"
             + (f", of which forward passes {forward_s:.0f} s." if forward_s is not None else "."),
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def write_atlas(sweep_dir: Path, groups: Mapping[str, Sequence[Any]]) -> list[Path]:
@@ -257,15 +497,14 @@ def write_atlas(sweep_dir: Path, groups: Mapping[str, Sequence[Any]]) -> list[Pa
     wall = sum(t for c in cells for t in (_wall(c.posenet), _wall(c.ppp)) if t is not None)
     forward = 0.0
     for cell in cells:
-        for job in (cell.posenet, cell.ppp):
-            if job is not None and job.completed:
-                m = job.metrics
-                forward += float(m.get("posenet/time/encode_s") or 0.0)
-                forward += float(m.get("ppp/time/crops_s") or 0.0) + float(m.get("ppp/time/contexts_s") or 0.0)
+        for job in [*cell.done("posenet"), *cell.done("ppp")]:
+            m = job.metrics
+            forward += float(m.get("posenet/time/encode_s") or 0.0)
+            forward += float(m.get("ppp/time/crops_s") or 0.0) + float(m.get("ppp/time/contexts_s") or 0.0)
     sweep_dir = Path(sweep_dir)
     paths = [write_csv(sweep_dir / "atlas.csv", rows)]
     md = sweep_dir / "atlas.md"
-    md.write_text(markdown(rows, wall, forward))
+    md.write_text(markdown(rows, wall, forward, [*padding_differences(cells), *seed_spread(rows)]))
     paths.append(md)
     if rows:
         from posenc.viz.atlas_figure import atlas_figure

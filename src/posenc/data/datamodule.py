@@ -20,6 +20,7 @@ from posenc.config.rules import Rule
 from posenc.constants import IMAGENET_MEAN
 from posenc.data.canvas import CANVAS_FILLS, CanvasFill, check_frame, frame_on_canvas
 from posenc.data.feature_cache import FeatureFile, available_memory
+from posenc.data.mirror import MIRROR_MODES, MirrorMode, all_views, mirror, mirrors_test, mirrors_train, random_codes
 from posenc.data.sources.folder import ImageFolderDataset
 from posenc.data.sources.natural import TEST_PHOTOS, TRAIN_PHOTOS, natural_crops
 from posenc.data.sources.synthetic import SYNTHETIC_INPUTS, SyntheticInput, SyntheticSource, synthetic_images
@@ -58,7 +59,8 @@ class IndexedImages(Dataset):
     each shown inside ``frame`` when one is given (noise canvases seeded by ``seed`` and ``i``).
     ``units``: each image's independent unit (the photo a natural crop was cut from), served as
     ``"unit"`` for the bootstrap intervals of the test metrics (posenc.metrics.intervals); without
-    them every image is its own unit and no ``"unit"`` is served."""
+    them every image is its own unit and no ``"unit"`` is served. ``views``: ``(source, code)``, item
+    ``i`` is image ``source[i]`` mirrored by ``code[i]`` (posenc.data.mirror); ``units`` are then per item."""
 
     def __init__(
         self,
@@ -66,12 +68,16 @@ class IndexedImages(Dataset):
         frame: CanvasFrame | None = None,
         seed: int = 0,
         units: torch.Tensor | None = None,
+        views: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         self.images = images
         self.frame, self.seed = frame, seed
         self.units = units
+        self.views = views
 
     def __len__(self) -> int:
+        if self.views is not None:
+            return len(self.views[0])
         return len(cast(Sized, self.images))  # torch's Dataset declares no __len__; every image set here has one
 
     @staticmethod
@@ -80,7 +86,10 @@ class IndexedImages(Dataset):
         return image.float() / 255.0
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image = self.to_float(self.images[i])
+        if self.views is None:
+            image = self.to_float(self.images[i])
+        else:
+            image = mirror(self.to_float(self.images[int(self.views[0][i])]), int(self.views[1][i]))
         if self.frame is not None:
             image = self.frame.apply(image, self.seed * 1_000_003 + i)
         if self.units is not None:
@@ -347,10 +356,14 @@ class PositionDataModule(SeededDataModule):
         synthetic_source: SyntheticSource = "generated",
         min_scale: Annotated[float, Rule(gt=0, le=1)] = 0.3,
         canvas: dict[str, Any] | CanvasFrame | None = None,
+        mirror: MirrorMode = "both",
         image_size: ImageSize = 224,
         **kwargs: Any,
     ) -> None:
-        """The image sources and the canvas frame; sizes and loader options: :class:`SeededDataModule`."""
+        """The image sources and the canvas frame; sizes and loader options: :class:`SeededDataModule`.
+        ``mirror``: which photos are mirrored so their content cannot carry position (posenc.data.mirror):
+        ``train`` flips each training (and held-out) image at random, ``test`` shows each natural test image
+        with its three mirrors (one unit), ``both`` (the default, docs/reference.md), ``none`` (the paper)."""
         super().__init__(source=source, image_size=image_size, **kwargs)
         num_train, num_val, num_test, batch_size = self.num_train, self.num_val, self.num_test, self.batch_size
         frame = canvas if isinstance(canvas, CanvasFrame) else CanvasFrame(**dict(canvas or {}))
@@ -377,6 +390,8 @@ class PositionDataModule(SeededDataModule):
         self.test_inputs = list(test_inputs)
         self.synthetic_source = synthetic_source
         self.min_scale = min_scale
+        check_choice("data.mirror", mirror, MIRROR_MODES)
+        self.mirror = mirror
         self.frame = frame if frame.margin else None
         self.train_features: torch.Tensor | FeatureFile | None = None
         self.val_features: torch.Tensor | None = None
@@ -387,7 +402,7 @@ class PositionDataModule(SeededDataModule):
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that determines the training images (a feature-cache key)."""
-        keys = ("source", "train_dir", "num_train", "image_size", "seed", "min_scale")
+        keys = ("source", "train_dir", "num_train", "image_size", "seed", "min_scale", "mirror")
         return {**{k: getattr(self, k) for k in keys}, "canvas": self.frame and (self.frame.fill, self.frame.margin)}
 
     def _images(self, name: str, train: bool, val: bool = False) -> torch.Tensor | Dataset:
@@ -410,22 +425,40 @@ class PositionDataModule(SeededDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = IndexedImages(self._images("natural", train=True), self.frame, self.seed)
+            self.train_set = self._train_set(self._images("natural", train=True), self.seed)
             if self.num_val:
-                self.val_set = IndexedImages(self._images("natural", train=True, val=True), self.frame, self.seed + 2)
+                self.val_set = self._train_set(self._images("natural", train=True, val=True), self.seed + 2)
         if stage in (None, "test") and not self.test_sets:
             self.test_sets = {n: self._test_set(n) for n in self.test_inputs}
 
     def _test_set(self, name: str) -> IndexedImages:
         """One test input's images; the natural crops with the photo each was cut from as its unit
         (crops of one photo are not independent: the test metrics' intervals resample photos)."""
-        if name in SYNTHETIC_INPUTS or self.source == "folder":
+        if name in SYNTHETIC_INPUTS:  # content-free (noise) or symmetric (black, white): nothing to mirror
             return IndexedImages(self._images(name, train=False), self.frame, self.seed + 1)
-        size, seed = self.image_size, self.seed + 1
-        crops, photos = natural_crops(
-            self.num_test, size, TEST_PHOTOS, seed=seed, min_scale=self.min_scale, return_labels=True
-        )
-        return IndexedImages(crops, self.frame, self.seed + 1, units=photos)
+        if self.source == "folder":
+            images: torch.Tensor | Dataset = self._images(name, train=False)
+            units = torch.arange(len(cast(Sized, images)))
+        else:
+            images, units = natural_crops(
+                self.num_test,
+                self.image_size,
+                TEST_PHOTOS,
+                seed=self.seed + 1,
+                min_scale=self.min_scale,
+                return_labels=True,
+            )
+        if not mirrors_test(self.mirror):
+            return IndexedImages(images, self.frame, self.seed + 1, units=None if self.source == "folder" else units)
+        source, code = all_views(len(units))
+        return IndexedImages(images, self.frame, self.seed + 1, units=units[source], views=(source, code))
+
+    def _train_set(self, images: torch.Tensor | Dataset, seed: int) -> IndexedImages:
+        """Training (or held-out) images, each flipped at random when ``mirror`` says so."""
+        if not mirrors_train(self.mirror):
+            return IndexedImages(images, self.frame, seed)
+        num = len(cast(Sized, images))
+        return IndexedImages(images, self.frame, seed, views=(torch.arange(num), random_codes(num, seed + 7)))
 
     def set_train_features(
         self, features: torch.Tensor | FeatureFile | None, val_features: torch.Tensor | None = None

@@ -6,7 +6,10 @@ Train, held-out (``num_val``, for the convergence flag) and test canvases are ge
 batched tensor operations (:mod:`posenc.data.canvas`), on the device given (the training GPU when
 there is one: ``data.device=auto``) and stored as uint8, built a chunk at a time (no float copy of
 all canvases: 50,000 canvases of 96 px peak at a few GB); every sample carries its ``cell``, its patch ``label`` and the
-``object_mask`` of the pasted object, from which the task builds its targets.
+``object_mask`` of the pasted object, from which the task builds its targets, and its ``unit``: the source of
+its patch (:class:`~posenc.data.sources.patches.Patches`), shared by the ``grid^2`` canvases of one patch in
+the balanced test and by the crops of one photo (``source=photos``), resampled as one by the test metrics'
+bootstrap intervals (posenc.metrics.intervals).
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class ResampledCanvases(torch.utils.data.Dataset):
             self.patches.masks[i : i + 1],
             self.patches.num_classes,
             self.patches.class_names,
+            self.patches.sources[i : i + 1],
         )
         if flip:
             one = replace(one, images=one.images.flip(-1), masks=one.masks.flip(-1))
@@ -189,12 +193,7 @@ class CanvasDataModule(SeededDataModule):
         if balanced:
             assert self.spec.grid is not None, "balanced placement needs a grid (refused in __init__)"
             count = self.spec.grid * self.spec.grid
-            patches = replace(
-                patches,
-                images=patches.images.repeat_interleave(count, 0),
-                labels=patches.labels.repeat_interleave(count, 0),
-                masks=patches.masks.repeat_interleave(count, 0),
-            )
+            patches = patches.repeat_each(count)
             cells = torch.arange(count, device=patches.images.device).repeat(num)
         out = make_canvases(
             patches,
@@ -208,6 +207,7 @@ class CanvasDataModule(SeededDataModule):
             cells=cells,
             uint8=True,
         )
+        out["unit"] = patches.sources.long()  # the cells showing one patch are one unit of the test's intervals
         out["mean_colour"] = patches.images.mean(dim=(0, 2, 3))
         return out
 

@@ -7,6 +7,10 @@ objects may cross the border; :mod:`posenc.data.sources.shapes`), ``voc`` (PASCA
 ``pascal_s`` (:mod:`posenc.data.sources.segmentation_sets`). Every sample is ``{"image", "mask"}``: the
 mask holds class ids (0 = background; saliency sets: 0/1; 255 = ignore). ``test_source`` tests on
 another set than the one trained on (e.g. train ``duts``, test ``ecssd``).
+
+The independent unit the test metrics' intervals resample (posenc.metrics.intervals): a shapes scene
+serves ``"unit"``, the bundled photo its background is cut from (scenes on one photo are not
+independent); VOC and the saliency sets serve none, each image (its ``"index"``) being a photo of its own.
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ class SegmentationDataModule(SeededDataModule):
                 layout=self.layout,
                 backgrounds=self.backgrounds,
             )
-            return TensorDictDataset({"image": scenes["image"], "mask": scenes["semantic"]})
+            return TensorDictDataset({"image": scenes["image"], "mask": scenes["semantic"], "unit": scenes["photo"]})
         assert folder is not None, name  # __init__ refuses a real source without data.data_dir
         if name == "voc":
             return MaskedImages(voc_segmentation(folder, split, self.image_size, num=num, seed=seed))

@@ -30,17 +30,29 @@ def row_padding(row: Row) -> str | None:
     return row.values.get("padding")
 
 
+Interval = tuple[float, float]
+
+
+def row_estimate(row: Row, key: str, where: Mapping[str, str] | None = None) -> tuple[float | None, Interval | None]:
+    """A row's ``key`` as a figure draws it: its mean over the seeds and its 95% interval (over seeds the
+    t-interval of the mean, of one run the bootstrap interval it recorded: :meth:`Row.interval`; None when
+    there is none, or not a finite one)."""
+    mean = row.stats(key, where)[0]
+    ci = row.interval(key, where) if mean is not None else None
+    return mean, (ci if ci is not None and all(math.isfinite(x) for x in ci) else None)
+
+
 def spc_bars(
     rows: Sequence[Row], name: str, targets: Sequence[str]
-) -> tuple[list[str], list[str | None], dict[str, list[tuple[float | None, float | None]]], str]:
+) -> tuple[list[str], list[str | None], dict[str, list[tuple[float | None, Interval | None]]], str]:
     """What :func:`posenc.viz.sweep_figures.spc_figure` draws for test input ``name``: the rows' labels
-    (their swept values; a row not completed says its status), paddings, ``(mean, std)`` SPC per target
-    and row, and the swept keys."""
+    (their swept values; a row not completed says its status), paddings, ``(mean, 95% interval)`` SPC per
+    target and row (:func:`row_estimate`), and the swept keys."""
     labels = [
         (" ".join(row.values.values()) if row.values else row.label) + ("" if row.done else f" ({row.status})")
         for row in rows
     ]
-    bars = {t: [row.stats(f"test/{name}/{t}/spc")[:2] for row in rows] for t in targets}
+    bars = {t: [row_estimate(row, f"test/{name}/{t}/spc") for row in rows] for t in targets}
     keys = list(dict.fromkeys(k for row in rows for k in row.values))
     return labels, [row_padding(row) for row in rows], bars, " ".join(keys)
 
@@ -53,16 +65,23 @@ def plot_spc(path: Path, rows: Sequence[Row], name: str, targets: Sequence[str])
     return save_figure(spc_figure(name, *spc_bars(rows, name, targets)), path)
 
 
-Curves = tuple[dict[str, list[str]], dict[str, dict[str, list[float]]], dict[str, tuple[str | None, tuple[str, ...]]]]
+Curves = tuple[
+    dict[str, list[str]],
+    dict[str, dict[str, list[float]]],
+    dict[str, tuple[str | None, tuple[str, ...]]],
+    dict[str, dict[str, list[Interval | None]]],
+]
 
 
 def row_curves(rows: Sequence[Row], pivot: str | None = None) -> Curves:
     """What :func:`posenc.viz.sweep_figures.distance_curves_figure` draws: every row's distance-to-border
-    curves (mean over its seeds; one per pivot value) as ``(bins, curves, looks)``: each panel's bins, each
-    curve's values per panel, and its padding (when swept) with its other values."""
+    curves (mean over its seeds; one per pivot value) as ``(bins, curves, looks, intervals)``: each panel's
+    bins, each curve's values per panel, its padding (when swept) with its other values, and each value's
+    95% interval (:func:`row_estimate`; None: none)."""
     curves: dict[str, dict[str, list[float]]] = {}
     looks: dict[str, tuple[str | None, tuple[str, ...]]] = {}
     bins: dict[str, list[str]] = {}
+    intervals: dict[str, dict[str, list[Interval | None]]] = {}
     for row in rows:
         pivoted: list[str | None] = [*pivot_values(row.done, pivot)] or [None]
         for value in pivoted:
@@ -72,27 +91,28 @@ def row_curves(rows: Sequence[Row], pivot: str | None = None) -> Curves:
                 continue
             row_bins, _ = distance_curves(jobs[0].metrics)
             label = (" ".join(row.values.values()) if row.values else row.label) + (f" ({value})" if where else "")
-            curves[label] = {}
+            curves[label], intervals[label] = {}, {}
             looks[label] = (row_padding(row), (*(v for k, v in row.values.items() if k != "padding"), str(value)))
             for metric, names in row_bins.items():
                 # one panel per metric and set of bins: a sweep over tasks mixes grid rings with
                 # pixel bands under the same metric name (border_study: accuracy, miou)
                 panel = metric if bins.get(metric, names) == names else f"{metric} ({names[0]}..{names[-1]})"
                 bins.setdefault(panel, names)
-                values = [row.stats(f"test/by_distance/{b}/{metric}", where)[0] for b in names]
-                curves[label][panel] = [math.nan if v is None else v for v in values]
-    return bins, curves, looks
+                estimates = [row_estimate(row, f"test/by_distance/{b}/{metric}", where) for b in names]
+                curves[label][panel] = [math.nan if v is None else v for v, _ in estimates]
+                intervals[label][panel] = [ci for _, ci in estimates]
+    return bins, curves, looks, intervals
 
 
 def plot_distance_curves(path: Path, rows: Sequence[Row], pivot: str | None = None) -> Path | None:
     """Every row's distance-to-border curves overlaid, saved to ``path`` (None when no row has curves)."""
-    bins, curves, looks = row_curves(rows, pivot)
+    bins, curves, looks, intervals = row_curves(rows, pivot)
     if not bins:
         return None
     from posenc.viz.figures import save_figure
     from posenc.viz.sweep_figures import distance_curves_figure
 
-    return save_figure(distance_curves_figure(bins, curves, looks), path)
+    return save_figure(distance_curves_figure(bins, curves, looks, intervals), path)
 
 
 # ----------------------------------------------------------------------------- files

@@ -6,11 +6,12 @@ The order of a task's metrics is the one its runs recorded in ``metrics.json``
 (:data:`~posenc.viz.tables.REPORT_ORDER`), so a report imports no task; a run without it (one from before
 it) lists its metrics in name order.
 
-In the tables, cells over several seeds are ``mean ± std [low, high]`` with the *sample* standard
-deviation (``ddof=1``) and the 95% t-interval of the mean over the seeds
-(:func:`~posenc.metrics.intervals.seed_interval`); a row with one value shows the value alone, with the
-95% bootstrap interval its run recorded over the test images (``<key>/ci_low``, ``<key>/ci_high``) when
-it did. ``n`` counts the completed jobs of a row.
+In the tables, cells over several seeds are ``mean ± std [low, high]`` (``.952 ± .010 [.939, .965]``) with
+the *sample* standard deviation (``ddof=1``) and the 95% t-interval of the mean over the seeds
+(:func:`~posenc.metrics.intervals.seed_interval`); a row with one value shows the value, with the 95%
+bootstrap interval its run recorded over the test images (``<key>/ci_low``, ``<key>/ci_high``) when it did
+(``.952 [.941, .960]``, else ``0.952``): the console's format, one formatter
+(:func:`posenc.viz.tables.format_estimate`). ``n`` counts the completed jobs of a row.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from typing import Any
 
 from posenc.metrics.intervals import seed_interval
 from posenc.sweeps.collect import JobResult, override_dict
-from posenc.viz.tables import REPORT_ORDER, interval, parse_distance_key, parse_task_key, parse_test_key
+from posenc.viz.tables import (
+    REPORT_ORDER,
+    format_estimate,
+    interval,
+    parse_distance_key,
+    parse_task_key,
+    parse_test_key,
+)
 
 NOT_SWEPT = ("seed", "backbone.weights")  # varied within a row (seeds: cells are mean ± std over them)
 
@@ -82,8 +90,10 @@ class Row:
         return interval(measured[0][1].metrics, key) if measured else None
 
     def cell(self, key: str, where: Mapping[str, str] | None = None) -> str:
-        """``0.952 ± 0.010 [0.939, 0.965]`` over seeds, ``0.952 [0.941, 0.960]`` of one run, ``—`` unmeasured."""
-        return format_cell(*self.stats(key, where)[:2], interval=self.interval(key, where))
+        """``.952 ± .010 [.939, .965]`` over seeds, ``.952 [.941, .960]`` of one run, ``0.952`` of one run without
+        an interval, ``—`` unmeasured (:func:`~posenc.viz.tables.format_estimate`, as the console shows them)."""
+        mean, std, _ = self.stats(key, where)
+        return "—" if mean is None else format_estimate(mean, std, self.interval(key, where))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None, int]:
@@ -253,16 +263,6 @@ def time_sections(results: Sequence[JobResult]) -> list[str]:
             "",
         ]
     return lines
-
-
-def format_cell(mean: float | None, std: float | None, interval: tuple[float, float] | None = None) -> str:
-    """``mean ± std`` (the mean alone without a std), then `` [low, high]`` for a finite ``interval``."""
-    if mean is None:
-        return "—"
-    text = f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
-    if interval is not None and all(math.isfinite(x) for x in interval):
-        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
-    return text
 
 
 def _md_escape(text: str) -> str:

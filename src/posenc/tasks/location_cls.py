@@ -20,6 +20,11 @@ whether it cost position or semantics.
 
 Accuracy overall and per distance to the border: per ring of cells (``ring0`` = the border cells)
 on grid canvases, per band of the object's pixel distance to the border with free placement.
+
+Every metric but the references (``chance``, ``majority``) carries its 95% interval over the test
+patches (``<key>/ci_low``, ``/ci_high``; :mod:`posenc.tasks.supervised`): the canvases showing one patch
+in several cells are one unit (:class:`posenc.data.location.CanvasDataModule`); the accuracies and the
+invariance metrics are means of per-image scores, those per distance means within their bins.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from posenc.metrics.binned import (
     ring_of_cell,
 )
 from posenc.models.backbones.base import TappedBackbone
-from posenc.tasks.supervised import SupervisedTask
+from posenc.tasks.supervised import IntervalSpec, SupervisedTask, bin_mean, binned_specs, per_image_bin_sums
 
 JOINT_PARTS: tuple[str, ...] = ("location", "class")  # the halves of a class_and_location label
 Augment = Literal["none", "shift"]  # shift: two shifted views per image (ICCV 2021)
@@ -180,6 +185,7 @@ class LocationClassificationTask(SupervisedTask):
         correct = (logits.argmax(dim=1) == target).float()
         bins = self.distance_bin_of(batch)
         self.distance_accuracy.update(correct, bins)
+        self._record_correct("accuracy", correct, bins, batch)
         if self.label == "class_and_location":
             cells = self._label_space()[0]
             predicted = split_class_and_location(logits.argmax(dim=1), cells)
@@ -188,6 +194,7 @@ class LocationClassificationTask(SupervisedTask):
                 per_bin, overall = self._part_metrics(part)
                 per_bin.update(right.float(), bins)
                 overall.update(right.float())
+                self._record_correct(f"{part}_accuracy", right.float(), bins, batch)
         if self.label == "class":  # where the object is does not change the label: measure invariance
             images = batch["image"]
             views = torch.cat(
@@ -199,9 +206,20 @@ class LocationClassificationTask(SupervisedTask):
             taps = self.encode(views)
             assert self.head is not None
             first, second = self.head(taps, self.image_size).argmax(dim=1).chunk(2)
-            self.shift_consistency.update((first == second).float())
+            same = (first == second).float()
+            self.shift_consistency.update(same)
             z1, z2 = pooled_latent(taps).chunk(2)
-            self.shift_cosine.update(F.cosine_similarity(z1, z2, dim=1))
+            cosine = F.cosine_similarity(z1, z2, dim=1)
+            self.shift_cosine.update(cosine)
+            self.record_test("shift_consistency", same, batch)
+            self.record_test("shift_cosine", cosine, batch)
+
+    def _record_correct(
+        self, metric: str, correct: torch.Tensor, bins: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> None:
+        """Each image's correctness for ``metric``'s interval, and per distance bin for its binned ones."""
+        self.record_test(metric, correct, batch)
+        self.record_test(f"{metric}/by_distance", per_image_bin_sums(correct, bins, len(self.bin_names)), batch)
 
     def compute_metrics(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         labels = self.test_labels.compute().long()
@@ -219,6 +237,15 @@ class LocationClassificationTask(SupervisedTask):
                 overall[f"{part}_accuracy"] = float(part_overall.compute())
                 per_bin[f"{part}_accuracy"] = dict(zip(self.bin_names, part_per_bin.compute().tolist()))
         return overall, per_bin
+
+    def interval_specs(self) -> dict[str, IntervalSpec]:
+        """The accuracies (overall: mean correctness; per distance: within each bin) and the invariance
+        metrics; ``chance`` and ``majority`` are references without one."""
+        accuracies = ["accuracy", *(f"{part}_accuracy" for part in JOINT_PARTS)]
+        specs = {name: IntervalSpec(name) for name in [*accuracies, "shift_consistency", "shift_cosine"]}
+        for name in accuracies:
+            specs.update(binned_specs(name, f"{name}/by_distance", self.bin_names, bin_mean))
+        return specs
 
     def _part_metrics(self, part: str) -> tuple[BinnedMean, MeanMetric]:
         """The per-bin and overall accuracy of one half of the joint label (kept in nn.ModuleDicts,

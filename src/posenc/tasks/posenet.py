@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast, get_args
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torchmetrics import MeanMetric
@@ -46,7 +47,6 @@ from posenc.models.receptive_field import tap_depths
 from posenc.tasks.base import PosencTask
 from posenc.tasks.schedules import MaxEpochs, MaxSteps
 from posenc.viz.figures import prediction_grid, save_figure
-from posenc.viz.tables import interval_keys
 
 Autocast = Literal[None, "bf16"]  # the frozen backbone under bf16 autocast (the readout stays float32)
 AUTOCAST: tuple[str | None, ...] = get_args(Autocast)
@@ -344,8 +344,7 @@ class PosENetTask(PosencTask):
         name = self.trainer.datamodule.test_names[dataloader_idx]  # type: ignore[attr-defined]  # set by Lightning
         features = self.encode(batch["image"])
         pred = self.predict_maps(features)
-        units = batch.get("unit", batch["index"])  # the photo a natural crop comes from; else the image itself
-        units = torch.as_tensor(units, device=pred.device).long()
+        units = self.units_of(batch)  # the photo a natural crop comes from; else the image itself
         self._score("test", name, pred, units)
         if self.tap_readouts is not None:
             maps = self.tap_readouts(features, self.image_size)
@@ -360,23 +359,13 @@ class PosENetTask(PosencTask):
 
     def on_test_epoch_end(self) -> None:
         """``<key>/ci_low`` and ``<key>/ci_high`` of every test metric into the summary: the 95% interval of
-        its mean over the per-image scores, resampling their units. Under DDP each rank scored its share of
-        the images (equal shares: the distributed sampler pads them), gathered here onto every rank. A test
-        input of one unit (black, white: one image) has no interval: nothing to resample."""
-        for key, parts in self.per_image.items():
-            values = torch.cat([v for v, _ in parts])
-            units = torch.cat([u for _, u in parts])
-            if self.trainer.world_size > 1:
-                # a tensor in, a tensor out: [world_size, n]
-                values = cast(torch.Tensor, self.all_gather(values)).flatten()
-                units = cast(torch.Tensor, self.all_gather(units)).flatten()
-            finite = torch.isfinite(values)
-            if len(torch.unique(units[finite])) < 2:
+        its mean over the per-image scores, resampling their units (gathered from every DDP rank:
+        ``PosencTask.gathered_per_image``). A test input of one unit (black, white: one image) has no
+        interval: nothing to resample."""
+        for key, (values, units) in self.gathered_per_image().items():
+            if len(np.unique(units[np.isfinite(values)])) < 2:
                 continue
-            low, high = mean_interval(values.double().cpu().numpy(), units.cpu().numpy())
-            low_key, high_key = interval_keys(key)
-            self.summary[low_key], self.summary[high_key] = low, high
-        self.per_image = {}
+            self.record_interval(key, mean_interval(values, units))
 
     def on_test_end(self) -> None:
         if not self.previews or not self.trainer.is_global_zero:

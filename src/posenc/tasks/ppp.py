@@ -8,17 +8,21 @@ Per layer, PPP = mean over images of (features of x - reference); its SNR agains
 variance of the reference, its profile against the distance to the border and a heatmap are
 reported (``ppp/<layer>/snr``, ``ppp/<layer>/border_profile``, ``figures/ppp.png``).
 
-Only means and mean squares are accumulated, so any number of images streams through in batches.
-The reference's moments depend on the weights, the images and the receptive-field geometry, not on
-how the border is padded (zeros, reflect, replicate, circular and partial convolution compute the
-same interior), so with ``reference_cache=disk`` a sweep over those paddings computes them once
-(the PosENet feature cache's idea, keyed by a hash of all three; ``none`` resamples every map and
-has its own).
+Only sums and sums of squares are accumulated, so any number of images streams through in batches;
+they are kept per group of images (image index mod ``PPP_GROUPS``) for the 95% intervals, a bootstrap
+over the groups (``<key>/ci_low``, ``<key>/ci_high``; posenc.metrics.ppp.ppp_intervals). The
+reference's moments depend on the weights, the images and the receptive-field geometry, not on how the
+border is padded (zeros, reflect, replicate, circular and partial convolution compute the same
+interior), so with ``reference_cache=disk`` a sweep over those paddings computes them once (the PosENet
+feature cache's idea, keyed by a hash of all three; ``none`` resamples every map and has its own). The
+cache holds the per-group sums; a file of another layout is recomputed, never read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -29,7 +33,7 @@ from posenc.config.rules import Rule
 from posenc.data.datamodule import ImageSize
 from posenc.errors import PosencError, check_choice
 from posenc.io import atomic_save, safe_load
-from posenc.metrics.ppp import crop_center, ppp_from_moments
+from posenc.metrics.ppp import INTERVAL_STATS, crop_center, ppp_from_moments, ppp_groups, ppp_intervals
 from posenc.models.backbones.base import TAP_NAMES, TappedBackbone
 from posenc.models.receptive_field import (
     check_context,
@@ -41,10 +45,16 @@ from posenc.models.receptive_field import (
 from posenc.registry import padding_entry
 from posenc.tasks.base import PosencTask
 from posenc.tasks.schedules import MaxEpochs, MaxSteps
+from posenc.viz.tables import interval_keys
+
+log = logging.getLogger(__name__)
 
 # disk: the reference's moments are reused across paddings (they do not depend on the border) | off
 ReferenceCache = Literal["disk", "off"]
 REFERENCE_CACHES: tuple[str, ...] = get_args(ReferenceCache)
+# The reference cache's layout, hashed into its key and stored in the file: per-group sums (issue 33).
+# Files of the earlier layout (pooled means) hash to other names and, met anyway, are recomputed.
+REFERENCE_FORMAT = "ppp-reference-groups-1"
 
 
 class PPPTask(PosencTask):
@@ -129,13 +139,14 @@ class PPPTask(PosencTask):
 
     def setup(self, stage: str) -> None:
         self.check_data(self.trainer.datamodule)  # type: ignore[attr-defined]  # set by Lightning, not declared
-        self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.groups = ppp_groups(self.trainer.datamodule.num_test)  # type: ignore[attr-defined]  # set by Lightning
+        self.sums: dict[str, torch.Tensor] = {}  # per group [G, ...] (and "counts" [G]), or pooled [C, h, w]
         self.seconds = {"crops": 0.0, "contexts": 0.0}
         self.cached = self._load_reference()
 
     def reference_key(self) -> str:
-        """Hash of what the reference moments depend on: weights, images, geometry, interior."""
+        """Hash of what the reference moments depend on (weights, images, geometry, interior) and of how
+        they are kept (:data:`REFERENCE_FORMAT`, the groups, the ranks)."""
         dm = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, not declared on Trainer
         h = hashlib.sha1()
         for name, tensor in self.backbone.state_dict().items():
@@ -156,6 +167,9 @@ class PPPTask(PosencTask):
                     dm.min_scale,
                     dm.source,
                     [(g.size, g.jump, g.start) for g in self.geometries.values()],
+                    REFERENCE_FORMAT,
+                    self.groups,
+                    self.trainer.world_size,  # the distributed sampler's padding repeats images
                 )
             ).encode()
         )
@@ -164,16 +178,53 @@ class PPPTask(PosencTask):
     def _cache_path(self) -> Path:
         return self.cache_dir / "ppp_reference" / f"{self.reference_key()}.pt"
 
-    def _load_reference(self) -> dict[str, torch.Tensor] | None:
+    def _load_reference(self) -> dict[str, Any] | None:
+        """The cached per-group reference sums, None when there are none to use: caching off, no file, or
+        a file of another layout (an older posenc's pooled means), which is recomputed and replaced."""
         if self.reference_cache == "off":
             return None
         path = self._cache_path()
-        return safe_load(path, map_location=self.device, what="PPP reference cache") if path.is_file() else None
+        if not path.is_file():
+            return None
+        cached = safe_load(path, map_location=self.device, what="PPP reference cache")
+        if self._fits(cached):
+            return cached
+        log.warning("PPP reference cache %s is not in layout %s: recomputing it", path, REFERENCE_FORMAT)
+        return None
+
+    def _fits(self, cached: Any) -> bool:
+        """Whether a loaded cache holds this run's per-group sums (:data:`REFERENCE_FORMAT`)."""
+        if not isinstance(cached, dict) or cached.get("format") != REFERENCE_FORMAT:
+            return False
+        counts = cached.get("counts")
+        keys = [
+            f"{layer}/{part}" for layer in self.layers for part in ("reference", "reference_sq", "reference_sq_groups")
+        ]
+        return (
+            isinstance(counts, torch.Tensor)
+            and tuple(counts.shape) == (self.groups,)
+            and all(isinstance(cached.get(k), torch.Tensor) for k in keys)
+            and all(cached[f"{layer}/reference"].shape[0] == self.groups for layer in self.layers)
+        )
 
     # -- measurement -------------------------------------------------------------------------
-    def _add(self, key: str, value: torch.Tensor) -> None:
-        total = value.sum(dim=0)
-        self.sums[key] = self.sums[key] + total if key in self.sums else total
+    def _add(self, key: str, value: torch.Tensor, groups: torch.Tensor | None = None) -> None:
+        """Add a batch's ``[B, ...]`` values to the sums: pooled over the batch, or per group (``groups``
+        ``[B]``: each image's group) into ``[G, ...]``."""
+        if groups is None:
+            total = value.sum(dim=0)
+            self.sums[key] = self.sums[key] + total if key in self.sums else total
+            return
+        if key not in self.sums:
+            self.sums[key] = value.new_zeros((self.groups, *value.shape[1:]))
+        self.sums[key].index_add_(0, groups, value)
+
+    def _groups(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each image's bootstrap group: its global index (the dataset's, the same on every rank and for
+        the cached reference) mod the number of groups."""
+        if "index" not in batch:
+            raise PosencError("task=ppp needs each image's dataset index (batch['index']): use data=contexts")
+        return torch.as_tensor(batch["index"], device=batch["image"].device).long() % self.groups
 
     @torch.no_grad()
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -181,8 +232,9 @@ class PPPTask(PosencTask):
         start = time.perf_counter()
         taps = dict(zip(self.backbone.tap_names, self.backbone(crop_center(contexts, self.margin, self.image_size))))
         self.seconds["crops"] += time.perf_counter() - start
+        groups = self._groups(batch)
         for layer in self.layers:
-            self._add(f"{layer}/features", taps[layer].double())
+            self._add(f"{layer}/features", taps[layer].double(), groups)
         if self.cached is None:
             start = time.perf_counter()
             wide = dict(zip(self.backbone.tap_names, self.backbone(contexts)))
@@ -191,27 +243,41 @@ class PPPTask(PosencTask):
                 ref = reference_crop(
                     wide[layer], self.margin, self.geometries[layer].jump, tuple(taps[layer].shape[-2:])
                 ).double()
-                self._add(f"{layer}/reference", ref)
-                self._add(f"{layer}/reference_sq", ref * ref)
-        self.count += len(contexts)
+                square = ref * ref
+                self._add(f"{layer}/reference", ref, groups)
+                self._add(f"{layer}/reference_sq", square)
+                self._add(f"{layer}/reference_sq_groups", square.flatten(1).sum(dim=1), groups)
+        self._add("counts", torch.ones(len(groups), dtype=torch.float64, device=groups.device), groups)
 
     def on_test_epoch_end(self) -> None:
         strategy = self.trainer.strategy
-        count = float(strategy.reduce(torch.tensor(float(self.count), device=self.device), reduce_op="sum"))
         sums = {k: strategy.reduce(v, reduce_op="sum") for k, v in self.sums.items()}
+        counts = sums["counts"]
         if self.cached is None:
-            moments = {k: v / count for k, v in sums.items() if "/reference" in k}
+            reference = {k: v for k, v in sums.items() if "/reference" in k}
             if self.reference_cache == "disk" and self.trainer.is_global_zero:
                 # unique temp name + rename: two runs filling a fresh cache both succeed
-                atomic_save({k: v.cpu() for k, v in moments.items()}, self._cache_path())
+                payload = {
+                    "format": REFERENCE_FORMAT,
+                    "counts": counts.cpu(),
+                    **{k: v.cpu() for k, v in reference.items()},
+                }
+                atomic_save(payload, self._cache_path())
         else:
-            moments = {k: v.to(self.device) for k, v in self.cached.items()}
+            reference = {k: v.to(self.device) for k, v in self.cached.items() if "/reference" in k}
+            if not torch.equal(self.cached["counts"].to(counts), counts):
+                raise PosencError(
+                    f"PPP reference cache {self._cache_path()} groups other images than this run; delete it"
+                )
+        count = float(counts.sum())
         self.heatmaps, self.profiles = {}, {}
         summary: dict[str, Any] = {}
         for layer in self.layers:
+            features, ref = sums[f"{layer}/features"], reference[f"{layer}/reference"]
             stats = ppp_from_moments(
-                sums[f"{layer}/features"] / count, moments[f"{layer}/reference"], moments[f"{layer}/reference_sq"]
+                features.sum(dim=0) / count, ref.sum(dim=0) / count, reference[f"{layer}/reference_sq"] / count
             )
+            intervals = ppp_intervals(features, ref, reference[f"{layer}/reference_sq_groups"], counts)
             self.log(f"test/ppp_snr_{layer}", stats["snr"])
             self.log(f"test/ppp_rel_energy_{layer}", stats["rel_energy"])
             summary.update(
@@ -223,10 +289,12 @@ class PPPTask(PosencTask):
                     f"ppp/{layer}/border_profile": stats["border_profile"],
                 }
             )
+            summary.update(self._interval_entries(layer, intervals))
             self.heatmaps[layer], self.profiles[layer] = stats["heatmap"].float().cpu(), stats["border_profile"]
         summary.update(
             {
                 "ppp/images": int(count),
+                "ppp/groups": self.groups,
                 "ppp/margin_px": self.margin,
                 "ppp/crop_px": self.image_size,
                 "ppp/reference_cached": self.cached is not None,
@@ -237,6 +305,20 @@ class PPPTask(PosencTask):
         if self.skipped:
             summary["ppp/skipped"] = ",".join(self.skipped)
         self.summary = summary
+
+    @staticmethod
+    def _interval_entries(layer: str, intervals: dict[str, tuple[float, float]]) -> dict[str, float]:
+        """``<key>/ci_low``, ``<key>/ci_high`` (posenc.viz.tables.interval_keys) of a layer's summary
+        strengths and of its test metrics (``test/ppp_snr_<layer>``, ``test/ppp_rel_energy_<layer>``); an
+        interval that is missing (one group) or not finite (no resample defined) is left out."""
+        keys = {f"ppp/{layer}/{name}": name for name in INTERVAL_STATS}
+        keys.update({f"test/ppp_snr_{layer}": "snr", f"test/ppp_rel_energy_{layer}": "rel_energy"})
+        entries: dict[str, float] = {}
+        for key, name in keys.items():
+            if name in intervals and all(math.isfinite(bound) for bound in intervals[name]):
+                low_key, high_key = interval_keys(key)
+                entries[low_key], entries[high_key] = intervals[name]
+        return entries
 
     def on_test_end(self) -> None:
         if not self.trainer.is_global_zero or not self.heatmaps:

@@ -5,14 +5,21 @@ Cross-entropy over pixels (``ignore_index`` = 255, VOC's void); mean IoU (torchm
 ``MulticlassJaccardIndex``) and pixel accuracy overall, and both per distance to the border
 (:class:`posenc.metrics.binned.BinnedConfusion`): per band of pixels for ``semseg``, per ring
 of the object's cell for ``location_seg``.
+
+Each comes with its 95% interval (``<key>/ci_low``, ``/ci_high``; :mod:`posenc.tasks.supervised`): every
+test image's confusion matrix per distance bin is kept, summed per independent unit (the photo a shapes
+scene's background comes from, the patch a canvas shows, else the image), and the pooled metrics are
+recomputed from each resample's summed confusions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,12 +30,47 @@ from posenc.data.datamodule import ImageSize
 from posenc.data.sources.segmentation_sets import VOC_CLASSES
 from posenc.data.sources.shapes import SHAPE_CLASSES
 from posenc.errors import PosencError
-from posenc.metrics.binned import BinnedConfusion, band_edges, band_of_pixels, bin_names_bands
+from posenc.metrics.binned import (
+    BinnedConfusion,
+    band_edges,
+    band_of_pixels,
+    bin_names_bands,
+    confusion_per_bin,
+    miou_per_bin,
+    pixel_accuracy_per_bin,
+)
 from posenc.models.backbones.base import TappedBackbone
-from posenc.tasks.supervised import SupervisedTask
+from posenc.tasks.supervised import IntervalSpec, Statistic, SupervisedTask, binned_specs
 from posenc.viz.figures import save_figure, segmentation_preview
 
 IGNORE_INDEX = 255
+CONFUSION_METRICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "miou": miou_per_bin,
+    "pixel_acc": pixel_accuracy_per_bin,
+}  # pooled confusion matrices [N, C, C] -> the metric [N]
+
+
+def per_image_confusions(
+    pred: torch.Tensor, target: torch.Tensor, bins: torch.Tensor, num_classes: int, num_bins: int
+) -> torch.Tensor:
+    """``[B, num_bins, C, C]``: each image's confusion matrix per distance bin (rows: target, columns:
+    prediction; ``IGNORE_INDEX`` pixels left out); ``bins``: ``[B, H, W]`` or one ``[H, W]`` map."""
+    bins = bins.expand_as(target)
+    images = torch.arange(len(target), device=target.device).view(-1, 1, 1)
+    tagged = torch.where(bins >= 0, images * num_bins + bins, -1)  # one bin per image and distance bin
+    confusion = confusion_per_bin(pred, target, tagged, num_classes, len(target) * num_bins, IGNORE_INDEX)
+    return confusion.view(len(target), num_bins, num_classes, num_classes)
+
+
+def pooled_confusion(metric: Callable[[torch.Tensor], torch.Tensor], index: int | None = None) -> Statistic:
+    """The statistic of :func:`per_image_confusions` rows: ``metric`` of distance bin ``index``'s pooled
+    confusion matrix, or (None) of all bins' summed, the overall one."""
+
+    def statistic(pooled: np.ndarray) -> np.ndarray:
+        confusion = pooled.sum(axis=1) if index is None else pooled[:, index]
+        return metric(torch.from_numpy(confusion)).numpy()
+
+    return statistic
 
 
 class SegmentationTask(SupervisedTask):
@@ -85,11 +127,21 @@ class SegmentationTask(SupervisedTask):
         self.pixel_acc.update(pred, target)
         bins = self.bins(batch)
         self.binned.update(pred, target, bins.expand_as(target) if bins.dim() == 2 else bins)
+        confusions = per_image_confusions(pred, target, bins, self.binned.num_classes, self.binned.num_bins)
+        self.record_test("confusion", confusions, batch)
 
     def compute_metrics(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         per_bin = self.binned.compute()
         overall = {"miou": float(self.miou.compute()), "pixel_acc": float(self.pixel_acc.compute())}
         return overall, {name: dict(zip(self.names, per_bin[name].tolist())) for name in ("miou", "pixel_acc")}
+
+    def interval_specs(self) -> dict[str, IntervalSpec]:
+        """mIoU and pixel accuracy, overall and per distance bin, from the pooled per-image confusions."""
+        specs = {}
+        for metric, fn in CONFUSION_METRICS.items():
+            specs[metric] = IntervalSpec("confusion", pooled_confusion(fn))
+            specs.update(binned_specs(metric, "confusion", self.names, partial(pooled_confusion, fn)))
+        return specs
 
     def class_names(self) -> list[str] | None:
         """Names of the class ids for the preview's legend: the data source's (shapes, VOC), else None."""

@@ -8,16 +8,26 @@ convergence flag (:mod:`posenc.run.convergence`); the held-out set logs ``val/lo
 torchmetrics objects (synchronised across DDP ranks); every task also reports them per distance to
 the image border (``test/by_distance/<bin>/<metric>``, :mod:`posenc.metrics.binned`) and draws
 that curve (``figures/by_distance.png``).
+
+Every test metric but a reference (chance) carries its 95% interval (``<key>/ci_low``, ``<key>/ci_high``;
+issue 33 §3): a bootstrap over the test set's independent units (:mod:`posenc.metrics.intervals`), the
+source several test images share where they share one (the patch a canvas shows, the photo a scene's
+background is cut from), else each image. A task records per-image rows during the test pass
+(:meth:`SupervisedTask.record_test`) and says in :meth:`SupervisedTask.interval_specs` how each metric
+follows from them: the mean of per-image scores (accuracy, MAE), or a statistic of rows summed over the
+images (mIoU of a pooled confusion matrix), which is recomputed from each resample's pooled sums.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -25,10 +35,78 @@ from posenc.config.rules import Rule
 from posenc.data.datamodule import ImageSize
 from posenc.errors import PosencError
 from posenc.io import atomic_save
+from posenc.metrics.binned import binned_sums
+from posenc.metrics.intervals import mean_interval, pooled_interval
 from posenc.models.backbones.base import TappedBackbone
 from posenc.tasks.base import PosencTask
 from posenc.tasks.schedules import MaxEpochs, MaxSteps
 from posenc.viz.figures import by_distance_figure, save_figure
+
+Statistic = Callable[[np.ndarray], np.ndarray]  # pooled sums [resamples, ...] -> the metric per resample [resamples]
+
+
+@dataclass(frozen=True)
+class IntervalSpec:
+    """How a test metric's 95% interval follows from the per-image rows of ``record``
+    (:meth:`SupervisedTask.record_test`): ``statistic`` None, the metric is the mean of per-image values
+    (:func:`~posenc.metrics.intervals.mean_interval`); else it is ``statistic`` of the rows summed over the
+    images (a confusion matrix, ``[sum, count]``), recomputed per resample of the units' sums
+    (:func:`~posenc.metrics.intervals.pooled_interval`)."""
+
+    record: str
+    statistic: Statistic | None = None
+
+
+def unit_sums(rows: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Each unit's sum of its images' ``rows`` (``[N, ...]`` -> ``[units, ...]``), units in sorted order."""
+    _, unit_of = np.unique(units, return_inverse=True)
+    sums = np.zeros((int(unit_of.max()) + 1, *rows.shape[1:]))
+    np.add.at(sums, unit_of, rows)
+    return sums
+
+
+def unit_interval(rows: np.ndarray, units: np.ndarray, statistic: Statistic | None) -> tuple[float, float]:
+    """The 95% interval of a metric over resampled ``units``: the mean of per-image values (``statistic``
+    None; non-finite values left out), else ``statistic`` of the pooled rows; NaNs below two units."""
+    counted = units[np.isfinite(rows)] if statistic is None else units
+    if len(np.unique(counted)) < 2:
+        return (math.nan, math.nan)
+    if statistic is None:
+        return mean_interval(rows, units)
+    return pooled_interval(unit_sums(rows, units), statistic)
+
+
+def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``, NaN where the denominator is 0 (a resample without such pixels, which
+    :func:`~posenc.metrics.intervals.pooled_interval` leaves out)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return numerator / denominator
+
+
+def pooled_ratio(pooled: np.ndarray) -> np.ndarray:
+    """The statistic of ``[sum, count]`` rows (pixel accuracy: ``[correct, valid]``): pooled sum / count."""
+    return ratio(pooled[:, 0], pooled[:, 1])
+
+
+def bin_mean(index: int) -> Statistic:
+    """The statistic of :func:`per_image_bin_sums` rows: the mean of distance bin ``index``."""
+    return lambda pooled: ratio(pooled[:, index, 0], pooled[:, index, 1])
+
+
+def per_image_bin_sums(values: torch.Tensor, bins: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """``[B, num_bins, 2]``: each image's sum and count of ``values`` per distance bin (float64; a bin < 0 is
+    left out), the rows a binned mean is pooled from. ``values``, ``bins``: ``[B, ...]``, one shape."""
+    images = torch.arange(len(values), device=bins.device).view(-1, *[1] * (bins.dim() - 1))
+    tagged = torch.where(bins >= 0, images * num_bins + bins, -1)  # one bin per image and distance bin
+    sums, counts = binned_sums(values, tagged, len(values) * num_bins)
+    return torch.stack([sums, counts.double()], dim=1).view(len(values), num_bins, 2)
+
+
+def binned_specs(
+    metric: str, record: str, bin_names: list[str], statistic: Callable[[int], Statistic]
+) -> dict[str, IntervalSpec]:
+    """``{by_distance/<bin>/<metric>: IntervalSpec(record, statistic(bin index))}`` for every bin."""
+    return {f"by_distance/{name}/{metric}": IntervalSpec(record, statistic(i)) for i, name in enumerate(bin_names)}
 
 
 class SupervisedTask(PosencTask):
@@ -127,6 +205,11 @@ class SupervisedTask(PosencTask):
         """``({metric: value}, {metric: {distance bin: value}})`` over the whole test set."""
         raise NotImplementedError
 
+    def interval_specs(self) -> dict[str, IntervalSpec]:
+        """The test metrics that carry a 95% interval (their names under ``test/``: ``accuracy``,
+        ``by_distance/<bin>/<metric>``) and the records they follow from (default: none)."""
+        return {}
+
     # -- model -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if self.head is None:
@@ -208,16 +291,39 @@ class SupervisedTask(PosencTask):
         """What a preview shows: the predicted class (per image or per pixel)."""
         return logits.argmax(dim=1)
 
+    def record_test(self, record: str, rows: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        """Keep ``rows`` (``[B, ...]``: one per test image of ``batch``) of ``record`` with the images'
+        independent units, for the intervals of :meth:`interval_specs`. A batch that names no image (not
+        served by a dataset: no ``"unit"``, no ``"index"``) has no units to resample: nothing is kept."""
+        if "unit" in batch or "index" in batch:
+            self.record_per_image(record, rows, self.units_of(batch))
+
+    def on_test_epoch_start(self) -> None:
+        self.per_image = {}
+
     def on_test_epoch_end(self) -> None:
         overall, binned = self.compute_metrics()
+        logged = set()
         for name, value in overall.items():
             self.log(f"test/{name}", value)
+            logged.add(f"test/{name}")
         self.by_distance, self.distance_bins = {}, {metric: list(bins) for metric, bins in binned.items()}
         for metric, bins in binned.items():
             for bin_name, value in bins.items():
                 if not math.isnan(value):
                     self.log(f"test/by_distance/{bin_name}/{metric}", value)
+                    logged.add(f"test/by_distance/{bin_name}/{metric}")
                 self.by_distance.setdefault(metric, []).append(value)
+        self.record_intervals(logged)
+
+    def record_intervals(self, logged: Collection[str]) -> None:
+        """The 95% interval of every ``logged`` metric :meth:`interval_specs` names, into the summary
+        (``metrics.json``), from the records of every DDP rank (``PosencTask.gathered_per_image``)."""
+        records = self.gathered_per_image()
+        for name, spec in self.interval_specs().items():
+            key = f"test/{name}"
+            if key in logged and spec.record in records:
+                self.record_interval(key, unit_interval(*records[spec.record], spec.statistic))
 
     def on_test_end(self) -> None:
         if not self.trainer.is_global_zero or not self.by_distance:

@@ -1,6 +1,8 @@
 """The position atlas's figure (``atlas.png``; docs/atlas.md): per padding, how much absolute position
 every tap of every model holds, at its depth. Drawn from the atlas's long-form rows
-(:func:`posenc.analysis.atlas.atlas_rows`: one plain dict per cell and tap), nothing else."""
+(:func:`posenc.analysis.atlas.atlas_rows`: one plain dict per cell and tap), nothing else. A square whose
+H SPC's 95% interval contains 0 (``H_spc_ci_contains_0``) is crossed (:data:`ZERO_MARKER`, in the legend):
+no position shown beyond its uncertainty."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
-from posenc.viz.figures import padding_color  # noqa: E402
+from posenc.viz.figures import INTERVAL_LABEL, padding_color  # noqa: E402
+from posenc.viz.tables import CONTAINS_0  # noqa: E402
 
 Row = Mapping[str, Any]  # one cell and tap: model, padding, weights, tap, rf_rel, H_spc, ppp_snr, ..., note
 GLOBAL_GAP = 1.0  # x units between the deepest local tap and the first global one, in log2(receptive field / size)
@@ -27,6 +31,9 @@ PANELS = (
 """The figure's rows. PPP is read by its relative energy first (docs/ppp.md: the SNR's denominator, the
 reference's variance, collapses in deep random networks, so across depths and families the SNR partly
 measures that collapse); the SNR is drawn beside it."""
+MARKED = ("H_spc",)  # the panels whose squares are crossed where the number's 95% interval contains 0
+ZERO_MARKER: dict[str, Any] = {"marker": "x", "color": "#ff3030", "s": 22, "linewidths": 1.2}
+ZERO_LABEL = f"H SPC's {INTERVAL_LABEL} contains 0"
 
 
 def local_extent(rows: Sequence[Row]) -> float:
@@ -76,7 +83,8 @@ def atlas_figure(rows: Sequence[Row], paddings: Sequence[str], all_taps: str) ->
     """One column of panels per padding (in the order of ``paddings``) and one row per :data:`PANELS`
     metric (H SPC; PPP relative energy and SNR on log colour scales). Models are rows of squares, one per
     tap at its log2(receptive field / image size), global taps to the right, the multi-tap readout (tap
-    ``all_taps``, SPC only) last. A cell without numbers shows its note."""
+    ``all_taps``, SPC only) last. A cell without numbers shows its note. A square of a :data:`MARKED` metric
+    whose 95% interval contains 0 is crossed, named in the figure's legend."""
     models = list(dict.fromkeys((r["model"], r["weights"]) for r in rows))
     positions = tap_positions(rows, all_taps)
     xs = list(positions.values()) or [0.0]
@@ -95,16 +103,19 @@ def atlas_figure(rows: Sequence[Row], paddings: Sequence[str], all_taps: str) ->
     tick_at = [*ticks, *([right + GLOBAL_GAP] if has_global else []), x_all]
     tick_labels = [*map(str, ticks), *(["global"] if has_global else []), "all"]
     labels = [m if w == "random init" else f"{m} ({w})" for m, w in models]
+    crossed = False
     for i, (metric, title, cmap, log) in enumerate(PANELS):
         norm = _norm([r.get(metric) for r in rows], log)
         for j, padding in enumerate(paddings):
             ax = axes[i, j]
             for y, (model, weights) in enumerate(models):
                 cell = [r for r in rows if (r["model"], r["weights"], r["padding"]) == (model, weights, padding)]
-                pts = [(positions.get((model, padding, weights, r["tap"])), r.get(metric)) for r in cell]
-                pts = [(x, v) for x, v in pts if x is not None and v is not None and (not log or v > 0)]
+                placed = [(positions.get((model, padding, weights, r["tap"])), r) for r in cell]
                 if metric == "H_spc":
-                    pts += [(x_all, r[metric]) for r in cell if r["tap"] == all_taps and r[metric] is not None]
+                    placed += [(x_all, r) for r in cell if r["tap"] == all_taps]
+                placed = [(x, r) for x, r in placed if x is not None and r.get(metric) is not None]
+                pts = [(x, r[metric]) for x, r in placed if not log or r[metric] > 0]
+                zeros = [x for x, r in placed if metric in MARKED and r.get(f"{metric}_{CONTAINS_0}")]
                 if pts:
                     ax.scatter(
                         [p[0] for p in pts],
@@ -117,7 +128,10 @@ def atlas_figure(rows: Sequence[Row], paddings: Sequence[str], all_taps: str) ->
                         edgecolors="white",
                         linewidths=0.5,
                     )
-                else:
+                if zeros:
+                    ax.scatter(zeros, [y] * len(zeros), **ZERO_MARKER)
+                    crossed = True
+                if not pts:
                     note = next((r["note"] for r in cell if r.get("note")), "") if cell else "not run"
                     ax.text(
                         0.5,
@@ -143,4 +157,8 @@ def atlas_figure(rows: Sequence[Row], paddings: Sequence[str], all_taps: str) ->
             fraction=0.015,
             label=title.replace(" (log)", ""),
         )
+    if crossed:
+        marker = {k: v for k, v in ZERO_MARKER.items() if k not in ("s", "linewidths")}
+        handle = Line2D([], [], ls="none", markeredgewidth=ZERO_MARKER["linewidths"], label=ZERO_LABEL, **marker)
+        fig.legend(handles=[handle], loc="outside lower center", fontsize=7)
     return fig

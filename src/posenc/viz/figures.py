@@ -23,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap, Normalize, to_hex  # noqa: E402
+from matplotlib.container import ErrorbarContainer  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
@@ -48,6 +50,7 @@ IGNORE_INDEX = 255  # void / ignored pixels (VOC)
 IGNORE_COLOR = "#ffffff"  # class maps: white
 SALIENCY_IGNORE_COLOR = "#e7298a"  # probability maps (grey scale): magenta
 BACKGROUND_COLOR = "#262626"  # class 0
+INTERVAL_LABEL = "95% interval"  # what every error bar of posenc's figures is (legends, titles)
 
 
 def padding_color(name: str) -> str:
@@ -154,20 +157,39 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
+def interval_bars(
+    ax: plt.Axes, xs: Sequence[float], intervals: Sequence[tuple[float, float] | None], **style: Any
+) -> ErrorbarContainer | None:
+    """Error bars at ``xs`` from each interval's low to its high end (:data:`INTERVAL_LABEL`; none where an
+    interval is None or not finite), whatever value the bar or point they belong to shows; None when there
+    is none to draw. ``style``: ``ax.errorbar`` keywords."""
+    drawn = [(x, ci) for x, ci in zip(xs, intervals) if ci is not None and all(math.isfinite(v) for v in ci)]
+    if not drawn:
+        return None
+    middles = [(low + high) / 2.0 for _, (low, high) in drawn]
+    halves = [(high - low) / 2.0 for _, (low, high) in drawn]
+    return ax.errorbar([x for x, _ in drawn], middles, yerr=halves, fmt="none", **style)
+
+
 def by_distance_figure(
     bins: dict[str, list[str]],
     values: dict[str, list[float]],
     runs: dict[str, dict[str, list[float]]] | None = None,
     styles: Mapping[str, Mapping[str, Any]] | None = None,
+    intervals: Mapping[str, Mapping[str, Sequence[tuple[float, float] | None]]] | None = None,
 ) -> plt.Figure:
     """A metric per distance-to-border bin, nearest the border on the left (Islam et al., IJCV
     2024: performance as a function of distance to the border); one panel per metric, on a fixed
     0-1 scale when every value lies in it. ``runs``: several curves per metric (``{label: {metric:
     values}}``, e.g. a sweep's rows) instead of ``values``, named in one legend; ``styles``: a run's
     line style (``ax.plot`` keywords); a run whose label names a padding (``padding=zeros``) is
-    drawn in :func:`padding_color` unless ``styles`` says otherwise."""
+    drawn in :func:`padding_color` unless ``styles`` says otherwise. ``intervals``: each value's 95%
+    interval (shaped like ``runs``; label ``""`` for ``values``), drawn as error bars in its curve's
+    colour (:func:`interval_bars`) and named in the legend."""
     runs = runs or {"": values}
     styles = styles or {}
+    intervals = intervals or {}
+    with_intervals = False
     metrics = list(bins)
     fig, axes = plt.subplots(
         1,
@@ -184,21 +206,32 @@ def by_distance_figure(
                 style = dict(styles.get(label, {}))
                 if "color" not in style and (padding := padding_of_label(label)) is not None:
                     style["color"] = padding_color(padding)
-                ax.plot(range(len(names)), curves[metric], **{"marker": "o", "ms": 3, **style}, label=label or None)
+                (line,) = ax.plot(
+                    range(len(names)), curves[metric], **{"marker": "o", "ms": 3, **style}, label=label or None
+                )
                 drawn += [v for v in curves[metric] if v is not None and np.isfinite(v)]
+                cis = intervals.get(label, {}).get(metric, [])
+                bars = interval_bars(ax, range(len(cis)), cis, ecolor=line.get_color(), elinewidth=0.8, capsize=0)
+                with_intervals = with_intervals or bars is not None
+                drawn += [x for ci in cis if ci is not None for x in ci if np.isfinite(x)]
         if drawn and 0.0 <= min(drawn) and max(drawn) <= 1.0:
             ax.set_ylim(-0.02, 1.02)  # fixed: accuracies, IoUs, errors of probabilities
         ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30)
         ax.set_xlabel("distance to the border (bin)")
         ax.set_ylabel(metric)
         ax.grid(axis="y", color="0.9")
+    interval_handle = Line2D([], [], color="0.3", marker="_", label=f"error bars: {INTERVAL_LABEL}")
     if len(runs) > 1:
         handles, labels = axes[0, 0].get_legend_handles_labels()
         for ax in axes[0, 1:]:
             more = ax.get_legend_handles_labels()
             handles += [h for h, t in zip(*more) if t not in labels]
             labels += [t for t in more[1] if t not in labels]
+        if with_intervals:
+            handles, labels = [*handles, interval_handle], [*labels, interval_handle.get_label()]
         fig.legend(handles, labels, loc="outside right upper", fontsize=6, handlelength=3.5)
+    elif with_intervals:
+        axes[0, 0].legend(handles=[interval_handle], fontsize=6)
     return fig
 
 

@@ -5,7 +5,9 @@ of its metric keys, and :data:`REPORT_ORDER`, where a run records its task's ord
 shows is its own choice (``PosencTask.console_tables``).
 
 A metric with its 95% interval in ``<key>/ci_low`` and ``<key>/ci_high`` (posenc.metrics.intervals) is
-shown as ``.952 [.941, .960]``; those keys are no metrics of their own (the parsers skip them)."""
+shown as ``.952 [.941, .960]``; those keys are no metrics of their own (the parsers skip them). Every table
+of posenc writes a number with its uncertainty by :func:`format_estimate`: the console, the sweep tables
+(``.952 ± .010 [.939, .965]`` over seeds) and the atlas."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from rich.table import Table
 BY_DISTANCE = "by_distance"
 REPORT_ORDER = "report_order"  # metrics.json: the task's metric names in the order reports show them (a list)
 CI_LOW, CI_HIGH = "ci_low", "ci_high"  # <key>/ci_low, <key>/ci_high: the 95% interval of metric <key>
+CONTAINS_0 = "ci_contains_0"  # a table's <column>_ci_contains_0: whether <column>'s 95% interval holds 0
 
 
 def interval_keys(key: str) -> tuple[str, str]:
@@ -34,19 +37,34 @@ def interval(metrics: Mapping[str, Any], key: str) -> tuple[float, float] | None
     return (float(low), float(high)) if numbers else None  # type: ignore[arg-type]  # numbers, checked above
 
 
+def short_number(x: float, spec: str = ".3f") -> str:
+    """``x`` formatted by ``spec`` with its leading 0 dropped (``.952``, ``-.050``, ``.016``); ``nan`` when not
+    finite."""
+    if not math.isfinite(x):
+        return "nan"
+    text = format(x, spec)
+    return text.replace("0.", ".", 1) if text.startswith(("0.", "-0.")) else text
+
+
+def format_estimate(
+    value: float, std: float | None = None, interval: tuple[float, float] | None = None, spec: str = ".3f"
+) -> str:
+    """The one format of a number with its uncertainty (the console, the sweep tables, the atlas):
+    ``.952 ± .010 [.939, .965]`` (a mean over seeds ± their sample std [its 95% interval]), ``.952 [.941,
+    .960]`` (one run's value [its 95% interval]); without a std or a finite interval, the value alone as
+    ``format(value, spec)`` (``0.952``)."""
+    finite = interval is not None and all(math.isfinite(x) for x in interval)
+    if std is None and not finite:
+        return format(value, spec)
+    text = short_number(value, spec) + ("" if std is None else f" ± {short_number(std, spec)}")
+    if interval is not None and finite:
+        text += f" [{short_number(interval[0], spec)}, {short_number(interval[1], spec)}]"
+    return text
+
+
 def with_interval(value: float, interval: tuple[float, float], digits: int = 3) -> str:
-    """``.952 [.941, .960]``: a value and its interval as the tables show them (a leading 0 dropped)."""
-
-    def short(x: float) -> str:
-        if not math.isfinite(x):
-            return "nan"
-        text = f"{x:.{digits}f}"
-        return text.replace("0.", ".", 1) if text.startswith(("0.", "-0.")) else text
-
-    low, high = interval
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return short(value)
-    return f"{short(value)} [{short(low)}, {short(high)}]"
+    """``.952 [.941, .960]``: a value and its interval as the tables show them (:func:`format_estimate`)."""
+    return format_estimate(value, interval=interval, spec=f".{digits}f")
 
 
 def format_value(metrics: Mapping[str, Any], key: str) -> str:
@@ -54,8 +72,7 @@ def format_value(metrics: Mapping[str, Any], key: str) -> str:
     value = metrics.get(key)
     if value is None:
         return "—"
-    ci = interval(metrics, key)
-    return f"{value:.3f}" if ci is None else with_interval(value, ci)
+    return format_estimate(value, interval=interval(metrics, key))
 
 
 def parse_test_key(key: str) -> tuple[str, str, str] | None:

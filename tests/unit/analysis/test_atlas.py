@@ -96,8 +96,8 @@ def test_missing_imagenet_weights_raise_missing_weights(tmp_path, monkeypatch) -
 
 
 def test_the_atlas_of_two_models_by_two_paddings(tmp_path) -> None:
-    """``sweep.py atlas`` with two groups (any backbone option names one: tiny is not in the preset) and two paddings: the
-    table has one row per model x padding x tap plus the multi-tap readout, PPP beside PosENet,
+    """``sweep.py atlas`` with two groups (any backbone option names one: tiny is not in the preset) and two
+    paddings: the table has one row per model x padding x tap plus the multi-tap readout, PPP beside PosENet,
     the figure is drawn, and ``collect`` redraws it."""
     small = ["data.num_test=8", "task.max_steps=20", "callbacks.progress=null"]  # keys both runs take
     sweep = tmp_path / "atlas"

@@ -29,6 +29,8 @@ TINY_FAST = [
     "trainer.max_epochs=1",
     "callbacks.progress=null",
 ]
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -181,7 +183,9 @@ def test_mean_and_std_over_seeds(tmp_path):
     paths = write_reports(sweep, results)
     md = (sweep / "results.md").read_text()
     z = values["zeros"]
-    assert f"{statistics.mean(z):.3f} ± {statistics.stdev(z):.3f}" in md
+    half = 4.302653 * statistics.stdev(z) / 3**0.5  # t(.975, df 2): the 95% t-interval of the mean
+    assert (statistics.mean(z), statistics.stdev(z), half) == pytest.approx((0.4, 0.3606, 0.8957), abs=1e-4)
+    assert "| padding=zeros | 3 | completed | .400 ± .361 [-.496, 1.296] |" in md  # the console's format
     assert "| padding=zeros | 3 | completed |" in md
     assert len(read_csv(sweep / "results.csv")) == 6
     assert {p.name for p in paths} >= {"results.csv", "results.md", "results_natural_spc.png", "results_noise_spc.png"}
@@ -387,8 +391,9 @@ def test_list_and_unknown_sweep(tmp_path):
     proc = sweep_in_process("padding_studdy", f"paths.output_root={tmp_path}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown sweep 'padding_studdy'; valid: atlas, border_study, canvas_frame, canvas_study, channel_order, padding_study, "
-        "padding_then_probe, posenet_alone, ppp_artifact, readout_ablation, tap_ablation, translation_invariance"
+        "error: unknown sweep 'padding_studdy'; valid: atlas, border_study, canvas_frame, canvas_study, channel_order, "
+        "padding_study, padding_then_probe, posenet_alone, posenet_trained, ppp_artifact, readout_ablation, tap_ablation, "
+        "translation_invariance"
     ]
     assert not (tmp_path / "sweeps").exists()
     proc = sweep_in_process("collect", str(tmp_path / "nowhere"))
@@ -462,7 +467,7 @@ def test_a_failing_job_is_recorded_and_the_others_complete(tmp_path):
     assert "| readout.kernel_size=4 | 0 | failed: " in (sweep / "results.md").read_text()
 
 
-@pytest.mark.slow  # CI runs the same preset on a real launcher: tests/integration/test_slurm_cluster.py (the slurm step)
+@pytest.mark.slow  # CI runs this preset on a real launcher: tests/integration/test_slurm_cluster.py (the slurm step)
 def test_padding_then_probe_runs_both_stages_on_the_users_launcher(tmp_path):
     """``hydra/launcher=submitit_local`` and a small-data override: stage 1 (semseg, two paddings) and stage 2
     (PosENet on each trained backbone, its padding) both run as submitit jobs with the override applied,

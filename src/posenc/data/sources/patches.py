@@ -37,13 +37,17 @@ RING_INNER = 0.6  # a ring's inner radius, in units of its outer radius
 @dataclass(frozen=True)
 class Patches:
     """Labelled patches: ``images`` float [N,3,P,P] in [0,1], ``labels`` int64 [N],
-    ``masks`` bool [N,P,P] (the object's pixels), and the label space."""
+    ``masks`` bool [N,P,P] (the object's pixels), the label space, and ``sources`` int64 [N]: the
+    independent source each patch was cut from, so patches that share one share it (shapes: each its
+    own; digits and cifar10: the image's index in its set, which repeats when more patches are drawn
+    than the split holds; photos: the photo), the unit the test metrics' intervals resample."""
 
     images: Tensor
     labels: Tensor
     masks: Tensor
     num_classes: int
     class_names: list[str]
+    sources: Tensor
 
     def to(self, device: torch.device | str) -> Patches:
         """The same patches on ``device``."""
@@ -52,6 +56,18 @@ class Patches:
             images=self.images.to(device),
             labels=self.labels.to(device),
             masks=self.masks.to(device),
+            sources=self.sources.to(device),
+        )
+
+    def repeat_each(self, count: int) -> Patches:
+        """Every patch ``count`` times in a row (the balanced test: each patch in every cell), sources
+        included."""
+        return replace(
+            self,
+            images=self.images.repeat_interleave(count, 0),
+            labels=self.labels.repeat_interleave(count, 0),
+            masks=self.masks.repeat_interleave(count, 0),
+            sources=self.sources.repeat_interleave(count, 0),
         )
 
     @property
@@ -232,7 +248,8 @@ def shape_patches(num: int, size: int, seed: int, train: bool = True, device: to
     params = params.to(device)
     rgb, mask = render_shapes(params, size, size)
     images = torch.where(mask.unsqueeze(1), rgb, background.view(-1, 3, 1, 1))
-    return Patches(images, params.classes, mask, len(SHAPE_CLASSES), list(SHAPE_CLASSES))
+    sources = torch.arange(num, device=images.device)  # every shape drawn anew: its own source
+    return Patches(images, params.classes, mask, len(SHAPE_CLASSES), list(SHAPE_CLASSES), sources)
 
 
 # --------------------------------------------------------------------------- other sources
@@ -273,6 +290,7 @@ def digit_patches(num: int, size: int, seed: int, train: bool = True, device: to
         grey[:, 0] > DIGIT_THRESHOLD,
         len(DIGIT_CLASSES),
         list(DIGIT_CLASSES),
+        chosen.to(device),
     )
 
 
@@ -285,7 +303,8 @@ def photo_patches(num: int, size: int, seed: int, train: bool = True, device: to
     crops, labels = natural_crops(num, size, photos, seed, return_labels=True)
     images = crops.to(device=device, dtype=torch.float32) / 255.0
     masks = torch.ones(num, size, size, dtype=torch.bool, device=device)
-    return Patches(images, labels.to(device), masks, len(photos), list(photos))
+    labels = labels.to(device)  # the photo each crop is cut from: its source too
+    return Patches(images, labels, masks, len(photos), list(photos), labels.clone())
 
 
 def cifar_patches(
@@ -306,7 +325,7 @@ def cifar_patches(
     picked = images[chosen].to(device=device, dtype=torch.float32) / 255.0
     picked = _resize(picked, size)
     masks = torch.ones(num, size, size, dtype=torch.bool, device=device)
-    return Patches(picked, labels[chosen].to(device), masks, len(names), list(names))
+    return Patches(picked, labels[chosen].to(device), masks, len(names), list(names), chosen.to(device))
 
 
 def make_patches(

@@ -123,9 +123,11 @@ def shape_scenes(
 ) -> dict[str, Tensor]:
     """``num`` scenes of textured shapes on photo crops: ``image`` uint8 [N,3,S,S],
     ``semantic`` int64 [N,S,S] (0 background, 1 + SHAPE_CLASSES index), ``saliency`` bool
-    [N,S,S] (any object). Deterministic for (seed, train): the objects come from the
-    ``(seed, train)`` stream, the background crops from ``seed`` alone, so callers give each split
-    its own seed (the datamodule: seed, seed + 1, seed + 2). ``layout``: where objects sit
+    [N,S,S] (any object), ``photo`` int64 [N] (the photo the background is cut from: scenes on one
+    photo share it, the unit the test metrics' intervals resample). Deterministic for (seed, train):
+    the objects come from the ``(seed, train)`` stream, the background crops from ``seed`` alone, so
+    callers give each split its own seed (the datamodule: seed, seed + 1, seed + 2). ``layout``: where
+    objects sit
     (:func:`sample_scene_objects`). ``backgrounds``: ``shared`` crops both splits' backgrounds from
     all bundled photos; ``split`` keeps ``TEST_PHOTOS`` for the test, a domain shift of 4 unseen
     photos that, measured, dominates the padding effect (semseg zeros, tiny_bn, 1024 scenes, 64 px,
@@ -138,11 +140,13 @@ def shape_scenes(
         raise invalid_value("max_objects", max_objects, "expected an int >= 1")
     check_choice("data.backgrounds", backgrounds, SCENE_BACKGROUNDS)
     photos = (TRAIN_PHOTOS if train else TEST_PHOTOS) if backgrounds == "split" else TRAIN_PHOTOS + TEST_PHOTOS
-    background = natural_crops(num, size, photos, seed).to(device=device, dtype=torch.float32) / 255.0
+    crops, photo = natural_crops(num, size, photos, seed, return_labels=True)
+    background = crops.to(device=device, dtype=torch.float32) / 255.0
     layers, counts = sample_scene_objects(num, size, max_objects, split_generator(seed, train), layout)
     image, semantic = render_scene(background, layers, counts)
     return {
         "image": (image * 255.0).round_().clamp_(0, 255).to(torch.uint8),
         "semantic": semantic,
         "saliency": semantic > 0,
+        "photo": photo.to(device),
     }
