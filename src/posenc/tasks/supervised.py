@@ -41,6 +41,7 @@ from posenc.models.backbones.base import TappedBackbone
 from posenc.tasks.base import PosencTask
 from posenc.tasks.schedules import MaxEpochs, MaxSteps
 from posenc.viz.figures import by_distance_figure, save_figure
+from posenc.viz.tables import interval
 
 Statistic = Callable[[np.ndarray], np.ndarray]  # pooled sums [resamples, ...] -> the metric per resample [resamples]
 
@@ -330,7 +331,12 @@ class SupervisedTask(PosencTask):
             return
         figures = Path(self.trainer.default_root_dir) / "figures"
         # every logger gets figures/*.png at the end of the run (posenc.run.loggers.publish)
-        save_figure(by_distance_figure(self.distance_bins, self.by_distance), figures / "by_distance.png")
+        intervals = {
+            metric: [interval(self.summary, f"test/by_distance/{b}/{metric}") for b in bins]
+            for metric, bins in self.distance_bins.items()
+        }
+        figure = by_distance_figure(self.distance_bins, self.by_distance, intervals={"": intervals})
+        save_figure(figure, figures / "by_distance.png")
         self.save_preview(figures)
 
     def save_preview(self, figures: Path) -> None:
