@@ -254,7 +254,9 @@ def test_a_user_module_runs_posenet_and_its_padding_is_swapped(run_tiny, tmp_pat
         name="module",
     )
     assert metrics["backbone"] == "module" and "padding/converted/Conv2d" not in metrics  # zeros: nothing converted
-    assert metrics["test/natural/H/spc"] > 0.25  # measured .40 at 40 steps; PosENet alone on RGB reads ~.05
+    # measured with mirrored photos (12 steps: the tiny run's 4 epochs): .123 [.083, .205]; PosENet alone on RGB
+    # in the same run reads .013 [-.011, .081]
+    assert metrics["test/natural/H/spc"] > 0.07 and metrics["test/natural/H/spc/ci_low"] > 0.0
     with pytest.raises(
         PosencError, match="unknown tap \\(a module of posenc.models.example_model.make_net\\) 'stage9'"
     ):

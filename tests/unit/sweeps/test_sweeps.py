@@ -85,7 +85,8 @@ def test_the_atlas_groups_are_its_models_and_any_backbone_option_names_one():
     from posenc.sweeps.presets import preset_groups, select_groups
 
     groups, report = preset_groups("atlas")
-    assert report == "atlas" and len(groups) == 10
+    assert report == "atlas" and len(groups) == 11
+    assert groups["vgg16_hed"] == ["backbone=vgg16", "backbone.weights=hed"]
     assert groups["vit_tiny_no_pos_embed"] == ["backbone=vit_tiny", "backbone.position_embedding=none", "padding=zeros"]
     assert select_groups(groups, "vgg16,tiny") == {"vgg16": ["backbone=vgg16"], "tiny": ["backbone=tiny"]}
     with pytest.raises(PosencError, match="'vgg61' is not valid; valid: vgg16, resnet18"):
