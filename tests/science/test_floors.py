@@ -2,7 +2,7 @@
 (VGG16 protocol, 224 px, mirrored photos, 1000 steps), a readout told nothing about position scores 0 within
 its 95% interval on H, V and G, while the zero-padded VGG16 stays far above it.
 
-Slow (four full default runs, about 12 min on 2 CPU cores): ``pytest -n 0 -m slow tests/science/test_floors.py``,
+Slow (four full default runs, about 9.5 min on 2 CPU cores): ``pytest -n 0 -m slow tests/science/test_floors.py``,
 a CI step of its own (.ci/run)."""
 
 from __future__ import annotations
