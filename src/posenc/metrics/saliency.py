@@ -204,7 +204,8 @@ class _MeanOverImages(Metric):
         self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    def _add(self, scores: Tensor) -> None:
+    def update_scores(self, scores: Tensor) -> None:
+        """Add per-image scores computed elsewhere (a task that also keeps them for its intervals)."""
         self.total += scores.sum().to(self.total)
         self.count += scores.numel()
 
@@ -218,7 +219,7 @@ class SaliencyMAE(_MeanOverImages):
     higher_is_better = False
 
     def update(self, pred: Tensor, gt: Tensor) -> None:
-        self._add(mae_per_image(pred, gt))
+        self.update_scores(mae_per_image(pred, gt))
 
 
 class SMeasure(_MeanOverImages):
@@ -234,7 +235,7 @@ class SMeasure(_MeanOverImages):
     def update(self, pred: Tensor, gt: Tensor) -> None:
         _check_maps(pred, gt, 3)
         scores = [s_measure(p, g, self.alpha) for p, g in zip(pred, gt)]
-        self._add(torch.tensor(scores, dtype=torch.float64))
+        self.update_scores(torch.tensor(scores, dtype=torch.float64))
 
 
 class MaxFMeasure(Metric):
@@ -254,7 +255,10 @@ class MaxFMeasure(Metric):
         self.add_state("count", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, pred: Tensor, gt: Tensor) -> None:
-        curves = f_measure_curve(pred, gt, self.num_thresholds, self.beta2)
+        self.update_curves(f_measure_curve(pred, gt, self.num_thresholds, self.beta2))
+
+    def update_curves(self, curves: Tensor) -> None:
+        """Add per-image F curves (:func:`f_measure_curve`) computed elsewhere."""
         self.curve_sum += curves.sum(dim=0).to(self.curve_sum)
         self.count += curves.shape[0]
 

@@ -23,15 +23,14 @@ tap that depends on every pixel, such as attention or squeeze-excitation).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import torch
-import torch.nn as nn
-from torchmetrics import MeanMetric
 
 from posenc.config.rules import Rule
 from posenc.data.datamodule import TEST_INPUTS, ImageSize, check_memory
@@ -134,7 +133,6 @@ class PosENetTask(PosencTask):
         self.channels_last, self.autocast = channels_last, autocast
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        self.test_metrics = nn.ModuleDict()
         # per metric key, the test pass's per-image scores and their units, for the intervals (on_test_epoch_end)
         self.per_image: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._backbone_digest: str | None = None
@@ -313,14 +311,8 @@ class PosENetTask(PosencTask):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.cache_train_features()
-        if stage == "test" and not len(self.test_metrics):
-            for prefix in ["test", *(f"tap/{tap}" for tap in self.each_tap)]:
-                for name in self.trainer.datamodule.test_names:  # type: ignore[attr-defined]  # set by Lightning
-                    for target in self.target_names:
-                        for metric in ("spc", "mae"):
-                            self.test_metrics[f"{prefix}|{name}|{target}|{metric}"] = MeanMetric()
-            if self.each_tap:
-                self.summary.update(tap_depths(self.backbone, self.image_size))
+        if stage == "test" and self.each_tap:
+            self.summary.update(tap_depths(self.backbone, self.image_size))
 
     def _score(self, prefix: str, name: str, pred: torch.Tensor, units: torch.Tensor) -> None:
         for j, target in enumerate(self.target_names):
@@ -328,17 +320,6 @@ class PosENetTask(PosencTask):
                 values = fn(pred[:, j], self.targets[j]).float()
                 key = f"{prefix}/{name}/{target}/{metric}"
                 self.per_image.setdefault(key, []).append((values.detach(), units))
-                # a ModuleDict's items are typed as Module: this one holds only MeanMetric (setup)
-                meter = cast(MeanMetric, self.test_metrics[f"{prefix}|{name}|{target}|{metric}"])
-                meter.update(values)
-                self.log(
-                    key,
-                    meter,
-                    on_step=False,
-                    on_epoch=True,
-                    add_dataloader_idx=False,
-                    batch_size=len(values),
-                )
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         name = self.trainer.datamodule.test_names[dataloader_idx]  # type: ignore[attr-defined]  # set by Lightning
@@ -358,14 +339,16 @@ class PosENetTask(PosencTask):
         self.per_image = {}
 
     def on_test_epoch_end(self) -> None:
-        """``<key>/ci_low`` and ``<key>/ci_high`` of every test metric into the summary: the 95% interval of
-        its mean over the per-image scores, resampling their units (gathered from every DDP rank:
-        ``PosencTask.gathered_per_image``). A test input of one unit (black, white: one image) has no
-        interval: nothing to resample."""
+        """Every test metric, the mean of its per-image scores gathered from every DDP rank
+        (``PosencTask.gathered_per_image``: one place keeps the scores, the mean and its interval both read
+        them), and its 95% interval into the summary (``<key>/ci_low``, ``<key>/ci_high``), resampling the
+        scores' units. A test input of one unit (black, white: one image) has no interval: nothing to
+        resample."""
         for key, (values, units) in self.gathered_per_image().items():
-            if len(np.unique(units[np.isfinite(values)])) < 2:
-                continue
-            self.record_interval(key, mean_interval(values, units))
+            finite = np.isfinite(values)
+            self.log(key, float(values[finite].mean()) if finite.any() else math.nan)
+            if len(np.unique(units[finite])) >= 2:
+                self.record_interval(key, mean_interval(values, units))
 
     def on_test_end(self) -> None:
         if not self.previews or not self.trainer.is_global_zero:

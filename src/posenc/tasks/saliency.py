@@ -64,9 +64,6 @@ class SaliencyTask(SegmentationTask):
     def update_metrics(self, logits: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         prob = torch.sigmoid(logits[:, 0].float())
         gt = target == 1
-        self.mae.update(prob, gt)
-        self.max_f.update(prob, gt)
-        self.s_measure.update(prob, gt)
         self.pixel_acc.update(prob, target)
         bins = torch.where(target == IGNORE_INDEX, -1, self.band_map.expand_as(target))
         error, correct = (prob - gt.float()).abs(), ((prob >= 0.5) == gt).float()
@@ -77,15 +74,22 @@ class SaliencyTask(SegmentationTask):
         self.record_test("correct_by_distance", per_image_bin_sums(correct, bins, len(self.names)), batch)
 
     def _record_images(self, prob: torch.Tensor, target: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-        """Each image's rows for the overall metrics' intervals: its MAE, S-measure, F curve (and a count of
-        1), correct and valid pixels (at ``pixel_acc``'s threshold, > 0.5)."""
+        """Each image's MAE, S-measure and F curve, computed once: into the metrics and into the rows of the
+        overall metrics' intervals (with a count of 1 per curve, and correct and valid pixels at
+        ``pixel_acc``'s threshold, > 0.5)."""
         gt = target == 1
-        scores = [s_measure(p, g, self.s_measure.alpha) for p, g in zip(prob, gt)]
+        mae = mae_per_image(prob, gt)
+        scores = torch.tensor(
+            [s_measure(p, g, self.s_measure.alpha) for p, g in zip(prob, gt)], dtype=torch.float64, device=prob.device
+        )
         curve = f_measure_curve(prob, gt, self.max_f.num_thresholds, self.max_f.beta2)
+        self.mae.update_scores(mae)
+        self.s_measure.update_scores(scores)
+        self.max_f.update_curves(curve)
         valid = target != IGNORE_INDEX
         right = ((prob > 0.5) == gt) & valid
-        self.record_test("mae", mae_per_image(prob, gt), batch)
-        self.record_test("s_measure", torch.tensor(scores, dtype=torch.float64, device=prob.device), batch)
+        self.record_test("mae", mae, batch)
+        self.record_test("s_measure", scores, batch)
         self.record_test("f_curve", torch.cat([curve, curve.new_ones(len(curve), 1)], dim=1), batch)
         self.record_test("pixel_correct", torch.stack([right.flatten(1).sum(1), valid.flatten(1).sum(1)], 1), batch)
 
