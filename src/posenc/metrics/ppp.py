@@ -24,7 +24,7 @@ resamples groups of images (:func:`ppp_intervals`, through
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -265,3 +265,71 @@ def ppp_intervals(
 def _pick(stats: Callable[[np.ndarray], dict[str, np.ndarray]], name: str) -> Callable[[np.ndarray], np.ndarray]:
     """The statistic ``name`` of :func:`resampled_stats` alone, as :func:`pooled_interval` takes it."""
     return lambda draws: stats(draws)[name]
+
+
+class PPPMoments:
+    """The streamed per-group sums PPP is computed from (Lin et al., ICML 2023; our definition): per tap,
+    each group's sums of the crops' features and of their reference (``[G, C, h, w]``), the pooled sum of
+    ref² (``[C, h, w]``) and each group's ref² total (``[G]``), and the images per group. One place for
+    what ``task=ppp`` streams through Lightning's test loop and the atlas engine (:mod:`posenc.engine`)
+    streams through its single pass: the two cannot drift apart. A group is the image's global index mod
+    ``groups`` (:data:`PPP_GROUPS`). The reference parts (:meth:`reference_state`) do not depend on how
+    the border is padded within a padding class and can be kept across paddings (:meth:`use_reference`)."""
+
+    REFERENCE_PARTS = ("reference", "reference_sq", "reference_sq_groups")
+
+    def __init__(self, layers: Sequence[str], groups: int) -> None:
+        self.layers, self.groups = list(layers), int(groups)
+        self.sums: dict[str, Tensor] = {}
+
+    def _add(self, key: str, value: Tensor, groups: Tensor | None = None) -> None:
+        if groups is None:
+            total = value.sum(dim=0)
+            self.sums[key] = self.sums[key] + total if key in self.sums else total
+            return
+        if key not in self.sums:
+            self.sums[key] = value.new_zeros((self.groups, *value.shape[1:]))
+        self.sums[key].index_add_(0, groups, value)
+
+    def add_features(self, taps: Mapping[str, Tensor], groups: Tensor) -> None:
+        """A batch's crop features (``taps[layer]``: ``[B, C, h, w]``) and its images' groups ``[B]``."""
+        for layer in self.layers:
+            self._add(f"{layer}/features", taps[layer].double(), groups)
+        self._add("counts", torch.ones(len(groups), dtype=torch.float64, device=groups.device), groups)
+
+    def add_reference(self, references: Mapping[str, Tensor], groups: Tensor) -> None:
+        """A batch's padding-free references (the contexts' taps cropped to the crops' footprints)."""
+        for layer in self.layers:
+            ref = references[layer].double()
+            square = ref * ref
+            self._add(f"{layer}/reference", ref, groups)
+            self._add(f"{layer}/reference_sq", square)
+            self._add(f"{layer}/reference_sq_groups", square.flatten(1).sum(dim=1), groups)
+
+    def reference_state(self) -> dict[str, Tensor]:
+        """The reference parts and the counts (what a later padding of the same class can reuse)."""
+        return {k: v for k, v in self.sums.items() if k == "counts" or k.split("/")[-1] in self.REFERENCE_PARTS}
+
+    def use_reference(self, state: Mapping[str, Tensor]) -> None:
+        """Take the reference parts of ``state`` (:meth:`reference_state` of the same images) instead of
+        adding them again; the counts must match."""
+        counts = self.sums.get("counts")
+        if counts is not None and not torch.equal(state["counts"].to(counts), counts):
+            raise PosencError("the PPP reference kept for this network groups other images than this pass")
+        self.sums.update({k: v.to(counts.device if counts is not None else v.device) for k, v in state.items()})
+
+    def reduce(self, reduce: Callable[[Tensor], Tensor]) -> None:
+        """Apply ``reduce`` to every sum (under DDP: the sum over ranks)."""
+        self.sums = {k: reduce(v) for k, v in self.sums.items()}
+
+    def strengths(self, layer: str, intervals: bool = True) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
+        """``(ppp_from_moments of layer, its ppp_intervals)`` (``{}`` without ``intervals``)."""
+        counts = self.sums["counts"]
+        count = float(counts.sum())
+        features, ref = self.sums[f"{layer}/features"], self.sums[f"{layer}/reference"]
+        stats = ppp_from_moments(
+            features.sum(dim=0) / count, ref.sum(dim=0) / count, self.sums[f"{layer}/reference_sq"] / count
+        )
+        if not intervals:
+            return stats, {}
+        return stats, ppp_intervals(features, ref, self.sums[f"{layer}/reference_sq_groups"], counts)

@@ -20,7 +20,7 @@ range only, initialised with that range's fan-in, so each head is exactly a read
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 import torch.nn as nn
@@ -68,6 +68,46 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         return y * self.weight.view(shape) + self.bias.view(shape)
 
 
+def _segments(spans: list) -> list[tuple[int, int, torch.Tensor]]:
+    """The channel axis of ``spans`` (``((a, b), (c0, c1))`` per run of heads) cut at every range's ends:
+    ``(s0, s1, columns)`` per piece that some run reads, ``columns`` the output columns of every run whose
+    range holds the piece."""
+    cuts = sorted({edge for (a, b), _ in spans for edge in (a, b)})
+    pieces = []
+    for s0, s1 in zip(cuts, cuts[1:]):
+        columns = [torch.arange(c0, c1) for (a, b), (c0, c1) in spans if a <= s0 and s1 <= b]
+        if columns:
+            pieces.append((s0, s1, torch.cat(columns)))
+    return pieces
+
+
+class _BlockRows(torch.autograd.Function):
+    """``x [P, C] -> z [P, R]`` where column range ``c0:c1`` of ``z`` reads only rows ``a:b`` of ``w [C, R]``
+    (``spans``: ``((a, b), (c0, c1))`` per run of heads). Computed piece by piece of the channel axis
+    (:func:`_segments`): each piece is read once, by one product for every run whose range holds it (the
+    all-taps readout and the piece's own tap readout together: wider products, which BLAS runs faster than
+    one narrow product per run). Its own backward because autograd's slice of ``w`` per run allocates and
+    fills a zero gradient of the whole ``w`` per run; here one, and ``x`` (frozen features) gets none."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, spans: list) -> torch.Tensor:  # type: ignore[override]
+        pieces = _segments(spans)
+        ctx.save_for_backward(x)
+        ctx.pieces, ctx.shape = pieces, w.shape
+        z = x.new_zeros(x.shape[0], w.shape[1])
+        for s0, s1, columns in pieces:
+            z.index_add_(1, columns, x[:, s0:s1] @ w[s0:s1, columns])
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        dw = grad.new_zeros(ctx.shape)
+        for s0, s1, columns in ctx.pieces:
+            dw[s0:s1, columns] = x[:, s0:s1].T @ grad[:, columns]
+        return None, dw, None
+
+
 class ThinConv2d(nn.Conv2d):
     """A ``Conv2d`` (same parameters, init and state dict) computed, when it has many more input
     than output channels (the readout's first conv: 1472 -> 5 for VGG16), as one 1x1 conv to
@@ -96,24 +136,53 @@ class ThinConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks, bias = self.blocks, self.bias  # channel_groups: each run of heads reads its own channels
-        if blocks is not None:
+        if blocks is None:
+            return self._linear_map(x, self.weight, self.bias)
+        if not self._thin():
             return torch.cat(
                 [
-                    self._linear_map(x[:, a:b], self.weight[h0:h1, a:b], None if bias is None else bias[h0:h1])
+                    self._conv_forward(x[:, a:b], self.weight[h0:h1, a:b], None if bias is None else bias[h0:h1])
                     for (a, b), (h0, h1) in blocks
                 ],
                 dim=1,
             )
-        return self._linear_map(x, self.weight, self.bias)
+        # every run of heads' 1x1 rows, then one shift-and-add over all of them: the k x k sum of slices
+        # once per call, not once per run (with 3 seeds x 6 readouts that was 18 x 9 slices, whose
+        # backward allocations took half of an atlas readout step; profiled in docs/atlas.md). On
+        # channels-last features the rows are matrix products of column ranges of one [B*H*W, C] view:
+        # BLAS reads a range in place, where a conv copies each channel slice first (another quarter).
+        k = self.kernel_size[0]
+        if x.is_contiguous(memory_format=torch.channels_last) and not self.padding[0]:  # type: ignore[index]
+            b_, c_, h_, w_ = x.shape
+            cout = self.weight.shape[0]
+            flat = x.permute(0, 2, 3, 1).reshape(b_ * h_ * w_, c_)
+            columns = self.weight.permute(1, 0, 2, 3).reshape(c_, cout * k * k)  # (o, di, dj) per column
+            spans = [((a, b), (h0 * k * k, h1 * k * k)) for (a, b), (h0, h1) in blocks]
+            z = _BlockRows.apply(flat, columns, spans).view(b_, h_, w_, cout, k, k)
+            oh, ow = h_ - k + 1, w_ - k + 1
+            out = bias if bias is not None else z.new_zeros(())
+            for di in range(k):
+                for dj in range(k):
+                    out = out + z[:, di : di + oh, dj : dj + ow, :, di, dj]
+            return out.permute(0, 3, 1, 2)
+        rows = [
+            F.conv2d(x[:, a:b], self.weight[h0:h1, a:b].permute(0, 2, 3, 1).reshape((h1 - h0) * k * k, b - a, 1, 1))
+            for (a, b), (h0, h1) in blocks
+        ]
+        return self._shift_sum(torch.cat(rows, dim=1), self.weight.shape[0], bias)
 
     def _linear_map(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         k, cout = self.kernel_size[0], weight.shape[0]
         if not (self._thin() and cout * k * k <= weight.shape[1]):  # few outputs per input channel only
             return self._conv_forward(x, weight, bias)
-        assert isinstance(self.padding, tuple)  # checked by _thin(): not a "same"/"valid" string
-        p = self.padding[0]
         rows = weight.permute(0, 2, 3, 1).reshape(cout * k * k, weight.shape[1], 1, 1)  # (o, di, dj)
-        z = F.conv2d(x, rows)  # [B, cout*k*k, H, W]
+        return self._shift_sum(F.conv2d(x, rows), cout, bias)
+
+    def _shift_sum(self, z: torch.Tensor, cout: int, bias: torch.Tensor | None) -> torch.Tensor:
+        """The k x k conv from its 1x1 rows ``z`` ``[B, cout * k * k, H, W]`` (ordered (o, di, dj)): the sum
+        of the ``k x k`` shifted slices, plus the bias."""
+        assert isinstance(self.padding, tuple)  # checked by _thin(): not a "same"/"valid" string
+        k, p = self.kernel_size[0], self.padding[0]
         if p:
             z = F.pad(z, (p, p, p, p))
         b, _, h, w = z.shape

@@ -33,7 +33,7 @@ from posenc.config.rules import Rule
 from posenc.data.datamodule import ImageSize
 from posenc.errors import PosencError, check_choice
 from posenc.io import atomic_save, safe_load
-from posenc.metrics.ppp import INTERVAL_STATS, crop_center, ppp_from_moments, ppp_groups, ppp_intervals
+from posenc.metrics.ppp import INTERVAL_STATS, PPPMoments, crop_center, ppp_groups
 from posenc.models.backbones.base import TAP_NAMES, TappedBackbone
 from posenc.models.receptive_field import (
     check_context,
@@ -140,7 +140,7 @@ class PPPTask(PosencTask):
     def setup(self, stage: str) -> None:
         self.check_data(self.trainer.datamodule)  # type: ignore[attr-defined]  # set by Lightning, not declared
         self.groups = ppp_groups(self.trainer.datamodule.num_test)  # type: ignore[attr-defined]  # set by Lightning
-        self.sums: dict[str, torch.Tensor] = {}  # per group [G, ...] (and "counts" [G]), or pooled [C, h, w]
+        self.moments = PPPMoments(self.layers, self.groups)  # the streamed sums (posenc.metrics.ppp)
         self.seconds = {"crops": 0.0, "contexts": 0.0}
         self.cached = self._load_reference()
 
@@ -208,17 +208,6 @@ class PPPTask(PosencTask):
         )
 
     # -- measurement -------------------------------------------------------------------------
-    def _add(self, key: str, value: torch.Tensor, groups: torch.Tensor | None = None) -> None:
-        """Add a batch's ``[B, ...]`` values to the sums: pooled over the batch, or per group (``groups``
-        ``[B]``: each image's group) into ``[G, ...]``."""
-        if groups is None:
-            total = value.sum(dim=0)
-            self.sums[key] = self.sums[key] + total if key in self.sums else total
-            return
-        if key not in self.sums:
-            self.sums[key] = value.new_zeros((self.groups, *value.shape[1:]))
-        self.sums[key].index_add_(0, groups, value)
-
     def _groups(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Each image's bootstrap group: its global index (the dataset's, the same on every rank and for
         the cached reference) mod the number of groups."""
@@ -233,51 +222,41 @@ class PPPTask(PosencTask):
         taps = dict(zip(self.backbone.tap_names, self.backbone(crop_center(contexts, self.margin, self.image_size))))
         self.seconds["crops"] += time.perf_counter() - start
         groups = self._groups(batch)
-        for layer in self.layers:
-            self._add(f"{layer}/features", taps[layer].double(), groups)
+        self.moments.add_features(taps, groups)
         if self.cached is None:
             start = time.perf_counter()
             wide = dict(zip(self.backbone.tap_names, self.backbone(contexts)))
             self.seconds["contexts"] += time.perf_counter() - start
-            for layer in self.layers:
-                ref = reference_crop(
-                    wide[layer], self.margin, self.geometries[layer].jump, tuple(taps[layer].shape[-2:])
-                ).double()
-                square = ref * ref
-                self._add(f"{layer}/reference", ref, groups)
-                self._add(f"{layer}/reference_sq", square)
-                self._add(f"{layer}/reference_sq_groups", square.flatten(1).sum(dim=1), groups)
-        self._add("counts", torch.ones(len(groups), dtype=torch.float64, device=groups.device), groups)
+            self.moments.add_reference(
+                {
+                    layer: reference_crop(
+                        wide[layer], self.margin, self.geometries[layer].jump, tuple(taps[layer].shape[-2:])
+                    )
+                    for layer in self.layers
+                },
+                groups,
+            )
 
     def on_test_epoch_end(self) -> None:
         strategy = self.trainer.strategy
-        sums = {k: strategy.reduce(v, reduce_op="sum") for k, v in self.sums.items()}
-        counts = sums["counts"]
+        self.moments.reduce(lambda v: strategy.reduce(v, reduce_op="sum"))
         if self.cached is None:
-            reference = {k: v for k, v in sums.items() if "/reference" in k}
             if self.reference_cache == "disk" and self.trainer.is_global_zero:
                 # unique temp name + rename: two runs filling a fresh cache both succeed
-                payload = {
-                    "format": REFERENCE_FORMAT,
-                    "counts": counts.cpu(),
-                    **{k: v.cpu() for k, v in reference.items()},
-                }
-                atomic_save(payload, self._cache_path())
+                state = {k: v.cpu() for k, v in self.moments.reference_state().items()}
+                atomic_save({"format": REFERENCE_FORMAT, **state}, self._cache_path())
         else:
-            reference = {k: v.to(self.device) for k, v in self.cached.items() if "/reference" in k}
-            if not torch.equal(self.cached["counts"].to(counts), counts):
+            try:
+                self.moments.use_reference({k: v for k, v in self.cached.items() if k != "format"})
+            except PosencError:
                 raise PosencError(
                     f"PPP reference cache {self._cache_path()} groups other images than this run; delete it"
-                )
-        count = float(counts.sum())
+                ) from None
+        count = float(self.moments.sums["counts"].sum())
         self.heatmaps, self.profiles = {}, {}
         summary: dict[str, Any] = {}
         for layer in self.layers:
-            features, ref = sums[f"{layer}/features"], reference[f"{layer}/reference"]
-            stats = ppp_from_moments(
-                features.sum(dim=0) / count, ref.sum(dim=0) / count, reference[f"{layer}/reference_sq"] / count
-            )
-            intervals = ppp_intervals(features, ref, reference[f"{layer}/reference_sq_groups"], counts)
+            stats, intervals = self.moments.strengths(layer)
             self.log(f"test/ppp_snr_{layer}", stats["snr"])
             self.log(f"test/ppp_rel_energy_{layer}", stats["rel_energy"])
             summary.update(
