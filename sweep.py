@@ -54,7 +54,9 @@ from posenc.run.slurm import all_ended, submitit_job_ids, wait_for_jobs
 from posenc.sweeps.collect import COMPLETED, PROBE_DIR, collect, group_results
 from posenc.sweeps.presets import (
     GROUPS_FILE,
+    every_group,
     expand_overrides,
+    fold_overrides,
     list_presets,
     preset_groups,
     reserve_sweep_dir,
@@ -162,6 +164,7 @@ def run_groups(
     parallel = max(1, min(parallel or cores, len(groups)))
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // parallel))} if parallel > 1 else None
     print(f"sweep {name}: {len(groups)} groups into {sweep_dir}, {parallel} at a time", flush=True)
+    started = time.time()
     pending, running, rc = list(groups.items()), [], 0
     try:
         while pending or running:
@@ -199,6 +202,8 @@ def run_groups(
                 proc.send_signal(signal.SIGKILL)
         report(sweep_dir)
         return 130
+    spec["wall_s"] = round(time.time() - started, 1)  # the atlas report states it beside the jobs' times
+    write_json(sweep_dir / GROUPS_FILE, spec)
     ok = report(sweep_dir)
     return 0 if ok and rc == 0 else 1
 
@@ -238,7 +243,7 @@ def run_sweep(name: str, overrides: list[str]) -> int:
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("groups=")]
     parallel = [o.split("=", 1)[1] for o in overrides if o.startswith("parallel=")]
     overrides = [o for o in overrides if not o.startswith(("groups=", "parallel="))]
-    overrides = quote_paths(overrides)
+    overrides = quote_paths(fold_overrides(name, overrides))
     check_group_overrides(overrides)
     if parallel and not (parallel[-1].isdigit() and int(parallel[-1]) >= 1):
         raise PosencError(f"parallel={parallel[-1]} is not valid; valid: an int >= 1 (groups run at once)")
@@ -248,6 +253,7 @@ def run_sweep(name: str, overrides: list[str]) -> int:
             f"{key}={value} is not valid for sweep {name}: it has no groups; valid: a preset with groups (atlas)"
         )
     picked = select_groups(groups, chosen[-1] if chosen else None) if groups else {}
+    picked = {label: [*every_group(name), *group] for label, group in picked.items()}
     check_jobs(name, overrides, next(iter(picked.values()), []))  # before a sweep dir exists
     if groups:
         return run_groups(name, picked, report_name, overrides, int(parallel[-1]) if parallel else None)

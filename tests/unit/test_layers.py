@@ -18,11 +18,12 @@ LAYERS = (
     ("posenc.config",),
     ("posenc.models", "posenc.data", "posenc.viz"),
     ("posenc.metrics",),
+    ("posenc.engine",),
     ("posenc.tasks",),
     ("posenc.run", "posenc.analysis"),
     ("posenc.sweeps",),
     ("posenc.cli",),
-    ("posenc.tools",),
+    ("posenc.tools", "posenc.api"),
 )
 TORCH_FREE = ("posenc.errors", "posenc.io", "posenc.registry", "posenc.progress", "posenc.constants",
               "posenc.sweeps.presets", "posenc.sweeps.collect", "posenc.sweeps.probe", "posenc.sweeps.tables",

@@ -184,13 +184,86 @@ def _note(job: Any, kind: str) -> str | None:
     return f"{kind} {job.status}: {error.split(': ', 1)[-1]}" if error else f"{kind} {job.status}"
 
 
+@dataclass
+class CellJob:
+    """One (padding, seed) of an atlas-engine job (``task=atlas``, :mod:`posenc.tasks.atlas`), read back as
+    the job a per-cell run was: its metrics, its status (``failed`` with the one line the model gave for
+    that padding), its engine time, and its job's dir (for the job's config) and overrides."""
+
+    job_dir: Path | None
+    overrides: list[str]
+    status: str
+    metrics: dict[str, Any]
+    error: str | None = None
+    wall_time_s: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.job_dir.name if self.job_dir is not None else ""
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+ENGINE_PREFIX = "atlas/"
+
+
+def engine_job(job: Any) -> bool:
+    """Whether ``job`` ran the atlas engine (one job per model: ``task=atlas``)."""
+    return str(job.metrics.get("task") or override_value(job.overrides, "task") or "") == "atlas"
+
+
+def engine_cells(job: Any) -> list[CellJob]:
+    """The (padding, seed) cells of an atlas-engine ``job``: its ``atlas/<padding>/s<seed>/<key>`` metrics as
+    one :class:`CellJob` each; a job that did not complete is one failed cell per padding it was to run."""
+    if not job.completed:
+        paddings = _job_setting(job, "task.paddings") or ["?"]
+        return [
+            CellJob(job.job_dir, [f"padding={p}", *job.overrides], job.status, {"padding": str(p)}, job.error)
+            for p in paddings
+        ]
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, value in job.metrics.items():
+        parts = key.split("/", 3)
+        if len(parts) == 4 and parts[0] == "atlas" and parts[2].startswith("s") and parts[2][1:].lstrip("-").isdigit():
+            found.setdefault((parts[1], parts[2][1:]), {})[parts[3]] = value
+    cells = []
+    for (padding, seed), metrics in found.items():
+        error = metrics.pop("error", None)
+        metrics.update({"padding": padding, "seed": int(seed)})
+        seconds = sum(float(metrics.get(f"atlas/time/{part}_s") or 0.0) for part in ("forward", "readout", "other"))
+        cells.append(
+            CellJob(
+                job.job_dir,
+                [f"padding={padding}", f"seed={seed}", *job.overrides],
+                "failed" if error else "completed",
+                metrics,
+                str(error) if error else None,
+                seconds or None,
+            )
+        )
+    return cells
+
+
 def atlas_cells(groups: Mapping[str, Sequence[Any]]) -> list[Cell]:
     """The cells of an atlas sweep: ``groups`` maps a model's label to its jobs (one sub-sweep per
-    model; its seeds are jobs of the same cell). Cells are ordered by model (the groups' order), then
-    padding (:data:`PADDING_ORDER`)."""
+    model; its seeds are jobs of the same cell; an atlas-engine job holds all of a model's cells,
+    :func:`engine_cells`). Cells are ordered by model (the groups' order), then padding
+    (:data:`PADDING_ORDER`)."""
     cells: dict[tuple[str, str, str], Cell] = {}
     for model, jobs in groups.items():
         for job in jobs:
+            if engine_job(job):
+                for part in engine_cells(job):
+                    padding = str(part.metrics.get("padding") or "?")
+                    weights = _job_setting(job, "backbone.weights")
+                    label = "random init" if weights in (None, "null") else str(weights)
+                    cell = cells.setdefault((model, padding, label), Cell(model, padding, label))
+                    cell.posenet.append(part)
+                    if part.completed and any(k.startswith("ppp/") for k in part.metrics) or not part.completed:
+                        cell.ppp.append(part)
+                continue
             kind = _kind(job)
             if kind is None:
                 continue
@@ -436,6 +509,7 @@ def markdown(
     wall_s: float | None = None,
     forward_s: float | None = None,
     sections: Sequence[str] = (),
+    sweep_wall_s: float | None = None,
 ) -> str:
     """``atlas.md``: one line per cell: H SPC per tap (with its receptive field / image size), the
     multi-tap readout, PPP per tap, the weights, the seeds and the cell's wall time, every number with its
@@ -482,29 +556,50 @@ def markdown(
             f"| {seconds} | {group[0]['note'] or ''} |"
         )
     lines += ["", *sections]
+    if sweep_wall_s is not None:
+        lines += [f"Wall time of the atlas sweep: {sweep_wall_s:.0f} s.", ""]
     if wall_s is not None:
         lines += [
-            f"Wall time of the atlas: {wall_s:.0f} s of job wall time"
-            + (f", of which forward passes {forward_s:.0f} s." if forward_s is not None else "."),
+            f"Time of the atlas: {wall_s:.0f} s of job wall time"
+            + (
+                f", of which forward passes {forward_s:.0f} s (job time / forward passes: {wall_s / forward_s:.2f})."
+                if forward_s
+                else "."
+            ),
         ]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+FORWARD_KEYS = ("atlas/time/forward_s", "posenet/time/encode_s", "ppp/time/crops_s", "ppp/time/contexts_s")
+
+
+def job_times(groups: Mapping[str, Sequence[Any]]) -> tuple[float, float]:
+    """``(job wall time, forward passes)`` of an atlas sweep's completed jobs, in seconds: what the atlas
+    costs against the backbones' passes (an engine job's ``atlas/time/forward_s``; a per-cell run's
+    PosENet encoding and PPP passes)."""
+    wall = forward = 0.0
+    for jobs in groups.values():
+        for job in jobs:
+            if not job.completed:
+                continue
+            wall += float(job.wall_time_s or 0.0)
+            keys = FORWARD_KEYS[:1] if engine_job(job) else FORWARD_KEYS[1:]
+            forward += sum(float(job.metrics.get(k) or 0.0) for k in keys)
+    return wall, forward
 
 
 def write_atlas(sweep_dir: Path, groups: Mapping[str, Sequence[Any]]) -> list[Path]:
     """``atlas.csv``, ``atlas.md`` and ``atlas.png`` into ``sweep_dir``."""
     cells = atlas_cells(groups)
     rows = atlas_rows(cells)
-    wall = sum(t for c in cells for t in (_wall(c.posenet), _wall(c.ppp)) if t is not None)
-    forward = 0.0
-    for cell in cells:
-        for job in [*cell.done("posenet"), *cell.done("ppp")]:
-            m = job.metrics
-            forward += float(m.get("posenet/time/encode_s") or 0.0)
-            forward += float(m.get("ppp/time/crops_s") or 0.0) + float(m.get("ppp/time/contexts_s") or 0.0)
+    wall, forward = job_times(groups)
     sweep_dir = Path(sweep_dir)
     paths = [write_csv(sweep_dir / "atlas.csv", rows)]
     md = sweep_dir / "atlas.md"
-    md.write_text(markdown(rows, wall, forward, [*padding_differences(cells), *seed_spread(rows)]))
+    from posenc.io import read_json
+
+    sweep_wall = (read_json(sweep_dir / "groups.json") or {}).get("wall_s")
+    md.write_text(markdown(rows, wall, forward, [*padding_differences(cells), *seed_spread(rows)], sweep_wall))
     paths.append(md)
     if rows:
         from posenc.viz.atlas_figure import atlas_figure

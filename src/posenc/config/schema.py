@@ -117,6 +117,13 @@ LocationClsTaskSchema = generated("posenc.tasks.location_cls.LocationClassificat
 # task=semseg | location_seg | saliency: one signature, SegmentationTask's
 SegmentationTaskSchema = generated("posenc.tasks.semseg.SemanticSegmentationTask", "SegmentationTaskSchema")
 PPPTaskSchema = generated("posenc.tasks.ppp.PPPTask", "PPPTaskSchema")
+# task=atlas builds its backbone per padding and seed from the config nodes it is handed (_recursive_: false)
+AtlasTaskSchema = generated(
+    "posenc.tasks.atlas.AtlasTask",
+    "AtlasTaskSchema",
+    retyped={"backbone": Any, "data": Any, "readout": Any},
+    extra=(("_recursive_", bool, False),),
+)
 # PosENetTask passes the readout its number of maps (one per target) and, with tap_readouts=each, each
 # head's channels; the partial's other missing argument (in_channels) has no default, so it is left out anyway
 ReadoutSchema = generated(
@@ -251,6 +258,8 @@ class TrainSchema:
     pivot: Optional[str] = None  # set by presets: the swept key whose values become report columns
     groups: Optional[Any] = None  # set by grouped presets (atlas): label -> overrides, one multirun each (sweep.py)
     report: Optional[str] = None  # set by grouped presets: the report over all groups (posenc.sweeps.reports.REPORTS)
+    fold: Optional[Any] = None  # set by presets (atlas): a swept key -> the job's list it becomes (sweep.py)
+    every_group: Optional[Any] = None  # set by grouped presets (atlas): overrides before every group's (sweep.py)
     paper: Optional[PaperSchema] = None  # set by presets that mirror a paper's table: its numbers, for collect
     paths: PathsSchema = field(default_factory=PathsSchema)
 
@@ -267,6 +276,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "task_location_cls": LocationClsTaskSchema,
     "task_segmentation": SegmentationTaskSchema,
     "task_ppp": PPPTaskSchema,
+    "task_atlas": AtlasTaskSchema,
     "readout_posenet": ReadoutSchema,
     "readout_gap_linear": GapLinearSchema,
     "readout_flatten_linear": FlattenLinearSchema,

@@ -132,6 +132,10 @@ def _taps_of(backbone: TappedBackbone, images: torch.Tensor, protocol: Protocol)
     return out
 
 
+def _size(tap: torch.Tensor) -> tuple[int, int]:
+    return int(tap.shape[-2]), int(tap.shape[-1])
+
+
 class PPPPass:
     """PPP of one network at one padding and seed, sharing the reference across the paddings of a class
     (``references``: (seed, class, margin, layers) -> :meth:`PPPMoments.reference_state`)."""
@@ -179,7 +183,7 @@ class PPPPass:
                 named = dict(zip(backbone.tap_names, taps))
                 reference = {
                     t: reference_crop(
-                        named[t], margin, geometries[t].jump, tuple(crops[b][backbone.tap_names.index(t)].shape[-2:])
+                        named[t], margin, geometries[t].jump, _size(crops[b][backbone.tap_names.index(t)])
                     )
                     for t in layers
                 }

@@ -90,7 +90,7 @@ class _BlockRows(torch.autograd.Function):
     fills a zero gradient of the whole ``w`` per run; here one, and ``x`` (frozen features) gets none."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, spans: list) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, spans: list) -> torch.Tensor:
         pieces = _segments(spans)
         ctx.save_for_backward(x)
         ctx.pieces, ctx.shape = pieces, w.shape
@@ -100,7 +100,7 @@ class _BlockRows(torch.autograd.Function):
         return z
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
         (x,) = ctx.saved_tensors
         dw = grad.new_zeros(ctx.shape)
         for s0, s1, columns in ctx.pieces:
@@ -152,7 +152,7 @@ class ThinConv2d(nn.Conv2d):
         # channels-last features the rows are matrix products of column ranges of one [B*H*W, C] view:
         # BLAS reads a range in place, where a conv copies each channel slice first (another quarter).
         k = self.kernel_size[0]
-        if x.is_contiguous(memory_format=torch.channels_last) and not self.padding[0]:  # type: ignore[index]
+        if x.is_contiguous(memory_format=torch.channels_last) and not self.padding[0]:
             b_, c_, h_, w_ = x.shape
             cout = self.weight.shape[0]
             flat = x.permute(0, 2, 3, 1).reshape(b_ * h_ * w_, c_)

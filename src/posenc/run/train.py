@@ -223,6 +223,24 @@ def train(
     owned = loggers is None
     loggers = [] if loggers is None else loggers
     loggers.extend(build_loggers(cfg.logger))
+    if not task.uses_trainer:  # a measurement with its own loop (the atlas engine): no Trainer to build
+        try:
+            for logger in loggers:
+                logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            merged = task.measure(run_dir)
+            numbers = {
+                k: float(v) for k, v in merged.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            for logger in loggers:
+                logger.log_metrics(numbers, step=0)
+        finally:
+            if owned:
+                finish_loggers(loggers)
+        metrics = flat_metrics(merged, cfg, choices, {"status": "completed"}, order=task.report_order())
+        if is_rank_zero():
+            write_json(run_dir / "metrics.json", metrics)
+            print_results(metrics, task.console_tables(metrics))
+        return metrics
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     try:
         trainer = instantiate(

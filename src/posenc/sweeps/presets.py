@@ -75,6 +75,15 @@ def preset_groups(name: str, conf_dir: Path = CONF_DIR) -> tuple[dict[str, list[
     return {str(k): [str(o) for o in v] for k, v in groups.items()}, (str(report) if report else None)
 
 
+def every_group(name: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The overrides preset ``name`` puts before every group's own (its ``every_group:``; the atlas:
+    ``task=atlas``), also before a group named by a backbone option."""
+    path = Path(conf_dir) / "sweep" / f"{name}.yaml"
+    cfg = OmegaConf.load(path) if path.is_file() else OmegaConf.create()
+    found = cfg.get("every_group") if isinstance(cfg, DictConfig) else None
+    return [str(o) for o in (found or [])]
+
+
 def select_groups(groups: Mapping[str, list[str]], chosen: str | None) -> dict[str, list[str]]:
     """The groups ``groups=a,b`` names (a label of the preset, or any backbone option: ``[backbone=<it>]``);
     all of them when ``chosen`` is None."""
@@ -94,3 +103,24 @@ def select_groups(groups: Mapping[str, list[str]], chosen: str | None) -> dict[s
     if not picked:
         raise PosencError(f"groups={chosen} names no group; valid: {', '.join(groups)}")
     return picked
+
+
+def fold_overrides(name: str, overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]:
+    """``overrides`` with the keys preset ``name`` folds (its ``fold:``, e.g. the atlas's ``padding:
+    task.paddings``) turned from a sweep into one job's list: ``padding=zeros,none`` ->
+    ``task.paddings=[zeros,none]`` (one job per model measures every padding in one pass)."""
+    path = Path(conf_dir) / "sweep" / f"{name}.yaml"
+    cfg = OmegaConf.load(path) if path.is_file() else OmegaConf.create()
+    folds = cfg.get("fold") if isinstance(cfg, DictConfig) else None
+    if not folds:
+        return list(overrides)
+    out = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        target = folds.get(key) if "=" in override else None
+        if target is None:
+            out.append(override)
+            continue
+        values = value.strip("[]")
+        out.append(f"{target}=[{values}]")
+    return out

@@ -36,6 +36,7 @@ class PosencTask(L.LightningModule):
     """
 
     trains: ClassVar[bool] = True
+    uses_trainer: ClassVar[bool] = True  # False: :meth:`measure` is the whole run (the atlas engine's own loop)
     metric_order: ClassVar[tuple[str, ...]] = ()
     grid_order: ClassVar[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None] = None
 
@@ -44,6 +45,10 @@ class PosencTask(L.LightningModule):
         self.summary: dict[str, Any] = {}
         # per record, the test pass's per-image rows and their units, for the intervals (issue 33 §3)
         self.per_image: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def measure(self, run_dir: Any) -> dict[str, Any]:
+        """The run of a task that does not use Lightning's Trainer (``uses_trainer = False``): its metrics."""
+        raise NotImplementedError(f"{type(self).__name__} runs through the Trainer")
 
     def check_data(self, datamodule: Any) -> None:
         """Raise a one-line ``PosencError`` if ``datamodule`` cannot feed this task (default: any can)."""
