@@ -272,6 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         ),
         lambda: location_step(gpu, out),
         lambda: ddp_step(n_gpus, args.ddp_tol, out),
+        # the atlas at paper scale (issue 34): the default zoo, paddings and seeds at 224 px, the readouts on
+        # 28 x 28 features, one job per model on the one GPU (parallel=1)
+        lambda: script_step(
+            "atlas_224",
+            ["sweep.py", "atlas", "data.image_size=224", "readout.feature_size=28", "task.device=cuda", "parallel=1",
+             f"paths.output_root={out / 'atlas_224'}"],
+            ["sweep.py", "atlas", "groups=tiny", "padding=zeros", "seed=0", "task.max_steps=20", "task.ppp_contexts=4",
+             "data.num_train=16", "data.num_val=0", f"paths.output_root={out / 'atlas_smoke'}"],
+            gpu,
+            420,
+        ),
     ):
         step = make()
         steps.append(step)

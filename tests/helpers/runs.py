@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from posenc.config.compose import compose_run  # noqa: F401 - re-exported for the tests
@@ -24,7 +24,7 @@ TINY = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def cached_run(tmp_root: str, *overrides: str) -> dict:
     """Metrics of one composed run, trained once per worker and shared by the effect tests of a
     module (``tmp_root`` from a module-scoped ``tmp_path_factory`` dir)."""
@@ -38,7 +38,7 @@ def cached_run(tmp_root: str, *overrides: str) -> dict:
     return metrics
 
 
-@lru_cache(maxsize=None)
+@cache
 def _script(name: str):
     """A top-level script (``train.py``, ``sweep.py``) loaded as a module once: its ``cli`` / ``main``
     is the command as a function."""

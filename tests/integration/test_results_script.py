@@ -18,7 +18,7 @@ sys.modules[SPEC.name] = results  # dataclasses look their module up
 SPEC.loader.exec_module(results)
 
 
-def output(text: str, workdir: Path = ROOT, **kw) -> "results.Output":
+def output(text: str, workdir: Path = ROOT, **kw) -> results.Output:
     return results.Output(text, 0, kw.get("wall_s", 151.0), kw.get("peak_rss_mib", 2048.0), workdir, kw.get("load"))
 
 

@@ -491,3 +491,27 @@ def test_padding_then_probe_runs_both_stages_on_the_cluster(tmp_path):
         assert set(settled(list(jobs.values())).values()) == {"COMPLETED"}, stage
         rows = read_csv(stage / "results.csv")
         assert sorted((r["padding"], r["status"]) for r in rows) == [("circular", "completed"), ("zeros", "completed")]
+
+
+def test_the_atlas_runs_one_cluster_job_per_model(tmp_path):
+    """``sweep.py atlas hydra/launcher=slurm`` (issue 34): each model of the zoo is one SLURM job running the atlas
+    engine over its paddings and seeds; the atlas is collected from them as from local jobs."""
+    small = ["task.max_steps=60", "task.ppp_contexts=4", "data.num_train=32", "data.num_val=0", "task.seeds=[0,1]"]
+    proc = sweep_in_process(
+        "atlas", "groups=tiny,tiny_bn", "padding=zeros,none", *CLUSTER, *small, f"paths.output_root={tmp_path}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = Path(proc.stdout.strip().splitlines()[-1])
+    ids = []
+    for model in ("tiny", "tiny_bn"):
+        jobs = submitit_job_ids(sweep / model)
+        assert sorted(jobs) == [0], model  # one job per model
+        ids.extend(jobs.values())
+        status = read(sweep / model / "0" / "status.json")
+        assert status["status"] == "completed" and status["slurm_job_id"], status
+    assert len(set(ids)) == 2 and set(settled(ids).values()) == {"COMPLETED"}
+    rows = read_csv(sweep / "atlas.csv")
+    cells = {(r["model"], r["padding"]) for r in rows if r["tap"] == "all"}
+    assert cells == {(m, p) for m in ("tiny", "tiny_bn") for p in ("zeros", "none")}
+    assert all(r["n_seeds"] == "2" for r in rows if r["tap"] == "all")
+    assert "job time / forward passes" in (sweep / "atlas.md").read_text()

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from posenc.data.position_maps import make_targets
-from posenc.engine.readouts import ALL, ReadoutPlan, TrainedReadouts, train_readouts
+from posenc.engine.readouts import ALL, ReadoutPlan, TrainedReadouts, feature_dtype, train_readouts
 from posenc.errors import PosencError, first_line
 from posenc.metrics.intervals import mean_interval
 from posenc.metrics.ppp import PPPMoments, crop_center, ppp_groups
@@ -63,6 +63,7 @@ class Protocol:
     ppp: bool = True
     ppp_bootstrap: bool | None = None
     channels_last: bool = True
+    device: str = "cpu"  # where the backbone runs and the readouts train (cpu | cuda | cuda:N)
     plan: ReadoutPlan = field(default_factory=ReadoutPlan)
 
 
@@ -113,6 +114,7 @@ def encode(backbone: TappedBackbone, images: torch.Tensor, protocol: Protocol, c
     start = time.perf_counter()
     with torch.inference_mode():
         for chunk in images.split(protocol.batch_size):
+            chunk = chunk.to(protocol.device, non_blocking=True)
             if protocol.channels_last:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             taps = backbone(chunk)
@@ -126,6 +128,7 @@ def _taps_of(backbone: TappedBackbone, images: torch.Tensor, protocol: Protocol)
     with torch.inference_mode():
         out = []
         for chunk in images.split(max(1, protocol.batch_size // 2)):
+            chunk = chunk.to(protocol.device, non_blocking=True)
             if protocol.channels_last:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             out.append([t.float().contiguous() for t in backbone(chunk)])
@@ -163,7 +166,7 @@ class PPPPass:
         contexts = contexts_for(size + 2 * margin)
         groups_n = ppp_groups(len(contexts))
         moments = PPPMoments(layers, groups_n)
-        index = torch.arange(len(contexts))
+        index = torch.arange(len(contexts), device=protocol.device)
         start = time.perf_counter()
         crops = _taps_of(backbone, crop_center(contexts, margin, size).contiguous(), protocol)
         start = clock.add("forward", start)
@@ -236,14 +239,14 @@ def _scores(
     """SPC and MAE of the heads of one seed (``maps``: every head's upsampled test maps), each mean with its
     95% interval over the units (a photo and its mirrored crops are one)."""
     out: dict[str, Any] = {}
-    units_np = units.numpy()
+    units_np = units.cpu().numpy()
     for i, head in enumerate(trained.heads):
         if head.seed != seed_index:
             continue
         target = targets[list(names).index(head.target)]
         prefix = "test" if head.tap is ALL else f"tap/{head.tap}"
         for metric, fn in (("spc", spearman_per_image), ("mae", mae_per_image)):
-            values = fn(maps[:, i], target).double().numpy()
+            values = fn(maps[:, i], target).double().cpu().numpy()
             key = f"{prefix}/{INPUT}/{head.target}/{metric}"
             finite = np.isfinite(values)
             out[key] = float(values[finite].mean()) if finite.any() else math.nan
@@ -261,19 +264,27 @@ def measure_network(
     contexts: Callable[[int, int], torch.Tensor] | None,
     protocol: Protocol = Protocol(),
     progress: Callable[[str], None] | None = None,
+    done: Mapping[str, Sequence[CellResult]] | None = None,
+    on_padding: Callable[[str, list[CellResult]], None] | None = None,
 ) -> list[CellResult]:
     """Every padding x seed of one network: ``build(padding, seed)`` gives the frozen backbone (seeded by
     the caller's :func:`seed_all`); ``posenet_images(seed)`` the ``train`` / ``val`` / ``test`` image sets of a
     seed; ``contexts(seed, size)`` PPP's contexts ``[N, 3, size, size]`` (None: no PPP). Results come in
-    padding-major order; a padding the network refuses is each of its seeds' ``error``."""
+    padding-major order; a padding the network refuses is each of its seeds' ``error``. ``done``: paddings
+    measured before (a restarted job's), taken as they are; ``on_padding(padding, cells)`` is told each padding's
+    cells as soon as they are measured (the job keeps them, so a stop loses at most one padding)."""
     say = progress or (lambda _: None)
-    targets = make_targets(list(protocol.targets), protocol.image_size)
+    targets = make_targets(list(protocol.targets), protocol.image_size).to(protocol.device)
     images: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor] | None]] = {}
     references: dict[tuple[Any, ...], dict[str, torch.Tensor]] = {}
     context_sets: dict[tuple[int, int], torch.Tensor] = {}
     results: list[CellResult] = []
     bootstrap = protocol.ppp_bootstrap if protocol.ppp_bootstrap is not None else len(seeds) == 1
     for padding in paddings:
+        if done is not None and padding in done:
+            results.extend(done[padding])
+            say(f"{padding}: measured before, kept")
+            continue
         encoded: list[_Encoded] = []
         errors: dict[int, str] = {}
         taps: list[str] = []
@@ -290,7 +301,7 @@ def measure_network(
                 say(f"{padding}, seed {seed}: {errors[seed]}")
                 continue
             start = clock.add("build", start)
-            backbone.eval()
+            backbone.eval().to(protocol.device)
             if protocol.channels_last:
                 backbone.to(memory_format=torch.channels_last)
             metrics: dict[str, Any] = {"padding": padding, "seed": seed}
@@ -348,7 +359,10 @@ def measure_network(
             test = torch.cat([e.test for e in encoded], dim=1) if len(encoded) > 1 else encoded[0].test
             start = time.perf_counter()
             with torch.no_grad():
-                maps = trained.readout(test, protocol.image_size)
+                maps = trained.readout(
+                    test.to(feature_dtype(protocol.plan)).contiguous(memory_format=torch.channels_last),
+                    protocol.image_size,
+                )
             for i, e in enumerate(encoded):
                 e.metrics.update(trained.record(i, protocol.plan))
                 e.metrics.update(_scores(trained, maps, e.units, targets, protocol.targets, i))
@@ -358,9 +372,13 @@ def measure_network(
                 e.metrics["atlas/time/other_s"] += test_s / len(encoded)
             say(f"{padding}: readouts of {len(encoded)} seed(s) trained in {readout_s:.1f} s")
         by_seed = {e.seed: e for e in encoded}
-        for seed in seeds:
-            if seed in errors:
-                results.append(CellResult(padding, seed, {"padding": padding, "seed": seed}, errors[seed]))
-            else:
-                results.append(CellResult(padding, seed, by_seed[seed].metrics))
+        measured = [
+            CellResult(padding, seed, {"padding": padding, "seed": seed}, errors[seed])
+            if seed in errors
+            else CellResult(padding, seed, by_seed[seed].metrics)
+            for seed in seeds
+        ]
+        results.extend(measured)
+        if on_padding is not None:
+            on_padding(padding, measured)
     return results

@@ -51,6 +51,9 @@ class ReadoutPlan:
     window: float = 0.1
     tol: float = 0.02
     order_seed: int = 0  # the minibatch order, shared by every head (each seed's features are its own)
+    # float32 | bfloat16: the stored features and their products with the first conv's weights (float32
+    # accumulation; weights, BN, loss and SGD stay float32): ~2x faster on CPUs with AVX512-BF16
+    feature_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,17 @@ def _part(head: Head) -> str:
     return head.target if head.tap is ALL else f"{head.tap}_{head.target}"
 
 
+FEATURE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def feature_dtype(plan: ReadoutPlan) -> torch.dtype:
+    """The torch dtype of ``plan.feature_dtype``; one line naming the valid ones for another."""
+    from posenc.errors import check_choice
+
+    check_choice("feature_dtype", plan.feature_dtype, tuple(FEATURE_DTYPES))
+    return FEATURE_DTYPES[plan.feature_dtype]
+
+
 def plan_heads(
     seeds: int, taps: Sequence[str], tap_channels: Sequence[int], targets: Sequence[str]
 ) -> tuple[list[Head], list[tuple[int, int]]]:
@@ -142,7 +156,7 @@ def _seeded_init(
             fan = (b - a) * k * k
             bound = math.sqrt(6.0 / (fan + k * k))  # xavier_uniform_ of a [1, b - a, k, k] kernel
             draw = torch.rand((b - a, k, k), generator=generators[head.seed], dtype=conv.weight.dtype)
-            conv.weight[index, a:b] = (2 * draw - 1) * bound
+            conv.weight[index, a:b] = ((2 * draw - 1) * bound).to(conv.weight.device)
 
 
 def train_readouts(
@@ -158,6 +172,10 @@ def train_readouts(
     """Train every head on ``train`` ``[N, S x C, f, f]`` (the S seeds' resized, concatenated taps side by
     side; channels-last is fastest on CPU), checking the held-out loss on ``val`` every ``plan.val_every``
     steps; ``targets`` ``[T, H, W]`` the target maps named ``target_names``."""
+    dtype = feature_dtype(plan)
+    last = torch.channels_last  # the block products read column ranges of a channels-last view
+    train = train.to(dtype).contiguous(memory_format=last)
+    val = val.to(dtype).contiguous(memory_format=last) if val is not None else None
     heads, groups = plan_heads(len(seeds), taps, tap_channels, target_names)
     feature_size = int(train.shape[-1])
     readout = PosENetReadout(
@@ -168,8 +186,9 @@ def train_readouts(
         channel_groups=groups,
     )
     _seeded_init(readout, heads, groups, seeds)
+    readout.to(train.device)
     order = [target_names.index(h.target) for h in heads]
-    loss = UpsampledMSE(targets[order])
+    loss = UpsampledMSE(targets[order]).to(train.device)
     optimizer = torch.optim.SGD(
         readout.parameters(), lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay
     )
@@ -178,7 +197,7 @@ def train_readouts(
     n = train.shape[0]
     permutation = torch.randperm(n, generator=generator)
     cursor = 0
-    train_losses = torch.empty(plan.steps, len(heads), dtype=torch.float64)
+    train_losses = torch.empty(plan.steps, len(heads), dtype=torch.float64, device=train.device)
     val_losses: list[torch.Tensor] = []
     val_steps: list[int] = []
     lrs: list[float] = []
@@ -189,7 +208,7 @@ def train_readouts(
                 group["lr"] = plan.lr * plan.gamma
         if cursor >= n:
             permutation, cursor = torch.randperm(n, generator=generator), 0
-        index = permutation[cursor : cursor + plan.batch_size]
+        index = permutation[cursor : cursor + plan.batch_size].to(train.device)
         cursor += plan.batch_size
         losses = loss(readout.maps(train[index]))
         optimizer.zero_grad(set_to_none=True)
@@ -209,5 +228,5 @@ def train_readouts(
 
         raise PosencError(f"training diverged: a readout's loss is not finite at step {bad + 1}; valid: a lower lr")
     readout.eval()
-    stacked = torch.stack(val_losses) if val_losses else torch.empty(0, len(heads), dtype=torch.float64)
-    return TrainedReadouts(heads, readout, train_losses, stacked, val_steps, lrs)
+    stacked = torch.stack(val_losses).cpu() if val_losses else torch.empty(0, len(heads), dtype=torch.float64)
+    return TrainedReadouts(heads, readout, train_losses.cpu(), stacked, val_steps, lrs)

@@ -87,16 +87,18 @@ class _BlockRows(torch.autograd.Function):
     (:func:`_segments`): each piece is read once, by one product for every run whose range holds it (the
     all-taps readout and the piece's own tap readout together: wider products, which BLAS runs faster than
     one narrow product per run). Its own backward because autograd's slice of ``w`` per run allocates and
-    fills a zero gradient of the whole ``w`` per run; here one, and ``x`` (frozen features) gets none."""
+    fills a zero gradient of the whole ``w`` per run; here one, and ``x`` (frozen features) gets none.
+    Features stored in bfloat16 (the atlas engine's ``feature_dtype``) are multiplied in bfloat16 with
+    float32 accumulation (oneDNN's AVX512-BF16 products); ``z`` and the weight gradient are float32."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, spans: list) -> torch.Tensor:
         pieces = _segments(spans)
         ctx.save_for_backward(x)
         ctx.pieces, ctx.shape = pieces, w.shape
-        z = x.new_zeros(x.shape[0], w.shape[1])
+        z = w.new_zeros(x.shape[0], w.shape[1])
         for s0, s1, columns in pieces:
-            z.index_add_(1, columns, x[:, s0:s1] @ w[s0:s1, columns])
+            z.index_add_(1, columns, (x[:, s0:s1] @ w[s0:s1, columns].to(x.dtype)).to(w.dtype))
         return z
 
     @staticmethod
@@ -104,7 +106,7 @@ class _BlockRows(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         dw = grad.new_zeros(ctx.shape)
         for s0, s1, columns in ctx.pieces:
-            dw[s0:s1, columns] = x[:, s0:s1].T @ grad[:, columns]
+            dw[s0:s1, columns] = (x[:, s0:s1].T @ grad[:, columns].to(x.dtype)).to(dw.dtype)
         return None, dw, None
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from hydra.utils import instantiate
@@ -27,15 +27,17 @@ from posenc.config.rules import Rule
 from posenc.data.contexts import ContextDataModule
 from posenc.data.datamodule import ImageSize
 from posenc.data.position_maps import TARGETS, Target
-from posenc.engine.network import INPUT, CellResult, Protocol, measure_network, stack
+from posenc.engine.network import INPUT, BuildBackbone, CellResult, Protocol, measure_network, stack
 from posenc.engine.readouts import ReadoutPlan
 from posenc.errors import PosencError, check_choice, invalid_value
+from posenc.io import read_json, write_json
 from posenc.metrics.intervals import seed_interval
 from posenc.models.padding import PADDING_MODES
 from posenc.tasks.base import PosencTask
 from posenc.tasks.schedules import MaxEpochs
 
 PREFIX = "atlas"
+KEPT = "atlas_cells.json"  # checkpoints/: each padding's cells as soon as measured (a restarted run keeps them)
 
 
 def cell_prefix(padding: str, seed: int) -> str:
@@ -77,6 +79,18 @@ def seed_summary(cells: Sequence[CellResult], paddings: Sequence[str], targets: 
     return out
 
 
+def resolve_device(device: str) -> str:
+    """``auto``: a CUDA GPU when one is visible, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given (a GPU
+    that is not there is one line)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise invalid_value("task.device", device, "no CUDA GPU is visible; valid: auto, cpu")
+    if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise invalid_value("task.device", device, "expected auto, cpu, cuda or cuda:N")
+    return device
+
+
 class AtlasTask(PosencTask):
     """Measure one backbone's taps under ``paddings`` x ``seeds`` (the position atlas's cells)."""
 
@@ -104,6 +118,8 @@ class AtlasTask(PosencTask):
         ppp_contexts: Annotated[int, Rule(ge=2)] = 32,
         ppp_bootstrap: bool | None = None,
         channels_last: bool = True,
+        feature_dtype: Literal["float32", "bfloat16"] = "float32",
+        device: str = "auto",
     ) -> None:
         """``backbone``, ``data``, ``readout``: the run's config nodes (built here once per padding and seed,
         ``_recursive_: false``); ``ppp_bootstrap`` null: PPP's per-seed bootstrap interval only with one seed
@@ -128,6 +144,7 @@ class AtlasTask(PosencTask):
             ppp=bool(ppp),
             ppp_bootstrap=ppp_bootstrap,
             channels_last=bool(channels_last),
+            device=resolve_device(device),
             plan=ReadoutPlan(
                 steps=int(max_steps),
                 batch_size=int(OmegaConf.select(data, "batch_size", default=32) or 32),
@@ -136,6 +153,7 @@ class AtlasTask(PosencTask):
                 weight_decay=float(weight_decay),
                 kernel_size=int(readout_cfg.get("kernel_size", 3)),
                 val_every=int(val_every),
+                feature_dtype=str(feature_dtype),
             ),
         )
         if int(readout_cfg.get("depth", 1)) != 1 or int(readout_cfg.get("padding", 0)) != 0:
@@ -143,10 +161,12 @@ class AtlasTask(PosencTask):
         self.ppp_contexts = int(ppp_contexts)
         self.budget = {"max_steps": max_steps, "max_epochs": max_epochs}
 
-    def _build(self, padding: str, seed: int) -> Any:
+    def build(self, padding: str, seed: int) -> Any:
+        """The run's backbone with ``padding`` (seeded by the engine before it is called)."""
         return instantiate(self.backbone_cfg, padding={"name": padding})
 
-    def _images(self, seed: int) -> dict[str, Any]:
+    def images(self, seed: int) -> dict[str, Any]:
+        """The ``train`` / ``val`` / ``test`` (natural, mirrored) image sets of ``seed`` (the run's data config)."""
         dm = instantiate(self.data_cfg, seed=seed)
         dm.setup("fit")
         dm.setup("test")
@@ -156,27 +176,73 @@ class AtlasTask(PosencTask):
             )
         return {"train": dm.train_set, "val": dm.val_set, "test": dm.test_sets["natural"]}
 
-    def _contexts(self, seed: int, size: int) -> torch.Tensor:
+    def contexts(self, seed: int, size: int) -> torch.Tensor:
+        """PPP's contexts of ``seed`` at ``size`` px (``ppp_contexts`` random crops of the bundled photos)."""
         dm = ContextDataModule(
             num_test=self.ppp_contexts, image_size=self.protocol.image_size, batch_size=16, seed=seed, context_size=size
         )
         dm.setup("test")
         return stack(dm.test_sets["contexts"])[0]
 
+    def cells(
+        self,
+        build: BuildBackbone | None = None,
+        progress: Callable[[str], None] | None = None,
+        kept: Path | None = None,
+    ) -> list[CellResult]:
+        """Every padding x seed of the run's backbone (or of ``build(padding, seed)``: a notebook's model) through
+        the engine, on the run's images and protocol. ``kept``: a file each padding's cells are written to as soon
+        as they are measured, and read back by a run restarted in the same dir (a SLURM requeue, a rerun after a
+        kill) when it was written for the same config: a stop loses at most the padding it was measuring."""
+        done: dict[str, list[CellResult]] = {}
+        key = repr(
+            (
+                OmegaConf.to_container(self.backbone_cfg, resolve=True),
+                OmegaConf.to_container(self.data_cfg, resolve=True),
+                self.protocol,
+                self.ppp_contexts,
+            )
+        )
+        if kept is not None:
+            found = read_json(kept) or {}
+            if found.get("key") == key:
+                done = {
+                    padding: [CellResult(padding, int(c["seed"]), c["metrics"], c["error"]) for c in cells]
+                    for padding, cells in found.get("paddings", {}).items()
+                    if padding in self.paddings and sorted(int(c["seed"]) for c in cells) == sorted(self.seeds)
+                }
+
+        def keep(padding: str, cells: list[CellResult]) -> None:
+            if kept is None:
+                return
+            done[padding] = cells
+            payload = {
+                "key": key,
+                "paddings": {
+                    p: [{"seed": c.seed, "metrics": c.metrics, "error": c.error} for c in cs] for p, cs in done.items()
+                },
+            }
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            write_json(kept, payload)
+
+        return measure_network(
+            build or self.build,
+            self.paddings,
+            self.seeds,
+            self.images,
+            self.contexts if self.protocol.ppp else None,
+            self.protocol,
+            progress=progress or (lambda line: print(f"atlas: {line}", flush=True)),
+            done=dict(done),
+            on_padding=keep,
+        )
+
     def measure(self, run_dir: Path) -> dict[str, Any]:
         """Run the engine; the flat metrics of every cell and the run's totals."""
         import time
 
         start = time.perf_counter()
-        cells = measure_network(
-            self._build,
-            self.paddings,
-            self.seeds,
-            self._images,
-            self._contexts if self.protocol.ppp else None,
-            self.protocol,
-            progress=lambda line: print(f"atlas: {line}", flush=True),
-        )
+        cells = self.cells(kept=Path(run_dir) / "checkpoints" / KEPT)
         out = flatten_cells(cells)
         done = [c for c in cells if c.error is None]
         out.update(seed_summary(done, self.paddings, self.protocol.targets))

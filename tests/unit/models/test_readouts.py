@@ -259,3 +259,33 @@ def test_thin_conv_equals_conv2d_values_and_gradients(k: int, padding: int, cin:
         grads_conv = torch.autograd.grad(y_conv, [x, conv.weight, conv.bias], g)
         for a, b in zip(grads_thin, grads_conv):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_heads_on_channel_ranges_equal_separate_convs_in_value_and_weight_gradient(layout):
+    """The fused readout's heads, each reading its own channel range (taps, and seeds side by side: the atlas
+    engine), against an independent statement: one ``F.conv2d`` per head on its range alone; the outputs and
+    the weight gradient agree to float32 rounding, on channels-last features (the block product) and others."""
+    groups = [(0, 24), (0, 24), (0, 8), (0, 8), (8, 24), (24, 48), (24, 32), (32, 48)]
+    readout = PosENetReadout(48, num_maps=len(groups), feature_size=8, channel_groups=groups, sigmoid=False)
+    conv = readout.net[0]
+    x = _x(4, 48, 8, 8, seed=3)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = conv(x)
+    weights = conv.weight.detach().clone().requires_grad_(True)
+    expected = torch.cat(
+        [
+            torch.nn.functional.conv2d(x[:, a:b], weights[h : h + 1, a:b], conv.bias.detach()[h : h + 1])
+            for h, (a, b) in enumerate(groups)
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    probe = _x(*out.shape, seed=4)
+    (out * probe).sum().backward()
+    (expected * probe).sum().backward()
+    torch.testing.assert_close(conv.weight.grad, weights.grad, rtol=1e-4, atol=1e-5)
+    for h, (a, b) in enumerate(groups):  # outside its range a head's weights get no gradient
+        assert conv.weight.grad[h, :a].abs().max().item() == 0.0 if a else True
+        assert conv.weight.grad[h, b:].abs().max().item() == 0.0 if b < 48 else True

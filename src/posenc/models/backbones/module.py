@@ -114,24 +114,38 @@ def build_module_backbone(
                 raise PosencError(
                     f"weights file {opts.weights} does not fit {target}: {str(exc).splitlines()[1:2]}"
                 ) from exc
-        report = opts.convert(model)
-        order = [t for t in names if t in taps]  # the order the taps are computed in
-        extractor = create_feature_extractor(model, return_nodes={t: t for t in order})
-        try:
-            with torch.no_grad():
-                shapes = meta_copy(extractor)(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device="meta"))
-        except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a conv of zero channels (kwargs={width: 0})
-            raise PosencError(
-                f"backbone.target={target} with backbone.kwargs={dict(kwargs or {}) or None} does not run on a "
-                f"{PROBE_SIZE} px image: {first_line(exc)}"
-            ) from exc
-        channels = [int(shapes[t].shape[1]) for t in order]
-        empty = [t for t, c in zip(order, channels) if c < 1]
-        if empty:
-            raise PosencError(
-                f"backbone.target={target} with backbone.kwargs={dict(kwargs or {}) or None}: tap {empty[0]} has no "
-                "channels; valid: arguments that build a model with channels at every tap"
-            )
-    backbone = ExtractorBackbone(f"module/{target}", extractor, order, order, channels, opts, report)
+        backbone = tapped_module(
+            model,
+            taps,
+            opts,
+            f"module/{target}",
+            f"backbone.target={target} with backbone.kwargs={dict(kwargs or {}) or None}",
+        )
     opts.load_run(backbone)
     return backbone
+
+
+def tapped_module(
+    model: nn.Module, taps: Sequence[str], opts: BackboneOptions, name: str, what: str
+) -> ExtractorBackbone:
+    """``model`` (built, its weights loaded) as a posenc backbone: its padding converted in place to
+    ``opts.padding`` (:func:`posenc.models.padding.convert_padding`), its ``taps`` (module names, checked;
+    returned in the order they are computed) read by FX, their channels measured on the meta device.
+    ``what`` names the model in a one-line error (``backbone.target=...``, or a notebook's model)."""
+    names = [n for n, _ in model.named_modules() if n]
+    taps = check_taps(list(taps or []), names, f"tap (a module of {name.removeprefix('module/')})")
+    report = opts.convert(model)
+    order = [t for t in names if t in taps]  # the order the taps are computed in
+    extractor = create_feature_extractor(model, return_nodes={t: t for t in order})
+    try:
+        with torch.no_grad():
+            shapes = meta_copy(extractor)(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device="meta"))
+    except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a conv of zero channels (kwargs={width: 0})
+        raise PosencError(f"{what} does not run on a {PROBE_SIZE} px image: {first_line(exc)}") from exc
+    channels = [int(shapes[t].shape[1]) for t in order]
+    empty = [t for t, c in zip(order, channels) if c < 1]
+    if empty:
+        raise PosencError(
+            f"{what}: tap {empty[0]} has no channels; valid: arguments that build a model with channels at every tap"
+        )
+    return ExtractorBackbone(name, extractor, order, order, channels, opts, report)
