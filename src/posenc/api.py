@@ -40,7 +40,7 @@ from posenc.errors import PosencError, invalid_value
 from posenc.metrics.intervals import mean_interval
 from posenc.metrics.spearman import spearman_per_image
 from posenc.models import padding as _padding
-from posenc.models.backbones.base import BackboneOptions, TappedBackbone
+from posenc.models.backbones.base import BackboneOptions, TappedBackbone, check_taps
 from posenc.models.backbones.module import tapped_module
 from posenc.models.readouts import resize_and_concat
 
@@ -82,6 +82,7 @@ def _backbone_factory(model: ModelSpec, taps: Sequence[str] | None, overrides: S
         raise invalid_value("taps", taps, "expected the names of the model's modules to read (model.named_modules())")
     if isinstance(model, nn.Module):
         name = type(model).__name__
+        check_taps(list(taps), [n for n, _ in model.named_modules() if n], f"tap (a module of {name})")
 
         def build(padding: str, seed: int) -> TappedBackbone:
             return tapped_module(copy.deepcopy(model), taps, BackboneOptions.of(padding), name, f"model {name}")
@@ -89,6 +90,9 @@ def _backbone_factory(model: ModelSpec, taps: Sequence[str] | None, overrides: S
         return build, name, "as given"
     if callable(model):
         name = getattr(model, "__name__", type(model).__name__)
+        probe = model()  # its module names, to refuse a wrong tap before anything is measured
+        if isinstance(probe, nn.Module):
+            check_taps(list(taps), [n for n, _ in probe.named_modules() if n], f"tap (a module of {name})")
 
         def build_new(padding: str, seed: int) -> TappedBackbone:
             built = model()  # seeded by the engine (seed_all) before this call: the seed's initialisation
@@ -229,8 +233,17 @@ def atlas(
         f"task.seeds=[{','.join(map(str, seed_list))}]",
         *overrides,
     ]
-    cfg = compose_run(given, Path(".posenc_api"))
-    task = instantiate(cfg.task)
+    from posenc.config.validation import user_error, validate
+
+    try:  # a bad setting is one line, before anything is built (as train.py says it)
+        cfg = compose_run(given, Path(".posenc_api"))
+        validate(cfg, given)
+        task = instantiate(cfg.task)
+    except Exception as exc:  # noqa: BLE001 - the user's error unwrapped from Hydra's, anything else as it is
+        user = user_error(exc)
+        if user is None:
+            raise
+        raise user from None
     build, name, weights = _backbone_factory(model, taps, [o for o in overrides if o.startswith("backbone.")])
     say = (lambda line: print(f"atlas {name}: {line}", flush=True)) if progress else (lambda line: None)
     return AtlasTable(name, weights, task.cells(build, progress=say))

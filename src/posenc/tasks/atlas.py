@@ -105,7 +105,12 @@ class AtlasTask(PosencTask):
         data: Any,
         readout: Any,
         image_size: ImageSize = 64,
-        paddings: Annotated[list[str], Rule(min_items=1)] = ["zeros", "reflect", "circular", "none"],  # noqa: B006
+        paddings: Annotated[list[str], Rule(min_items=1, items=Rule(choices=PADDING_MODES))] = [  # noqa: B006
+            "zeros",
+            "reflect",
+            "circular",
+            "none",
+        ],
         seeds: Annotated[list[int], Rule(min_items=1)] = [0, 1, 2],  # noqa: B006
         targets: Annotated[list[Target], Rule(min_items=1)] = ["H", "G"],  # noqa: B006
         max_steps: Annotated[int, Rule(ge=1)] = 500,

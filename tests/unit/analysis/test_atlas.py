@@ -99,7 +99,7 @@ def test_the_atlas_of_two_models_by_two_paddings(tmp_path) -> None:
     """``sweep.py atlas`` with two groups (any backbone option names one: tiny is not in the preset) and two
     paddings: the table has one row per model x padding x tap plus the multi-tap readout, PPP beside PosENet,
     the figure is drawn, and ``collect`` redraws it."""
-    small = ["data.num_test=8", "task.max_steps=20", "callbacks.progress=null"]  # keys both runs take
+    small = ["data.num_test=8", "task.max_steps=20", "task.ppp_contexts=8", "seed=0"]  # seed=0: task.seeds=[0]
     sweep = tmp_path / "atlas"
     proc = sweep_in_process("atlas", "groups=tiny,resnet18", "padding=zeros,none", *small, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-3000:]

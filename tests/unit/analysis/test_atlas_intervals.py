@@ -94,9 +94,14 @@ def reference(values: list[float]) -> tuple[float, float, float, float]:
 
 def test_the_expansion_puts_a_models_seeds_in_its_group_and_a_cells_seeds_in_one_cell(tmp_path):
     preset = OmegaConf.load(CONF_DIR / "sweep" / "atlas.yaml")
-    params = {str(k): str(v) for k, v in preset.hydra.sweeper.params.items()}
-    jobs = expand_overrides(params, ["sweep=atlas", "seed=0,1,2", "backbone=tiny"])  # one group's multirun
-    assert len(jobs) == 2 * 4 * 3
+    assert OmegaConf.select(preset, "hydra.sweeper.params") is None  # one job per model (the engine, issue 34)
+    from posenc.sweeps.presets import every_group, fold_overrides
+
+    assert every_group("atlas") == ["task=atlas"]
+    folded = fold_overrides("atlas", ["seed=0,1,2", "padding=zeros,none", "backbone=tiny"])
+    assert folded == ["task.seeds=[0,1,2]", "task.paddings=[zeros,none]", "backbone=tiny"]
+    assert len(expand_overrides({}, ["sweep=atlas", *every_group("atlas"), *folded])) == 1
+    # a sweep of per-cell runs (how the atlas ran before the engine) is still collected into the same cells
     sweep = seeded_atlas(tmp_path)
     groups = group_results(sweep) or {}
     assert list(groups) == ["tiny"] and len(groups["tiny"]) == 2 * 3 * 3

@@ -40,7 +40,7 @@ def test_groups_are_the_documented_ones():
         "mobilenetv3_small_100",
         "convnext_atto",
     }
-    assert set(GROUPS["task"]) == {"posenet", "location_cls", "location_seg", "semseg", "saliency", "ppp"}
+    assert set(GROUPS["task"]) == {"posenet", "location_cls", "location_seg", "semseg", "saliency", "ppp", "atlas"}
     assert set(GROUPS["readout"]) == {
         "posenet",
         "gap_linear",

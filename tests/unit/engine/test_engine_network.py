@@ -46,7 +46,9 @@ def test_one_seed_gets_the_ppp_bootstrap_and_a_padding_class_shares_its_referenc
 
 
 def test_a_padding_the_network_refuses_is_its_one_line_and_the_others_go_on(tmp_path):
-    task = _task(tmp_path, "data.image_size=32", "task.paddings=[none_shrink,zeros]", "task.seeds=[0]", "task.ppp=false")
+    task = _task(
+        tmp_path, "data.image_size=32", "task.paddings=[none_shrink,zeros]", "task.seeds=[0]", "task.ppp=false"
+    )
     shrink, zeros = task.cells(progress=lambda line: None)  # valid convs: tiny needs 140 px
     assert shrink.error is not None and "none_shrink" in shrink.error and "\n" not in shrink.error
     assert zeros.error is None and "test/natural/H/spc" in zeros.metrics
@@ -69,13 +71,14 @@ def test_a_restarted_job_keeps_the_paddings_it_measured(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("key", "value", "said"), [("task.paddings", "[zeros,mirror]", "mirror"), ("task.seeds", "[1,1]", "distinct")]
+    ("settings", "said"), [({"paddings": ["zeros", "mirror"]}, "mirror"), ({"seeds": [1, 1]}, "distinct")]
 )
-def test_a_bad_list_is_one_line(tmp_path, key, value, said):
+def test_a_bad_list_is_one_line(settings, said):
+    import posenc
     from posenc.errors import PosencError
 
     with pytest.raises(PosencError) as info:
-        _task(tmp_path, f"{key}={value}")
+        posenc.atlas("tiny", **settings)
     assert said in str(info.value) and "\n" not in str(info.value)
 
 

@@ -59,7 +59,6 @@ def test_presets_are_listed_with_their_descriptions():
         ("channel_order", 144, {"readout", "readout.permute_at", "padding", "task.label"}),
         ("translation_invariance", 30, {"invariance", "padding"}),
         ("ppp_artifact", 6, {"padding"}),
-        ("atlas", 8, {"experiment", "padding"}),  # per group (one model): its two runs x four paddings
     ],
 )
 def test_presets_expand_to_their_jobs(name, n_jobs, swept):
@@ -87,7 +86,12 @@ def test_the_atlas_groups_are_its_models_and_any_backbone_option_names_one():
     groups, report = preset_groups("atlas")
     assert report == "atlas" and len(groups) == 11
     assert groups["vgg16_hed"] == ["backbone=vgg16", "backbone.weights=hed"]
-    assert groups["vit_tiny_no_pos_embed"] == ["backbone=vit_tiny", "backbone.position_embedding=none", "padding=zeros"]
+    assert groups["vit_tiny_no_pos_embed"] == [
+        "backbone=vit_tiny",
+        "backbone.position_embedding=none",
+        "task.paddings=[zeros]",
+    ]
+    assert OmegaConf.select(OmegaConf.load(CONF_DIR / "sweep" / "atlas.yaml"), "hydra.sweeper.params") is None
     assert select_groups(groups, "vgg16,tiny") == {"vgg16": ["backbone=vgg16"], "tiny": ["backbone=tiny"]}
     with pytest.raises(PosencError, match="'vgg61' is not valid; valid: vgg16, resnet18"):
         select_groups(groups, "vgg61")
