@@ -14,7 +14,7 @@ from helpers.runs import ROOT, train_in_process
 import posenc
 from posenc.errors import PosencError
 
-FAST = ["task.max_steps=120", "task.ppp_contexts=8", "data.num_train=64"]
+FAST = ["task.max_steps=50", "task.ppp_contexts=4", "data.num_train=32", "data.num_val=8"]
 
 
 def python_blocks(text: str) -> list[str]:

@@ -19,6 +19,7 @@ range only, initialised with that range's fan-in, so each head is exactly a read
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, get_args
 
@@ -68,7 +69,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         return y * self.weight.view(shape) + self.bias.view(shape)
 
 
-def _segments(spans: list) -> list[tuple[int, int, torch.Tensor]]:
+@functools.lru_cache(maxsize=64)  # a readout's spans never change: cut them once, not at every step
+def _segments(spans: tuple) -> list[tuple[int, int, torch.Tensor]]:
     """The channel axis of ``spans`` (``((a, b), (c0, c1))`` per run of heads) cut at every range's ends:
     ``(s0, s1, columns)`` per piece that some run reads, ``columns`` the output columns of every run whose
     range holds the piece."""
@@ -92,7 +94,7 @@ class _BlockRows(torch.autograd.Function):
     float32 accumulation (oneDNN's AVX512-BF16 products); ``z`` and the weight gradient are float32."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, spans: list) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, spans: tuple) -> torch.Tensor:
         pieces = _segments(spans)
         ctx.save_for_backward(x)
         ctx.pieces, ctx.shape = pieces, w.shape
@@ -159,7 +161,7 @@ class ThinConv2d(nn.Conv2d):
             cout = self.weight.shape[0]
             flat = x.permute(0, 2, 3, 1).reshape(b_ * h_ * w_, c_)
             columns = self.weight.permute(1, 0, 2, 3).reshape(c_, cout * k * k)  # (o, di, dj) per column
-            spans = [((a, b), (h0 * k * k, h1 * k * k)) for (a, b), (h0, h1) in blocks]
+            spans = tuple(((a, b), (h0 * k * k, h1 * k * k)) for (a, b), (h0, h1) in blocks)
             z = _BlockRows.apply(flat, columns, spans).view(b_, h_, w_, cout, k, k)
             oh, ow = h_ - k + 1, w_ - k + 1
             out = bias if bias is not None else z.new_zeros(())
