@@ -10,10 +10,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-API = ("AtlasTable", "atlas", "atlas_figure", "convert_padding", "posenet_readout", "ppp")
+API = ("AtlasTable", "atlas", "atlas_figure", "convert_padding", "posenet_readout", "ppp", "uneven_padding")
 
 if TYPE_CHECKING:
-    from posenc.api import AtlasTable, atlas, atlas_figure, convert_padding, posenet_readout, ppp  # noqa: F401
+    from posenc.api import (  # noqa: F401
+        AtlasTable,
+        atlas,
+        atlas_figure,
+        convert_padding,
+        posenet_readout,
+        ppp,
+        uneven_padding,
+    )
 
 
 def __getattr__(name: str) -> Any:

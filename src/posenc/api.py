@@ -335,4 +335,20 @@ def ppp(
     return out
 
 
-__all__ = ["AtlasTable", "atlas", "atlas_figure", "convert_padding", "posenet_readout", "ppp"]
+def uneven_padding(model: nn.Module, image_size: int | tuple[int, int]) -> list[str]:
+    """Every strided conv or pool of ``model`` that reads its padding on one side only at ``image_size``
+    (Alsallakh et al. ICLR 2021: ``(N + 2p - k) mod s != 0``), one line each; ``[]`` when all are even.
+
+    >>> import torchvision, posenc
+    >>> net = torchvision.models.resnet18()
+    >>> posenc.uneven_padding(net, 224)[0]
+    'conv1 (conv k7 s2 p3 on 224x224: 1 px of bottom/right padding unread)'
+    >>> posenc.uneven_padding(net, 225)
+    []
+    """
+    from posenc.models.uneven_padding import uneven_layers
+
+    return [layer.describe() for layer in uneven_layers(model, image_size)]
+
+
+__all__ = ["AtlasTable", "atlas", "atlas_figure", "convert_padding", "posenet_readout", "ppp", "uneven_padding"]

@@ -5,7 +5,7 @@ t-intervals of the mean overlap. The engine trains every readout of every seed i
 each seed's heads from the seed's generator and shares the minibatch order, so equal per seed is not expected;
 equal within the seeds' spread is.
 
-Slow (12 per-cell runs and two engine runs, ~5 min on 2 CPU cores): ``pytest -n 0 -m slow
+Slow (12 per-cell runs and two engine runs, 184 s on 2 CPU cores): ``pytest -n 0 -m slow
 tests/science/test_atlas_engine.py``, a CI step (.ci/run)."""
 
 from __future__ import annotations

@@ -320,6 +320,9 @@ def atlas_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
             for j in getattr(cell, kind)
             if (n := _note(j, name))
         ]
+        uneven = [int(j.metrics["uneven/count"]) for j in cell.done("posenet") if j.metrics.get("uneven/count")]
+        if uneven:  # Alsallakh et al. ICLR 2021: strided layers that read their padding on one side only
+            notes.append(f"uneven padding: {max(uneven)} strided layer{'s' if max(uneven) > 1 else ''}")
         note = NO_WEIGHTS if NO_WEIGHTS in notes else "; ".join(dict.fromkeys(notes))
         base = {
             "model": cell.model,

@@ -42,6 +42,7 @@ from posenc.metrics.spearman import mae_per_image, spearman_per_image
 from posenc.models.backbones.base import TappedBackbone
 from posenc.models.readouts import resize_and_concat
 from posenc.models.receptive_field import context_margin, reference_crop, tap_depths, tap_receptive_fields
+from posenc.models.uneven_padding import uneven_layers
 from posenc.registry import padding_entry
 
 BuildBackbone = Callable[[str, int], TappedBackbone]  # (padding, seed) -> the frozen network
@@ -306,6 +307,11 @@ def measure_network(
                 backbone.to(memory_format=torch.channels_last)
             metrics: dict[str, Any] = {"padding": padding, "seed": seed}
             metrics.update(tap_depths(backbone, protocol.image_size))
+            if backbone.body is not None:  # the strided layers that read their padding on one side only
+                uneven = uneven_layers(backbone.body, protocol.image_size)
+                metrics["uneven/count"] = len(uneven)
+                if uneven:
+                    metrics["uneven/layers"] = "; ".join(layer.describe() for layer in uneven)
             clock.add("receptive_fields", start)
             if seed not in images:
                 sets = posenet_images(seed)

@@ -239,6 +239,7 @@ def _honours_padding(conv: nn.Conv2d) -> bool:
 
 def _hook_padding(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
     hooks = PaddingHooks(conv, mode)
+    conv._posenc_padding_hooks = hooks  # type: ignore[assignment]  # its geometry (posenc.models.uneven_padding)
     conv.padding = (0, 0)
     conv.register_forward_pre_hook(hooks.before)
     conv.register_forward_hook(hooks.after)
