@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-API = ("AtlasTable", "atlas", "atlas_figure", "convert_padding", "posenet_readout", "ppp", "uneven_padding")
+API = (
+    "AtlasTable",
+    "atlas",
+    "atlas_figure",
+    "convert_padding",
+    "equivariance",
+    "posenet_readout",
+    "ppp",
+    "uneven_padding",
+)
 
 if TYPE_CHECKING:
     from posenc.api import (  # noqa: F401
@@ -18,6 +27,7 @@ if TYPE_CHECKING:
         atlas,
         atlas_figure,
         convert_padding,
+        equivariance,
         posenet_readout,
         ppp,
         uneven_padding,

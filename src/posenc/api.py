@@ -335,6 +335,42 @@ def ppp(
     return out
 
 
+def equivariance(
+    model: nn.Module | str,
+    taps: Sequence[str] | None = None,
+    padding: str = "zeros",
+    image_size: int = 64,
+    cells: int = 1,
+    mode: str = "crop",
+    images: int = 16,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Each tap's translation-equivariance error (issue 35; :mod:`posenc.metrics.equivariance`): the input shifted by
+    ``cells`` x the tap's stride, the shifted features compared on the columns both maps see (``mode="crop"``:
+    crops of ``images`` bundled photos; ``"circular"``: rolled), ``{tap: {"error", "by_distance", "shift_px"}}``;
+    0 is equivariant. ``model``: an ``nn.Module`` (with ``taps``) or a posenc backbone name."""
+    from posenc.data.contexts import ContextDataModule
+    from posenc.engine.network import stack
+    from posenc.metrics.equivariance import equivariance_errors
+
+    if isinstance(model, str):
+        build, _, _ = _backbone_factory(model, taps, [])
+        seed_all(seed)
+        backbone = build(padding, seed)
+    else:
+        if taps is None:
+            raise invalid_value("taps", taps, "expected the names of the model's modules to read")
+        name = type(model).__name__
+        backbone = tapped_module(copy.deepcopy(model), taps, BackboneOptions.of(padding), name, f"model {name}")
+    backbone.eval()
+    widest = image_size + cells * max(backbone.tap_strides)
+    dm = ContextDataModule(num_test=images, image_size=image_size, batch_size=16, seed=seed, context_size=widest)
+    dm.setup("test")
+    wide = stack(dm.test_sets["contexts"])[0][..., :image_size, :]
+    found = equivariance_errors(backbone, wide, image_size, backbone.tap_strides, cells, mode)
+    return dict(zip(backbone.tap_names, found))
+
+
 def uneven_padding(model: nn.Module, image_size: int | tuple[int, int]) -> list[str]:
     """Every strided conv or pool of ``model`` that reads its padding on one side only at ``image_size``
     (Alsallakh et al. ICLR 2021: ``(N + 2p - k) mod s != 0``), one line each; ``[]`` when all are even.
@@ -351,4 +387,13 @@ def uneven_padding(model: nn.Module, image_size: int | tuple[int, int]) -> list[
     return [layer.describe() for layer in uneven_layers(model, image_size)]
 
 
-__all__ = ["AtlasTable", "atlas", "atlas_figure", "convert_padding", "posenet_readout", "ppp", "uneven_padding"]
+__all__ = [
+    "AtlasTable",
+    "atlas",
+    "atlas_figure",
+    "convert_padding",
+    "equivariance",
+    "posenet_readout",
+    "ppp",
+    "uneven_padding",
+]
