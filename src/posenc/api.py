@@ -24,7 +24,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from posenc import API
 from posenc.analysis.atlas import (
     ALL_TAPS,
     PADDING_ORDER,
@@ -388,4 +387,13 @@ def uneven_padding(model: nn.Module, image_size: int | tuple[int, int]) -> list[
     return [layer.describe() for layer in uneven_layers(model, image_size)]
 
 
-__all__ = list(API)  # the names posenc/__init__.py exposes (lazily)
+__all__ = [
+    "AtlasTable",
+    "atlas",
+    "atlas_figure",
+    "convert_padding",
+    "equivariance",
+    "posenet_readout",
+    "ppp",
+    "uneven_padding",
+]
