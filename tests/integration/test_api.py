@@ -40,10 +40,11 @@ def test_the_readme_example_gives_a_table_and_a_figure_for_a_notebook_model():
     assert {r["seed"] for r in table} == {0, 1, 2}
     assert {r["tap"] for r in table} == {"layer1", "layer2", "layer3", "layer4", "all"}
     cells = {(r["padding"], r["tap"]): r for r in table.summary()}
-    # zero padding gives the notebook model position; without padding it has none (measured: .99 vs .05 ± .1)
-    assert cells[("zeros", "all")]["H_spc_ci_low"] > 0.8
-    assert cells[("none", "all")]["H_spc"] < 0.4
-    assert cells[("none", "all")]["H_spc"] + 0.4 < cells[("zeros", "all")]["H_spc_ci_low"]
+    # zero padding gives the notebook model position, no padding none. Measured (1 and 2 torch threads): zeros
+    # .833 [.810, .856] and .839 [.775, .902]; none .016 [-.326, .357] and -.007 [-.472, .458]
+    assert cells[("zeros", "all")]["H_spc_ci_low"] > 0.6
+    assert cells[("none", "all")]["H_spc"] < 0.3
+    assert cells[("zeros", "all")]["H_spc"] - cells[("none", "all")]["H_spc"] > 0.5
     assert "Padding differences" in table.markdown()
 
 
