@@ -41,6 +41,7 @@ from posenc.run.run_dir import (
 )
 from posenc.run.slurm import SLURM_RESTARTABLE, requeue, restart_count, sigterm_cause, under_slurm, under_submitit
 from posenc.run.weights import with_run_weights
+from posenc.tasks.atlas import KEPT as KEPT_CELLS
 from posenc.tasks.base import PosencTask
 from posenc.viz.tables import print_results
 
@@ -124,6 +125,9 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, int 
     if given is None:
         return None, None
     path = last if given == "last" else Path(str(given)).expanduser()
+    kept = run_dir / "checkpoints" / KEPT_CELLS
+    if given == "last" and not path.is_file() and kept.is_file():
+        return kept, 0  # task=atlas keeps its cells, not a Lightning checkpoint: the rerun takes the kept ones
     if not path.is_file():
         if given == "last":
             raise PosencError(

@@ -8,7 +8,9 @@ Every (padding, seed) of the model is a cell of the atlas; its numbers are writt
 ``test/natural/G/spc/ci_low``, ``ppp/f2/rel_energy``, ``train/converged``, ...), a cell the model refuses as
 ``atlas/<padding>/s<seed>/error``. ``posenc.analysis.atlas`` reads them back into the atlas's table. The
 run measures and trains its readouts without Lightning's Trainer (``uses_trainer = False``: the engine's
-loop is the point, docs/atlas.md), so it has no checkpoint: a run that is stopped is run again.
+loop is the point, docs/atlas.md), so it has no Lightning checkpoint: it keeps each padding's cells in
+``checkpoints/atlas_cells.json`` as soon as they are measured, and ``train.py --resume`` (or SLURM's restart of the
+job) measures only the paddings still missing.
 """
 
 from __future__ import annotations

@@ -85,3 +85,26 @@ def test_a_bad_list_is_one_line(settings, said):
 def test_cell_results_are_plain_data():
     cell = CellResult("zeros", 0, {"test/natural/H/spc": 0.5})
     assert cell.error is None and cell.metrics["test/natural/H/spc"] == 0.5
+
+
+def test_resume_of_a_stopped_atlas_run_keeps_its_measured_paddings(tmp_path):
+    """``train.py --resume`` of a task=atlas run that stopped after its first padding (no Lightning checkpoint: its
+    kept cells are the checkpoint) measures only the paddings it had not measured."""
+    from helpers.runs import train_in_process
+
+    args = ["task=atlas", "backbone=tiny", "task.paddings=[zeros,none]", "task.seeds=[0]", *SMALL, "task.ppp=false"]
+    proc = train_in_process(*args, f"paths.output_root={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    kept = run_dir / "checkpoints" / "atlas_cells.json"
+    saved = json.loads(kept.read_text())
+    del saved["paddings"]["none"]  # as if stopped while measuring `none`
+    kept.write_text(json.dumps(saved))
+    (run_dir / "metrics.json").unlink()
+    (run_dir / "status.json").write_text(json.dumps({"status": "interrupted", "signal": "SIGTERM"}))
+    again = train_in_process("--resume", str(run_dir))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "zeros: measured before, kept" in again.stdout and "none, seed 0: encoded" in again.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"atlas/zeros/s0/test/natural/H/spc", "atlas/none/s0/test/natural/H/spc"} <= set(metrics)
+    assert json.loads((run_dir / "status.json").read_text())["resumed_from"].endswith("atlas_cells.json")
