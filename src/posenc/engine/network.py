@@ -108,32 +108,33 @@ class Clock:
         return now
 
 
-def encode(backbone: TappedBackbone, images: torch.Tensor, protocol: Protocol, clock: Clock) -> torch.Tensor:
-    """The backbone's taps of ``images``, resized to the readout's feature size and concatenated on channels
-    (float32, channels-last: the readout's conv is fastest on CPU that way), in batches."""
-    parts = []
-    start = time.perf_counter()
+def _tap_batches(
+    backbone: TappedBackbone, images: torch.Tensor, protocol: Protocol, batch: int
+) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """The backbone's taps of ``images`` in batches of ``batch``, each with its images' indices: the one loop
+    every pass of the engine goes through (on the protocol's device, channels-last when asked, no gradients)."""
+    out = []
     with torch.inference_mode():
-        for chunk in images.split(protocol.batch_size):
-            chunk = chunk.to(protocol.device, non_blocking=True)
+        for start in range(0, len(images), batch):
+            chunk = images[start : start + batch].to(protocol.device, non_blocking=True)
             if protocol.channels_last:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
-            taps = backbone(chunk)
-            parts.append(resize_and_concat([t.float() for t in taps], protocol.feature_size, protocol.align_corners))
+            index = torch.arange(start, start + len(chunk), device=protocol.device)
+            out.append((index, [t.float() for t in backbone(chunk)]))
+    return out
+
+
+def encode(backbone: TappedBackbone, images: torch.Tensor, protocol: Protocol, clock: Clock) -> torch.Tensor:
+    """The backbone's taps of ``images``, resized to the readout's feature size and concatenated on channels
+    (float32, channels-last: the readout's conv is fastest on CPU that way)."""
+    start = time.perf_counter()
+    parts = [
+        resize_and_concat(taps, protocol.feature_size, protocol.align_corners)
+        for _, taps in _tap_batches(backbone, images, protocol, protocol.batch_size)
+    ]
     clock.add("forward", start)
     features = torch.cat(parts)
     return features.contiguous(memory_format=torch.channels_last) if protocol.channels_last else features
-
-
-def _taps_of(backbone: TappedBackbone, images: torch.Tensor, protocol: Protocol) -> list[list[torch.Tensor]]:
-    with torch.inference_mode():
-        out = []
-        for chunk in images.split(max(1, protocol.batch_size // 2)):
-            chunk = chunk.to(protocol.device, non_blocking=True)
-            if protocol.channels_last:
-                chunk = chunk.contiguous(memory_format=torch.channels_last)
-            out.append([t.float().contiguous() for t in backbone(chunk)])
-    return out
 
 
 def _size(tap: torch.Tensor) -> tuple[int, int]:
@@ -167,13 +168,12 @@ class PPPPass:
         contexts = contexts_for(size + 2 * margin)
         groups_n = ppp_groups(len(contexts))
         moments = PPPMoments(layers, groups_n)
-        index = torch.arange(len(contexts), device=protocol.device)
+        batch = max(1, protocol.batch_size // 2)  # contexts are large: half batches
         start = time.perf_counter()
-        crops = _taps_of(backbone, crop_center(contexts, margin, size).contiguous(), protocol)
+        crops = _tap_batches(backbone, crop_center(contexts, margin, size).contiguous(), protocol, batch)
         start = clock.add("forward", start)
-        batch = max(1, protocol.batch_size // 2)
-        for b, taps in enumerate(crops):
-            moments.add_features(dict(zip(backbone.tap_names, taps)), index[b * batch : (b + 1) * batch] % groups_n)
+        for index, taps in crops:
+            moments.add_features(dict(zip(backbone.tap_names, taps)), index % groups_n)
         interior = "conv" if padding_entry(backbone.padding).same_interior else backbone.padding
         key = (seed, interior, margin, tuple(layers), len(contexts))
         cached = key in self.references
@@ -181,17 +181,14 @@ class PPPPass:
             moments.use_reference(self.references[key])
         else:
             start = time.perf_counter()
-            wide = _taps_of(backbone, contexts, protocol)
+            wide = _tap_batches(backbone, contexts, protocol, batch)
             start = clock.add("forward", start)
-            for b, taps in enumerate(wide):
-                named = dict(zip(backbone.tap_names, taps))
+            for (index, taps), (_, crop_taps) in zip(wide, crops):
+                named, crop_named = dict(zip(backbone.tap_names, taps)), dict(zip(backbone.tap_names, crop_taps))
                 reference = {
-                    t: reference_crop(
-                        named[t], margin, geometries[t].jump, _size(crops[b][backbone.tap_names.index(t)])
-                    )
-                    for t in layers
+                    t: reference_crop(named[t], margin, geometries[t].jump, _size(crop_named[t])) for t in layers
                 }
-                moments.add_reference(reference, index[b * batch : (b + 1) * batch] % groups_n)
+                moments.add_reference(reference, index % groups_n)
             self.references[key] = moments.reference_state()
         start = time.perf_counter()
         out: dict[str, Any] = {}

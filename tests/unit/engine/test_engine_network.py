@@ -10,8 +10,6 @@ import pytest
 from helpers.runs import compose_run
 from hydra.utils import instantiate
 
-from posenc.engine.network import CellResult
-
 SMALL = ["task.max_steps=40", "task.ppp_contexts=4", "data.num_train=16", "data.num_val=8", "data.num_test=4"]
 
 
@@ -80,11 +78,6 @@ def test_a_bad_list_is_one_line(settings, said):
     with pytest.raises(PosencError) as info:
         posenc.atlas("tiny", **settings)
     assert said in str(info.value) and "\n" not in str(info.value)
-
-
-def test_cell_results_are_plain_data():
-    cell = CellResult("zeros", 0, {"test/natural/H/spc": 0.5})
-    assert cell.error is None and cell.metrics["test/natural/H/spc"] == 0.5
 
 
 def test_resume_of_a_stopped_atlas_run_keeps_its_measured_paddings(tmp_path):
